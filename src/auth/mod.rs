@@ -1,0 +1,7 @@
+//! Authentication primitives: password hashing on a bounded pool, and tokens.
+
+pub mod hasher;
+pub mod token;
+
+pub use hasher::{HashPool, Verified};
+pub use token::{Token, TokenHash};

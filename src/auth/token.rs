@@ -1,0 +1,69 @@
+//! Tokens are random UUID v4s handed to the client; stores only ever see their SHA-256.
+
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// SHA-256 of a token's canonical (lower-case, hyphenated) text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// A token in canonical form.
+#[derive(Debug, Clone)]
+pub struct Token(String);
+
+impl Token {
+    /// A new token from the OS random number generator.
+    pub fn generate() -> Token {
+        Token(Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// Accepts the hyphenated UUID form (any case), as the contract's examples show.
+    pub fn parse(text: &str) -> Option<Token> {
+        if text.len() != 36 {
+            return None;
+        }
+        let uuid = Uuid::try_parse(text).ok()?;
+        Some(Token(uuid.hyphenated().to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> TokenHash {
+        TokenHash(Sha256::digest(self.0.as_bytes()).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_only_hyphenated_uuids() {
+        assert!(Token::parse("550e8400-e29b-41d4-a716-446655440000").is_some());
+        assert!(Token::parse("550E8400-E29B-41D4-A716-446655440000").is_some());
+        assert!(Token::parse("550e8400e29b41d4a716446655440000").is_none());
+        assert!(Token::parse("not-a-token").is_none());
+        assert!(Token::parse("").is_none());
+    }
+
+    #[test]
+    fn case_does_not_change_the_hash() {
+        let a = Token::parse("550e8400-e29b-41d4-a716-446655440000").unwrap();
+        let b = Token::parse("550E8400-E29B-41D4-A716-446655440000").unwrap();
+        assert_eq!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn generated_tokens_are_v4() {
+        let t = Token::generate();
+        assert_eq!(Uuid::parse_str(t.as_str()).unwrap().get_version_num(), 4);
+    }
+}

@@ -1,0 +1,127 @@
+//! What makes many nodes one server: presence (the cluster-wide `count`) and the chat
+//! bus over Redis pub/sub. While Redis is unreachable both degrade to this node alone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use hyper_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics as m;
+use crate::node::Node;
+use crate::protocol::Reply;
+use crate::store::{ChatEvent, RedisStore};
+
+/// How often a node rewrites its presence even when nothing changed.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+
+/// Sends a chat message to the whole cluster; to this node only while Redis is down.
+pub async fn publish(node: &Node, event: ChatEvent) {
+    if node.shared.publish(&event).await.is_err() {
+        deliver_local(node, &event);
+    }
+}
+
+/// Hands a chat event to the matching authenticated connections of this node.
+pub fn deliver_local(node: &Node, event: &ChatEvent) {
+    match event {
+        ChatEvent::Global { from, message } => {
+            let text = Reply::GlobalChat { username: from, message }.to_json();
+            let n = node.registry.deliver(&Message::text(text), |_| true);
+            m::chat_relayed("global", n);
+        }
+        ChatEvent::Private { from, target, message } => {
+            let text = Reply::PrivateChat { username: from, message }.to_json();
+            let n = node.registry.deliver(&Message::text(text), |p| &*p.display_name == target.as_str());
+            m::chat_relayed("private", n);
+        }
+    }
+}
+
+/// Authenticated connections across every live node; this node's own while Redis is down.
+pub async fn player_count(node: &Node) -> u64 {
+    match node.shared.cluster_count().await {
+        Ok(n) => n,
+        Err(_) => node.registry.len() as u64,
+    }
+}
+
+/// Keeps this node's presence fresh: on every change of its authenticated count and
+/// every [`HEARTBEAT_EVERY`]. Removes it on shutdown, so the count drops at once.
+pub async fn run_presence(node: Arc<Node>, shutdown: CancellationToken) {
+    let mut count = node.registry.watch_len();
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    let mut last_beat = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+            changed = count.changed() => if changed.is_err() { break },
+        }
+        let n = *count.borrow_and_update();
+        if node.shared.heartbeat(&node.node_id, n).await.is_ok() {
+            last_beat = Instant::now();
+        }
+        m::heartbeat_age(last_beat.elapsed());
+    }
+    if let Err(e) = node.shared.remove_presence(&node.node_id).await {
+        tracing::warn!(error = %e, "could not remove presence at shutdown; it expires by itself");
+    }
+}
+
+/// Listens to the chat bus on a dedicated connection, resubscribing after any loss.
+pub async fn run_chat_subscriber(node: Arc<Node>, redis: Arc<RedisStore>, shutdown: CancellationToken) {
+    let channel = redis.chat_channel();
+    loop {
+        let session = async {
+            let mut pubsub = redis.client().get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            tracing::info!(%channel, "subscribed to the chat bus");
+            let mut messages = pubsub.into_on_message();
+            while let Some(msg) = messages.next().await {
+                match serde_json::from_slice::<ChatEvent>(msg.get_payload_bytes()) {
+                    Ok(event) => deliver_local(&node, &event),
+                    Err(e) => tracing::warn!(error = %e, "ignoring malformed chat bus message"),
+                }
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = session => match result {
+                Ok(()) => tracing::warn!("chat bus subscription ended; resubscribing"),
+                Err(e) => {
+                    m::store_error("redis");
+                    tracing::warn!(error = %e, "chat bus unreachable; retrying");
+                }
+            },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
+        }
+    }
+}
+
+/// Flushes `last_used_at` and exports pool gauges every second until shutdown, then
+/// flushes one last time.
+pub async fn run_housekeeping(
+    node: Arc<Node>,
+    pg: crate::store::PgStore,
+    redis: Arc<RedisStore>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(crate::last_used::FLUSH_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        node.last_used.flush(node.users.as_ref()).await;
+        pg.pool_status();
+        redis.pool_status();
+    }
+    node.last_used.flush(node.users.as_ref()).await;
+}

@@ -1,0 +1,191 @@
+//! Node configuration: every setting is an environment variable with a matching flag.
+//! Defaults are documented next to each field and mirrored in the README table.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "openchampps", version, about = "OpenChampPS login/lobby node")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve WebSocket clients (the default).
+    Serve,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// PostgreSQL URL. Takes precedence over the DB_* parts.
+    #[arg(long, env = "DB_CONN", global = true)]
+    pub db_conn: Option<String>,
+    /// Alternative name for DB_CONN.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    #[arg(long, env = "DB_HOST", default_value = "127.0.0.1", global = true)]
+    pub db_host: String,
+    #[arg(long, env = "DB_PORT", default_value_t = 5432, global = true)]
+    pub db_port: u16,
+    #[arg(long, env = "DB_USER", default_value = "postgres", global = true)]
+    pub db_user: String,
+    #[arg(long, env = "DB_PASSWORD", default_value = "", global = true, hide_env_values = true)]
+    pub db_password: String,
+    #[arg(long, env = "DB_NAME", default_value = "openchampps", global = true)]
+    pub db_name: String,
+    /// Maximum PostgreSQL connections per node.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, global = true)]
+    pub db_pool_size: usize,
+
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0", global = true)]
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel, so several clusters can share one Redis.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "ocps:", global = true)]
+    pub redis_key_prefix: String,
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 32, global = true)]
+    pub redis_pool_size: usize,
+
+    /// Public address: WebSocket at /ws plus /health, /ready, /register.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080", global = true)]
+    pub listen_addr: SocketAddr,
+    /// Side address for Prometheus /metrics.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9091", global = true)]
+    pub metrics_addr: SocketAddr,
+    /// Name of this node in presence and metrics; default: hostname plus a random suffix.
+    #[arg(long, env = "NODE_ID", global = true)]
+    pub node_id: Option<String>,
+
+    /// Lifetime of a token issued at login, in seconds (default 7 days).
+    #[arg(long, env = "TOKEN_TTL_SECS", default_value_t = 604_800, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub token_ttl_secs: u64,
+    /// Longest a positive token-cache entry lives in Redis: bounds how long a deleted
+    /// user's token keeps working on a cache hit.
+    #[arg(long, env = "TOKEN_CACHE_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub token_cache_ttl_secs: u64,
+    /// Lifetime of a negative cache entry for an unknown token.
+    #[arg(long, env = "TOKEN_NEGATIVE_TTL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub token_negative_ttl_secs: u64,
+    /// Check for an already registered email at registration ("Email already registered").
+    #[arg(long, env = "OC_EMAIL_VALIDATION", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub email_validation: bool,
+
+    /// Largest accepted WebSocket frame/message in bytes; larger closes with 1009.
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u64).range(64..=16 * 1024 * 1024), global = true)]
+    pub max_frame_bytes: u64,
+    /// Seconds between server pings on an idle connection.
+    #[arg(long, env = "PING_INTERVAL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub ping_interval_secs: u64,
+    /// Seconds of silence after which a connection is closed.
+    #[arg(long, env = "PING_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub ping_timeout_secs: u64,
+    /// Seconds a new connection has to authenticate before it is closed.
+    #[arg(long, env = "AUTH_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub auth_timeout_secs: u64,
+    /// Maximum simultaneous WebSocket connections on this node; beyond it upgrades get 503.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub max_connections: u64,
+    /// Outgoing messages queued per connection before a slow reader is disconnected (1008).
+    #[arg(long, env = "OUTGOING_QUEUE", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub outgoing_queue: u64,
+
+    /// Failed logins per account inside the window before `Too many attempts`.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ACCOUNT", default_value_t = 10, global = true)]
+    pub login_max_failures_per_account: u64,
+    /// Failed logins per client address inside the window before `Too many attempts`.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ADDRESS", default_value_t = 50, global = true)]
+    pub login_max_failures_per_address: u64,
+    #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub login_failure_window_secs: u64,
+
+    /// Argon2id memory cost in KiB (OWASP: 19456).
+    #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456, global = true)]
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    #[arg(long, env = "ARGON2_ITERATIONS", default_value_t = 2, global = true)]
+    pub argon2_iterations: u32,
+    /// Argon2id lanes.
+    #[arg(long, env = "ARGON2_PARALLELISM", default_value_t = 1, global = true)]
+    pub argon2_parallelism: u32,
+    /// Hashes running at once; 0 means one per core.
+    #[arg(long, env = "HASH_WORKERS", default_value_t = 0, global = true)]
+    pub hash_workers: usize,
+    /// Logins allowed to wait for a hash worker before `Server busy`.
+    #[arg(long, env = "HASH_QUEUE", default_value_t = 64, global = true)]
+    pub hash_queue: usize,
+
+    /// Networks (CIDRs, comma-separated) of load balancers whose X-Forwarded-For /
+    /// X-Real-IP name the real client address; default none: the socket address counts.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Seconds after SIGTERM before remaining connections are closed with 1001.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 10, global = true)]
+    pub shutdown_drain_secs: u64,
+}
+
+impl Config {
+    /// The PostgreSQL URL, from DB_CONN / DATABASE_URL or built from the DB_* parts.
+    pub fn database_url(&self) -> String {
+        if let Some(url) = self.db_conn.as_ref().or(self.database_url.as_ref()) {
+            return url.clone();
+        }
+        let mut url = String::from("postgres://");
+        url.push_str(&self.db_user);
+        if !self.db_password.is_empty() {
+            url.push(':');
+            url.push_str(&percent_encode(&self.db_password));
+        }
+        url.push_str(&format!("@{}:{}/{}", self.db_host, self.db_port, self.db_name));
+        url
+    }
+
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+        })
+    }
+
+    /// Checks what clap's per-field parsers cannot: relations between fields and
+    /// values that only a store client can judge. Returns a one-line error.
+    pub fn validate(&self) -> Result<(), String> {
+        self.database_url()
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| format!("invalid PostgreSQL URL (DB_CONN/DATABASE_URL): {e}"))?;
+        redis::Client::open(self.redis_url.as_str())
+            .map_err(|e| format!("invalid REDIS_URL: {e}"))?;
+        if self.ping_timeout_secs <= self.ping_interval_secs {
+            return Err("PING_TIMEOUT_SECS must be greater than PING_INTERVAL_SECS".into());
+        }
+        argon2::Params::new(
+            self.argon2_memory_kib,
+            self.argon2_iterations,
+            self.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+        if self.db_pool_size == 0 || self.redis_pool_size == 0 {
+            return Err("DB_POOL_SIZE and REDIS_POOL_SIZE must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_secs(self.token_ttl_secs)
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

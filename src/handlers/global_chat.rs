@@ -1,0 +1,19 @@
+//! `global_chat`: every authenticated connection of the cluster, sender included,
+//! receives the message through the chat bus.
+
+use serde_json::value::RawValue;
+
+use super::Outcome;
+use crate::cluster;
+use crate::error::Error;
+use crate::node::Node;
+use crate::protocol::parse_string;
+use crate::session::Session;
+use crate::store::ChatEvent;
+
+pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
+    let message = parse_string(payload).filter(|m| !m.is_empty()).ok_or(Error::BadMessage)?;
+    let from = session.auth.as_ref().expect("dispatch checked authentication").display_name.to_string();
+    cluster::publish(node, ChatEvent::Global { from, message }).await;
+    Ok(None)
+}

@@ -1,0 +1,54 @@
+//! `login`: username and password in, a new token out.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{start_session, store_failed, Outcome};
+use crate::error::Error;
+use crate::node::Node;
+use crate::protocol::{parse_object, Reply};
+use crate::session::Session;
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
+    let Some(Credentials { username, password }) = parse_object(payload) else {
+        return Err(Error::InvalidLoginFormat);
+    };
+    if username.chars().count() < 3 || password.chars().count() < 6 {
+        return Err(Error::InvalidLoginFormat);
+    }
+
+    let attempt = node.limiter.subject(Some(&username), &session.ip_string());
+    if node.limiter.is_limited(&attempt).await {
+        return Err(Error::TooManyAttempts);
+    }
+
+    let user = node.users.find_user(&username).await.map_err(|e| store_failed(e, Error::AuthServerError))?;
+    // An unknown user is verified against a dummy hash: same time, same reply.
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let verified = node.hasher.verify(password.clone(), stored).await.map_err(|_| Error::ServerBusy)?;
+    let Some(user) = user.filter(|_| verified.ok) else {
+        node.limiter.record_failure(&attempt).await;
+        return Err(Error::InvalidCredentials);
+    };
+    node.limiter.clear_account(&user.username).await;
+
+    if verified.needs_rehash {
+        // Best effort: a failure here leaves the old, still valid hash in place.
+        if let Ok(rehashed) = node.hasher.hash(password).await {
+            if let Err(e) = node.users.set_password_hash(user.id, &rehashed).await {
+                tracing::warn!(error = %e, "could not store rehashed password");
+            }
+        }
+    }
+
+    let token = start_session(node, session, user.id, &user.username)
+        .await
+        .map_err(|e| store_failed(e, Error::AuthServerError))?;
+    Ok(Some(Reply::AuthSuccess { username: &user.username, token: token.as_str() }.to_json()))
+}

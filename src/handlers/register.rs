@@ -1,0 +1,71 @@
+//! `register` over WebSocket (and the account creation shared with `POST /register`).
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{start_session, store_failed, Outcome};
+use crate::error::Error;
+use crate::node::Node;
+use crate::protocol::{parse_object, Reply};
+use crate::session::Session;
+use crate::store::Conflict;
+
+#[derive(Deserialize)]
+pub struct Registration {
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
+    let Some(registration) = parse_object::<Registration>(payload) else {
+        return Err(Error::InvalidRegistrationFormat);
+    };
+    let (user_id, username) = create_account(node, registration).await?;
+    let token = start_session(node, session, user_id, &username)
+        .await
+        .map_err(|e| store_failed(e, Error::RegistrationFailed))?;
+    Ok(Some(
+        Reply::RegisterSuccess {
+            success: true,
+            message: "Registration successful",
+            auto_login: true,
+            username: &username,
+            token: token.as_str(),
+        }
+        .to_json(),
+    ))
+}
+
+/// Validates and stores a new account; returns its id and name.
+pub async fn create_account(node: &Node, registration: Registration) -> Result<(i64, String), Error> {
+    let Registration { username, password, email } = registration;
+    if username.chars().count() < 3 {
+        return Err(Error::UsernameTooShort);
+    }
+    if password.chars().count() < 6 {
+        return Err(Error::PasswordTooShort);
+    }
+    // A blank email is no email: it must not collide with other blank ones.
+    let email = email.filter(|e| !e.trim().is_empty());
+    let failed = |e| store_failed(e, Error::RegistrationFailed);
+
+    // Refuse a taken name before spending a hash on it; the unique index still
+    // decides races between nodes.
+    if node.users.find_user(&username).await.map_err(failed)?.is_some() {
+        return Err(Error::UsernameTaken);
+    }
+    if let Some(email) = email.as_deref().filter(|_| node.config.email_validation) {
+        if node.users.email_taken(email).await.map_err(failed)? {
+            return Err(Error::EmailTaken);
+        }
+    }
+    let password_hash = node.hasher.hash(password).await.map_err(|_| Error::RegistrationFailed)?;
+    match node.users.create_user(&username, &password_hash, email.as_deref()).await.map_err(failed)? {
+        Ok(id) => Ok((id, username)),
+        Err(Conflict::Username) => Err(Error::UsernameTaken),
+        // Emails are unique in the schema; saying so beats a misleading server error.
+        Err(Conflict::Email) => Err(Error::EmailTaken),
+    }
+}

@@ -1,0 +1,98 @@
+//! `token_auth`: a token issued by any node resumes its session on this one.
+//!
+//! Cache hit: one Redis round trip, no PostgreSQL. Miss (or Redis down): one
+//! PostgreSQL query, then the cache is filled. Unknown tokens are cached as negative
+//! entries and count as failures of the client address, so floods of bogus tokens
+//! neither reach PostgreSQL nor go on for long.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{store_failed, Outcome};
+use crate::auth::Token;
+use crate::error::Error;
+use crate::metrics as m;
+use crate::node::Node;
+use crate::protocol::{parse_object, Reply};
+use crate::session::{Auth, Session};
+use crate::store::redis::unix_now;
+use crate::store::CacheLookup;
+
+#[derive(Deserialize)]
+struct TokenPayload {
+    token: String,
+}
+
+pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
+    let Some(TokenPayload { token: sent }) = parse_object(payload) else {
+        return Err(Error::InvalidTokenFormat);
+    };
+    let Some(token) = Token::parse(&sent) else {
+        return Err(Error::InvalidTokenFormat);
+    };
+    let hash = token.hash();
+
+    let (record, display_name) = match node.shared.lookup_token(&hash).await {
+        Ok(CacheLookup::Hit { token: record, display_name }) => {
+            m::token_cache("hit");
+            if record.expires_at <= unix_now() {
+                return Err(Error::InvalidToken);
+            }
+            (record, display_name)
+        }
+        Ok(CacheLookup::Negative) => {
+            m::token_cache("negative_hit");
+            return Err(refuse(node, session).await);
+        }
+        lookup => {
+            let (display_name, redis_up) = match lookup {
+                Ok(CacheLookup::Miss { display_name }) => {
+                    m::token_cache("miss");
+                    (display_name, true)
+                }
+                _ => (None, false),
+            };
+            let attempt = node.limiter.subject(None, &session.ip_string());
+            if node.limiter.is_limited(&attempt).await {
+                return Err(Error::TooManyAttempts);
+            }
+            let found = node.users.find_token(&hash).await.map_err(|e| store_failed(e, Error::AuthServerError))?;
+            let Some(record) = found else {
+                if redis_up {
+                    let _ = node.shared.cache_negative(&hash, node.config.token_negative_ttl_secs).await;
+                }
+                node.limiter.record_failure(&attempt).await;
+                return Err(Error::InvalidToken);
+            };
+            if redis_up {
+                let _ = node.shared.cache_token(&hash, &record, node.cache_ttl(record.expires_at), None).await;
+            }
+            (record, display_name)
+        }
+    };
+
+    node.last_used.mark(hash);
+    let display_name = display_name.as_deref().unwrap_or(&record.username).into();
+    session.authenticate(
+        node,
+        Auth {
+            user_id: record.user_id,
+            username: record.username,
+            token: hash,
+            expires_at: record.expires_at,
+            display_name,
+        },
+    );
+    let username = &session.auth.as_ref().expect("just authenticated").username;
+    Ok(Some(Reply::AuthSuccess { username, token: &sent }.to_json()))
+}
+
+/// A token known to be bogus: counted against the address, refused without PostgreSQL.
+async fn refuse(node: &Node, session: &Session) -> Error {
+    let attempt = node.limiter.subject(None, &session.ip_string());
+    if node.limiter.is_limited(&attempt).await {
+        return Error::TooManyAttempts;
+    }
+    node.limiter.record_failure(&attempt).await;
+    Error::InvalidToken
+}

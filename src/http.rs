@@ -1,0 +1,195 @@
+//! HTTP on the public port (`/ws`, `/health`, `/ready`, `POST /register`) and on the
+//! metrics port (`/metrics`).
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{websocket_config, Connection};
+use crate::error::Error;
+use crate::handlers::register::{create_account, Registration};
+use crate::node::{Node, Status};
+
+type Body = Full<Bytes>;
+
+/// Store checks behind `/ready` give up after this long and report the store down.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the public port's request handler needs.
+pub struct Public {
+    pub node: Arc<Node>,
+    /// One permit per open WebSocket: caps connections per node.
+    pub connections: Arc<Semaphore>,
+    /// Cancelled at the end of the drain: remaining sockets close with 1001.
+    pub going_away: CancellationToken,
+    pub next_id: AtomicU64,
+}
+
+pub async fn public(public: Arc<Public>, peer: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let response = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ws") if hyper_tungstenite::is_upgrade_request(&req) => upgrade(&public, peer, &mut req),
+        (_, "/ws") => text(StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required"),
+        (&Method::GET, "/health") => text(StatusCode::OK, "OK"),
+        (&Method::GET, "/ready") => ready(&public.node).await,
+        (&Method::POST, "/register") => register(&public.node, req).await,
+        (_, "/register") => text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+        _ => text(StatusCode::NOT_FOUND, "Not found"),
+    };
+    Ok(response)
+}
+
+pub async fn metrics(handle: PrometheusHandle, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(Full::new(Bytes::from(handle.render())));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            response
+        }
+        _ => text(StatusCode::NOT_FOUND, "Not found"),
+    })
+}
+
+fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Response<Body> {
+    if public.node.status() == Status::Draining {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down");
+    }
+    let Ok(permit) = public.connections.clone().try_acquire_owned() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "Too many connections");
+    };
+    let client_ip = client_ip(peer.ip(), req.headers(), &public.node.config.trusted_proxies);
+    let config = websocket_config(&public.node.config);
+    let (response, websocket) = match hyper_tungstenite::upgrade(req, Some(config)) {
+        Ok(upgrade) => upgrade,
+        Err(_) => return text(StatusCode::BAD_REQUEST, "Invalid WebSocket upgrade"),
+    };
+    let id = public.next_id.fetch_add(1, Ordering::Relaxed);
+    let node = public.node.clone();
+    let going_away = public.going_away.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        match websocket.await {
+            Ok(ws) => Connection::new(node, ws, id, client_ip).run(going_away).await,
+            Err(e) => tracing::debug!(error = %e, "WebSocket handshake failed"),
+        }
+    });
+    response
+}
+
+/// The client's address: from `X-Forwarded-For` (the nearest untrusted hop) or
+/// `X-Real-IP` when the socket peer is a trusted proxy, else the peer itself.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    if let Some(ip) = forwarded.iter().rev().find(|ip| !is_trusted(ip)) {
+        return *ip;
+    }
+    headers
+        .get("x-real-ip")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .or_else(|| forwarded.first().copied())
+        .unwrap_or(peer)
+}
+
+async fn ready(node: &Node) -> Response<Body> {
+    let up = |ok: bool| if ok { "up" } else { "down" };
+    let (postgres, redis) = tokio::join!(
+        tokio::time::timeout(READY_CHECK_TIMEOUT, node.users.ping()),
+        tokio::time::timeout(READY_CHECK_TIMEOUT, node.shared.ping()),
+    );
+    let status = node.status();
+    let body = json!({
+        "status": match status { Status::Starting => "starting", Status::Ready => "ready", Status::Draining => "draining" },
+        "postgres": up(matches!(postgres, Ok(Ok(())))),
+        "redis": up(matches!(redis, Ok(Ok(())))),
+    });
+    let code = if status == Status::Ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = code;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn register(node: &Node, req: Request<Incoming>) -> Response<Body> {
+    const BAD_BODY: &str = "Invalid request body";
+    let Ok(body) = Limited::new(req.into_body(), node.config.max_frame_bytes as usize).collect().await else {
+        return text(StatusCode::BAD_REQUEST, BAD_BODY);
+    };
+    let body = body.to_bytes();
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return text(StatusCode::BAD_REQUEST, BAD_BODY);
+    }
+    let Ok(registration) = serde_json::from_slice::<Registration>(&body) else {
+        return text(StatusCode::BAD_REQUEST, BAD_BODY);
+    };
+    match create_account(node, registration).await {
+        Ok(_) => {
+            let body = json!({"status": "success", "message": "User registered successfully"});
+            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+            *response.status_mut() = StatusCode::CREATED;
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(Error::UsernameTooShort | Error::PasswordTooShort) => text(
+            StatusCode::BAD_REQUEST,
+            "Username must be at least 3 characters and password at least 6 characters",
+        ),
+        Err(Error::UsernameTaken | Error::EmailTaken) => text(StatusCode::CONFLICT, "Username or email already exists"),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_address_counts_only_behind_a_trusted_proxy() {
+        let lb: IpAddr = "10.0.0.5".parse().unwrap();
+        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&[("x-forwarded-for", "203.0.113.7, 10.0.0.9")]);
+        assert_eq!(client_ip(lb, &h, &trusted), "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(lb, &h, &[]), lb);
+        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+        let real = headers(&[("x-real-ip", "203.0.113.8")]);
+        assert_eq!(client_ip(lb, &real, &trusted), "203.0.113.8".parse::<IpAddr>().unwrap());
+    }
+}

@@ -1,0 +1,16 @@
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod protocol;
+pub mod store;
+pub mod cluster;
+pub mod handlers;
+pub mod last_used;
+pub mod node;
+pub mod ratelimit;
+pub mod registry;
+pub mod session;
+pub mod connection;
+pub mod http;
+pub mod server;

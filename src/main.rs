@@ -1,0 +1,25 @@
+use clap::Parser;
+use openchampps::config::{Cli, Command};
+use openchampps::server;
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    if let Err(e) = cli.config.validate() {
+        eprintln!("openchampps: {e}");
+        std::process::exit(2);
+    }
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => server::run(cli.config, server::shutdown_signal()).await,
+    };
+    if let Err(e) = result {
+        eprintln!("openchampps: {e}");
+        std::process::exit(1);
+    }
+}

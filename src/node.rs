@@ -1,0 +1,80 @@
+//! Everything a handler may touch, shared by all connections of this node.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::HashPool;
+use crate::config::Config;
+use crate::last_used::LastUsed;
+use crate::ratelimit::RateLimiter;
+use crate::registry::Registry;
+use crate::store::{SharedState, UserStore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    Starting = 0,
+    Ready = 1,
+    Draining = 2,
+}
+
+pub struct Node {
+    pub config: Config,
+    pub node_id: String,
+    pub users: Arc<dyn UserStore>,
+    pub shared: Arc<dyn SharedState>,
+    pub hasher: HashPool,
+    pub limiter: RateLimiter,
+    pub registry: Registry,
+    pub last_used: LastUsed,
+    status: AtomicU8,
+}
+
+impl Node {
+    pub fn new(config: Config, node_id: String, users: Arc<dyn UserStore>, shared: Arc<dyn SharedState>) -> Node {
+        let params = argon2::Params::new(
+            config.argon2_memory_kib,
+            config.argon2_iterations,
+            config.argon2_parallelism,
+            None,
+        )
+        .expect("validated at start-up");
+        let hasher = HashPool::new(params, config.hash_workers, config.hash_queue);
+        let limiter = RateLimiter::new(
+            shared.clone(),
+            Duration::from_secs(config.login_failure_window_secs),
+            config.login_max_failures_per_account,
+            config.login_max_failures_per_address,
+        );
+        Node {
+            config,
+            node_id,
+            users,
+            shared,
+            hasher,
+            limiter,
+            registry: Registry::default(),
+            last_used: LastUsed::default(),
+            status: AtomicU8::new(Status::Starting as u8),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        match self.status.load(Ordering::Relaxed) {
+            1 => Status::Ready,
+            2 => Status::Draining,
+            _ => Status::Starting,
+        }
+    }
+
+    pub fn set_status(&self, status: Status) {
+        self.status.store(status as u8, Ordering::Relaxed);
+    }
+
+    /// How long a positive token-cache entry may live: never past the token itself.
+    pub fn cache_ttl(&self, expires_at: i64) -> u64 {
+        let remaining = (expires_at - crate::store::redis::unix_now()).max(1) as u64;
+        remaining.min(self.config.token_cache_ttl_secs)
+    }
+}

@@ -1,0 +1,74 @@
+//! Failed-login counters per account and per client address, in fixed windows.
+//! They live in Redis so limits hold across nodes; while Redis is unreachable each
+//! node falls back to counting on its own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::store::SharedState;
+
+pub struct RateLimiter {
+    shared: Arc<dyn SharedState>,
+    local: Mutex<HashMap<String, (u64, Instant)>>,
+    window: Duration,
+    per_account: u64,
+    per_address: u64,
+}
+
+/// Keys for one attempt: the account (if any) and the client address.
+pub struct Subject {
+    keys: Vec<String>,
+    limits: Vec<u64>,
+}
+
+impl RateLimiter {
+    pub fn new(shared: Arc<dyn SharedState>, window: Duration, per_account: u64, per_address: u64) -> Self {
+        RateLimiter { shared, local: Mutex::default(), window, per_account, per_address }
+    }
+
+    pub fn subject(&self, account: Option<&str>, address: &str) -> Subject {
+        let mut keys = vec![format!("ip:{address}")];
+        let mut limits = vec![self.per_address];
+        if let Some(account) = account {
+            keys.push(format!("acct:{}", account.to_lowercase()));
+            limits.push(self.per_account);
+        }
+        Subject { keys, limits }
+    }
+
+    /// Whether this subject has used up its failures for the window.
+    pub async fn is_limited(&self, subject: &Subject) -> bool {
+        let counts = match self.shared.failures(&subject.keys).await {
+            Ok(counts) => counts,
+            Err(_) => subject.keys.iter().map(|k| self.local_count(k)).collect(),
+        };
+        counts.iter().zip(&subject.limits).any(|(count, limit)| count >= limit)
+    }
+
+    pub async fn record_failure(&self, subject: &Subject) {
+        if self.shared.add_failure(&subject.keys, self.window.as_secs()).await.is_err() {
+            let mut local = self.local.lock().unwrap();
+            let now = Instant::now();
+            local.retain(|_, (_, start)| now.duration_since(*start) < self.window);
+            for key in &subject.keys {
+                local.entry(key.clone()).or_insert((0, now)).0 += 1;
+            }
+        }
+    }
+
+    /// A successful login forgives the account's earlier failures.
+    pub async fn clear_account(&self, account: &str) {
+        let key = format!("acct:{}", account.to_lowercase());
+        let _ = self.shared.clear_failures(&key).await;
+        self.local.lock().unwrap().remove(&key);
+    }
+
+    fn local_count(&self, key: &str) -> u64 {
+        let local = self.local.lock().unwrap();
+        match local.get(key) {
+            Some((count, start)) if start.elapsed() < self.window => *count,
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The live sockets of this node — the only per-node state, rebuilt by reconnecting.
+//! Chat fan-out finds its recipients here; presence publishes its size.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use hyper_tungstenite::tungstenite::Message;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::metrics as m;
+
+/// An authenticated connection as seen from outside its task.
+pub struct Peer {
+    pub display_name: Arc<str>,
+    outbox: mpsc::Sender<Message>,
+    /// Wakes the connection task to close a client that does not keep up (1008).
+    too_slow: Arc<Notify>,
+}
+
+impl Peer {
+    pub fn new(display_name: Arc<str>, outbox: mpsc::Sender<Message>, too_slow: Arc<Notify>) -> Peer {
+        Peer { display_name, outbox, too_slow }
+    }
+}
+
+pub struct Registry {
+    peers: RwLock<HashMap<u64, Peer>>,
+    authenticated: watch::Sender<usize>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry { peers: RwLock::default(), authenticated: watch::Sender::new(0) }
+    }
+}
+
+impl Registry {
+    /// Adds or replaces the entry of connection `id`.
+    pub fn insert(&self, id: u64, peer: Peer) {
+        let mut peers = self.peers.write().unwrap();
+        peers.insert(id, peer);
+        self.publish_len(peers.len());
+    }
+
+    pub fn remove(&self, id: u64) {
+        let mut peers = self.peers.write().unwrap();
+        if peers.remove(&id).is_some() {
+            self.publish_len(peers.len());
+        }
+    }
+
+    pub fn rename(&self, id: u64, display_name: Arc<str>) {
+        if let Some(peer) = self.peers.write().unwrap().get_mut(&id) {
+            peer.display_name = display_name;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        *self.authenticated.borrow()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Follows the number of authenticated connections.
+    pub fn watch_len(&self) -> watch::Receiver<usize> {
+        self.authenticated.subscribe()
+    }
+
+    /// Queues `message` for every peer `to` accepts; returns how many got it. A peer
+    /// whose queue is full is told to disconnect rather than let its backlog grow.
+    pub fn deliver(&self, message: &Message, to: impl Fn(&Peer) -> bool) -> u64 {
+        let peers = self.peers.read().unwrap();
+        let mut delivered = 0;
+        for peer in peers.values().filter(|p| to(p)) {
+            match peer.outbox.try_send(message.clone()) {
+                Ok(()) => delivered += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => peer.too_slow.notify_one(),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        delivered
+    }
+
+    fn publish_len(&self, len: usize) {
+        m::authenticated_connections(len);
+        self.authenticated.send_replace(len);
+    }
+}

@@ -1,0 +1,166 @@
+//! Start-up, the accept loops and the graceful drain.
+//!
+//! Start: listeners up (status `starting`), migrations applied, then `ready`.
+//! Drain (SIGTERM/SIGINT): `/ready` says 503 at once and no new connection is
+//! accepted; after `SHUTDOWN_DRAIN_SECS` (or as soon as every client has left) the
+//! remaining sockets close with 1001 so clients reconnect elsewhere; then presence is
+//! removed and `last_used_at` flushed.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster;
+use crate::config::Config;
+use crate::http::{self, Public};
+use crate::metrics as m;
+use crate::node::{Node, Status};
+use crate::store::{PgStore, RedisStore};
+
+/// A slow client gets this long to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const MIGRATION_RETRY: Duration = Duration::from_secs(1);
+
+/// Runs a node until `shutdown` resolves, then drains and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let node_id = config.node_id();
+    let handle = m::install();
+    m::build_info(&node_id);
+
+    let pg = PgStore::connect(&config.database_url(), config.db_pool_size).map_err(|e| e.to_string())?;
+    let redis = Arc::new(
+        RedisStore::connect(&config.redis_url, &config.redis_key_prefix, config.redis_pool_size)
+            .map_err(|e| e.to_string())?,
+    );
+    let public_listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen_addr))?;
+    let metrics_listener = TcpListener::bind(config.metrics_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.metrics_addr))?;
+    let public_addr = public_listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_addr = metrics_listener.local_addr().map_err(|e| e.to_string())?;
+
+    let max_connections = config.max_connections as usize;
+    let drain = Duration::from_secs(config.shutdown_drain_secs);
+    let node = Arc::new(Node::new(config, node_id.clone(), Arc::new(pg.clone()), redis.clone()));
+    let public = Arc::new(Public {
+        node: node.clone(),
+        connections: Arc::new(Semaphore::new(max_connections)),
+        going_away: CancellationToken::new(),
+        next_id: AtomicU64::new(1),
+    });
+    let stop_accepting = CancellationToken::new();
+    let stop_background = CancellationToken::new();
+
+    let mut servers = JoinSet::new();
+    servers.spawn(accept_loop(public_listener, stop_accepting.clone(), {
+        let public = public.clone();
+        move |peer| {
+            let public = public.clone();
+            service_fn(move |req| http::public(public.clone(), peer, req))
+        }
+    }));
+    servers.spawn(accept_loop(metrics_listener, stop_background.clone(), move |_| {
+        let handle = handle.clone();
+        service_fn(move |req| http::metrics(handle.clone(), req))
+    }));
+    tracing::info!(%node_id, %public_addr, %metrics_addr, "listening");
+
+    tokio::pin!(shutdown);
+    // Several nodes may start at once on an empty database: the migration lock makes
+    // them take turns; a database that is not up yet is waited for.
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            result = pg.migrate() => match result {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(error = %e, "database not ready; retrying"),
+            },
+        }
+        tokio::time::sleep(MIGRATION_RETRY).await;
+    }
+
+    let mut background = JoinSet::new();
+    background.spawn(cluster::run_presence(node.clone(), stop_background.clone()));
+    background.spawn(cluster::run_chat_subscriber(node.clone(), redis.clone(), stop_background.clone()));
+    background.spawn(cluster::run_housekeeping(node.clone(), pg, redis, stop_background.clone()));
+    node.set_status(Status::Ready);
+    tracing::info!("ready");
+
+    shutdown.await;
+    node.set_status(Status::Draining);
+    stop_accepting.cancel();
+    tracing::info!(drain_secs = drain.as_secs(), "draining");
+
+    let all = max_connections as u32;
+    let everyone_left = public.connections.acquire_many(all);
+    if tokio::time::timeout(drain, everyone_left).await.is_err() {
+        public.going_away.cancel();
+        // Each socket gets a short closing handshake; never wait past that.
+        let _ = tokio::time::timeout(Duration::from_secs(3), public.connections.acquire_many(all)).await;
+    }
+    stop_background.cancel();
+    while background.join_next().await.is_some() {}
+    servers.abort_all();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Accepts TCP connections and serves HTTP/1.1 (with upgrades) on each until `stop`.
+async fn accept_loop<F, S>(listener: TcpListener, stop: CancellationToken, make_service: F)
+where
+    F: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = hyper::Response<http_body_util::Full<hyper::body::Bytes>>, Error = std::convert::Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = make_service(peer);
+        tokio::spawn(async move {
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

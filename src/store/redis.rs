@@ -1,0 +1,275 @@
+//! Redis: the token-validity cache, sessions, presence, failure counters, chat bus.
+//!
+//! Key schema (every key starts with the configured prefix, `ocps:` by default). Keys
+//! one operation touches together share a `{hash tag}`, ready for Redis Cluster:
+//! - `{t:<sha256 hex>}:tok`  token cache: `"<user id> <expires unix> <username>"`, or `-` for
+//!   a token PostgreSQL does not know (short TTL); never longer than the token lives
+//! - `{t:<sha256 hex>}:sess` the session's display name, for the token's lifetime
+//! - `{presence}:beats`      sorted set: node id → last heartbeat (ms, Redis clock)
+//! - `{presence}:counts`     hash: node id → authenticated connections
+//! - `{rl:<kind>:<id>}`      failed-login counter for one account or address, per window
+//! - channel `chat`          the chat bus (JSON [`ChatEvent`]s)
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::{Config, Pool, Runtime};
+use redis::{AsyncCommands, RedisResult, Script};
+
+use super::{CacheLookup, ChatEvent, SharedState, StoreResult, TokenRecord};
+use crate::auth::TokenHash;
+use crate::error::StoreError;
+use crate::metrics as m;
+
+/// A node whose heartbeat is older than this stops counting (heartbeats every 3 s).
+pub const PRESENCE_STALE_MS: u64 = 10_000;
+/// Longest any Redis call may take before the node treats Redis as unreachable.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+const HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return now
+";
+
+const COUNT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+for _, node in ipairs(stale) do
+  redis.call('ZREM', KEYS[1], node)
+  redis.call('HDEL', KEYS[2], node)
+end
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do total = total + tonumber(v) end
+return total
+";
+
+pub struct RedisStore {
+    pool: Pool,
+    client: redis::Client,
+    prefix: String,
+    heartbeat: Script,
+    count: Script,
+    down: AtomicBool,
+}
+
+impl RedisStore {
+    pub fn connect(url: &str, prefix: &str, max_size: usize) -> Result<RedisStore, StoreError> {
+        let pool = Config::from_url(url)
+            .builder()
+            .map_err(|e| StoreError::Other(format!("Redis pool: {e}")))?
+            .max_size(max_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(TIMEOUT))
+            .create_timeout(Some(TIMEOUT))
+            .recycle_timeout(Some(TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Other(format!("Redis pool: {e}")))?;
+        Ok(RedisStore {
+            pool,
+            client: redis::Client::open(url)?,
+            prefix: prefix.to_owned(),
+            heartbeat: Script::new(HEARTBEAT),
+            count: Script::new(COUNT),
+            down: AtomicBool::new(false),
+        })
+    }
+
+    /// A client for the dedicated pub/sub connection (a pooled one cannot subscribe).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    pub fn chat_channel(&self) -> String {
+        format!("{}chat", self.prefix)
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    pub fn pool_status(&self) {
+        let s = self.pool.status();
+        m::pool_connections("redis", s.size, s.available, s.waiting);
+    }
+
+    fn token_keys(&self, token: &TokenHash) -> (String, String) {
+        let tag = format!("{}{{t:{}}}", self.prefix, token.to_hex());
+        (format!("{tag}:tok"), format!("{tag}:sess"))
+    }
+
+    fn presence_keys(&self) -> (String, String) {
+        (format!("{}{{presence}}:beats", self.prefix), format!("{}{{presence}}:counts", self.prefix))
+    }
+
+    fn failure_key(&self, key: &str) -> String {
+        format!("{}{{rl:{key}}}", self.prefix)
+    }
+
+    /// Runs one operation on a pooled connection with a deadline, and keeps track of
+    /// whether Redis is reachable (logged and exported on each change).
+    async fn run<T, F, Fut>(&self, op: F) -> StoreResult<T>
+    where
+        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let attempt = async {
+            let conn = self.pool.get().await?;
+            Ok::<T, StoreError>(op(conn).await?)
+        };
+        let result = match tokio::time::timeout(TIMEOUT, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Other("redis: timed out".into())),
+        };
+        let failed = result.is_err();
+        if failed {
+            m::store_error("redis");
+        }
+        if self.down.swap(failed, Ordering::Relaxed) != failed {
+            m::redis_degraded(failed);
+            if failed {
+                tracing::warn!(error = %result.as_ref().err().unwrap(), "Redis unreachable: working alone (local chat, count and rate limits)");
+            } else {
+                tracing::info!("Redis reachable again");
+            }
+        }
+        result
+    }
+}
+
+fn parse_token_entry(value: &str) -> Option<TokenRecord> {
+    let mut parts = value.splitn(3, ' ');
+    let user_id = parts.next()?.parse().ok()?;
+    let expires_at = parts.next()?.parse().ok()?;
+    let username = parts.next()?.to_owned();
+    Some(TokenRecord { user_id, username, expires_at })
+}
+
+#[async_trait]
+impl SharedState for RedisStore {
+    async fn lookup_token(&self, token: &TokenHash) -> StoreResult<CacheLookup> {
+        let (tok, sess) = self.token_keys(token);
+        let (entry, display_name): (Option<String>, Option<String>) =
+            self.run(|mut c| async move { c.mget(&[tok, sess]).await }).await?;
+        Ok(match entry.as_deref() {
+            Some("-") => CacheLookup::Negative,
+            Some(value) => match parse_token_entry(value) {
+                Some(token) => CacheLookup::Hit { token, display_name },
+                None => CacheLookup::Miss { display_name },
+            },
+            None => CacheLookup::Miss { display_name },
+        })
+    }
+
+    async fn cache_token(
+        &self,
+        token: &TokenHash,
+        record: &TokenRecord,
+        ttl_secs: u64,
+        display_name: Option<&str>,
+    ) -> StoreResult<()> {
+        let (tok, sess) = self.token_keys(token);
+        let mut pipe = redis::pipe();
+        let value = format!("{} {} {}", record.user_id, record.expires_at, record.username);
+        pipe.set_ex(&tok, value, ttl_secs.max(1)).ignore();
+        if let Some(name) = display_name {
+            let lifetime = (record.expires_at - unix_now()).max(1) as u64;
+            pipe.set_ex(&sess, name, lifetime).ignore();
+        }
+        self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
+    }
+
+    async fn cache_negative(&self, token: &TokenHash, ttl_secs: u64) -> StoreResult<()> {
+        let (tok, _) = self.token_keys(token);
+        // NX: never overwrite an entry a concurrent login just wrote.
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&tok).arg("-").arg("EX").arg(ttl_secs.max(1)).arg("NX");
+        self.run(|mut c| async move { cmd.query_async::<Option<String>>(&mut c).await.map(|_| ()) })
+            .await
+    }
+
+    async fn forget_tokens(&self, tokens: &[TokenHash]) -> StoreResult<()> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for t in tokens {
+            pipe.del(self.token_keys(t).0).ignore();
+        }
+        self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
+    }
+
+    async fn set_display_name(&self, token: &TokenHash, name: &str, ttl_secs: u64) -> StoreResult<()> {
+        let (_, sess) = self.token_keys(token);
+        let name = name.to_owned();
+        self.run(|mut c| async move { c.set_ex(sess, name, ttl_secs.max(1)).await }).await
+    }
+
+    async fn failures(&self, keys: &[String]) -> StoreResult<Vec<u64>> {
+        let keys: Vec<String> = keys.iter().map(|k| self.failure_key(k)).collect();
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.get(k);
+        }
+        let counts: Vec<Option<u64>> = self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    async fn add_failure(&self, keys: &[String], window_secs: u64) -> StoreResult<()> {
+        let mut pipe = redis::pipe();
+        for k in keys {
+            let key = self.failure_key(k);
+            pipe.incr(&key, 1).ignore();
+            pipe.cmd("EXPIRE").arg(&key).arg(window_secs).arg("NX").ignore();
+        }
+        self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
+    }
+
+    async fn clear_failures(&self, key: &str) -> StoreResult<()> {
+        let key = self.failure_key(key);
+        self.run(|mut c| async move { c.del(key).await }).await
+    }
+
+    async fn heartbeat(&self, node_id: &str, authenticated: usize) -> StoreResult<()> {
+        let (beats, counts) = self.presence_keys();
+        let mut inv = self.heartbeat.key(beats);
+        inv.key(counts).arg(node_id).arg(authenticated);
+        self.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await.map(|_| ()) }).await
+    }
+
+    async fn remove_presence(&self, node_id: &str) -> StoreResult<()> {
+        let (beats, counts) = self.presence_keys();
+        let mut pipe = redis::pipe();
+        pipe.zrem(beats, node_id).ignore().hdel(counts, node_id).ignore();
+        self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
+    }
+
+    async fn cluster_count(&self) -> StoreResult<u64> {
+        let (beats, counts) = self.presence_keys();
+        let mut inv = self.count.key(beats);
+        inv.key(counts).arg(PRESENCE_STALE_MS);
+        self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await
+    }
+
+    async fn publish(&self, event: &ChatEvent) -> StoreResult<()> {
+        let channel = self.chat_channel();
+        let body = serde_json::to_string(event).expect("chat events serialize");
+        self.run(|mut c| async move { c.publish(channel, body).await }).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) })
+            .await
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
