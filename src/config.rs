@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve WebSocket clients (the default).
     Serve,
+    /// Drive one or more nodes with a closed-loop load over real WebSockets.
+    Bench(crate::loadgen::BenchArgs),
 }
 
 #[derive(Debug, Clone, Args)]

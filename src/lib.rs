@@ -14,3 +14,4 @@ pub mod session;
 pub mod connection;
 pub mod http;
 pub mod server;
+pub mod loadgen;
