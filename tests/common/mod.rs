@@ -1,0 +1,416 @@
+//! Shared fixtures: a private database and Redis key prefix per test, real node
+//! processes, and a small WebSocket/HTTP client. Everything a test creates is
+//! removed when its fixtures drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+pub const PASSWORD: &str = "securePassword123";
+
+pub fn pg_admin_url() -> String {
+    std::env::var("TEST_PG_ADMIN_URL").unwrap_or_else(|_| PG_ADMIN_URL.into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| REDIS_URL.into())
+}
+
+/// A database and a Redis key prefix of one test's own; dropped with it.
+pub struct Cluster {
+    pub db_name: String,
+    pub db_url: String,
+    pub prefix: String,
+    pub redis_url: String,
+}
+
+impl Cluster {
+    pub async fn new() -> Cluster {
+        Cluster::with_stores(&pg_admin_url(), &redis_url()).await
+    }
+
+    /// A cluster on specific PostgreSQL / Redis servers (fault tests run their own).
+    pub async fn with_stores(pg_admin: &str, redis: &str) -> Cluster {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let db_name = format!("ocps_test_{}", &id[..16]);
+        let (client, conn) = tokio_postgres::connect(pg_admin, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL not reachable at {pg_admin} ({e}); run scripts/services.sh"));
+        tokio::spawn(conn);
+        client.execute(&format!("CREATE DATABASE {db_name}"), &[]).await.unwrap();
+        let base = pg_admin.rsplit_once('/').unwrap().0;
+        Cluster {
+            db_url: format!("{base}/{db_name}"),
+            db_name,
+            prefix: format!("ocpstest:{}:", &id[..12]),
+            redis_url: redis.to_owned(),
+        }
+    }
+
+    /// Environment of a node of this cluster (fast argon2 parameters: tests check
+    /// behaviour, the benchmarks check cost).
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("DB_CONN", self.db_url.as_str()),
+            ("REDIS_URL", self.redis_url.as_str()),
+            ("REDIS_KEY_PREFIX", self.prefix.as_str()),
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("METRICS_ADDR", "127.0.0.1:0"),
+            ("ARGON2_MEMORY_KIB", "1024"),
+            ("ARGON2_ITERATIONS", "1"),
+            ("SHUTDOWN_DRAIN_SECS", "1"),
+            ("RUST_LOG", "info,openchampps=debug"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    pub async fn node(&self) -> NodeProc {
+        self.node_with(&[]).await
+    }
+
+    pub async fn node_with(&self, extra: &[(&str, &str)]) -> NodeProc {
+        let node = self.spawn_node(extra);
+        node.wait_ready().await;
+        node
+    }
+
+    /// Starts a node without waiting for it to become ready.
+    pub fn spawn_node(&self, extra: &[(&str, &str)]) -> NodeProc {
+        let mut env = self.env();
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        NodeProc::spawn(&env)
+    }
+
+    pub async fn psql(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
+    /// Redis keys under this cluster's prefix.
+    pub async fn redis_keys(&self) -> Vec<String> {
+        let mut conn = self.redis().await;
+        redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query_async(&mut conn).await.unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let (admin, db, redis_url, prefix) =
+            (pg_admin_url_for(&self.db_url), self.db_name.clone(), self.redis_url.clone(), self.prefix.clone());
+        // Drop may run inside a runtime: clean up from a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok((client, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client.execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"), &[]).await;
+                }
+                if let Ok(client) = redis::Client::open(redis_url.as_str()) {
+                    if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                        let keys: Vec<String> =
+                            redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
+                        if !keys.is_empty() {
+                            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                        }
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn pg_admin_url_for(db_url: &str) -> String {
+    format!("{}/postgres", db_url.rsplit_once('/').unwrap().0)
+}
+
+/// A node running as its own process, as in production.
+pub struct NodeProc {
+    child: Option<Child>,
+    pub public: SocketAddr,
+    pub metrics: SocketAddr,
+    pub node_id: String,
+}
+
+impl NodeProc {
+    pub fn spawn(env: &[(String, String)]) -> NodeProc {
+        let node_id = env
+            .iter()
+            .find(|(k, _)| k == "NODE_ID")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_openchampps"))
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("NODE_ID", &node_id)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start openchampps");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let tag = node_id.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    let _ = tx.send(line.clone());
+                }
+                eprintln!("[{tag}] {line}");
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(20)).expect("node did not start listening");
+        let field = |name: &str| -> SocketAddr {
+            let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+            line[start..].split_whitespace().next().unwrap().parse().unwrap()
+        };
+        NodeProc { public: field("public_addr"), metrics: field("metrics_addr"), child: Some(child), node_id }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.public)
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok((200, _)) = http(self.public, "GET", "/ready", None, &[]).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node {} never became ready", self.node_id);
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        http(self.metrics, "GET", "/metrics", None, &[]).await.unwrap().1
+    }
+
+    /// SIGKILL: no goodbye to Redis or anyone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().unwrap();
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("node did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal HTTP/1.1 request; returns status and body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    let (status, _, body) = http_full(addr, method, path, body, headers).await?;
+    Ok((status, body))
+}
+
+/// Like [`http`], also returning the response headers (lower-cased names).
+pub async fn http_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let body = body.unwrap_or("");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await??;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok((status, headers, body.to_owned()))
+}
+
+/// A WebSocket game client.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connect");
+        Client { ws }
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_message(&mut self, message: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.ws.send(message).await
+    }
+
+    /// The next text frame, parsed.
+    pub async fn recv(&mut self) -> Value {
+        match self.next_text(REPLY_TIMEOUT).await {
+            Some(v) => v,
+            None => panic!("no reply within {REPLY_TIMEOUT:?}"),
+        }
+    }
+
+    /// The next text frame within `wait`, if any.
+    pub async fn next_text(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(&t).expect("reply is JSON")),
+                Ok(Some(Ok(Message::Close(frame)))) => panic!("connection closed: {frame:?}"),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => panic!("connection failed: {e}"),
+                Ok(None) => panic!("connection ended"),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(v) = self.next_text(wait).await {
+            panic!("expected no message, got {v}");
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn expect_close(&mut self) -> Option<CloseCode> {
+        loop {
+            match tokio::time::timeout(REPLY_TIMEOUT, self.ws.next()).await.expect("no close within timeout") {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    pub async fn request(&mut self, value: Value) -> Value {
+        self.send(value).await;
+        self.recv().await
+    }
+
+    pub async fn register(&mut self, username: &str, password: &str) -> Value {
+        self.request(json!({"type": "register", "payload": {"username": username, "password": password}})).await
+    }
+
+    pub async fn login(&mut self, username: &str, password: &str) -> Value {
+        self.request(json!({"type": "login", "payload": {"username": username, "password": password}})).await
+    }
+
+    pub async fn token_auth(&mut self, token: &str) -> Value {
+        self.request(json!({"type": "token_auth", "payload": {"token": token}})).await
+    }
+
+    /// Registers (auto-logged-in) and returns the token.
+    pub async fn signed_up(&mut self, username: &str) -> String {
+        let reply = self.register(username, PASSWORD).await;
+        assert_eq!(reply["type"], "register_success", "{reply}");
+        reply["payload"]["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+pub fn auth_error(message: &str) -> Value {
+    json!({"type": "auth_error", "payload": {"message": message}})
+}
+
+pub fn error(message: &str, code: &str) -> Value {
+    json!({"type": "error", "payload": {"message": message, "code": code}})
+}
+
+/// Polls `check` until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+pub fn unique_name(stem: &str) -> String {
+    format!("{stem}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
