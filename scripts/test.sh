@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: makes sure PostgreSQL and Redis are up (installing them
+# when absent), then every unit, integration and chart/metrics check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/services.sh
+need_rust() {
+  if ! command -v cargo >/dev/null; then
+    echo "test: cargo not found; install a Rust toolchain >= 1.88 (rustup)" >&2; exit 1
+  fi
+}
+need_rust
+cargo build --locked --all-targets
+cargo test --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+if [ -x ci/checks.sh ]; then bash ci/checks.sh; fi
