@@ -40,12 +40,11 @@ pub fn deliver_local(node: &Node, event: &ChatEvent) {
     }
 }
 
-/// Authenticated connections across every live node; this node's own while Redis is down.
+/// Authenticated connections across every live node; this node's own while Redis is
+/// down. This node's part is counted live, so a player always counts itself.
 pub async fn player_count(node: &Node) -> u64 {
-    match node.shared.cluster_count().await {
-        Ok(n) => n,
-        Err(_) => node.registry.len() as u64,
-    }
+    let others = node.shared.cluster_count(&node.node_id).await.unwrap_or(0);
+    others + node.registry.len() as u64
 }
 
 /// Keeps this node's presence fresh: on every change of its authenticated count and

@@ -1,8 +1,9 @@
 //! Start-up, the accept loops and the graceful drain.
 //!
 //! Start: listeners up (status `starting`), migrations applied, then `ready`.
-//! Drain (SIGTERM/SIGINT): `/ready` says 503 at once and no new connection is
-//! accepted; after `SHUTDOWN_DRAIN_SECS` (or as soon as every client has left) the
+//! Drain (SIGTERM/SIGINT): `/ready` says 503 at once and new WebSocket upgrades are
+//! refused with 503 (the port keeps answering `/health` and `/ready`, so probes see
+//! "draining" rather than a refused connection); after `SHUTDOWN_DRAIN_SECS` (or as soon as every client has left) the
 //! remaining sockets close with 1001 so clients reconnect elsewhere; then presence is
 //! removed and `last_used_at` flushed.
 
@@ -99,7 +100,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     shutdown.await;
     node.set_status(Status::Draining);
-    stop_accepting.cancel();
     tracing::info!(drain_secs = drain.as_secs(), "draining");
 
     let all = max_connections as u32;
@@ -109,6 +109,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         // Each socket gets a short closing handshake; never wait past that.
         let _ = tokio::time::timeout(Duration::from_secs(3), public.connections.acquire_many(all)).await;
     }
+    stop_accepting.cancel();
     stop_background.cancel();
     while background.join_next().await.is_some() {}
     servers.abort_all();

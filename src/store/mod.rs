@@ -113,8 +113,9 @@ pub trait SharedState: Send + Sync + 'static {
     /// Publishes this node's number of authenticated connections, as its heartbeat.
     async fn heartbeat(&self, node_id: &str, authenticated: usize) -> StoreResult<()>;
     async fn remove_presence(&self, node_id: &str) -> StoreResult<()>;
-    /// Authenticated connections on every node with a fresh heartbeat.
-    async fn cluster_count(&self) -> StoreResult<u64>;
+    /// Authenticated connections on every node with a fresh heartbeat, except
+    /// `except_node` (whose own count the caller knows better).
+    async fn cluster_count(&self, except_node: &str) -> StoreResult<u64>;
 
     async fn publish(&self, event: &ChatEvent) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;

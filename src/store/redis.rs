@@ -45,7 +45,10 @@ for _, node in ipairs(stale) do
   redis.call('HDEL', KEYS[2], node)
 end
 local total = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[2])) do total = total + tonumber(v) end
+local counts = redis.call('HGETALL', KEYS[2])
+for i = 1, #counts, 2 do
+  if counts[i] ~= ARGV[2] then total = total + tonumber(counts[i + 1]) end
+end
 return total
 ";
 
@@ -249,10 +252,10 @@ impl SharedState for RedisStore {
         self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
     }
 
-    async fn cluster_count(&self) -> StoreResult<u64> {
+    async fn cluster_count(&self, except_node: &str) -> StoreResult<u64> {
         let (beats, counts) = self.presence_keys();
         let mut inv = self.count.key(beats);
-        inv.key(counts).arg(PRESENCE_STALE_MS);
+        inv.key(counts).arg(PRESENCE_STALE_MS).arg(except_node);
         self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await
     }
 
