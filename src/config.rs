@@ -21,6 +21,8 @@ pub enum Command {
     Serve,
     /// Drive one or more nodes with a closed-loop load over real WebSockets.
     Bench(crate::loadgen::BenchArgs),
+    /// Revoke tokens: every token of a user, or one token. Takes effect on every node.
+    Revoke(crate::revoke::RevokeArgs),
 }
 
 #[derive(Debug, Clone, Args)]

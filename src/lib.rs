@@ -15,3 +15,4 @@ pub mod connection;
 pub mod http;
 pub mod server;
 pub mod loadgen;
+pub mod revoke;

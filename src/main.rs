@@ -18,6 +18,7 @@ async fn main() {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => server::run(cli.config, server::shutdown_signal()).await,
         Command::Bench(args) => openchampps::loadgen::run(args).await,
+        Command::Revoke(args) => openchampps::revoke::run(&cli.config, args).await,
     };
     if let Err(e) = result {
         eprintln!("openchampps: {e}");

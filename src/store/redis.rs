@@ -202,7 +202,8 @@ impl SharedState for RedisStore {
         }
         let mut pipe = redis::pipe();
         for t in tokens {
-            pipe.del(self.token_keys(t).0).ignore();
+            let (tok, sess) = self.token_keys(t);
+            pipe.del(&[tok, sess]).ignore();
         }
         self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
     }
