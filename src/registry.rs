@@ -83,8 +83,14 @@ impl Registry {
         delivered
     }
 
+    /// Wakes presence only when the number really changed (a re-authentication
+    /// replaces an entry and must not cost a heartbeat).
     fn publish_len(&self, len: usize) {
+        self.authenticated.send_if_modified(|current| {
+            let changed = *current != len;
+            *current = len;
+            changed
+        });
         m::authenticated_connections(len);
-        self.authenticated.send_replace(len);
     }
 }
