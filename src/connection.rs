@@ -117,7 +117,9 @@ impl Connection {
                     if last_heard.elapsed() >= silence_limit {
                         return Ending::Close(CloseCode::Policy, "ping timeout");
                     }
-                    if last_heard.elapsed() >= ping_every {
+                    // Half an interval of quiet is enough for a ping: waiting for a full
+                    // one could skip a tick and leave a live client unpinged until timeout.
+                    if last_heard.elapsed() >= ping_every / 2 {
                         if let Some(end) = self.send(Message::Ping(Default::default())).await {
                             return end;
                         }

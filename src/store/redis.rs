@@ -11,8 +11,8 @@
 //! - channel `chat`          the chat bus (JSON [`ChatEvent`]s)
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_redis::{Config, Pool, Runtime};
@@ -27,6 +27,9 @@ use crate::metrics as m;
 pub const PRESENCE_STALE_MS: u64 = 10_000;
 /// Longest any Redis call may take before the node treats Redis as unreachable.
 const TIMEOUT: Duration = Duration::from_secs(1);
+/// While Redis is unreachable, calls fail at once instead of each waiting out a
+/// timeout; one call per this interval probes whether it is back.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 const HEARTBEAT: &str = r"
 local t = redis.call('TIME')
@@ -59,6 +62,9 @@ pub struct RedisStore {
     heartbeat: Script,
     count: Script,
     down: AtomicBool,
+    /// While down: milliseconds since `epoch` at which the next probe may go out.
+    next_probe_ms: AtomicU64,
+    epoch: Instant,
 }
 
 impl RedisStore {
@@ -73,6 +79,7 @@ impl RedisStore {
             .recycle_timeout(Some(TIMEOUT))
             .build()
             .map_err(|e| StoreError::Other(format!("Redis pool: {e}")))?;
+        m::redis_degraded(false);
         Ok(RedisStore {
             pool,
             client: redis::Client::open(url)?,
@@ -80,6 +87,8 @@ impl RedisStore {
             heartbeat: Script::new(HEARTBEAT),
             count: Script::new(COUNT),
             down: AtomicBool::new(false),
+            next_probe_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         })
     }
 
@@ -121,6 +130,18 @@ impl RedisStore {
         F: FnOnce(deadpool_redis::Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
+        if self.down.load(Ordering::Relaxed) {
+            let now = self.epoch.elapsed().as_millis() as u64;
+            let next = self.next_probe_ms.load(Ordering::Relaxed);
+            let won_probe = now >= next
+                && self
+                    .next_probe_ms
+                    .compare_exchange(next, now + PROBE_EVERY.as_millis() as u64, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
+            if !won_probe {
+                return Err(StoreError::Other("redis: unreachable".into()));
+            }
+        }
         let attempt = async {
             let conn = self.pool.get().await?;
             Ok::<T, StoreError>(op(conn).await?)
@@ -129,9 +150,13 @@ impl RedisStore {
             Ok(r) => r,
             Err(_) => Err(StoreError::Other("redis: timed out".into())),
         };
-        let failed = result.is_err();
-        if failed {
+        let failed = result.as_ref().err().is_some_and(unreachable);
+        if result.is_err() {
             m::store_error("redis");
+        }
+        if failed {
+            let now = self.epoch.elapsed().as_millis() as u64;
+            self.next_probe_ms.store(now + PROBE_EVERY.as_millis() as u64, Ordering::Relaxed);
         }
         if self.down.swap(failed, Ordering::Relaxed) != failed {
             m::redis_degraded(failed);
@@ -142,6 +167,16 @@ impl RedisStore {
             }
         }
         result
+    }
+}
+
+/// Whether an error means Redis cannot be reached (as opposed to a refused command).
+fn unreachable(error: &StoreError) -> bool {
+    match error {
+        StoreError::Redis(e) => {
+            e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+        }
+        _ => true,
     }
 }
 
