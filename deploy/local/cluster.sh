@@ -3,6 +3,7 @@
 # on loopback, from Debian packages, without Docker.
 #
 #   deploy/local/cluster.sh start|stop|status
+#   deploy/local/cluster.sh nginx-bin    # prints the nginx it would use (fetching it if needed)
 #
 # Everything it starts lives under CLUSTER_STATE_DIR (generated nginx config, pid
 # files, logs), so several clusters (say, one per test) can run side by side on
@@ -337,5 +338,6 @@ case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  nginx-bin) find_nginx ;;
+  *) echo "usage: $0 start|stop|status|nginx-bin" >&2; exit 2 ;;
 esac

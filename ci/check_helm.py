@@ -1,0 +1,218 @@
+"""Lints, renders and schema-validates the openchampps Helm chart (driven by ci/check-helm.sh).
+
+Helm runs in-process through helm-python-sdk (Helm's Go SDK behind a C ABI), so no
+helm binary and no cluster are needed. Every rendered manifest goes through
+kubernetes-validate --strict for the given Kubernetes version. kubernetes-validate
+has no schema for the Prometheus Operator's ServiceMonitor (a CRD): those objects
+are skipped by the validator, said so, and checked for their required fields here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import re
+import subprocess
+import sys
+
+import helm_python as helm
+import yaml
+
+RELEASE = "openchampps"
+NAMESPACE = "openchampps"
+SEVERITY = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
+NO_SCHEMA_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+problems: list[str] = []
+
+
+def problem(message: str) -> None:
+    problems.append(message)
+    print(f"FAIL {message}")
+
+
+def value_sets(chart: pathlib.Path) -> list[tuple[str, dict | None]]:
+    sets: list[tuple[str, dict | None]] = [("defaults", None)]
+    for path in sorted((chart / "ci").glob("*.yaml")):
+        sets.append((f"ci/{path.name}", helm.values_from_yaml(path.read_text())))
+    return sets
+
+
+def lint(chart: pathlib.Path, label: str, values: dict | None, kube: str) -> None:
+    report = helm.lint(chart, values, strict=True, kube_version=f"v{kube}")
+    for message in report.get("messages", []):
+        severity = SEVERITY.get(message.get("severity"), str(message.get("severity")))
+        line = f"lint [{label}] {severity} {message.get('path')}: {message.get('error')}"
+        if message.get("severity", 0) >= 2:
+            problem(line)
+        else:
+            print(line)
+    for error in report.get("errors") or []:
+        problem(f"lint [{label}] {error}")
+    if report.get("total_charts_linted") != 1:
+        problem(f"lint [{label}] linted {report.get('total_charts_linted')} charts, expected 1")
+
+
+def render(chart: helm.Chart, values: dict | None) -> list[dict]:
+    chart.validate_schema(values)
+    rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = []
+    for template, text in sorted(rendered.items()):
+        if template.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc.setdefault("__template__", template)
+                docs.append(doc)
+    return docs
+
+
+def check_service_monitor(label: str, doc: dict) -> None:
+    spec = doc.get("spec") or {}
+    endpoints = spec.get("endpoints") or []
+    if not doc.get("metadata", {}).get("name") or not spec.get("selector", {}).get("matchLabels") or not endpoints:
+        problem(f"[{label}] ServiceMonitor lacks metadata.name, spec.selector.matchLabels or spec.endpoints")
+    for endpoint in endpoints:
+        if endpoint.get("port") != "metrics" or endpoint.get("path") != "/metrics":
+            problem(f"[{label}] ServiceMonitor endpoint {endpoint} does not scrape port metrics at /metrics")
+
+
+def check_policy(label: str, docs: list[dict], values: dict) -> None:
+    """What the chart promises beyond schema validity."""
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    if len(deployments) != 1:
+        problem(f"[{label}] expected one Deployment, got {len(deployments)}")
+        return
+    pod = deployments[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    sc = container.get("securityContext", {})
+    psc = pod.get("securityContext", {})
+    expectations = {
+        "pod runAsNonRoot": psc.get("runAsNonRoot") is True,
+        "pod seccompProfile RuntimeDefault": psc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+        "container readOnlyRootFilesystem": sc.get("readOnlyRootFilesystem") is True,
+        "container allowPrivilegeEscalation false": sc.get("allowPrivilegeEscalation") is False,
+        "container drops ALL capabilities": sc.get("capabilities", {}).get("drop") == ["ALL"],
+        "readinessProbe on /ready": container.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/ready",
+        "livenessProbe on /health": container.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/health",
+        "named ports http and metrics": {p["name"] for p in container.get("ports", [])} == {"http", "metrics"},
+        "resources set": bool(container.get("resources", {}).get("requests")),
+    }
+    for what, ok in expectations.items():
+        if not ok:
+            problem(f"[{label}] Deployment: {what}")
+
+    env = {}
+    config_maps = [d for d in docs if d["kind"] == "ConfigMap"]
+    for cm in config_maps:
+        env.update(cm.get("data") or {})
+    drain = int(env.get("SHUTDOWN_DRAIN_SECS", "10"))
+    pre_stop = container.get("lifecycle", {}).get("preStop", {})
+    sleep = pre_stop.get("sleep", {}).get("seconds")
+    if sleep is None and pre_stop.get("exec"):
+        sleep = int(pre_stop["exec"]["command"][-1])
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    if grace <= drain + (sleep or 0):
+        problem(f"[{label}] terminationGracePeriodSeconds {grace} <= drain {drain} + preStop {sleep}")
+
+    names = {e["name"] for e in container.get("env", [])} | set(env)
+    for required in ("DB_CONN", "REDIS_URL", "NODE_ID", "LISTEN_ADDR", "METRICS_ADDR", "SHUTDOWN_DRAIN_SECS"):
+        if required not in names:
+            problem(f"[{label}] the container does not get {required}")
+
+    secrets = [d for d in docs if d["kind"] == "Secret"]
+    existing = (values or {}).get("existingSecret")
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+    if existing:
+        if secrets:
+            problem(f"[{label}] existingSecret is set but the chart still renders a Secret")
+        if refs != {existing}:
+            problem(f"[{label}] the container reads {refs}, not existingSecret {existing}")
+    elif len(secrets) != 1 or refs != {secrets[0]["metadata"]["name"]}:
+        problem(f"[{label}] without existingSecret the chart must render the Secret the container reads")
+
+    kinds = {d["kind"] for d in docs}
+    for kind in ("Service", "ConfigMap"):
+        if kind not in kinds:
+            problem(f"[{label}] no {kind} rendered")
+    autoscaling = ((values or {}).get("autoscaling") or {}).get("enabled", True)
+    if autoscaling and "HorizontalPodAutoscaler" not in kinds:
+        problem(f"[{label}] autoscaling enabled but no HorizontalPodAutoscaler")
+    if autoscaling and "replicas" in deployments[0]["spec"]:
+        problem(f"[{label}] the Deployment sets replicas while the HPA owns them")
+
+
+def expect_rejected(chart: helm.Chart, label: str, values: dict, pattern: str) -> None:
+    """Guards of the chart: a bad value must fail the render, naming the problem."""
+    try:
+        render(chart, values)
+    except helm.HelmError as e:
+        if not re.search(pattern, str(e)):
+            problem(f"[{label}] rejected, but the message does not match {pattern!r}: {e}")
+        else:
+            print(f"ok   [{label}] rejected as expected")
+        return
+    problem(f"[{label}] was accepted")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chart", type=pathlib.Path, required=True)
+    parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--validator", required=True)
+    parser.add_argument("--kubernetes-version", default="1.30.0")
+    args = parser.parse_args()
+    kube = args.kubernetes_version
+    print(f"helm-python-sdk {helm.__version__}, Helm SDK {helm.helm_sdk_version()}")
+
+    files: list[pathlib.Path] = []
+    with helm.Chart.load(args.chart) as chart:
+        for label, values in value_sets(args.chart):
+            lint(args.chart, label, values, kube)
+            try:
+                docs = render(chart, values)
+            except helm.HelmError as e:
+                problem(f"render [{label}]: {e}")
+                continue
+            check_policy(label, docs, values or {})
+            folder = args.out / re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+            folder.mkdir(parents=True)
+            for i, doc in enumerate(docs):
+                template = doc.pop("__template__")
+                kind = doc.get("kind", "?")
+                if (doc.get("apiVersion"), kind) in NO_SCHEMA_KINDS:
+                    print(f"skip [{label}] {kind} from {template}: kubernetes-validate has no schema for this CRD; checked its required fields instead")
+                    check_service_monitor(label, doc)
+                    continue
+                path = folder / f"{i:02d}-{kind.lower()}-{doc.get('metadata', {}).get('name', 'x')}.yaml"
+                path.write_text(yaml.safe_dump(doc, sort_keys=False))
+                files.append(path)
+            print(f"ok   [{label}] rendered {len(docs)} objects: {', '.join(sorted(d['kind'] for d in docs))}")
+
+        expect_rejected(chart, "unknown top-level value", {"replicas": 3}, r"replicas|additional")
+        expect_rejected(chart, "grace period shorter than the drain", {"terminationGracePeriodSeconds": 12}, r"terminationGracePeriodSeconds")
+        expect_rejected(chart, "bad preStopMode", {"lifecycle": {"preStopMode": "shell"}}, r"preStopMode|enum|must be one of")
+
+    if not files:
+        problem("nothing rendered to validate")
+    else:
+        cmd = [args.validator, "--strict", "--kubernetes-version", kube, "--quiet", *map(str, files)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        output = (result.stdout + result.stderr).strip()
+        if output:
+            print(output)
+        bad = [line for line in output.splitlines() if line.startswith(("WARN", "ERROR", "FATAL"))]
+        if result.returncode != 0 or bad:
+            problem(f"kubernetes-validate --strict {kube}: exit {result.returncode}, {len(bad)} findings")
+        else:
+            print(f"ok   kubernetes-validate --strict --kubernetes-version {kube}: {len(files)} manifests valid")
+
+    if problems:
+        print(f"check-helm: {len(problems)} problem(s)")
+        return 1
+    print("check-helm: all good")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+{{/* Chart name, overridable. */}}
+{{- define "openchampps.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects; DNS label length. */}}
+{{- define "openchampps.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "openchampps.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "openchampps.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "openchampps.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "openchampps.labels" -}}
+helm.sh/chart: {{ include "openchampps.chart" . }}
+{{ include "openchampps.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: node
+{{- end }}
+
+{{- define "openchampps.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "openchampps.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding DB_CONN and REDIS_URL: the user's, or the one this chart renders. */}}
+{{- define "openchampps.secretName" -}}
+{{- default (include "openchampps.fullname" .) .Values.existingSecret }}
+{{- end }}
+
+{{- define "openchampps.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+Refuses a grace period that would SIGKILL a node in the middle of its drain:
+preStop sleep + SHUTDOWN_DRAIN_SECS + 5 s for closing handshakes and the final flush.
+*/}}
+{{- define "openchampps.checkGracePeriod" -}}
+{{- $needed := add .Values.lifecycle.preStopSleepSeconds .Values.config.shutdownDrainSecs 5 }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (int $needed) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least lifecycle.preStopSleepSeconds + config.shutdownDrainSecs + 5 = %v" .Values.terminationGracePeriodSeconds $needed) }}
+{{- end }}
+{{- end }}
