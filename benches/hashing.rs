@@ -1,0 +1,49 @@
+//! argon2id verify through the node's `HashPool`, at the configured parameters
+//! (the defaults, or ARGON2_MEMORY_KIB / ARGON2_ITERATIONS / ARGON2_PARALLELISM from
+//! the environment, exactly as the node reads them). One login costs one verify, so
+//! this figure bounds a node's login rate: cores ÷ verify time.
+//!
+//! `cargo bench --bench hashing`
+
+use std::time::Duration;
+
+use clap::Parser;
+use criterion::{BenchmarkId, Criterion};
+use openchampps::auth::HashPool;
+use openchampps::config::Cli;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn main() {
+    let config = Cli::try_parse_from(["openchampps"]).map(|cli| cli.config).unwrap_or_else(|e| {
+        eprintln!("hashing bench: invalid node settings in the environment: {e}");
+        std::process::exit(2);
+    });
+    let params = argon2::Params::new(config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism, None)
+        .unwrap_or_else(|e| {
+            eprintln!("hashing bench: invalid argon2 parameters: {e}");
+            std::process::exit(2);
+        });
+    let label = format!("m={}KiB,t={},p={}", params.m_cost(), params.t_cost(), params.p_cost());
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    // One worker, no queue: the figure is one verify, the pool's hand-off included.
+    let pool = HashPool::new(params, 1, 1);
+    let stored = rt.block_on(pool.hash(PASSWORD.into())).expect("an idle pool is never busy");
+
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args();
+    let mut group = c.benchmark_group("argon2id");
+    group.bench_function(BenchmarkId::new("verify_correct_password", &label), |b| {
+        b.to_async(&rt).iter(|| pool.verify(PASSWORD.into(), Some(stored.clone())))
+    });
+    // Unknown users are checked against a dummy hash: it must cost the same.
+    group.bench_function(BenchmarkId::new("verify_unknown_user", &label), |b| {
+        b.to_async(&rt).iter(|| pool.verify(PASSWORD.into(), None))
+    });
+    group.finish();
+    c.final_summary();
+}
