@@ -230,6 +230,7 @@ wait_ready() {
 cmd_start() {
   [ -x "$bin" ] || die "node binary $bin not found: cargo build --release (or set OPENCHAMPPS_BIN)"
   bin=$(readlink -f "$bin")
+  bin_name=$(basename "$bin")
   command -v curl >/dev/null || die "curl is needed"
   mkdir -p "$state"
   state=$(cd "$state" && pwd)
