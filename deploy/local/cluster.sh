@@ -35,7 +35,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 bin=${OPENCHAMPPS_BIN:-$repo/target/release/openchampps}
-bin_name=$(basename "$bin")
+bin_name=$(basename "$(readlink -f "$bin" 2>/dev/null || echo "$bin")")
 state=${CLUSTER_STATE_DIR:-$repo/target/local-cluster}
 lb_port=${CLUSTER_LB_PORT:-8080}
 read -r -a node_ports <<<"${CLUSTER_NODE_PORTS:-8081 8082 8083}"
