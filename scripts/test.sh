@@ -13,4 +13,6 @@ need_rust() {
 need_rust
 cargo build --locked --all-targets
 cargo test --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
-if [ -x ci/checks.sh ]; then bash ci/checks.sh; fi
+# The chart, the deploy files and a live scrape, checked with Helm's, Kubernetes' and
+# Prometheus' own tools (pinned in ci/requirements.txt).
+bash ci/check-ops.sh

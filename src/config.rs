@@ -125,8 +125,8 @@ pub struct Config {
 
     /// Networks (CIDRs, comma-separated) of load balancers whose X-Forwarded-For /
     /// X-Real-IP name the real client address; default none: the socket address counts.
-    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', global = true)]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "", global = true)]
+    pub trusted_proxies: TrustedProxies,
 
     /// Seconds after SIGTERM before remaining connections are closed with 1001.
     #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 10, global = true)]
@@ -182,6 +182,34 @@ impl Config {
 
     pub fn token_ttl(&self) -> Duration {
         Duration::from_secs(self.token_ttl_secs)
+    }
+}
+
+/// A comma-separated list of networks; bare addresses mean just that host, and an
+/// empty value (as templating tools like to produce) means none.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl std::str::FromStr for TrustedProxies {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                part.parse::<ipnet::IpNet>()
+                    .or_else(|_| part.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("'{part}' is not a network (CIDR) or address"))
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
+}
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(ip))
     }
 }
 

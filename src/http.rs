@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::TrustedProxies;
 use crate::connection::{websocket_config, Connection};
 use crate::error::Error;
 use crate::handlers::register::{create_account, Registration};
@@ -90,8 +91,8 @@ fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Re
 
 /// The client's address: from `X-Forwarded-For` (the nearest untrusted hop) or
 /// `X-Real-IP` when the socket peer is a trusted proxy, else the peer itself.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.contains(ip);
     if !is_trusted(&peer) {
         return peer;
     }
@@ -183,10 +184,10 @@ mod tests {
     #[test]
     fn forwarded_address_counts_only_behind_a_trusted_proxy() {
         let lb: IpAddr = "10.0.0.5".parse().unwrap();
-        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        let trusted: TrustedProxies = "10.0.0.0/8, ".parse().unwrap();
         let h = headers(&[("x-forwarded-for", "203.0.113.7, 10.0.0.9")]);
         assert_eq!(client_ip(lb, &h, &trusted), "203.0.113.7".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(lb, &h, &[]), lb);
+        assert_eq!(client_ip(lb, &h, &TrustedProxies::default()), lb);
         let stranger: IpAddr = "198.51.100.1".parse().unwrap();
         assert_eq!(client_ip(stranger, &h, &trusted), stranger);
         let real = headers(&[("x-real-ip", "203.0.113.8")]);
