@@ -173,7 +173,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
             h.append(*k, v.parse().unwrap());
