@@ -93,10 +93,12 @@ pub struct BenchArgs {
     /// Connections being opened (handshake plus authentication) at once during set-up.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_concurrency: u64,
-    /// Process id of the node (same machine): its resident memory (VmRSS) is sampled
-    /// before and after the connections open, and reported per connection.
-    #[arg(long, value_name = "PID")]
-    pub watch_pid: Option<u32>,
+    /// A process on this machine to account for (repeatable): the CPU each one uses
+    /// during the measured window is reported. The first is taken to be the node:
+    /// in `idle` mode its resident memory (VmRSS) is sampled before the connections
+    /// open and at the end of the hold, and reported per connection.
+    #[arg(long = "watch-pid", value_name = "PID")]
+    pub watch_pids: Vec<u32>,
 }
 
 /// Parses "10", "10s", "1.5s", "250ms", "2m".

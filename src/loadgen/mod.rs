@@ -23,7 +23,7 @@ use tokio::time::Instant;
 pub use args::{BenchArgs, Mode};
 use client::Target;
 use modes::{Ended, Plan, Window};
-use stats::{Latency, Live, NodeMemory, Recorder, Summary};
+use stats::{CpuSample, Latency, Live, NodeMemory, Recorder, Summary};
 
 /// Towards a loopback node, more connections than this are spread over several
 /// source addresses: one address has ~28,000 ephemeral ports.
@@ -53,9 +53,17 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         args.accounts
     ));
     let accounts = modes::create_accounts(&args, &targets, &binds, &prefix).await?;
-    let rss_before = args.watch_pid.and_then(stats::vm_rss_kib);
-    if let (Some(pid), None) = (args.watch_pid, rss_before) {
-        return Err(format!("--watch-pid {pid}: cannot read /proc/{pid}/status (is the node on this machine?)"));
+    // Processes may end meanwhile (a database backend): only the node's absence
+    // matters, and only for the idle mode's memory figure.
+    for &pid in &args.watch_pids {
+        if stats::vm_rss_kib(pid).is_none() {
+            note(&format!("warning: --watch-pid {pid}: no such process on this machine; not accounted for"));
+        }
+    }
+    let node_pid = args.watch_pids.first().copied();
+    let rss_before = node_pid.and_then(stats::vm_rss_kib);
+    if let (Mode::Idle, Some(pid), None) = (args.mode, node_pid, rss_before) {
+        return Err(format!("--watch-pid {pid}: cannot read /proc/{pid}/status, so no memory figure"));
     }
 
     let live = Arc::new(Live::default());
@@ -78,6 +86,15 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let window = Window { base: start, measure_from: start + warmup, until: start + warmup + duration };
     note(&format!("{opened} open; running {:.1} s warm-up + {:.1} s", warmup.as_secs_f64(), duration.as_secs_f64()));
     stats::spawn_progress(live.clone(), start, window.measure_from, window.until);
+    let cpu = tokio::spawn({
+        let pids = args.watch_pids.clone();
+        async move {
+            tokio::time::sleep_until(window.measure_from).await;
+            let before = CpuSample::take(&pids);
+            tokio::time::sleep_until(window.until).await;
+            before.until(&CpuSample::take(&pids))
+        }
+    });
 
     let mut tasks = JoinSet::new();
     for (i, client) in clients.into_iter().enumerate() {
@@ -101,7 +118,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.mode == Mode::Idle {
         tokio::time::sleep_until(window.until).await;
         let open_now = live.open.load(Ordering::Relaxed);
-        if let (Some(pid), Some(before)) = (args.watch_pid, rss_before) {
+        if let (Some(pid), Some(before)) = (node_pid, rss_before) {
             let after = stats::vm_rss_kib(pid).unwrap_or(0);
             node_memory = Some(NodeMemory {
                 pid,
@@ -113,6 +130,8 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         }
     }
 
+    let cpu = cpu.await.map_err(|e| format!("the CPU sampler failed: {e}"))?;
+    let ops_including_warmup = live.ops.load(Ordering::Relaxed);
     let mut total = Recorder::default();
     let mut open_at_end = 0;
     while let Some(ended) = tasks.join_next().await {
@@ -140,6 +159,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             setup_s,
             ops: setup.ops,
             ops_per_sec: setup.ops as f64 / setup_s.max(f64::EPSILON),
+            ops_including_warmup: setup.ops,
             errors_total: errors.values().sum(),
             errors,
             latency_ms: Latency::of(&setup.latency),
@@ -147,6 +167,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             deliveries: None,
             deliveries_per_sec: None,
             node_memory,
+            cpu,
         }
     } else {
         let mut errors = total.errors.clone();
@@ -165,6 +186,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             setup_s,
             ops: total.ops,
             ops_per_sec: total.ops as f64 / seconds,
+            ops_including_warmup,
             errors_total: errors.values().sum(),
             errors,
             latency_ms: Latency::of(&total.latency),
@@ -172,6 +194,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             deliveries: chat.then_some(total.deliveries),
             deliveries_per_sec: chat.then_some(total.deliveries as f64 / seconds),
             node_memory: None,
+            cpu,
         }
     };
     summary.print(args.json);

@@ -152,6 +152,92 @@ pub struct NodeMemory {
     pub bytes_per_connection: f64,
 }
 
+/// CPU used during the measured window, in cores (CPU seconds per second).
+#[derive(Debug, Serialize)]
+pub struct CpuWindow {
+    pub seconds: f64,
+    /// All cores busy (user, nice, system, irq, softirq) on the machine.
+    pub machine_busy_cores: f64,
+    pub loadgen_cores: f64,
+    pub processes: Vec<ProcessCpu>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessCpu {
+    pub pid: u32,
+    pub name: String,
+    pub cores: f64,
+}
+
+/// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// A reading of the CPU times needed for a [`CpuWindow`].
+pub struct CpuSample {
+    at: Instant,
+    machine: Option<u64>,
+    own: Option<u64>,
+    processes: Vec<(u32, Option<(String, u64)>)>,
+}
+
+impl CpuSample {
+    pub fn take(pids: &[u32]) -> CpuSample {
+        CpuSample {
+            at: Instant::now(),
+            machine: machine_busy_ticks(),
+            own: process_ticks("self").map(|(_, t)| t),
+            processes: pids.iter().map(|&pid| (pid, process_ticks(&pid.to_string()))).collect(),
+        }
+    }
+
+    /// The CPU used between `self` and `later`.
+    pub fn until(&self, later: &CpuSample) -> CpuWindow {
+        let seconds = (later.at - self.at).as_secs_f64().max(f64::EPSILON);
+        let cores = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => b.saturating_sub(a) as f64 / TICKS_PER_SECOND / seconds,
+            _ => 0.0,
+        };
+        let processes = self
+            .processes
+            .iter()
+            .zip(&later.processes)
+            .map(|((pid, before), (_, after))| ProcessCpu {
+                pid: *pid,
+                name: after.as_ref().or(before.as_ref()).map_or_else(|| "?".into(), |(n, _)| n.clone()),
+                cores: cores(before.as_ref().map(|b| b.1), after.as_ref().map(|a| a.1)),
+            })
+            .collect();
+        CpuWindow {
+            seconds,
+            machine_busy_cores: cores(self.machine, later.machine),
+            loadgen_cores: cores(self.own, later.own),
+            processes,
+        }
+    }
+}
+
+/// Name and user+system ticks of a process ("self" for this one), from /proc.
+fn process_ticks(pid: &str) -> Option<(String, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name is in parentheses and may hold spaces: fields resume after the last ')'.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat[open + 1..close].to_owned();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // After the name: state is field 3, utime 14 and stime 15 (1-based over the whole line).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((name, utime + stime))
+}
+
+fn machine_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq ...
+    Some(v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)?)
+}
+
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub mode: &'static str,
@@ -167,6 +253,8 @@ pub struct Summary {
     /// Successful ops inside the measured window (`global_chat`: messages echoed to their sender).
     pub ops: u64,
     pub ops_per_sec: f64,
+    /// Successful ops over warm-up and measurement together.
+    pub ops_including_warmup: u64,
     pub errors_total: u64,
     pub errors: BTreeMap<String, u64>,
     /// Milliseconds: per op, or (`global_chat`) per delivery, from send to receipt.
@@ -179,6 +267,8 @@ pub struct Summary {
     pub deliveries_per_sec: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_memory: Option<NodeMemory>,
+    /// CPU used during the measured window (this process, `--watch-pid`s, the machine).
+    pub cpu: CpuWindow,
 }
 
 impl Summary {
@@ -211,6 +301,12 @@ impl Summary {
             "{what} ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}  ({} samples)",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean, l.samples
         );
+        let c = &self.cpu;
+        let mut cpu = format!("cpu (cores) machine {:.2}  loadgen {:.2}", c.machine_busy_cores, c.loadgen_cores);
+        for p in &c.processes {
+            cpu.push_str(&format!("  {} [{}] {:.2}", p.name, p.pid, p.cores));
+        }
+        println!("{cpu}");
         if let Some(m) = &self.node_memory {
             println!(
                 "node pid {} VmRSS {} KiB -> {} KiB: {:.0} bytes per connection ({} connections)",
