@@ -12,10 +12,12 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_redis::{Config, Pool, Runtime};
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, RedisResult, Script};
 
 use super::{CacheLookup, ChatEvent, SharedState, StoreResult, TokenRecord};
@@ -56,7 +58,12 @@ return total
 ";
 
 pub struct RedisStore {
+    /// Makes and health-checks connections. It checks each one it hands out with a
+    /// PING, so the hot path does not borrow from it per command: see `shared`.
     pool: Pool,
+    /// One multiplexed connection every task shares: concurrent commands are
+    /// pipelined on it, one round trip each. Replaced from the pool when it breaks.
+    shared: RwLock<Option<MultiplexedConnection>>,
     client: redis::Client,
     prefix: String,
     heartbeat: Script,
@@ -82,6 +89,7 @@ impl RedisStore {
         m::redis_degraded(false);
         Ok(RedisStore {
             pool,
+            shared: RwLock::new(None),
             client: redis::Client::open(url)?,
             prefix: prefix.to_owned(),
             heartbeat: Script::new(HEARTBEAT),
@@ -123,11 +131,19 @@ impl RedisStore {
         format!("{}{{rl:{key}}}", self.prefix)
     }
 
-    /// Runs one operation on a pooled connection with a deadline, and keeps track of
+    async fn connection(&self) -> StoreResult<MultiplexedConnection> {
+        if let Some(conn) = self.shared.read().unwrap().as_ref() {
+            return Ok(conn.clone());
+        }
+        let fresh = deadpool_redis::Connection::take(self.pool.get().await?);
+        Ok(self.shared.write().unwrap().get_or_insert(fresh).clone())
+    }
+
+    /// Runs one operation on the shared connection with a deadline, and keeps track of
     /// whether Redis is reachable (logged and exported on each change).
     async fn run<T, F, Fut>(&self, op: F) -> StoreResult<T>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         if self.down.load(Ordering::Relaxed) {
@@ -143,7 +159,7 @@ impl RedisStore {
             }
         }
         let attempt = async {
-            let conn = self.pool.get().await?;
+            let conn = self.connection().await?;
             Ok::<T, StoreError>(op(conn).await?)
         };
         let result = match tokio::time::timeout(TIMEOUT, attempt).await {
@@ -155,6 +171,7 @@ impl RedisStore {
             m::store_error("redis");
         }
         if failed {
+            self.shared.write().unwrap().take();
             let now = self.epoch.elapsed().as_millis() as u64;
             self.next_probe_ms.store(now + PROBE_EVERY.as_millis() as u64, Ordering::Relaxed);
         }
