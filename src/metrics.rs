@@ -1,10 +1,12 @@
 //! Every metric the node exports, in one place, named `openchampps_*` in base units.
 //! The recorder is installed once per process; `/metrics` on the side port renders it.
 
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -69,17 +71,54 @@ pub fn authenticated_connections(n: usize) {
     gauge!("openchampps_connections_authenticated").set(n as f64);
 }
 
+// Handles of the metrics recorded on every message, registered once: looking a
+// labelled metric up by name costs an allocation and a hash per call.
+
+const MESSAGE_TYPES: [&str; 10] = [
+    "login", "token_auth", "register", "set_username", "logout", "count", "global_chat", "private_chat",
+    "unknown", "invalid",
+];
+const AUTH_METHODS: [&str; 3] = ["login", "token_auth", "register"];
+const AUTH_RESULTS: [&str; 6] = ["success", "invalid_format", "invalid_credentials", "rate_limited", "busy", "server_error"];
+const CACHE_OUTCOMES: [&str; 3] = ["hit", "miss", "negative_hit"];
+
+static MESSAGES: LazyLock<Vec<Counter>> = LazyLock::new(|| {
+    MESSAGE_TYPES.iter().map(|t| counter!("openchampps_messages_received_total", "type" => *t)).collect()
+});
+static AUTH_ATTEMPTS: LazyLock<Vec<Vec<Counter>>> = LazyLock::new(|| {
+    AUTH_METHODS
+        .iter()
+        .map(|m| {
+            AUTH_RESULTS
+                .iter()
+                .map(|r| counter!("openchampps_auth_attempts_total", "method" => *m, "result" => *r))
+                .collect()
+        })
+        .collect()
+});
+static AUTH_DURATIONS: LazyLock<Vec<Histogram>> = LazyLock::new(|| {
+    AUTH_METHODS.iter().map(|m| histogram!("openchampps_auth_duration_seconds", "method" => *m)).collect()
+});
+static CACHE_LOOKUPS: LazyLock<Vec<Counter>> = LazyLock::new(|| {
+    CACHE_OUTCOMES.iter().map(|o| counter!("openchampps_token_cache_lookups_total", "outcome" => *o)).collect()
+});
+
+fn index(labels: &[&str], label: &str) -> usize {
+    labels.iter().position(|l| *l == label).unwrap_or_else(|| panic!("unregistered metric label {label}"))
+}
+
 pub fn message_received(kind: &'static str) {
-    counter!("openchampps_messages_received_total", "type" => kind).increment(1);
+    MESSAGES[index(&MESSAGE_TYPES, kind)].increment(1);
 }
 
 pub fn auth_attempt(method: &'static str, result: &'static str, elapsed: Duration) {
-    counter!("openchampps_auth_attempts_total", "method" => method, "result" => result).increment(1);
-    histogram!("openchampps_auth_duration_seconds", "method" => method).record(elapsed.as_secs_f64());
+    let m = index(&AUTH_METHODS, method);
+    AUTH_ATTEMPTS[m][index(&AUTH_RESULTS, result)].increment(1);
+    AUTH_DURATIONS[m].record(elapsed.as_secs_f64());
 }
 
 pub fn token_cache(outcome: &'static str) {
-    counter!("openchampps_token_cache_lookups_total", "outcome" => outcome).increment(1);
+    CACHE_LOOKUPS[index(&CACHE_OUTCOMES, outcome)].increment(1);
 }
 
 pub fn hash_queue_depth(delta: f64) {
