@@ -8,8 +8,13 @@ use uuid::Uuid;
 pub struct TokenHash(pub [u8; 32]);
 
 impl TokenHash {
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+    /// Appends the lower-case hex form (this is on every `token_auth`'s path).
+    pub fn push_hex(&self, out: &mut String) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for byte in self.0 {
+            out.push(DIGITS[usize::from(byte >> 4)] as char);
+            out.push(DIGITS[usize::from(byte & 0xf)] as char);
+        }
     }
 }
 
@@ -59,6 +64,13 @@ mod tests {
         let a = Token::parse("550e8400-e29b-41d4-a716-446655440000").unwrap();
         let b = Token::parse("550E8400-E29B-41D4-A716-446655440000").unwrap();
         assert_eq!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn hex_form_is_lower_case_sha256() {
+        let mut out = String::new();
+        Token::parse("550e8400-e29b-41d4-a716-446655440000").unwrap().hash().push_hex(&mut out);
+        assert_eq!(out, hex::encode(Sha256::digest(b"550e8400-e29b-41d4-a716-446655440000")));
     }
 
     #[test]

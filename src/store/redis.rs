@@ -27,7 +27,7 @@ use crate::metrics as m;
 
 /// A node whose heartbeat is older than this stops counting (heartbeats every 3 s).
 pub const PRESENCE_STALE_MS: u64 = 10_000;
-/// Longest any Redis call may take before the node treats Redis as unreachable.
+/// Longest the node waits for a Redis connection before treating Redis as unreachable.
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// While Redis is unreachable, calls fail at once instead of each waiting out a
 /// timeout; one call per this interval probes whether it is back.
@@ -119,8 +119,15 @@ impl RedisStore {
     }
 
     fn token_keys(&self, token: &TokenHash) -> (String, String) {
-        let tag = format!("{}{{t:{}}}", self.prefix, token.to_hex());
-        (format!("{tag}:tok"), format!("{tag}:sess"))
+        let mut tok = String::with_capacity(self.prefix.len() + 64 + 9);
+        tok.push_str(&self.prefix);
+        tok.push_str("{t:");
+        token.push_hex(&mut tok);
+        tok.push('}');
+        let mut sess = tok.clone();
+        tok.push_str(":tok");
+        sess.push_str(":sess");
+        (tok, sess)
     }
 
     fn presence_keys(&self) -> (String, String) {
@@ -158,13 +165,11 @@ impl RedisStore {
                 return Err(StoreError::Other("redis: unreachable".into()));
             }
         }
-        let attempt = async {
-            let conn = self.connection().await?;
-            Ok::<T, StoreError>(op(conn).await?)
-        };
-        let result = match tokio::time::timeout(TIMEOUT, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Other("redis: timed out".into())),
+        // No timer of our own per command: the pool bounds waiting for and making a
+        // connection, and the redis client gives up on a reply after 500 ms.
+        let result = match self.connection().await {
+            Ok(conn) => op(conn).await.map_err(StoreError::from),
+            Err(e) => Err(e),
         };
         let failed = result.as_ref().err().is_some_and(unreachable);
         if result.is_err() {
