@@ -3,6 +3,8 @@
 //! removed when its fixtures drop.
 #![allow(dead_code)]
 
+pub mod stores;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,269 @@
+//! Private PostgreSQL and Redis servers for tests that break their stores.
+//!
+//! Each instance runs on its own loopback port with its own data, so stopping it
+//! never disturbs the machine's shared servers (5432/6379) or other tests. Both stop
+//! hard (SIGKILL for Redis, `pg_ctl stop -m immediate` for PostgreSQL), the way a
+//! crash or a lost host looks to a node, and restart on the same port (and, for
+//! PostgreSQL, the same data), so nodes reconnect without being told anything.
+//! Everything is torn down on drop.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use super::Client;
+
+/// A loopback port nobody listens on right now (the OS picks it).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} not ready within {limit:?}");
+}
+
+/// A `redis-server` child process without persistence: a restart comes back empty,
+/// as a replaced Redis would.
+pub struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let mut redis = PrivateRedis { port: free_port(), child: None };
+        redis.restart();
+        redis
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL: clients see their connections drop and new ones refused.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts (again) on the same port and waits until it answers PING.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start redis-server (is Redis installed?)");
+        self.child = Some(child);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        wait_until(Duration::from_secs(10), "private Redis", || redis_answers(addr));
+    }
+}
+
+fn redis_answers(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A PostgreSQL cluster of its own: `initdb` in a temporary directory, trust
+/// authentication, listening on 127.0.0.1 only, `pg_stat_statements` preloaded so
+/// tests can count the queries a node makes. Run as the `postgres` OS user when the
+/// tests run as root (PostgreSQL refuses to run as root).
+pub struct PrivatePostgres {
+    dir: PathBuf,
+    port: u16,
+    running: bool,
+}
+
+const PG_BIN_ROOT: &str = "/usr/lib/postgresql";
+
+/// The newest installed PostgreSQL's `bin` directory.
+fn pg_bin(tool: &str) -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(PG_BIN_ROOT)
+        .unwrap_or_else(|e| panic!("no PostgreSQL under {PG_BIN_ROOT} ({e})"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("bin").join(tool).exists())
+        .collect();
+    versions.sort_by_key(|p| p.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u32>().ok()));
+    versions.pop().unwrap_or_else(|| panic!("{tool} not found under {PG_BIN_ROOT}")).join("bin").join(tool)
+}
+
+fn running_as_root() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false))
+}
+
+/// A PostgreSQL tool run as the `postgres` user when we are root.
+fn pg_command(tool: &str) -> Command {
+    let bin = pg_bin(tool);
+    if running_as_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(bin);
+        cmd
+    } else {
+        Command::new(bin)
+    }
+}
+
+fn run_ok(mut cmd: Command, what: &str) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        PrivatePostgres::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start) with extra `postgresql.conf` settings.
+    pub fn start_with(settings: &[(&str, &str)]) -> PrivatePostgres {
+        let dir = std::env::temp_dir().join(format!("ocps-pg-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        std::fs::create_dir(&dir).unwrap();
+        let pg = PrivatePostgres { dir, port: free_port(), running: false };
+        if running_as_root() {
+            run_ok(
+                {
+                    let mut c = Command::new("chown");
+                    c.arg("postgres:postgres").arg(&pg.dir);
+                    c
+                },
+                "chown the private PostgreSQL directory",
+            );
+        }
+        let mut initdb = pg_command("initdb");
+        initdb.arg("-D").arg(pg.data()).args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]);
+        run_ok(initdb, "initdb");
+        // fsync off is safe here: an immediate stop kills PostgreSQL, not the kernel, so
+        // written WAL survives in the page cache. (synchronous_commit must stay on: WAL
+        // still in PostgreSQL's own buffers would die with it and lose commits.)
+        let mut conf = format!(
+            "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             fsync = off\nfull_page_writes = off\nmax_connections = 200\n\
+             shared_preload_libraries = 'pg_stat_statements'\n",
+            pg.port,
+            pg.dir.display()
+        );
+        for (k, v) in settings {
+            conf.push_str(&format!("{k} = '{v}'\n"));
+        }
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(pg.data().join("postgresql.conf"))
+            .unwrap()
+            .write_all(conf.as_bytes())
+            .unwrap();
+        let mut pg = pg;
+        pg.restart();
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Admin URL (database `postgres`), for [`Cluster::with_stores`](super::Cluster::with_stores).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The server log (the instance logs to a file in its directory).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Immediate shutdown: every backend dies at once without a checkpoint, like a
+    /// crash; clients see their connections drop and new ones refused.
+    pub fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        let mut stop = pg_command("pg_ctl");
+        stop.arg("-D").arg(self.data()).args(["-m", "immediate", "-w", "stop"]);
+        run_ok(stop, "pg_ctl stop");
+        self.running = false;
+    }
+
+    /// Starts (again) on the same port and data directory (with crash recovery after
+    /// an immediate stop) and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut start = pg_command("pg_ctl");
+        start.arg("-D").arg(self.data()).arg("-l").arg(self.dir.join("server.log")).args(["-w", "-t", "30", "start"]);
+        run_ok(start, "pg_ctl start");
+        self.running = true;
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        wait_until(Duration::from_secs(10), "private PostgreSQL", || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        if self.running {
+            let mut stop = pg_command("pg_ctl");
+            stop.arg("-D").arg(self.data()).args(["-m", "immediate", "-w", "stop"]);
+            let _ = stop.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Client {
+    /// Connects with extra request headers, as a load balancer would add them
+    /// (`X-Forwarded-For`, …).
+    pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Client {
+        let mut request = url.into_client_request().unwrap();
+        for (name, value) in headers {
+            let name: tokio_tungstenite::tungstenite::http::HeaderName = name.parse().unwrap();
+            request.headers_mut().append(name, HeaderValue::from_str(value).unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("WebSocket connect");
+        Client { ws }
+    }
+}
