@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Collects the runs of bench/run.sh and writes BENCHMARKS.md.
 
-  report.py record NAME REP loadgen SUMMARY.json METRICS_BEFORE METRICS_AFTER
+  report.py record NAME REP loadgen SUMMARY.json METRICS_BEFORE METRICS_AFTER [CMDSTATS_BEFORE CMDSTATS_AFTER]
   report.py record NAME REP redis   OUTPUT.csv "CPU_BEFORE" "CPU_AFTER" TIME_FILE
   report.py write RESULTS.jsonl OUT.md --reps N ... [--analysis FILE]
   report.py table RESULTS.jsonl --cores N
@@ -55,6 +55,25 @@ def metrics_delta(before, after):
     return out
 
 
+def parse_commandstats(path):
+    """`INFO commandstats` → {command: calls}."""
+    calls = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"cmdstat_([^:]+):calls=(\d+)", line.strip())
+                if m:
+                    calls[m.group(1)] = int(m.group(2))
+    except OSError:
+        pass
+    return calls
+
+
+def commandstats_delta(before, after):
+    a, b = parse_commandstats(before), parse_commandstats(after)
+    return {k: v - a.get(k, 0) for k, v in b.items() if v - a.get(k, 0) > 0}
+
+
 def record(args):
     name, rep, kind, path = args[0], int(args[1]), args[2], args[3]
     out = {"name": name, "rep": rep, "kind": kind}
@@ -66,6 +85,8 @@ def record(args):
             out["error"] = f"no summary: {e}"
         if len(args) >= 6 and args[4] and args[5]:
             out["metrics"] = metrics_delta(args[4], args[5])
+        if len(args) >= 8:
+            out["redis_calls"] = commandstats_delta(args[6], args[7])
     elif kind == "redis":
         cpu_before, cpu_after, time_file = args[4], args[5], args[6]
         with open(path) as f:
@@ -257,6 +278,36 @@ def run_rows(runs):
     return rows
 
 
+def redis_calls_per_op(runs, names=("token_auth_64", "set_username_64", "login_1", "global_chat_64")):
+    per = {}
+    for r in runs:
+        if r["name"] not in names or "redis_calls" not in r or "summary" not in r:
+            continue
+        s = r["summary"]
+        ops = s.get("ops_including_warmup") or 0
+        if not ops:
+            continue
+        for cmd, n in r["redis_calls"].items():
+            per.setdefault(r["name"], {}).setdefault(cmd, []).append(n / ops)
+    if not per:
+        return None
+    rounds = {name: len([r for r in runs if r["name"] == name and "redis_calls" in r]) for name in per}
+    # Commands that reach at least 0.05 per op somewhere; a command missing in a round counts 0.
+    columns = sorted({c for cmds in per.values() for c, v in cmds.items()
+                      if statistics.median(v + [0.0] * (rounds[name_of(per, c)] - len(v))) >= 0.05})
+    rows = []
+    for name in names:
+        if name in per:
+            rows.append((name, [statistics.median(per[name].get(c, [0.0]) + [0.0] * (rounds[name] - len(per[name].get(c, []))))
+                                for c in columns]))
+    return {"columns": columns, "rows": rows}
+
+
+def name_of(per, command):
+    """The run where `command` is most frequent (for the column filter)."""
+    return max(per, key=lambda n: statistics.median(per[n].get(command, [0.0])))
+
+
 def errors_seen(runs):
     seen = {}
     for r in runs:
@@ -330,6 +381,16 @@ def write(args):
     for r in run_rows(runs):
         w("| " + " | ".join(r) + " |")
     w("")
+    calls = redis_calls_per_op(runs)
+    if calls:
+        w("Redis commands per op (all clients of this Redis, from `INFO commandstats` around each run,")
+        w("divided by the run's ops including warm-up; medians):")
+        w("")
+        w("| Run | " + " | ".join(f"`{c.upper()}`" for c in calls["columns"]) + " |")
+        w("| --- | " + " | ".join("---:" for _ in calls["columns"]) + " |")
+        for name, values in calls["rows"]:
+            w(f"| `{name}` | " + " | ".join(fmt(v) for v in values) + " |")
+        w("")
     seen = errors_seen(runs)
     if seen:
         w("Errors seen, by run and text:")

@@ -118,12 +118,14 @@ lg() {
   local name=$1 rep=$2; shift 2
   local base="$WORK/$name.$rep"
   metrics_snapshot "$base.m0"
+  redis-cli info commandstats >"$base.r0" 2>/dev/null || :
   # shellcheck disable=SC2046 # one word per pid
   "$BIN" bench --url "$URL" --json --accounts "$ACCOUNTS" --account-prefix lg_ $(watch_args) "$@" \
     >"$base.json" 2>"$base.err" \
     || { log "load generator failed ($name):"; tail -n 5 "$base.err" >&2; return 1; }
   metrics_snapshot "$base.m1"
-  python3 bench/report.py record "$name" "$rep" loadgen "$base.json" "$base.m0" "$base.m1" >>"$RESULTS"
+  redis-cli info commandstats >"$base.r1" 2>/dev/null || :
+  python3 bench/report.py record "$name" "$rep" loadgen "$base.json" "$base.m0" "$base.m1" "$base.r0" "$base.r1" >>"$RESULTS"
 }
 
 # redis_get REP: redis-benchmark GET with 64 clients, next to the token_auth run.

@@ -1,9 +1,10 @@
 //! How the node talks to Redis, under the concurrency of a busy node: 64 tasks
-//! (as 64 WebSocket connections would) each doing token-cache lookups, on a
-//! 2-worker runtime.
+//! (as 64 WebSocket connections would) each doing token-cache lookups (an MGET of
+//! the token and session keys), on a 2-worker runtime.
 //!
-//! - `node_store`: `RedisStore::lookup_token`, the node's own path: a connection
-//!   taken from the deadpool pool for each command. deadpool-redis checks every
+//! - `node_store`: `RedisStore::lookup_token`, whatever the node does today.
+//! - `deadpool_per_command`: a connection borrowed from a deadpool-redis pool for
+//!   each command (the node's path until b8cd7fa). deadpool-redis checks every
 //!   connection it hands out with `UNWATCH` + `PING`, a full round trip, so each
 //!   lookup costs two round trips and no two lookups share a write.
 //! - `shared_multiplexed`: the same MGET on one shared `MultiplexedConnection`
@@ -83,7 +84,7 @@ fn main() {
     let token = Token::generate().hash();
     let record = TokenRecord { user_id: 1, username: "bench.user".into(), expires_at: openchampps::store::redis::unix_now() + 86_400 };
     rt.block_on(store.cache_token(&token, &record, 300, Some("Bench User"))).expect("Redis answers");
-    let tag = format!("{prefix}{{t:{}}}", token.to_hex());
+    let tag = format!("{prefix}{{t:{}}}", hex::encode(token.0));
     let keys = [format!("{tag}:tok"), format!("{tag}:sess")];
 
     let mut c = Criterion::default()
@@ -98,6 +99,25 @@ fn main() {
                 let store = store.clone();
                 async move {
                     store.lookup_token(&token).await.expect("Redis answers");
+                }
+            })
+        })
+    });
+    let pool = deadpool_redis::Config::from_url(url.as_str())
+        .builder()
+        .expect("valid Redis URL")
+        .max_size(32)
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()
+        .expect("Redis pool");
+    group.bench_function("deadpool_per_command", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (pool, keys) = (pool.clone(), keys.clone());
+            spread(iters, move || {
+                let (pool, keys) = (pool.clone(), keys.clone());
+                async move {
+                    let mut conn = pool.get().await.expect("Redis answers");
+                    let _: (Option<String>, Option<String>) = conn.mget(&keys).await.expect("Redis answers");
                 }
             })
         })
