@@ -17,6 +17,27 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use super::Client;
 
+/// A shell that waits for this test process to end, however it ends (a panic that
+/// aborts, a stack overflow, a SIGKILL from a timeout), then runs `cleanup`, so a
+/// store server is never left behind. Drop kills it first on the normal path.
+fn watchdog(cleanup: &str) -> Child {
+    let script = format!("while kill -0 {} 2>/dev/null; do sleep 1; done; {cleanup}", std::process::id());
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a watchdog shell")
+}
+
+fn kill_watchdog(watchdog: &mut Option<Child>) {
+    if let Some(mut child) = watchdog.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// A loopback port nobody listens on right now (the OS picks it).
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -38,11 +59,12 @@ fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
 pub struct PrivateRedis {
     port: u16,
     child: Option<Child>,
+    watchdog: Option<Child>,
 }
 
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
-        let mut redis = PrivateRedis { port: free_port(), child: None };
+        let mut redis = PrivateRedis { port: free_port(), child: None, watchdog: None };
         redis.restart();
         redis
     }
@@ -57,6 +79,7 @@ impl PrivateRedis {
 
     /// SIGKILL: clients see their connections drop and new ones refused.
     pub fn stop(&mut self) {
+        kill_watchdog(&mut self.watchdog);
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -71,9 +94,10 @@ impl PrivateRedis {
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server (is Redis installed?)");
+        self.watchdog = Some(watchdog(&format!("kill -9 {}", child.id())));
         self.child = Some(child);
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         wait_until(Duration::from_secs(10), "private Redis", || redis_answers(addr));
@@ -104,6 +128,7 @@ pub struct PrivatePostgres {
     dir: PathBuf,
     port: u16,
     running: bool,
+    watchdog: Option<Child>,
 }
 
 const PG_BIN_ROOT: &str = "/usr/lib/postgresql";
@@ -155,7 +180,7 @@ impl PrivatePostgres {
     pub fn start_with(settings: &[(&str, &str)]) -> PrivatePostgres {
         let dir = std::env::temp_dir().join(format!("ocps-pg-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
         std::fs::create_dir(&dir).unwrap();
-        let pg = PrivatePostgres { dir, port: free_port(), running: false };
+        let pg = PrivatePostgres { dir, port: free_port(), running: false, watchdog: None };
         if running_as_root() {
             run_ok(
                 {
@@ -190,6 +215,14 @@ impl PrivatePostgres {
             .write_all(conf.as_bytes())
             .unwrap();
         let mut pg = pg;
+        let pg_ctl = pg_bin("pg_ctl");
+        let as_postgres = if running_as_root() { "runuser -u postgres -- " } else { "" };
+        pg.watchdog = Some(watchdog(&format!(
+            "{as_postgres}{} -D {} -m immediate stop; rm -rf {}",
+            pg_ctl.display(),
+            pg.data().display(),
+            pg.dir.display()
+        )));
         pg.restart();
         pg
     }
@@ -245,6 +278,7 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
+        kill_watchdog(&mut self.watchdog);
         if self.running {
             let mut stop = pg_command("pg_ctl");
             stop.arg("-D").arg(self.data()).args(["-m", "immediate", "-w", "stop"]);
