@@ -58,6 +58,9 @@ if ! command -v redis-benchmark >/dev/null; then
   log "installing redis-tools (redis-benchmark)"
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq redis-tools >/dev/null; else sudo apt-get install -y -qq redis-tools >/dev/null; fi
 fi
+# What is measured: the commit, plus any uncommitted change to the node's sources.
+COMMIT=$(git rev-parse --short HEAD)
+DIRTY=$(git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock migrations | awk '{print $2}' | tr '\n' ' ')
 log "building the release binary"
 cargo build --release --bin openchampps 2>&1 | tail -n 1 >&2
 
@@ -185,7 +188,8 @@ ELAPSED=$(( $(date +%s) - STARTED ))
 # --- report ------------------------------------------------------------------------------
 python3 bench/report.py write "$RESULTS" "$OUT" \
   --reps "$REPS" --duration "$DUR" --warmup "$WARMUP" --cores "$CORES" --fd-limit "$FD_LIMIT" \
-  --idle-requested "$IDLE_CONNS" --elapsed "$ELAPSED" --commit "$(git rev-parse --short HEAD)" \
+  --idle-requested "$IDLE_CONNS" --elapsed "$ELAPSED" --commit "$COMMIT" --dirty "$DIRTY" \
+  --started "$(date -u -d "@$STARTED" '+%Y-%m-%d %H:%M')" \
   --analysis bench/analysis.md
 log "wrote $OUT in ${ELAPSED}s"
 python3 bench/report.py table "$RESULTS" --cores "$CORES" --fd-limit "$FD_LIMIT" --idle-requested "$IDLE_CONNS" >&2
