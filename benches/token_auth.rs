@@ -68,7 +68,10 @@ async fn admin(url: &str) -> Result<tokio_postgres::Client, String> {
     let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| format!("PostgreSQL at {url} did not answer within {CONNECT_TIMEOUT:?}"))?
-        .map_err(|e| format!("PostgreSQL at {url} is not reachable: {e}"))?;
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(cause) => format!("PostgreSQL at {url} is not reachable: {e}: {cause}"),
+            None => format!("PostgreSQL at {url} is not reachable: {e}"),
+        })?;
     tokio::spawn(connection);
     Ok(client)
 }
