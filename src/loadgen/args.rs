@@ -28,7 +28,10 @@ pub enum Mode {
     /// Each op: `count` (cluster-wide player count through Redis).
     #[value(name = "count")]
     Count,
-    /// Opens `--connections` authenticated connections and holds them for `--duration`.
+    /// Opens `--connections` authenticated connections and holds them for `--duration`
+    /// (no warm-up). Its ops are the connections opened and its latency is each one's
+    /// connect + handshake + `token_auth`; with `--watch-pid` it reports the node's
+    /// memory per connection.
     #[value(name = "idle")]
     Idle,
 }
