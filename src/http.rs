@@ -157,6 +157,7 @@ async fn register(node: &Node, req: Request<Incoming>) -> Response<Body> {
             StatusCode::BAD_REQUEST,
             "Username must be at least 3 characters and password at least 6 characters",
         ),
+        Err(Error::InvalidRegistrationFormat) => text(StatusCode::BAD_REQUEST, BAD_BODY),
         Err(Error::UsernameTaken | Error::EmailTaken) => text(StatusCode::CONFLICT, "Username or email already exists"),
         Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
     }

@@ -522,7 +522,6 @@ async fn five_hundred_concurrent_logins_are_answered_in_bounded_memory_while_tok
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: node RSS grows past 300 MiB after a few login floods (glibc keeps the freed 19 MiB argon2 blocks); see the report"]
 async fn login_floods_one_after_another_keep_memory_bounded() {
     let _alone = FLOODS.lock().await;
     let cluster = Cluster::new().await;
@@ -542,7 +541,6 @@ async fn login_floods_one_after_another_keep_memory_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a login refused as busy still costs a PostgreSQL query (and a Redis round trip) first; see the report"]
 async fn logins_refused_as_busy_cost_no_database_queries() {
     let _alone = FLOODS.lock().await;
     let pg = PrivatePostgres::start();

@@ -498,7 +498,6 @@ async fn deeply_nested_json_is_answered_not_crashed_on() {
 /// A NUL character cannot be stored in PostgreSQL text. A name containing one is just
 /// a name nobody has: the contract's reply for an unknown user, not a server error.
 #[tokio::test]
-#[ignore = "bug: a NUL in a username makes PostgreSQL fail the query, so login answers \"Server error, try again later\" and register \"Registration failed due to a server error\"; see the report"]
 async fn a_nul_in_a_name_is_an_unknown_user_not_a_server_error() {
     let cluster = Cluster::new().await;
     let node = cluster.node().await;
@@ -519,7 +518,6 @@ async fn a_nul_in_a_name_is_an_unknown_user_not_a_server_error() {
 /// most ~2.7 KB). That is the client's fault: the contract's format error, not a
 /// server error (which counts as a PostgreSQL failure and costs a password hash first).
 #[tokio::test]
-#[ignore = "bug: a 12 KB username or email makes the INSERT fail (index row too large): \"Registration failed due to a server error\" / HTTP 500; see the report"]
 async fn oversized_names_are_refused_as_input_not_as_server_errors() {
     let cluster = Cluster::new().await;
     let node = cluster.node().await;

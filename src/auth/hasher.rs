@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics as m;
 
@@ -21,6 +21,10 @@ pub struct Verified {
     /// The stored hash was made with other parameters than the configured ones.
     pub needs_rehash: bool,
 }
+
+/// A place in the pool, running or queued. Callers take it before any other work,
+/// so a request that will be refused as busy costs no store round trip either.
+pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
 
 pub struct HashPool {
     inner: Arc<Inner>,
@@ -54,9 +58,14 @@ impl HashPool {
         }
     }
 
+    /// Takes a place without waiting; `Busy` when every worker and queue slot is taken.
+    pub fn admit(&self) -> Result<Admission, Busy> {
+        self.admitted.clone().try_acquire_owned().map(Admission).map_err(|_| Busy)
+    }
+
     /// Hashes a new password into a PHC string.
-    pub async fn hash(&self, password: String) -> Result<String, Busy> {
-        self.run(move |inner| {
+    pub async fn hash(&self, place: Admission, password: String) -> String {
+        self.run(place, move |inner| {
             inner
                 .argon2
                 .hash_password(password.as_bytes())
@@ -68,31 +77,11 @@ impl HashPool {
 
     /// Checks `password` against `stored` (a PHC string), or against a dummy hash when
     /// there is no such user, so both cases take the same time.
-    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<Verified, Busy> {
-        self.run(move |inner| {
-            let exists = stored.is_some();
-            let phc = stored.as_deref().unwrap_or(&inner.dummy_hash);
-            let Ok(parsed) = PasswordHash::new(phc) else {
-                tracing::error!("stored password hash is not a PHC string");
-                return Verified { ok: false, needs_rehash: false };
-            };
-            let ok = inner.argon2.verify_password(password.as_bytes(), &parsed).is_ok() && exists;
-            let current = parsed.algorithm.as_str() == argon2::ARGON2ID_IDENT.as_str()
-                && Params::try_from(&parsed).is_ok_and(|p| {
-                    p.m_cost() == inner.params.m_cost()
-                        && p.t_cost() == inner.params.t_cost()
-                        && p.p_cost() == inner.params.p_cost()
-                });
-            Verified { ok, needs_rehash: ok && !current }
-        })
-        .await
+    pub async fn verify(&self, place: Admission, password: String, stored: Option<String>) -> Verified {
+        self.run(place, move |inner| inner.verify(&password, stored.as_deref())).await
     }
 
-    async fn run<R: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Inner) -> R + Send + 'static,
-    ) -> Result<R, Busy> {
-        let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| Busy)?;
+    async fn run<R: Send + 'static>(&self, _place: Admission, work: impl FnOnce(&Inner) -> R + Send + 'static) -> R {
         m::hash_queue_depth(1.0);
         let running = self.running.clone().acquire_owned().await;
         m::hash_queue_depth(-1.0);
@@ -105,7 +94,24 @@ impl HashPool {
             result
         })
         .await
-        .map_err(|_| Busy)
+        .expect("hashing does not panic")
+    }
+}
+
+impl Inner {
+    fn verify(&self, password: &str, stored: Option<&str>) -> Verified {
+        let exists = stored.is_some();
+        let phc = stored.unwrap_or(&self.dummy_hash);
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            tracing::error!("stored password hash is not a PHC string");
+            return Verified { ok: false, needs_rehash: false };
+        };
+        let ok = self.argon2.verify_password(password.as_bytes(), &parsed).is_ok() && exists;
+        let current = parsed.algorithm.as_str() == argon2::ARGON2ID_IDENT.as_str()
+            && Params::try_from(&parsed).is_ok_and(|p| {
+                p.m_cost() == self.params.m_cost() && p.t_cost() == self.params.t_cost() && p.p_cost() == self.params.p_cost()
+            });
+        Verified { ok, needs_rehash: ok && !current }
     }
 }
 
@@ -120,19 +126,20 @@ mod tests {
     #[tokio::test]
     async fn verifies_what_it_hashed() {
         let pool = pool(1, 1);
-        let phc = pool.hash("secret1".into()).await.unwrap();
+        let phc = pool.hash(pool.admit().unwrap(), "secret1".into()).await;
         assert!(phc.starts_with("$argon2id$"));
-        let ok = pool.verify("secret1".into(), Some(phc.clone())).await.unwrap();
+        let ok = pool.verify(pool.admit().unwrap(), "secret1".into(), Some(phc.clone())).await;
         assert_eq!(ok, Verified { ok: true, needs_rehash: false });
-        assert!(!pool.verify("wrong!!".into(), Some(phc)).await.unwrap().ok);
-        assert!(!pool.verify("secret1".into(), None).await.unwrap().ok);
+        assert!(!pool.verify(pool.admit().unwrap(), "wrong!!".into(), Some(phc)).await.ok);
+        assert!(!pool.verify(pool.admit().unwrap(), "secret1".into(), None).await.ok);
     }
 
     #[tokio::test]
     async fn flags_hashes_made_with_other_parameters() {
-        let old = pool(1, 1).hash("secret1".into()).await.unwrap();
+        let old_pool = pool(1, 1);
+        let old = old_pool.hash(old_pool.admit().unwrap(), "secret1".into()).await;
         let new = HashPool::new(Params::new(2048, 1, 1, None).unwrap(), 1, 1);
-        let v = new.verify("secret1".into(), Some(old)).await.unwrap();
+        let v = new.verify(new.admit().unwrap(), "secret1".into(), Some(old)).await;
         assert_eq!(v, Verified { ok: true, needs_rehash: true });
     }
 
@@ -142,7 +149,10 @@ mod tests {
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let pool = pool.clone();
-                tokio::spawn(async move { pool.hash("secret1".into()).await })
+                tokio::spawn(async move {
+                    let place = pool.admit()?;
+                    Ok::<_, Busy>(pool.hash(place, "secret1".into()).await)
+                })
             })
             .collect();
         let mut busy = 0;

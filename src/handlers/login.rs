@@ -23,15 +23,23 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
         return Err(Error::InvalidLoginFormat);
     }
 
+    // A place in the hash pool first: past the queue, `Server busy` at once, before
+    // any Redis or PostgreSQL work.
+    let place = node.hasher.admit().map_err(|_| Error::ServerBusy)?;
     let attempt = node.limiter.subject(Some(&username), &session.ip_string());
     if node.limiter.is_limited(&attempt).await {
         return Err(Error::TooManyAttempts);
     }
 
-    let user = node.users.find_user(&username).await.map_err(|e| store_failed(e, Error::AuthServerError))?;
+    // A name no account can have (PostgreSQL text cannot hold NUL) is an unknown user.
+    let user = if !username.contains('\0') {
+        node.users.find_user(&username).await.map_err(|e| store_failed(e, Error::AuthServerError))?
+    } else {
+        None
+    };
     // An unknown user is verified against a dummy hash: same time, same reply.
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let verified = node.hasher.verify(password.clone(), stored).await.map_err(|_| Error::ServerBusy)?;
+    let verified = node.hasher.verify(place, password.clone(), stored).await;
     let Some(user) = user.filter(|_| verified.ok) else {
         node.limiter.record_failure(&attempt).await;
         return Err(Error::InvalidCredentials);
@@ -40,7 +48,8 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
 
     if verified.needs_rehash {
         // Best effort: a failure here leaves the old, still valid hash in place.
-        if let Ok(rehashed) = node.hasher.hash(password).await {
+        if let Ok(place) = node.hasher.admit() {
+            let rehashed = node.hasher.hash(place, password).await;
             if let Err(e) = node.users.set_password_hash(user.id, &rehashed).await {
                 tracing::warn!(error = %e, "could not store rehashed password");
             }

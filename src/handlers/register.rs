@@ -38,6 +38,14 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     ))
 }
 
+const MAX_USERNAME_CHARS: usize = 64;
+const MAX_EMAIL_CHARS: usize = 254;
+
+/// Text PostgreSQL can store in an indexed column: no NUL, not too long.
+fn storable(text: &str, max_chars: usize) -> bool {
+    !text.contains('\0') && text.chars().count() <= max_chars
+}
+
 /// Validates and stores a new account; returns its id and name.
 pub async fn create_account(node: &Node, registration: Registration) -> Result<(i64, String), Error> {
     let Registration { username, password, email } = registration;
@@ -49,7 +57,14 @@ pub async fn create_account(node: &Node, registration: Registration) -> Result<(
     }
     // A blank email is no email: it must not collide with other blank ones.
     let email = email.filter(|e| !e.trim().is_empty());
+    // What PostgreSQL cannot store (NUL) or index (more than ~2.7 KB) is bad input,
+    // not a server error.
+    if !storable(&username, MAX_USERNAME_CHARS) || !email.as_deref().is_none_or(|e| storable(e, MAX_EMAIL_CHARS)) {
+        return Err(Error::InvalidRegistrationFormat);
+    }
     let failed = |e| store_failed(e, Error::RegistrationFailed);
+    // The contract has no busy text for registration: a saturated pool is a server error.
+    let place = node.hasher.admit().map_err(|_| Error::RegistrationFailed)?;
 
     // Refuse a taken name before spending a hash on it; the unique index still
     // decides races between nodes.
@@ -61,7 +76,7 @@ pub async fn create_account(node: &Node, registration: Registration) -> Result<(
             return Err(Error::EmailTaken);
         }
     }
-    let password_hash = node.hasher.hash(password).await.map_err(|_| Error::RegistrationFailed)?;
+    let password_hash = node.hasher.hash(place, password).await;
     match node.users.create_user(&username, &password_hash, email.as_deref()).await.map_err(failed)? {
         Ok(id) => Ok((id, username)),
         Err(Conflict::Username) => Err(Error::UsernameTaken),
