@@ -164,7 +164,16 @@ impl NodeProc {
             .find(|(k, _)| k == "NODE_ID")
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_openchampps"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_openchampps"));
+        // A test process that aborts runs no Drop: the kernel then ends its nodes.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("NODE_ID", &node_id)
