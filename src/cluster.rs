@@ -103,24 +103,3 @@ pub async fn run_chat_subscriber(node: Arc<Node>, redis: Arc<RedisStore>, shutdo
         }
     }
 }
-
-/// Flushes `last_used_at` and exports pool gauges every second until shutdown, then
-/// flushes one last time.
-pub async fn run_housekeeping(
-    node: Arc<Node>,
-    pg: crate::store::PgStore,
-    redis: Arc<RedisStore>,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(crate::last_used::FLUSH_EVERY);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        node.last_used.flush(node.users.as_ref()).await;
-        pg.pool_status();
-        redis.pool_status();
-    }
-    node.last_used.flush(node.users.as_ref()).await;
-}

@@ -94,7 +94,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut background = JoinSet::new();
     background.spawn(cluster::run_presence(node.clone(), stop_background.clone()));
     background.spawn(cluster::run_chat_subscriber(node.clone(), redis.clone(), stop_background.clone()));
-    background.spawn(cluster::run_housekeeping(node.clone(), pg, redis, stop_background.clone()));
+    background.spawn(run_housekeeping(node.clone(), pg, redis, stop_background.clone()));
     node.set_status(Status::Ready);
     tracing::info!("ready");
 
@@ -115,6 +115,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     servers.abort_all();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Flushes `last_used_at` and exports pool gauges every second until shutdown, then
+/// flushes one last time.
+async fn run_housekeeping(
+    node: Arc<Node>,
+    pg: PgStore,
+    redis: Arc<RedisStore>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(crate::last_used::FLUSH_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        node.last_used.flush(node.users.as_ref()).await;
+        pg.pool_status();
+        redis.pool_status();
+    }
+    node.last_used.flush(node.users.as_ref()).await;
 }
 
 /// Accepts TCP connections and serves HTTP/1.1 (with upgrades) on each until `stop`.
