@@ -3,6 +3,12 @@
 //! the environment, exactly as the node reads them). One login costs one verify, so
 //! this figure bounds a node's login rate: cores ÷ verify time.
 //!
+//! `argon2id_core` isolates what one hash costs beyond the algorithm: `fresh_memory`
+//! allocates the m_cost KiB of blocks per hash, as `verify_password` does, while
+//! `reused_memory` hashes into blocks allocated once. The difference is the page
+//! faults and zeroing the kernel does for memory that is handed back after every
+//! hash. The process uses the same malloc settings as the node (src/main.rs).
+//!
 //! `cargo bench --bench hashing`
 
 use std::time::Duration;
@@ -15,6 +21,11 @@ use openchampps::config::Cli;
 const PASSWORD: &str = "correct horse battery staple";
 
 fn main() {
+    // As the node's main does, so big blocks behave as they do in the node.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     let config = Cli::try_parse_from(["openchampps"]).map(|cli| cli.config).unwrap_or_else(|e| {
         eprintln!("hashing bench: invalid node settings in the environment: {e}");
         std::process::exit(2);
@@ -28,7 +39,7 @@ fn main() {
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     // One worker, no queue: the figure is one verify, the pool's hand-off included.
-    let pool = HashPool::new(params, 1, 1);
+    let pool = HashPool::new(params.clone(), 1, 1);
     let place = || pool.admit().expect("an idle pool is never busy");
     let stored = rt.block_on(pool.hash(place(), PASSWORD.into()));
 
@@ -44,6 +55,23 @@ fn main() {
     // Unknown users are checked against a dummy hash: it must cost the same.
     group.bench_function(BenchmarkId::new("verify_unknown_user", &label), |b| {
         b.to_async(&rt).iter(|| pool.verify(place(), PASSWORD.into(), None))
+    });
+    group.finish();
+
+    let argon2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params.clone());
+    let salt = b"sixteen byte salt";
+    let mut out = [0u8; 32];
+    let mut group = c.benchmark_group("argon2id_core");
+    group.bench_function(BenchmarkId::new("fresh_memory", &label), |b| {
+        b.iter(|| argon2.hash_password_into(PASSWORD.as_bytes(), salt, &mut out).expect("valid inputs"))
+    });
+    let mut blocks = vec![argon2::Block::new(); params.block_count()];
+    group.bench_function(BenchmarkId::new("reused_memory", &label), |b| {
+        b.iter(|| {
+            argon2
+                .hash_password_into_with_memory(PASSWORD.as_bytes(), salt, &mut out, &mut blocks)
+                .expect("valid inputs")
+        })
     });
     group.finish();
     c.final_summary();
