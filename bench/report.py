@@ -424,13 +424,13 @@ def write(args):
     w("- `redis-benchmark -t get -c 64 -n 300000` (a 1-byte value set beforehand) runs in the same")
     w("  round, right before the `token_auth` run it is compared with.")
     w("- `idle`: a freshly started node; VmRSS is read from `/proc/PID/status` after the load")
-    w("  generator's account set-up and before its connections open, then at the end of a")
-    w("  " + "hold; the growth is divided by the connections still open. Connections are spread")
+    w("  generator's account set-up and before its connections open, then at the end of the")
+    w("  hold; the growth is divided by the connections still open. Connections are spread")
     w("  over source addresses 127.0.0.2–9 (ephemeral ports). The count is capped by the")
     w("  file-descriptor limit of each process (see Limits above).")
     w("- Reproduce: `bash bench/run.sh` (settings: REPS, DUR, WARMUP, IDLE_CONNS, KEEP=1 to keep")
     w("  every run's JSON, the node log and metrics). Micro-benchmarks: `cargo bench --bench hashing`,")
-    w("  `--bench token_auth` (real PostgreSQL/Redis), `--bench protocol`.")
+    w("  `--bench token_auth` (real PostgreSQL/Redis), `--bench redis_client` (real Redis), `--bench protocol`.")
     w("")
     if a.analysis and os.path.exists(a.analysis):
         with open(a.analysis) as fh:
