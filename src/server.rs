@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,10 @@ use crate::store::{PgStore, RedisStore};
 /// A slow client gets this long to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATION_RETRY: Duration = Duration::from_secs(1);
+/// Connections the kernel queues before accept: reconnect storms (a node went away
+/// and its players come back at once) overflow the default 128, costing each
+/// dropped SYN a one-second retry.
+const PUBLIC_BACKLOG: u32 = 4096;
 
 /// Runs a node until `shutdown` resolves, then drains and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
@@ -42,9 +46,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         RedisStore::connect(&config.redis_url, &config.redis_key_prefix, config.redis_pool_size)
             .map_err(|e| e.to_string())?,
     );
-    let public_listener = TcpListener::bind(config.listen_addr)
-        .await
+    let public_listener = listen(config.listen_addr, PUBLIC_BACKLOG)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen_addr))?;
+    raise_fd_limit(config.max_connections);
     let metrics_listener = TcpListener::bind(config.metrics_addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.metrics_addr))?;
@@ -173,6 +177,38 @@ where
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         });
+    }
+}
+
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// Each connection holds a file descriptor: take the hard limit (as Go's runtime
+/// does), and say so at start if even that is below the connection cap.
+fn raise_fd_limit(max_connections: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    if limit.rlim_cur < max_connections + 64 {
+        tracing::warn!(
+            open_files = limit.rlim_cur,
+            max_connections,
+            "the open-files limit is below MAX_CONNECTIONS; raise it or lower MAX_CONNECTIONS"
+        );
     }
 }
 
