@@ -125,7 +125,9 @@ fn bench_replies(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("reply");
     for (name, reply) in &replies {
-        group.bench_with_input(BenchmarkId::from_parameter(name), reply, |b, reply| b.iter(|| black_box(reply).to_json()));
+        group.bench_with_input(BenchmarkId::from_parameter(name), reply, |b, reply| {
+            b.iter(|| black_box(reply).to_json())
+        });
     }
     group.bench_function("error_to_json/invalid_token", |b| b.iter(|| black_box(Error::InvalidToken).to_json()));
     group.finish();

@@ -123,11 +123,11 @@ impl Env {
         // instead of `Too many attempts` after 50 failures.
         config.login_max_failures_per_address = u64::MAX;
 
-        let pg = PgStore::connect(&database_url(&admin_url, &database), config.db_pool_size).map_err(|e| e.to_string())?;
+        let pg =
+            PgStore::connect(&database_url(&admin_url, &database), config.db_pool_size).map_err(|e| e.to_string())?;
         pg.migrate().await.map_err(|e| format!("migrations failed: {e}"))?;
-        let redis = Arc::new(
-            RedisStore::connect(&redis_url, &prefix, config.redis_pool_size).map_err(|e| e.to_string())?,
-        );
+        let redis =
+            Arc::new(RedisStore::connect(&redis_url, &prefix, config.redis_pool_size).map_err(|e| e.to_string())?);
         let node = Arc::new(Node::new(config, "bench-node".into(), Arc::new(pg.clone()), redis.clone()));
 
         // A real account and token; token_auth never checks the password hash.
@@ -149,14 +149,16 @@ impl Env {
         drop(redis); // closes the pools' connections to the database
         match admin(&admin_url).await {
             Ok(pg) => {
-                if let Err(e) = pg.batch_execute(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")).await {
+                if let Err(e) = pg.batch_execute(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")).await
+                {
                     eprintln!("token_auth bench: could not drop database {database}: {e}");
                 }
             }
             Err(e) => eprintln!("token_auth bench: could not drop database {database}: {e}"),
         }
         if let Ok(mut conn) = redis_connection(&redis_url).await {
-            let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
             if !keys.is_empty() {
                 let _: Result<u64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
             }
@@ -266,7 +268,10 @@ fn main() {
     let env = match rt.block_on(Env::setup()) {
         Ok(env) => env,
         Err(missing) => {
-            eprintln!("\ntoken_auth bench SKIPPED: it needs real PostgreSQL and Redis.\n{missing}\n{}\n", how_to_start());
+            eprintln!(
+                "\ntoken_auth bench SKIPPED: it needs real PostgreSQL and Redis.\n{missing}\n{}\n",
+                how_to_start()
+            );
             let required = std::env::var("OPENCHAMPPS_BENCH_REQUIRE_STORES").is_ok_and(|v| v == "1");
             std::process::exit(if required { 1 } else { 0 });
         }

@@ -162,18 +162,12 @@ impl Config {
         self.database_url()
             .parse::<tokio_postgres::Config>()
             .map_err(|e| format!("invalid PostgreSQL URL (DB_CONN/DATABASE_URL): {e}"))?;
-        redis::Client::open(self.redis_url.as_str())
-            .map_err(|e| format!("invalid REDIS_URL: {e}"))?;
+        redis::Client::open(self.redis_url.as_str()).map_err(|e| format!("invalid REDIS_URL: {e}"))?;
         if self.ping_timeout_secs <= self.ping_interval_secs {
             return Err("PING_TIMEOUT_SECS must be greater than PING_INTERVAL_SECS".into());
         }
-        argon2::Params::new(
-            self.argon2_memory_kib,
-            self.argon2_iterations,
-            self.argon2_parallelism,
-            None,
-        )
-        .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+        argon2::Params::new(self.argon2_memory_kib, self.argon2_iterations, self.argon2_parallelism, None)
+            .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
         if self.db_pool_size == 0 || self.redis_pool_size == 0 {
             return Err("DB_POOL_SIZE and REDIS_POOL_SIZE must be at least 1".into());
         }

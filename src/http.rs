@@ -37,7 +37,11 @@ pub struct Public {
     pub next_id: AtomicU64,
 }
 
-pub async fn public(public: Arc<Public>, peer: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn public(
+    public: Arc<Public>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let response = match (req.method(), req.uri().path()) {
         (&Method::GET, "/ws") if hyper_tungstenite::is_upgrade_request(&req) => upgrade(&public, peer, &mut req),
         (_, "/ws") => text(StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required"),
@@ -153,10 +157,9 @@ async fn register(node: &Node, req: Request<Incoming>) -> Response<Body> {
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        Err(Error::UsernameTooShort | Error::PasswordTooShort) => text(
-            StatusCode::BAD_REQUEST,
-            "Username must be at least 3 characters and password at least 6 characters",
-        ),
+        Err(Error::UsernameTooShort | Error::PasswordTooShort) => {
+            text(StatusCode::BAD_REQUEST, "Username must be at least 3 characters and password at least 6 characters")
+        }
         Err(Error::InvalidRegistrationFormat) => text(StatusCode::BAD_REQUEST, BAD_BODY),
         Err(Error::UsernameTaken | Error::EmailTaken) => text(StatusCode::CONFLICT, "Username or email already exists"),
         Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),

@@ -12,9 +12,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Buckets resolving 1 ms … 1 s (and a little past it) for latencies.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5,
-];
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5];
 
 /// Installs the process-wide recorder (idempotent) and returns its handle.
 pub fn install() -> PrometheusHandle {
@@ -38,14 +36,24 @@ fn describe() {
     describe_gauge!("openchampps_connections_authenticated", "Authenticated WebSocket connections on this node");
     describe_counter!("openchampps_messages_received_total", "Client messages received, by type");
     describe_counter!("openchampps_auth_attempts_total", "Authentication attempts, by method and result");
-    describe_histogram!("openchampps_auth_duration_seconds", Unit::Seconds, "Time to answer an authentication attempt, by method");
+    describe_histogram!(
+        "openchampps_auth_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an authentication attempt, by method"
+    );
     describe_counter!("openchampps_token_cache_lookups_total", "Token cache lookups in Redis, by outcome");
     describe_gauge!("openchampps_hash_queue_depth", "Password hashes waiting for a hash worker");
     describe_histogram!("openchampps_hash_duration_seconds", Unit::Seconds, "CPU time of one argon2id hash or verify");
-    describe_counter!("openchampps_chat_messages_relayed_total", "Chat messages delivered to local connections, by kind");
+    describe_counter!(
+        "openchampps_chat_messages_relayed_total",
+        "Chat messages delivered to local connections, by kind"
+    );
     describe_counter!("openchampps_store_errors_total", "Errors talking to a store, by store");
     describe_gauge!("openchampps_pool_connections", "Store pool connections, by pool and state");
-    describe_gauge!("openchampps_presence_heartbeat_age_seconds", "Seconds since this node last wrote its presence heartbeat");
+    describe_gauge!(
+        "openchampps_presence_heartbeat_age_seconds",
+        "Seconds since this node last wrote its presence heartbeat"
+    );
     describe_gauge!("openchampps_redis_degraded", "1 while Redis is unreachable and the node works alone");
     describe_counter!("openchampps_connections_closed_total", "Connections closed by the server, by reason");
     describe_gauge!("openchampps_build_info", "Build and node identity");
@@ -75,11 +83,20 @@ pub fn authenticated_connections(n: usize) {
 // labelled metric up by name costs an allocation and a hash per call.
 
 const MESSAGE_TYPES: [&str; 10] = [
-    "login", "token_auth", "register", "set_username", "logout", "count", "global_chat", "private_chat",
-    "unknown", "invalid",
+    "login",
+    "token_auth",
+    "register",
+    "set_username",
+    "logout",
+    "count",
+    "global_chat",
+    "private_chat",
+    "unknown",
+    "invalid",
 ];
 const AUTH_METHODS: [&str; 3] = ["login", "token_auth", "register"];
-const AUTH_RESULTS: [&str; 6] = ["success", "invalid_format", "invalid_credentials", "rate_limited", "busy", "server_error"];
+const AUTH_RESULTS: [&str; 6] =
+    ["success", "invalid_format", "invalid_credentials", "rate_limited", "busy", "server_error"];
 const CACHE_OUTCOMES: [&str; 3] = ["hit", "miss", "negative_hit"];
 
 static MESSAGES: LazyLock<Vec<Counter>> = LazyLock::new(|| {

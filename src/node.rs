@@ -33,13 +33,9 @@ pub struct Node {
 
 impl Node {
     pub fn new(config: Config, node_id: String, users: Arc<dyn UserStore>, shared: Arc<dyn SharedState>) -> Node {
-        let params = argon2::Params::new(
-            config.argon2_memory_kib,
-            config.argon2_iterations,
-            config.argon2_parallelism,
-            None,
-        )
-        .expect("validated at start-up");
+        let params =
+            argon2::Params::new(config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism, None)
+                .expect("validated at start-up");
         let hasher = HashPool::new(params, config.hash_workers, config.hash_queue);
         let limiter = RateLimiter::new(
             shared.clone(),

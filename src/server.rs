@@ -123,12 +123,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
 /// Flushes `last_used_at` and exports pool gauges every second until shutdown, then
 /// flushes one last time.
-async fn run_housekeeping(
-    node: Arc<Node>,
-    pg: PgStore,
-    redis: Arc<RedisStore>,
-    shutdown: CancellationToken,
-) {
+async fn run_housekeeping(node: Arc<Node>, pg: PgStore, redis: Arc<RedisStore>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(crate::last_used::FLUSH_EVERY);
     loop {
         tokio::select! {
@@ -146,8 +141,11 @@ async fn run_housekeeping(
 async fn accept_loop<F, S>(listener: TcpListener, stop: CancellationToken, make_service: F)
 where
     F: Fn(SocketAddr) -> S,
-    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = hyper::Response<http_body_util::Full<hyper::body::Bytes>>, Error = std::convert::Infallible>
-        + Send
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<http_body_util::Full<hyper::body::Bytes>>,
+            Error = std::convert::Infallible,
+        > + Send
         + 'static,
     S::Future: Send + 'static,
 {

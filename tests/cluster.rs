@@ -18,7 +18,7 @@ async fn counts(clients: &mut [&mut Client]) -> Vec<u64> {
 #[tokio::test]
 async fn three_nodes_are_one_server() {
     let cluster = Cluster::new().await;
-    let mut nodes = vec![cluster.node().await, cluster.node().await, cluster.node().await];
+    let mut nodes = [cluster.node().await, cluster.node().await, cluster.node().await];
 
     // Log in on node 1; the token works on nodes 2 and 3.
     let jane = unique_name("jane");
@@ -55,7 +55,10 @@ async fn three_nodes_are_one_server() {
 
     // Private chat from node 2 to a display name on node 3.
     bob2.send(json!({"type": "private_chat", "payload": {"target": "JaneOnOne", "message": "psst"}})).await;
-    assert_eq!(on3.recv().await, json!({"type": "private_chat", "payload": {"username": "BobOnTwo", "message": "psst"}}));
+    assert_eq!(
+        on3.recv().await,
+        json!({"type": "private_chat", "payload": {"username": "BobOnTwo", "message": "psst"}})
+    );
     carol1.expect_silence(Duration::from_millis(300)).await;
     bob2.expect_silence(Duration::from_millis(10)).await;
 

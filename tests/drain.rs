@@ -20,19 +20,18 @@ async fn sigterm_drains_then_closes_with_1001_and_exits_0() {
     // A token_auth right before the signal: its last_used_at must survive shutdown.
     let mut late = node.client().await;
     assert_eq!(late.token_auth(&token).await["type"], "auth_success");
-    assert!(eventually(Duration::from_secs(5), || async {
-        watcher_count(&other).await == 3
-    })
-    .await);
+    assert!(eventually(Duration::from_secs(5), || async { watcher_count(&other).await == 3 }).await);
 
     let signalled = Instant::now();
     node.signal("TERM");
     // Not ready at once, saying why.
-    assert!(eventually(Duration::from_millis(500), || async {
-        matches!(http(node.public, "GET", "/ready", None, &[]).await, Ok((503, body))
+    assert!(
+        eventually(Duration::from_millis(500), || async {
+            matches!(http(node.public, "GET", "/ready", None, &[]).await, Ok((503, body))
             if serde_json::from_str::<Value>(&body).map(|v| v["status"] == "draining").unwrap_or(false))
-    })
-    .await);
+        })
+        .await
+    );
     // New WebSocket connections are refused while existing ones keep working.
     assert!(tokio_tungstenite::connect_async(node.ws_url()).await.is_err());
     assert_eq!(player.request(json!({"type": "count"})).await["type"], "player_count");
@@ -47,11 +46,8 @@ async fn sigterm_drains_then_closes_with_1001_and_exits_0() {
     // Presence removed at once (not after the heartbeat timeout), last_used_at flushed.
     assert_eq!(watcher_count(&other).await, 1);
     let db = cluster.psql().await;
-    let used: i64 = db
-        .query_one("SELECT count(*) FROM auth_tokens WHERE last_used_at IS NOT NULL", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let used: i64 =
+        db.query_one("SELECT count(*) FROM auth_tokens WHERE last_used_at IS NOT NULL", &[]).await.unwrap().get(0);
     assert_eq!(used, 1);
 }
 

@@ -350,9 +350,8 @@ async fn two_thousand_distinct_bogus_tokens_from_one_address_are_cut_off() {
     let admin = statement_counter(&pg).await;
 
     let before = statements_run(&admin, &cluster.db_name).await;
-    let frames = (0..4)
-        .map(|_| (0..500).map(|_| token_auth_frame(&uuid::Uuid::new_v4().to_string())).collect())
-        .collect();
+    let frames =
+        (0..4).map(|_| (0..500).map(|_| token_auth_frame(&uuid::Uuid::new_v4().to_string())).collect()).collect();
     let replies = flood(&node, frames).await;
     let queries = statements_run(&admin, &cluster.db_name).await - before;
 
@@ -412,9 +411,8 @@ async fn behind_a_trusted_proxy_failures_count_per_forwarded_address() {
 #[tokio::test]
 async fn without_trusted_proxies_the_forwarded_header_is_ignored() {
     let cluster = Cluster::new().await;
-    let node = cluster
-        .node_with(&[("LOGIN_MAX_FAILURES_PER_ADDRESS", "3"), ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "100")])
-        .await;
+    let node =
+        cluster.node_with(&[("LOGIN_MAX_FAILURES_PER_ADDRESS", "3"), ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "100")]).await;
     let jane = unique_name("jane");
     node.client().await.signed_up(&jane).await;
 
@@ -433,7 +431,8 @@ async fn without_trusted_proxies_the_forwarded_header_is_ignored() {
 
 /// Real argon2id cost (OWASP parameters) and a small queue: two hashes run (2 cores),
 /// four wait, everything beyond is refused at once.
-const REAL_ARGON2: [(&str, &str); 3] = [("ARGON2_MEMORY_KIB", "19456"), ("ARGON2_ITERATIONS", "2"), ("HASH_QUEUE", "4")];
+const REAL_ARGON2: [(&str, &str); 3] =
+    [("ARGON2_MEMORY_KIB", "19456"), ("ARGON2_ITERATIONS", "2"), ("HASH_QUEUE", "4")];
 const FLOOD: usize = 500;
 
 /// One login flood at a time: each test measures one node under one flood, not two
@@ -579,7 +578,8 @@ struct Reader {
 impl Reader {
     async fn start(node: &NodeProc, flood_text: Arc<String>) -> Reader {
         let (mut ws, _) = tokio_tungstenite::connect_async(node.ws_url()).await.unwrap();
-        let register = json!({"type": "register", "payload": {"username": unique_name("reader"), "password": PASSWORD}});
+        let register =
+            json!({"type": "register", "payload": {"username": unique_name("reader"), "password": PASSWORD}});
         ws.send(Message::text(register.to_string())).await.unwrap();
         let Some(Ok(Message::Text(reply))) = ws.next().await else { panic!("no register reply") };
         assert!(reply.contains("register_success"), "{reply}");
@@ -637,7 +637,12 @@ async fn a_client_that_stops_reading_is_cut_off_while_others_keep_chatting() {
             async move { ok }
         })
         .await;
-        assert!(keeping_up, "readers fell behind: sent {sent}, sender saw {}, bystander saw {}", sender.seen(), bystander.seen());
+        assert!(
+            keeping_up,
+            "readers fell behind: sent {sent}, sender saw {}, bystander saw {}",
+            sender.seen(),
+            bystander.seen()
+        );
         if sent % (4 * batch) == 0 && metric(&node.metrics_text().await, too_slow).unwrap_or(0.0) >= 1.0 {
             break;
         }

@@ -15,7 +15,8 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Map, Value};
 
 /// Every message type of the contract.
-const TYPES: [&str; 8] = ["login", "token_auth", "register", "set_username", "logout", "count", "global_chat", "private_chat"];
+const TYPES: [&str; 8] =
+    ["login", "token_auth", "register", "set_username", "logout", "count", "global_chat", "private_chat"];
 /// Payload keys the handlers look for.
 const KEYS: [&str; 6] = ["username", "password", "email", "token", "target", "message"];
 
@@ -104,15 +105,16 @@ fn payload() -> BoxedStrategy<Option<Value>> {
 
 /// A JSON object with a `type`, maybe a `payload`, maybe more.
 fn message() -> BoxedStrategy<Value> {
-    (message_type(), payload(), prop::collection::btree_map("[a-z]{1,6}", json_value(), 0..2)).prop_map(|(kind, payload, extra)| {
-        let mut m: Map<String, Value> = extra.into_iter().collect();
-        m.insert("type".into(), Value::from(kind));
-        if let Some(p) = payload {
-            m.insert("payload".into(), p);
-        }
-        Value::Object(m)
-    })
-    .boxed()
+    (message_type(), payload(), prop::collection::btree_map("[a-z]{1,6}", json_value(), 0..2))
+        .prop_map(|(kind, payload, extra)| {
+            let mut m: Map<String, Value> = extra.into_iter().collect();
+            m.insert("type".into(), Value::from(kind));
+            if let Some(p) = payload {
+                m.insert("payload".into(), p);
+            }
+            Value::Object(m)
+        })
+        .boxed()
 }
 
 /// A text frame: anything, any JSON value, or a message-shaped object.
@@ -193,8 +195,12 @@ const LOGIN_ERRORS: [&str; 5] = [
     "Server busy, try again later",
     "Server error, try again later",
 ];
-const TOKEN_ERRORS: [&str; 4] =
-    ["Invalid token format", "Invalid or expired token", "Too many attempts, try again later", "Server error, try again later"];
+const TOKEN_ERRORS: [&str; 4] = [
+    "Invalid token format",
+    "Invalid or expired token",
+    "Too many attempts, try again later",
+    "Server error, try again later",
+];
 
 fn keys(v: &Value) -> Vec<&str> {
     let mut k: Vec<&str> = v.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
@@ -226,9 +232,16 @@ fn contract_shape(reply: &Value) -> Result<(), String> {
         }
         Some("auth_error") => {
             let m = p["message"].as_str().unwrap_or("");
-            keys(reply) == ["payload", "type"] && keys(p) == ["message"] && (LOGIN_ERRORS.contains(&m) || TOKEN_ERRORS.contains(&m))
+            keys(reply) == ["payload", "type"]
+                && keys(p) == ["message"]
+                && (LOGIN_ERRORS.contains(&m) || TOKEN_ERRORS.contains(&m))
         }
-        Some("auth_success") => keys(reply) == ["payload", "type"] && keys(p) == ["token", "username"] && s(&p["username"]) && is_uuid(&p["token"]),
+        Some("auth_success") => {
+            keys(reply) == ["payload", "type"]
+                && keys(p) == ["token", "username"]
+                && s(&p["username"])
+                && is_uuid(&p["token"])
+        }
         Some("register_success") => {
             keys(reply) == ["payload", "type"]
                 && keys(p) == ["autoLogin", "message", "success", "token", "username"]
@@ -241,7 +254,12 @@ fn contract_shape(reply: &Value) -> Result<(), String> {
         Some("display_name_updated") => keys(reply) == ["payload", "type"] && s(p),
         Some("logged_out") => keys(reply) == ["type"],
         Some("player_count") => keys(reply) == ["payload", "type"] && p.is_u64(),
-        Some("global_chat" | "private_chat") => keys(reply) == ["payload", "type"] && keys(p) == ["message", "username"] && s(&p["username"]) && s(&p["message"]),
+        Some("global_chat" | "private_chat") => {
+            keys(reply) == ["payload", "type"]
+                && keys(p) == ["message", "username"]
+                && s(&p["username"])
+                && s(&p["message"])
+        }
         _ => false,
     };
     if ok {
@@ -272,8 +290,14 @@ fn allowed_reply(frame: &str, authenticated: bool, reply: Option<&Value>) -> Res
     let ok = match (kind, reply) {
         // Anything may fail for want of a store.
         (_, Some(r)) if is_error(r, "SERVER_ERROR") => true,
-        ("login", Some(r)) => r["type"] == "auth_success" || (r["type"] == "auth_error" && LOGIN_ERRORS.contains(&r["payload"]["message"].as_str().unwrap_or(""))),
-        ("token_auth", Some(r)) => r["type"] == "auth_success" || (r["type"] == "auth_error" && TOKEN_ERRORS.contains(&r["payload"]["message"].as_str().unwrap_or(""))),
+        ("login", Some(r)) => {
+            r["type"] == "auth_success"
+                || (r["type"] == "auth_error" && LOGIN_ERRORS.contains(&r["payload"]["message"].as_str().unwrap_or("")))
+        }
+        ("token_auth", Some(r)) => {
+            r["type"] == "auth_success"
+                || (r["type"] == "auth_error" && TOKEN_ERRORS.contains(&r["payload"]["message"].as_str().unwrap_or("")))
+        }
         ("register", Some(r)) => r["type"] == "register_success" || is_error(r, "REGISTRATION_ERROR"),
         (_, Some(r)) if !authenticated => is_error(r, "AUTH_REQUIRED"),
         ("set_username", r) => match &payload_string {
@@ -325,7 +349,9 @@ fn tally(seen: &mut BTreeMap<String, usize>, reply: Option<&Value>) {
     let key = match reply {
         None => "(no reply)".to_owned(),
         Some(r) => match r["payload"]["message"].as_str() {
-            Some(m) if r["type"] == "error" || r["type"] == "auth_error" => format!("{} {m}", r["type"].as_str().unwrap_or("")),
+            Some(m) if r["type"] == "error" || r["type"] == "auth_error" => {
+                format!("{} {m}", r["type"].as_str().unwrap_or(""))
+            }
             _ => r["type"].as_str().unwrap_or("?").to_owned(),
         },
     };
@@ -409,7 +435,10 @@ impl Live {
             self.anonymous = Conn { client: node.client().await, authenticated: false };
         }
         if !self.signed_in.authenticated {
-            let reply = self.signed_in.exchange(&json!({"type": "token_auth", "payload": {"token": self.token}}).to_string()).await?;
+            let reply = self
+                .signed_in
+                .exchange(&json!({"type": "token_auth", "payload": {"token": self.token}}).to_string())
+                .await?;
             if reply.as_ref().map(|r| &r["type"]) != Some(&json!("auth_success")) {
                 return Err(format!("could not sign in again after {frame}: {reply:?}"));
             }
@@ -440,16 +469,16 @@ fn live_node_answers_hostile_frames() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let cluster = rt.block_on(Cluster::new());
     // Limits out of the way so random logins reach the password check and beyond.
-    let node = rt.block_on(cluster.node_with(&[
-        ("LOGIN_MAX_FAILURES_PER_ADDRESS", "1000000"),
-        ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "1000000"),
-    ]));
+    let node =
+        rt.block_on(cluster.node_with(&[
+            ("LOGIN_MAX_FAILURES_PER_ADDRESS", "1000000"),
+            ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "1000000"),
+        ]));
     let live = RefCell::new(rt.block_on(Live::connect(&node)));
 
     let mut runner = TestRunner::new(Config { cases: 200, failure_persistence: None, ..Config::default() });
-    let result = runner.run(&frame(), |text| {
-        rt.block_on(live.borrow_mut().case(&node, &text)).map_err(TestCaseError::fail)
-    });
+    let result =
+        runner.run(&frame(), |text| rt.block_on(live.borrow_mut().case(&node, &text)).map_err(TestCaseError::fail));
     eprintln!("replies to {} hostile frames on two connections: {:#?}", 200, live.borrow().seen);
     if let Err(e) = result {
         panic!("{e}");
@@ -512,7 +541,6 @@ async fn a_nul_in_a_name_is_an_unknown_user_not_a_server_error() {
         metrics.lines().filter(|l| l.contains("store_errors")).collect::<Vec<_>>().join("\n")
     );
 }
-
 
 /// A name or email of 12 KB fits in a frame but not in a PostgreSQL index entry (at
 /// most ~2.7 KB). That is the client's fault: the contract's format error, not a

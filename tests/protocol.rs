@@ -19,7 +19,18 @@ async fn frames_that_are_not_typed_json_objects_are_bad_messages() {
     let mut anonymous = node.client().await;
     let mut signed_in = node.client().await;
     signed_in.signed_up(&unique_name("jane")).await;
-    for text in ["not json", "[]", r#"["login"]"#, "42", r#""login""#, "{}", r#"{"type":5}"#, r#"{"type":null}"#, r#"{"payload":{}}"#, "{"] {
+    for text in [
+        "not json",
+        "[]",
+        r#"["login"]"#,
+        "42",
+        r#""login""#,
+        "{}",
+        r#"{"type":5}"#,
+        r#"{"type":null}"#,
+        r#"{"payload":{}}"#,
+        "{",
+    ] {
         for client in [&mut anonymous, &mut signed_in] {
             client.send_text(text).await;
             assert_eq!(client.recv().await, error(BAD_MESSAGE.0, BAD_MESSAGE.1), "{text}");
@@ -74,7 +85,14 @@ async fn register_errors_match_the_contract() {
     let node = cluster.node().await;
     let mut client = node.client().await;
     let reg = |m: &str| error(m, "REGISTRATION_ERROR");
-    for payload in [json!(null), json!("x"), json!(["a", "b"]), json!({"username": "abc"}), json!({"username": 1, "password": "secret1"}), json!({"username": "abcd", "password": "secret1", "email": 5})] {
+    for payload in [
+        json!(null),
+        json!("x"),
+        json!(["a", "b"]),
+        json!({"username": "abc"}),
+        json!({"username": 1, "password": "secret1"}),
+        json!({"username": "abcd", "password": "secret1", "email": 5}),
+    ] {
         let reply = client.request(json!({"type": "register", "payload": payload})).await;
         assert_eq!(reply, reg("Invalid registration format"), "{payload}");
     }
@@ -92,9 +110,11 @@ async fn duplicate_emails_are_refused_when_email_validation_is_on() {
     let cluster = Cluster::new().await;
     let node = cluster.node_with(&[("OC_EMAIL_VALIDATION", "true")]).await;
     let email = format!("{}@example.com", unique_name("mail"));
-    let first = json!({"type": "register", "payload": {"username": unique_name("a"), "password": "secret1", "email": email}});
+    let first =
+        json!({"type": "register", "payload": {"username": unique_name("a"), "password": "secret1", "email": email}});
     assert_eq!(node.client().await.request(first).await["type"], "register_success");
-    let second = json!({"type": "register", "payload": {"username": unique_name("b"), "password": "secret1", "email": email}});
+    let second =
+        json!({"type": "register", "payload": {"username": unique_name("b"), "password": "secret1", "email": email}});
     assert_eq!(node.client().await.request(second).await, error("Email already registered", "REGISTRATION_ERROR"));
 }
 
@@ -106,14 +126,27 @@ async fn http_register_matches_the_contract() {
     let body = json!({"username": name, "password": "mySecurePass456"}).to_string();
     let (status, headers, text) = http_full(node.public, "POST", "/register", Some(&body), &[]).await.unwrap();
     assert_eq!(status, 201);
-    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), json!({"status": "success", "message": "User registered successfully"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"status": "success", "message": "User registered successfully"})
+    );
     assert!(headers.iter().any(|(k, v)| k == "content-type" && v.starts_with("application/json")));
 
     let cases = [
         ("POST", Some("not json"), 400, "Invalid request body"),
         ("POST", Some("[1]"), 400, "Invalid request body"),
-        ("POST", Some(r#"{"username":"ab","password":"secret1"}"#), 400, "Username must be at least 3 characters and password at least 6 characters"),
-        ("POST", Some(r#"{"username":"abcd","password":"123"}"#), 400, "Username must be at least 3 characters and password at least 6 characters"),
+        (
+            "POST",
+            Some(r#"{"username":"ab","password":"secret1"}"#),
+            400,
+            "Username must be at least 3 characters and password at least 6 characters",
+        ),
+        (
+            "POST",
+            Some(r#"{"username":"abcd","password":"123"}"#),
+            400,
+            "Username must be at least 3 characters and password at least 6 characters",
+        ),
         ("POST", Some(body.as_str()), 409, "Username or email already exists"),
         ("GET", None, 405, "Method not allowed"),
         ("PUT", Some(body.as_str()), 405, "Method not allowed"),
@@ -201,12 +234,21 @@ async fn private_chat_reaches_only_the_target() {
     carol.signed_up(&unique_name("carol")).await;
 
     alice.send(json!({"type": "private_chat", "payload": {"target": "Bobby", "message": "psst"}})).await;
-    assert_eq!(bob.recv().await, json!({"type": "private_chat", "payload": {"username": alice_name, "message": "psst"}}));
+    assert_eq!(
+        bob.recv().await,
+        json!({"type": "private_chat", "payload": {"username": alice_name, "message": "psst"}})
+    );
     alice.send(json!({"type": "private_chat", "payload": {"target": "nobody-online", "message": "hello?"}})).await;
     alice.expect_silence(Duration::from_millis(300)).await;
     carol.expect_silence(Duration::from_millis(10)).await;
 
-    for payload in [json!("Bobby"), json!(null), json!({"target": "Bobby"}), json!({"message": "x"}), json!({"target": 1, "message": "x"})] {
+    for payload in [
+        json!("Bobby"),
+        json!(null),
+        json!({"target": "Bobby"}),
+        json!({"message": "x"}),
+        json!({"target": 1, "message": "x"}),
+    ] {
         let reply = alice.request(json!({"type": "private_chat", "payload": payload})).await;
         assert_eq!(reply, error(BAD_MESSAGE.0, BAD_MESSAGE.1), "{payload}");
     }
@@ -322,7 +364,10 @@ async fn health_ready_and_metrics_endpoints() {
 
     let (status, body) = http(node.public, "GET", "/ready", None, &[]).await.unwrap();
     assert_eq!(status, 200);
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"status": "ready", "postgres": "up", "redis": "up"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"status": "ready", "postgres": "up", "redis": "up"})
+    );
 
     // Metrics live on the side port only.
     assert_eq!(http(node.public, "GET", "/metrics", None, &[]).await.unwrap().0, 404);
@@ -331,7 +376,10 @@ async fn health_ready_and_metrics_endpoints() {
     client.login("nobody-here", "wrongPassword").await;
     let text = node.metrics_text().await;
     assert!(text.contains(r#"openchampps_auth_attempts_total{method="register",result="success"} 1"#), "{text}");
-    assert!(text.contains(r#"openchampps_auth_attempts_total{method="login",result="invalid_credentials"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"openchampps_auth_attempts_total{method="login",result="invalid_credentials"} 1"#),
+        "{text}"
+    );
     assert!(text.contains("openchampps_connections_open 1"), "{text}");
 }
 

@@ -171,9 +171,7 @@ async fn a_saturated_hash_pool_answers_server_busy() {
         clients.push(node.client().await);
     }
     for client in &mut clients {
-        client
-            .send(json!({"type": "login", "payload": {"username": "nobody", "password": "whatever1"}}))
-            .await;
+        client.send(json!({"type": "login", "payload": {"username": "nobody", "password": "whatever1"}})).await;
     }
     let mut busy = 0;
     for client in &mut clients {
@@ -312,7 +310,10 @@ async fn set_username_renames_the_session() {
     let reply = client.request(json!({"type": "set_username", "payload": "CoolGamer42"})).await;
     assert_eq!(reply, json!({"type": "display_name_updated", "payload": "CoolGamer42"}));
     client.send(json!({"type": "global_chat", "payload": "hi"})).await;
-    assert_eq!(client.recv().await, json!({"type": "global_chat", "payload": {"username": "CoolGamer42", "message": "hi"}}));
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "global_chat", "payload": {"username": "CoolGamer42", "message": "hi"}})
+    );
 }
 
 #[tokio::test]

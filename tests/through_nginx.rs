@@ -37,7 +37,8 @@ fn repo_root() -> PathBuf {
 /// them, so another process could take one in between; on a test machine that is
 /// rare enough, and the start then fails loudly rather than testing the wrong thing.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
+    let listeners: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
     listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
@@ -89,7 +90,8 @@ impl LocalCluster {
 
     fn script(&self, action: &str) -> std::process::Output {
         let join = |ports: &[u16]| ports.iter().map(u16::to_string).collect::<Vec<_>>().join(" ");
-        let pg_server = pg_admin_url().rsplit_once('/').map(|(base, _)| base.to_owned()).expect("admin URL names a database");
+        let pg_server =
+            pg_admin_url().rsplit_once('/').map(|(base, _)| base.to_owned()).expect("admin URL names a database");
         Command::new("bash")
             .arg(repo_root().join("deploy/local/cluster.sh"))
             .arg(action)
@@ -151,7 +153,8 @@ impl Drop for LocalCluster {
             rt.block_on(async {
                 if let Ok((client, conn)) = tokio_postgres::connect(&pg_admin_url(), tokio_postgres::NoTls).await {
                     tokio::spawn(conn);
-                    if let Err(e) = client.execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"), &[]).await {
+                    if let Err(e) = client.execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"), &[]).await
+                    {
                         eprintln!("could not drop database {db}: {e}");
                     }
                 }
@@ -274,9 +277,7 @@ async fn players_register_log_in_reconnect_and_chat_across_nodes_through_nginx()
     // Register, then log in on a fresh connection (a new token), then reconnect
     // with that token: each step may land on any node.
     let mut c = Client::connect(&cluster).await;
-    let registered = c
-        .request(json!({"type": "register", "payload": {"username": alice, "password": PASSWORD}}))
-        .await;
+    let registered = c.request(json!({"type": "register", "payload": {"username": alice, "password": PASSWORD}})).await;
     assert_eq!(registered["type"], "register_success", "{registered}");
     c.close().await;
 

@@ -44,11 +44,7 @@ struct Inner {
 
 impl HashPool {
     pub fn new(params: Params, workers: usize, queue: usize) -> HashPool {
-        let workers = if workers == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            workers
-        };
+        let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let dummy_hash = argon2
             .hash_password(b"openchampps-dummy-password")
@@ -112,7 +108,9 @@ impl Inner {
         let current = parsed.algorithm.as_str() == argon2::ARGON2ID_IDENT.as_str()
             && parsed.version.is_none_or(|v| v == u32::from(Version::V0x13))
             && Params::try_from(&parsed).is_ok_and(|p| {
-                p.m_cost() == self.params.m_cost() && p.t_cost() == self.params.t_cost() && p.p_cost() == self.params.p_cost()
+                p.m_cost() == self.params.m_cost()
+                    && p.t_cost() == self.params.t_cost()
+                    && p.p_cost() == self.params.p_cost()
             });
         let matches = if current {
             self.verify_in_reused_memory(password, &parsed)
@@ -132,7 +130,8 @@ impl Inner {
         };
         let mut out = [0u8; Output::MAX_LENGTH];
         let out = &mut out[..expected.len()];
-        let mut blocks = self.buffers.lock().unwrap().pop().unwrap_or_else(|| vec![Block::default(); self.params.block_count()]);
+        let mut blocks =
+            self.buffers.lock().unwrap().pop().unwrap_or_else(|| vec![Block::default(); self.params.block_count()]);
         let computed = self.argon2.hash_password_into_with_memory(password.as_bytes(), salt.as_ref(), out, &mut blocks);
         self.buffers.lock().unwrap().push(blocks);
         // `Output` compares in constant time.

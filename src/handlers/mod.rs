@@ -106,12 +106,7 @@ pub async fn dispatch(node: &Node, session: &mut Session, text: &str) -> Option<
 
 /// Issues a new token for an account that just proved who it is, and authenticates
 /// the connection with a fresh session whose display name is the account name.
-async fn start_session(
-    node: &Node,
-    session: &mut Session,
-    user_id: i64,
-    username: &str,
-) -> Result<Token, StoreError> {
+async fn start_session(node: &Node, session: &mut Session, user_id: i64, username: &str) -> Result<Token, StoreError> {
     let token = Token::generate();
     let hash = token.hash();
     let expires_at = unix_now() + node.config.token_ttl_secs as i64;

@@ -100,9 +100,7 @@ impl Client {
         let socket = if target.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
             .map_err(|e| Failure::Transport(format!("socket: {e}")))?;
         if let Some(ip) = local {
-            socket
-                .bind(SocketAddr::new(ip, 0))
-                .map_err(|e| Failure::Transport(format!("bind {ip}: {e}")))?;
+            socket.bind(SocketAddr::new(ip, 0)).map_err(|e| Failure::Transport(format!("bind {ip}: {e}")))?;
         }
         let stream = socket.connect(target.addr).await.map_err(|e| Failure::Transport(format!("connect: {e}")))?;
         let _ = stream.set_nodelay(true);
@@ -122,7 +120,8 @@ impl Client {
             match self.ws.next().await {
                 Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
                 Some(Ok(Message::Close(frame))) => {
-                    let why = frame.map_or_else(|| "no code".to_owned(), |f| format!("{} {}", u16::from(f.code), f.reason));
+                    let why =
+                        frame.map_or_else(|| "no code".to_owned(), |f| format!("{} {}", u16::from(f.code), f.reason));
                     return Err(Failure::Transport(format!("closed by node ({why})")));
                 }
                 Some(Ok(Message::Binary(_))) => return Err(Failure::Reply("unexpected binary frame".into())),
@@ -161,7 +160,12 @@ impl Client {
 
     /// Creates the account over the `register` message, or logs into it when it
     /// already exists. Returns its token.
-    pub async fn register_or_login(&mut self, username: &str, password: &str, limit: Duration) -> Result<String, Failure> {
+    pub async fn register_or_login(
+        &mut self,
+        username: &str,
+        password: &str,
+        limit: Duration,
+    ) -> Result<String, Failure> {
         let register = serde_json::json!({"type": "register", "payload": {"username": username, "password": password}});
         match self.request_within(register.to_string(), "register_success", limit).await {
             Ok(text) => token_of(&text),

@@ -41,10 +41,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     check_fd_limit(args.connections);
 
     let setup_started = Instant::now();
-    let prefix = args
-        .account_prefix
-        .clone()
-        .unwrap_or_else(|| format!("lg{:08x}_", rand::random::<u32>()));
+    let prefix = args.account_prefix.clone().unwrap_or_else(|| format!("lg{:08x}_", rand::random::<u32>()));
     note(&format!(
         "{}: {} connection(s) to {} node(s); preparing {} account(s) {prefix}0…",
         args.mode.name(),
@@ -78,11 +75,8 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let setup_s = setup_started.elapsed().as_secs_f64();
 
     let start = Instant::now();
-    let (warmup, duration) = if args.mode == Mode::Idle {
-        (std::time::Duration::ZERO, args.duration)
-    } else {
-        (args.warmup, args.duration)
-    };
+    let (warmup, duration) =
+        if args.mode == Mode::Idle { (std::time::Duration::ZERO, args.duration) } else { (args.warmup, args.duration) };
     let window = Window { base: start, measure_from: start + warmup, until: start + warmup + duration };
     note(&format!("{opened} open; running {:.1} s warm-up + {:.1} s", warmup.as_secs_f64(), duration.as_secs_f64()));
     stats::spawn_progress(live.clone(), start, window.measure_from, window.until);

@@ -51,13 +51,8 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> StoreResult<Result<i64, Conflict>>;
     async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> StoreResult<()>;
     /// Stores a new token for a successful login and stamps the user's `last_login`.
-    async fn insert_token(
-        &self,
-        user_id: i64,
-        token: &TokenHash,
-        ip: Option<&str>,
-        expires_at: i64,
-    ) -> StoreResult<()>;
+    async fn insert_token(&self, user_id: i64, token: &TokenHash, ip: Option<&str>, expires_at: i64)
+        -> StoreResult<()>;
     /// A token that is still valid, or `None`.
     async fn find_token(&self, token: &TokenHash) -> StoreResult<Option<TokenRecord>>;
     /// Sets `last_used_at = now()` on a batch of tokens.
@@ -72,11 +67,16 @@ pub trait UserStore: Send + Sync + 'static {
 /// What the token cache knows about a token hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheLookup {
-    Hit { token: TokenRecord, display_name: Option<String> },
+    Hit {
+        token: TokenRecord,
+        display_name: Option<String>,
+    },
     /// Recently looked up in PostgreSQL and not found.
     Negative,
     /// Not cached; the session's display name may still be known.
-    Miss { display_name: Option<String> },
+    Miss {
+        display_name: Option<String>,
+    },
 }
 
 /// A chat message on the cluster bus.

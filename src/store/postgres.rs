@@ -26,19 +26,14 @@ pub struct PgStore {
 
 impl PgStore {
     pub fn connect(url: &str, max_size: usize) -> Result<PgStore, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Other(format!("invalid PostgreSQL URL: {e}")))?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::Other(format!("invalid PostgreSQL URL: {e}")))?;
         // Fail fast when PostgreSQL is unreachable instead of hanging a login.
         config.connect_timeout(Duration::from_secs(2));
         if config.get_application_name().is_none() {
             config.application_name("openchampps");
         }
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(max_size)
             .runtime(Runtime::Tokio1)
@@ -96,11 +91,8 @@ impl UserStore for PgStore {
 
     async fn email_taken(&self, email: &str) -> StoreResult<bool> {
         let client = self.client().await?;
-        let stmt = counted(
-            client
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1))")
-                .await,
-        )?;
+        let stmt =
+            counted(client.prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1))").await)?;
         Ok(counted(client.query_one(&stmt, &[&email]).await)?.get(0))
     }
 
@@ -173,9 +165,7 @@ impl UserStore for PgStore {
     async fn touch_tokens(&self, tokens: &[TokenHash]) -> StoreResult<u64> {
         let client = self.client().await?;
         let stmt = counted(
-            client
-                .prepare_cached("UPDATE auth_tokens SET last_used_at = now() WHERE token_hash = ANY($1)")
-                .await,
+            client.prepare_cached("UPDATE auth_tokens SET last_used_at = now() WHERE token_hash = ANY($1)").await,
         )?;
         let hashes: Vec<&[u8]> = tokens.iter().map(|t| t.0.as_slice()).collect();
         counted(client.execute(&stmt, &[&hashes]).await)

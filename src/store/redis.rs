@@ -249,8 +249,7 @@ impl SharedState for RedisStore {
         // NX: never overwrite an entry a concurrent login just wrote.
         let mut cmd = redis::cmd("SET");
         cmd.arg(&tok).arg("-").arg("EX").arg(ttl_secs.max(1)).arg("NX");
-        self.run(|mut c| async move { cmd.query_async::<Option<String>>(&mut c).await.map(|_| ()) })
-            .await
+        self.run(|mut c| async move { cmd.query_async::<Option<String>>(&mut c).await.map(|_| ()) }).await
     }
 
     async fn forget_tokens(&self, tokens: &[TokenHash]) -> StoreResult<()> {
@@ -324,13 +323,10 @@ impl SharedState for RedisStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) })
-            .await
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) }).await
     }
 }
 
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

@@ -132,8 +132,11 @@ impl Drop for Cluster {
                 }
                 if let Ok(client) = redis::Client::open(redis_url.as_str()) {
                     if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                        let keys: Vec<String> =
-                            redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
+                        let keys: Vec<String> = redis::cmd("KEYS")
+                            .arg(format!("{prefix}*"))
+                            .query_async(&mut conn)
+                            .await
+                            .unwrap_or_default();
                         if !keys.is_empty() {
                             let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
                         }
@@ -283,7 +286,8 @@ pub async fn http_full(
 ) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
     let mut stream = TcpStream::connect(addr).await?;
     let body = body.unwrap_or("");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -296,10 +300,8 @@ pub async fn http_full(
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
     let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
-        .collect();
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned())).collect();
     Ok((status, headers, body.to_owned()))
 }
 
