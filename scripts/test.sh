@@ -11,6 +11,7 @@ need_rust() {
   fi
 }
 need_rust
+cargo fmt --check
 cargo build --locked --all-targets
 cargo test --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 # The chart, the deploy files and a live scrape, checked with Helm's, Kubernetes' and
