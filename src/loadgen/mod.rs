@@ -135,61 +135,39 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     }
 
     let seconds = duration.as_secs_f64().max(f64::EPSILON);
-    let summary = if args.mode == Mode::Idle {
-        // Ops are the connections opened; the latency is each one's connect +
-        // handshake + token_auth time.
-        let mut errors = setup.errors.clone();
-        for (text, n) in &total.errors {
-            *errors.entry(text.clone()).or_default() += n;
-        }
-        Summary {
-            mode: args.mode.name(),
-            urls: args.urls.clone(),
-            connections: args.connections,
-            connections_open_at_start: opened,
-            connections_open_at_end: open_at_end,
-            warmup_s: 0.0,
-            duration_s: seconds,
-            setup_s,
-            ops: setup.ops,
-            ops_per_sec: setup.ops as f64 / setup_s.max(f64::EPSILON),
-            ops_including_warmup: setup.ops,
-            errors_total: errors.values().sum(),
-            errors,
-            latency_ms: Latency::of(&setup.latency),
-            senders: None,
-            deliveries: None,
-            deliveries_per_sec: None,
-            node_memory,
-            cpu,
-        }
+    // In idle mode the ops are the connections opened, and the latency is each one's
+    // connect + handshake + token_auth time; otherwise the measured window's ops.
+    let idle = args.mode == Mode::Idle;
+    let (measured, other, window_s, warmup_s, ops_including_warmup) = if idle {
+        (&setup, &total, setup_s.max(f64::EPSILON), 0.0, setup.ops)
     } else {
-        let mut errors = total.errors.clone();
-        for (text, n) in &setup.errors {
-            *errors.entry(text.clone()).or_default() += n;
-        }
-        let chat = args.mode == Mode::GlobalChat;
-        Summary {
-            mode: args.mode.name(),
-            urls: args.urls.clone(),
-            connections: args.connections,
-            connections_open_at_start: opened,
-            connections_open_at_end: open_at_end,
-            warmup_s: warmup.as_secs_f64(),
-            duration_s: seconds,
-            setup_s,
-            ops: total.ops,
-            ops_per_sec: total.ops as f64 / seconds,
-            ops_including_warmup,
-            errors_total: errors.values().sum(),
-            errors,
-            latency_ms: Latency::of(&total.latency),
-            senders: chat.then_some(args.senders),
-            deliveries: chat.then_some(total.deliveries),
-            deliveries_per_sec: chat.then_some(total.deliveries as f64 / seconds),
-            node_memory: None,
-            cpu,
-        }
+        (&total, &setup, seconds, warmup.as_secs_f64(), ops_including_warmup)
+    };
+    let mut errors = measured.errors.clone();
+    for (text, n) in &other.errors {
+        *errors.entry(text.clone()).or_default() += n;
+    }
+    let chat = args.mode == Mode::GlobalChat;
+    let summary = Summary {
+        mode: args.mode.name(),
+        urls: args.urls.clone(),
+        connections: args.connections,
+        connections_open_at_start: opened,
+        connections_open_at_end: open_at_end,
+        warmup_s,
+        duration_s: seconds,
+        setup_s,
+        ops: measured.ops,
+        ops_per_sec: measured.ops as f64 / window_s,
+        ops_including_warmup,
+        errors_total: errors.values().sum(),
+        errors,
+        latency_ms: Latency::of(&measured.latency),
+        senders: chat.then_some(args.senders),
+        deliveries: chat.then_some(total.deliveries),
+        deliveries_per_sec: chat.then_some(total.deliveries as f64 / seconds),
+        node_memory,
+        cpu,
     };
     summary.print(args.json);
     Ok(())
