@@ -3,9 +3,9 @@
 //! Start: listeners up (status `starting`), migrations applied, then `ready`.
 //! Drain (SIGTERM/SIGINT): `/ready` says 503 at once and new WebSocket upgrades are
 //! refused with 503 (the port keeps answering `/health` and `/ready`, so probes see
-//! "draining" rather than a refused connection); after `SHUTDOWN_DRAIN_SECS` (or as soon as every client has left) the
-//! remaining sockets close with 1001 so clients reconnect elsewhere; then presence is
-//! removed and `last_used_at` flushed.
+//! "draining" rather than a refused connection); after `SHUTDOWN_DRAIN_SECS`, or as
+//! soon as every client has left, the remaining sockets close with 1001 so clients
+//! reconnect elsewhere; then presence is removed and `last_used_at` flushed.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,18 +64,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         going_away: CancellationToken::new(),
         next_id: AtomicU64::new(1),
     });
-    let stop_accepting = CancellationToken::new();
     let stop_background = CancellationToken::new();
 
     let mut servers = JoinSet::new();
-    servers.spawn(accept_loop(public_listener, stop_accepting.clone(), {
+    servers.spawn(accept_loop(public_listener, {
         let public = public.clone();
         move |peer| {
             let public = public.clone();
             service_fn(move |req| http::public(public.clone(), peer, req))
         }
     }));
-    servers.spawn(accept_loop(metrics_listener, stop_background.clone(), move |_| {
+    servers.spawn(accept_loop(metrics_listener, move |_| {
         let handle = handle.clone();
         service_fn(move |req| http::metrics(handle.clone(), req))
     }));
@@ -113,7 +112,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         // Each socket gets a short closing handshake; never wait past that.
         let _ = tokio::time::timeout(Duration::from_secs(3), public.connections.acquire_many(all)).await;
     }
-    stop_accepting.cancel();
     stop_background.cancel();
     while background.join_next().await.is_some() {}
     servers.abort_all();
@@ -137,8 +135,8 @@ async fn run_housekeeping(node: Arc<Node>, pg: PgStore, redis: Arc<RedisStore>, 
     node.last_used.flush(node.users.as_ref()).await;
 }
 
-/// Accepts TCP connections and serves HTTP/1.1 (with upgrades) on each until `stop`.
-async fn accept_loop<F, S>(listener: TcpListener, stop: CancellationToken, make_service: F)
+/// Accepts TCP connections and serves HTTP/1.1 (with upgrades) on each, until aborted.
+async fn accept_loop<F, S>(listener: TcpListener, make_service: F)
 where
     F: Fn(SocketAddr) -> S,
     S: hyper::service::Service<
@@ -150,17 +148,14 @@ where
     S::Future: Send + 'static,
 {
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let service = make_service(peer);
