@@ -13,7 +13,16 @@ need_rust() {
 need_rust
 cargo fmt --check
 cargo build --locked --all-targets
-cargo test --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+# No doc-tests: the crate has none, and an empty run would close the output.
+status=0
+cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$results" || status=1
 # The chart, the deploy files and a live scrape, checked with Helm's, Kubernetes' and
 # Prometheus' own tools (pinned in ci/requirements.txt).
-bash ci/check-ops.sh
+bash ci/check-ops.sh || status=1
+
+# One closing line for the whole Rust suite.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
+exit "$status"
