@@ -35,11 +35,9 @@ async fn three_nodes_are_one_server() {
     on1.close().await;
     let mut on3 = nodes[2].client().await;
     on3.token_auth(&token).await;
-    let mut bob2 = nodes[1].client().await;
-    bob2.signed_up(&unique_name("bob")).await;
+    let mut bob2 = nodes[1].player("bob").await;
     bob2.request(json!({"type": "set_username", "payload": "BobOnTwo"})).await;
-    let mut carol1 = nodes[0].client().await;
-    carol1.signed_up(&unique_name("carol")).await;
+    let mut carol1 = nodes[0].player("carol").await;
 
     on3.send(json!({"type": "global_chat", "payload": "from three"})).await;
     let expected = json!({"type": "global_chat", "payload": {"username": "JaneOnOne", "message": "from three"}});
@@ -64,12 +62,7 @@ async fn three_nodes_are_one_server() {
 
     // `count` is equal on all three: three players (jane on 3, bob on 2, carol on 1)
     // plus two more on node 3 that are about to disappear with it.
-    let mut extra = Vec::new();
-    for _ in 0..2 {
-        let mut c = nodes[2].client().await;
-        c.signed_up(&unique_name("extra")).await;
-        extra.push(c);
-    }
+    let _extra = [nodes[2].player("extra").await, nodes[2].player("extra").await];
     let mut equal = false;
     for _ in 0..50 {
         if counts(&mut [&mut carol1, &mut bob2, &mut on3]).await == vec![5, 5, 5] {

@@ -15,8 +15,7 @@ async fn sigterm_drains_then_closes_with_1001_and_exits_0() {
     let other = cluster.node().await;
     let mut player = node.client().await;
     let token = player.signed_up(&unique_name("jane")).await;
-    let mut watcher = other.client().await;
-    watcher.signed_up(&unique_name("watcher")).await;
+    let _watcher = other.player("watcher").await;
     // A token_auth right before the signal: its last_used_at must survive shutdown.
     let mut late = node.client().await;
     assert_eq!(late.token_auth(&token).await["type"], "auth_success");
@@ -62,8 +61,7 @@ async fn sigint_with_no_clients_exits_promptly() {
 }
 
 async fn watcher_count(node: &NodeProc) -> u64 {
-    let mut c = node.client().await;
-    c.signed_up(&unique_name("counter")).await;
+    let mut c = node.player("counter").await;
     let n = c.request(json!({"type": "count"})).await["payload"].as_u64().unwrap();
     c.close().await;
     n - 1

@@ -615,8 +615,7 @@ impl Reader {
 async fn a_client_that_stops_reading_is_cut_off_while_others_keep_chatting() {
     let cluster = Cluster::new().await;
     let node = cluster.node().await;
-    let mut sleeper = node.client().await;
-    sleeper.signed_up(&unique_name("sleeper")).await;
+    let mut sleeper = node.player("sleeper").await;
     let flood_text = Arc::new("x".repeat(8 * 1024 - 100));
     let mut sender = Reader::start(&node, flood_text.clone()).await;
     let mut bystander = Reader::start(&node, flood_text.clone()).await;

@@ -488,8 +488,7 @@ fn live_node_answers_hostile_frames() {
     let (status, _) = rt.block_on(http(node.public, "GET", "/health", None, &[])).unwrap();
     assert_eq!(status, 200);
     rt.block_on(async {
-        let mut client = node.client().await;
-        client.signed_up(&unique_name("after")).await;
+        let mut client = node.player("after").await;
         assert_eq!(client.request(json!({"type": "count"})).await["type"], "player_count");
     });
 }
@@ -504,8 +503,7 @@ fn live_node_answers_hostile_frames() {
 async fn deeply_nested_json_is_answered_not_crashed_on() {
     let cluster = Cluster::new().await;
     let node = cluster.node().await;
-    let mut client = node.client().await;
-    client.signed_up(&unique_name("nester")).await;
+    let client = node.player("nester").await;
     let depth = 7000; // two bytes per level: just under the 16 KiB frame limit
     let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
     let objects = format!("{}{}", r#"{"a":"#.repeat(depth / 3), "}".repeat(depth / 3));

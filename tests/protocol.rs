@@ -17,8 +17,7 @@ async fn frames_that_are_not_typed_json_objects_are_bad_messages() {
     let cluster = Cluster::new().await;
     let node = cluster.node().await;
     let mut anonymous = node.client().await;
-    let mut signed_in = node.client().await;
-    signed_in.signed_up(&unique_name("jane")).await;
+    let mut signed_in = node.player("jane").await;
     for text in [
         "not json",
         "[]",
@@ -53,8 +52,7 @@ async fn unauthenticated_connections_may_only_authenticate() {
 async fn unknown_types_are_named_once_authenticated() {
     let cluster = Cluster::new().await;
     let node = cluster.node().await;
-    let mut client = node.client().await;
-    client.signed_up(&unique_name("jane")).await;
+    let mut client = node.player("jane").await;
     let reply = client.request(json!({"type": "no_such_type"})).await;
     assert_eq!(reply, error("Unknown message type", "UNKNOWN_TYPE"));
 }
@@ -175,11 +173,9 @@ async fn logout_keeps_the_token_valid() {
 async fn count_follows_authenticated_connections() {
     let cluster = Cluster::new().await;
     let node = cluster.node().await;
-    let mut first = node.client().await;
-    first.signed_up(&unique_name("a")).await;
+    let mut first = node.player("a").await;
     let _anonymous = node.client().await;
-    let mut second = node.client().await;
-    second.signed_up(&unique_name("b")).await;
+    let mut second = node.player("b").await;
     assert!(count_becomes(&mut first, 2).await);
     second.request(json!({"type": "logout"})).await;
     assert!(count_becomes(&mut first, 1).await);
@@ -203,8 +199,7 @@ async fn global_chat_reaches_every_authenticated_connection() {
     let mut alice = node.client().await;
     let alice_name = unique_name("alice");
     alice.signed_up(&alice_name).await;
-    let mut bob = node.client().await;
-    bob.signed_up(&unique_name("bob")).await;
+    let mut bob = node.player("bob").await;
     let mut anonymous = node.client().await;
 
     alice.send(json!({"type": "global_chat", "payload": "hello \"all\""})).await;
@@ -227,11 +222,9 @@ async fn private_chat_reaches_only_the_target() {
     let mut alice = node.client().await;
     let alice_name = unique_name("alice");
     alice.signed_up(&alice_name).await;
-    let mut bob = node.client().await;
-    bob.signed_up(&unique_name("bob")).await;
+    let mut bob = node.player("bob").await;
     bob.request(json!({"type": "set_username", "payload": "Bobby"})).await;
-    let mut carol = node.client().await;
-    carol.signed_up(&unique_name("carol")).await;
+    let mut carol = node.player("carol").await;
 
     alice.send(json!({"type": "private_chat", "payload": {"target": "Bobby", "message": "psst"}})).await;
     assert_eq!(
@@ -286,8 +279,7 @@ async fn oversized_frames_close_with_1009() {
     assert_eq!(client.expect_close().await, Some(CloseCode::Size));
 
     // Just under the limit is fine.
-    let mut client = node.client().await;
-    client.signed_up(&unique_name("jane")).await;
+    let mut client = node.player("jane").await;
     let name = "y".repeat(16 * 1024 - 64);
     let reply = client.request(json!({"type": "set_username", "payload": name})).await;
     assert_eq!(reply["type"], "display_name_updated");
@@ -307,8 +299,7 @@ async fn silent_clients_are_pinged_then_closed() {
     let cluster = Cluster::new().await;
     let node = cluster.node_with(&[("PING_INTERVAL_SECS", "1"), ("PING_TIMEOUT_SECS", "2")]).await;
     // A client that reads (and so answers pings) stays connected past the timeout.
-    let mut lively = node.client().await;
-    lively.signed_up(&unique_name("lively")).await;
+    let mut lively = node.player("lively").await;
     lively.expect_silence(Duration::from_secs(3)).await;
     assert_eq!(lively.request(json!({"type": "count"})).await["type"], "player_count");
 
@@ -371,8 +362,7 @@ async fn health_ready_and_metrics_endpoints() {
 
     // Metrics live on the side port only.
     assert_eq!(http(node.public, "GET", "/metrics", None, &[]).await.unwrap().0, 404);
-    let mut client = node.client().await;
-    client.signed_up(&unique_name("jane")).await;
+    let mut client = node.player("jane").await;
     client.login("nobody-here", "wrongPassword").await;
     let text = node.metrics_text().await;
     assert!(text.contains(r#"openchampps_auth_attempts_total{method="register",result="success"} 1"#), "{text}");

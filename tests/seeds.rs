@@ -305,8 +305,7 @@ async fn set_username_requires_authentication() {
 async fn set_username_renames_the_session() {
     let cluster = Cluster::new().await;
     let node = cluster.node().await;
-    let mut client = node.client().await;
-    client.signed_up(&unique_name("jane.doe")).await;
+    let mut client = node.player("jane.doe").await;
     let reply = client.request(json!({"type": "set_username", "payload": "CoolGamer42"})).await;
     assert_eq!(reply, json!({"type": "display_name_updated", "payload": "CoolGamer42"}));
     client.send(json!({"type": "global_chat", "payload": "hi"})).await;
@@ -320,8 +319,7 @@ async fn set_username_renames_the_session() {
 async fn set_username_round_trips_quotes_and_backslashes() {
     let cluster = Cluster::new().await;
     let node = cluster.node().await;
-    let mut client = node.client().await;
-    client.signed_up(&unique_name("jane.doe")).await;
+    let mut client = node.player("jane.doe").await;
     for name in [r#"Cool"Gamer\42"#, "\\\"\u{0}\n", "Gamer <script>", "名前 🎮", ""] {
         let reply = client.request(json!({"type": "set_username", "payload": name})).await;
         assert_eq!(reply, json!({"type": "display_name_updated", "payload": name}));
@@ -332,8 +330,7 @@ async fn set_username_round_trips_quotes_and_backslashes() {
 async fn set_username_with_a_non_string_payload_is_silently_ignored() {
     let cluster = Cluster::new().await;
     let node = cluster.node().await;
-    let mut client = node.client().await;
-    client.signed_up(&unique_name("jane.doe")).await;
+    let mut client = node.player("jane.doe").await;
     for payload in [json!(42), json!(null), json!({"name": "x"}), json!(["x"]), json!(true)] {
         client.send(json!({"type": "set_username", "payload": payload})).await;
     }

@@ -221,6 +221,13 @@ impl NodeProc {
         Client::connect(&self.ws_url()).await
     }
 
+    /// A connected client of a fresh account named after `stem`, signed in.
+    pub async fn player(&self, stem: &str) -> Client {
+        let mut client = self.client().await;
+        client.signed_up(&unique_name(stem)).await;
+        client
+    }
+
     pub async fn metrics_text(&self) -> String {
         http(self.metrics, "GET", "/metrics", None, &[]).await.unwrap().1
     }
