@@ -30,12 +30,10 @@ fn main() {
         eprintln!("hashing bench: invalid node settings in the environment: {e}");
         std::process::exit(2);
     });
-    let params =
-        argon2::Params::new(config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism, None)
-            .unwrap_or_else(|e| {
-                eprintln!("hashing bench: invalid argon2 parameters: {e}");
-                std::process::exit(2);
-            });
+    let params = config.argon2_params().unwrap_or_else(|e| {
+        eprintln!("hashing bench: {e}");
+        std::process::exit(2);
+    });
     let label = format!("m={}KiB,t={},p={}", params.m_cost(), params.t_cost(), params.p_cost());
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");

@@ -2,7 +2,6 @@
 //! Defaults are documented next to each field and mirrored in the README table.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -166,16 +165,16 @@ impl Config {
         if self.ping_timeout_secs <= self.ping_interval_secs {
             return Err("PING_TIMEOUT_SECS must be greater than PING_INTERVAL_SECS".into());
         }
-        argon2::Params::new(self.argon2_memory_kib, self.argon2_iterations, self.argon2_parallelism, None)
-            .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+        self.argon2_params()?;
         if self.db_pool_size == 0 || self.redis_pool_size == 0 {
             return Err("DB_POOL_SIZE and REDIS_POOL_SIZE must be at least 1".into());
         }
         Ok(())
     }
 
-    pub fn token_ttl(&self) -> Duration {
-        Duration::from_secs(self.token_ttl_secs)
+    pub fn argon2_params(&self) -> Result<argon2::Params, String> {
+        argon2::Params::new(self.argon2_memory_kib, self.argon2_iterations, self.argon2_parallelism, None)
+            .map_err(|e| format!("invalid argon2 parameters: {e}"))
     }
 }
 

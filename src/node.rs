@@ -33,9 +33,7 @@ pub struct Node {
 
 impl Node {
     pub fn new(config: Config, node_id: String, users: Arc<dyn UserStore>, shared: Arc<dyn SharedState>) -> Node {
-        let params =
-            argon2::Params::new(config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism, None)
-                .expect("validated at start-up");
+        let params = config.argon2_params().expect("validated at start-up");
         let hasher = HashPool::new(params, config.hash_workers, config.hash_queue);
         let limiter = RateLimiter::new(
             shared.clone(),
@@ -70,7 +68,6 @@ impl Node {
 
     /// How long a positive token-cache entry may live: never past the token itself.
     pub fn cache_ttl(&self, expires_at: i64) -> u64 {
-        let remaining = (expires_at - crate::store::redis::unix_now()).max(1) as u64;
-        remaining.min(self.config.token_cache_ttl_secs)
+        crate::store::seconds_until(expires_at).min(self.config.token_cache_ttl_secs)
     }
 }

@@ -31,7 +31,7 @@ impl RateLimiter {
         let mut keys = vec![format!("ip:{address}")];
         let mut limits = vec![self.per_address];
         if let Some(account) = account {
-            keys.push(format!("acct:{}", account.to_lowercase()));
+            keys.push(account_key(account));
             limits.push(self.per_account);
         }
         Subject { keys, limits }
@@ -59,7 +59,7 @@ impl RateLimiter {
 
     /// A successful login forgives the account's earlier failures.
     pub async fn clear_account(&self, account: &str) {
-        let key = format!("acct:{}", account.to_lowercase());
+        let key = account_key(account);
         let _ = self.shared.clear_failures(&key).await;
         self.local.lock().unwrap().remove(&key);
     }
@@ -71,4 +71,9 @@ impl RateLimiter {
             _ => 0,
         }
     }
+}
+
+/// Accounts are counted by name regardless of case, as they are looked up.
+fn account_key(account: &str) -> String {
+    format!("acct:{}", account.to_lowercase())
 }

@@ -19,8 +19,7 @@ use crate::metrics as m;
 use crate::node::Node;
 use crate::protocol::parse_envelope;
 use crate::session::{Auth, Session};
-use crate::store::redis::unix_now;
-use crate::store::TokenRecord;
+use crate::store::{unix_now, TokenRecord};
 
 /// A handler's answer: a serialized reply, nothing, or an error reply.
 pub type Outcome = Result<Option<String>, Error>;

@@ -8,7 +8,7 @@ use super::Outcome;
 use crate::node::Node;
 use crate::protocol::{parse_string, Reply};
 use crate::session::Session;
-use crate::store::redis::unix_now;
+use crate::store::seconds_until;
 
 pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
     // The seed document: a payload that is not a string is silently ignored.
@@ -21,8 +21,7 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     node.registry.rename(session.id, display_name);
     // Stored with the session so a reconnect to any node restores it. Without Redis
     // the rename still holds for this connection.
-    let lifetime = (auth.expires_at - unix_now()).max(1) as u64;
-    if let Err(e) = node.shared.set_display_name(&auth.token, &name, lifetime).await {
+    if let Err(e) = node.shared.set_display_name(&auth.token, &name, seconds_until(auth.expires_at)).await {
         tracing::warn!(error = %e, "display name not stored in Redis; kept on this connection only");
     }
     Ok(Some(Reply::DisplayNameUpdated(&name).to_json()))

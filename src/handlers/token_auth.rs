@@ -15,8 +15,7 @@ use crate::metrics as m;
 use crate::node::Node;
 use crate::protocol::{parse_object, Reply};
 use crate::session::{Auth, Session};
-use crate::store::redis::unix_now;
-use crate::store::CacheLookup;
+use crate::store::{unix_now, CacheLookup};
 
 #[derive(Deserialize)]
 struct TokenPayload {

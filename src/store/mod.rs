@@ -15,6 +15,17 @@ pub use self::redis::RedisStore;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Now, in the Unix seconds that token expiries are kept in.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Seconds left until `expires_at`, at least one: the Redis TTL of whatever lives as
+/// long as a token.
+pub fn seconds_until(expires_at: i64) -> u64 {
+    (expires_at - unix_now()).max(1) as u64
+}
+
 #[derive(Debug, Clone)]
 pub struct UserRecord {
     pub id: i64,

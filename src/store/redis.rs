@@ -20,7 +20,7 @@ use deadpool_redis::{Config, Pool, Runtime};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, RedisResult, Script};
 
-use super::{CacheLookup, ChatEvent, SharedState, StoreResult, TokenRecord};
+use super::{seconds_until, CacheLookup, ChatEvent, SharedState, StoreResult, TokenRecord};
 use crate::auth::TokenHash;
 use crate::error::StoreError;
 use crate::metrics as m;
@@ -238,8 +238,7 @@ impl SharedState for RedisStore {
         let value = format!("{} {} {}", record.user_id, record.expires_at, record.username);
         pipe.set_ex(&tok, value, ttl_secs.max(1)).ignore();
         if let Some(name) = display_name {
-            let lifetime = (record.expires_at - unix_now()).max(1) as u64;
-            pipe.set_ex(&sess, name, lifetime).ignore();
+            pipe.set_ex(&sess, name, seconds_until(record.expires_at)).ignore();
         }
         self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
     }
@@ -325,8 +324,4 @@ impl SharedState for RedisStore {
     async fn ping(&self) -> StoreResult<()> {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) }).await
     }
-}
-
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
