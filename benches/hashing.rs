@@ -13,10 +13,9 @@
 
 use std::time::Duration;
 
-use clap::Parser;
 use criterion::{BenchmarkId, Criterion};
 use openchampps::auth::HashPool;
-use openchampps::config::Cli;
+use openchampps::config::Config;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -26,7 +25,7 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
-    let config = Cli::try_parse_from(["openchampps"]).map(|cli| cli.config).unwrap_or_else(|e| {
+    let config = Config::from_flags(&[]).unwrap_or_else(|e| {
         eprintln!("hashing bench: invalid node settings in the environment: {e}");
         std::process::exit(2);
     });

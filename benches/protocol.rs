@@ -6,7 +6,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use openchampps::error::Error;
-use openchampps::protocol::{parse_envelope, parse_object, parse_string, Reply};
+use openchampps::protocol::{parse_envelope, parse_object, parse_string, ChatLine, Reply};
 use serde::Deserialize;
 use std::hint::black_box;
 
@@ -102,26 +102,40 @@ fn bench_parse(c: &mut Criterion) {
 fn bench_replies(c: &mut Criterion) {
     let token = "550e8400-e29b-41d4-a716-446655440000";
     let replies: Vec<(&str, Reply<'static>)> = vec![
-        ("auth_success", Reply::AuthSuccess { username: "jane.doe", token }),
-        ("auth_error", Reply::AuthError { message: "Invalid username or password" }),
-        ("error", Reply::Error { message: "Authentication required", code: "AUTH_REQUIRED" }),
-        ("display_name_updated", Reply::DisplayNameUpdated("CoolGamer42")),
+        ("auth_success", Reply::AuthSuccess { username: "jane.doe".into(), token: token.into() }),
+        ("auth_error", Reply::AuthError { message: "Invalid username or password".into() }),
+        ("error", Reply::Error { message: "Authentication required".into(), code: "AUTH_REQUIRED".into() }),
+        ("display_name_updated", Reply::DisplayNameUpdated("CoolGamer42".into())),
         // A name that needs escaping: the serializer must not be the slow path.
-        ("display_name_updated_escaped", Reply::DisplayNameUpdated(r#"Cool "Gamer" \ 42"#)),
+        ("display_name_updated_escaped", Reply::DisplayNameUpdated(r#"Cool "Gamer" \ 42"#.into())),
         (
             "register_success",
             Reply::RegisterSuccess {
                 success: true,
-                message: "Registration successful",
+                message: "Registration successful".into(),
                 auto_login: true,
-                username: "john.smith",
-                token,
+                username: "john.smith".into(),
+                token: token.into(),
             },
         ),
         ("logged_out", Reply::LoggedOut),
         ("player_count", Reply::PlayerCount(12_345)),
-        ("global_chat", Reply::GlobalChat { username: "CoolGamer42", message: "gl hf everyone, see you in the lobby" }),
-        ("private_chat", Reply::PrivateChat { username: "CoolGamer42", message: "rematch?" }),
+        (
+            "global_chat",
+            Reply::GlobalChat(ChatLine {
+                username: "CoolGamer42".into(),
+                message: "gl hf everyone, see you in the lobby".into(),
+                account: "jane.doe".into(),
+            }),
+        ),
+        (
+            "private_chat",
+            Reply::PrivateChat(ChatLine {
+                username: "CoolGamer42".into(),
+                message: "rematch?".into(),
+                account: "jane.doe".into(),
+            }),
+        ),
     ];
     let mut group = c.benchmark_group("reply");
     for (name, reply) in &replies {

@@ -2,7 +2,7 @@
 //! (as 64 WebSocket connections would) each doing token-cache lookups (an MGET of
 //! the token and session keys), on a 2-worker runtime.
 //!
-//! - `node_store`: `RedisStore::lookup_token`, whatever the node does today.
+//! - `node_store`: `TokenCache::lookup` of `RedisStore`, whatever the node does today.
 //! - `deadpool_per_command`: a connection borrowed from a deadpool-redis pool for
 //!   each command (the node's path until b8cd7fa). deadpool-redis checks every
 //!   connection it hands out with `UNWATCH` + `PING`, a full round trip, so each
@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use openchampps::auth::Token;
-use openchampps::store::{RedisStore, SharedState, TokenRecord};
+use openchampps::store::redis::RedisStore;
+use openchampps::store::{TokenCache, TokenRecord};
 use redis::AsyncCommands;
 
 const TASKS: u64 = 64;
@@ -84,7 +85,7 @@ fn main() {
     let token = Token::generate().hash();
     let record =
         TokenRecord { user_id: 1, username: "bench.user".into(), expires_at: openchampps::store::unix_now() + 86_400 };
-    rt.block_on(store.cache_token(&token, &record, 300, Some("Bench User"))).expect("Redis answers");
+    rt.block_on(store.cache(&token, &record, 300, Some("Bench User"))).expect("Redis answers");
     let tag = format!("{prefix}{{t:{}}}", hex::encode(token.0));
     let keys = [format!("{tag}:tok"), format!("{tag}:sess")];
 
@@ -99,7 +100,7 @@ fn main() {
             spread(iters, move || {
                 let store = store.clone();
                 async move {
-                    store.lookup_token(&token).await.expect("Redis answers");
+                    store.lookup(&token).await.expect("Redis answers");
                 }
             })
         })

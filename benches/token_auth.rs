@@ -24,23 +24,21 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use criterion::Criterion;
-use hyper_tungstenite::tungstenite::Message;
 use openchampps::auth::Token;
-use openchampps::config::Cli;
+use openchampps::config::Config;
 use openchampps::handlers::dispatch;
 use openchampps::node::Node;
+use openchampps::outbox;
 use openchampps::session::Session;
-use openchampps::store::{unix_now, PgStore, RedisStore, SharedState, UserStore};
+use openchampps::store::{unix_now, Stores};
 use tokio::runtime::Runtime;
-use tokio::sync::{mpsc, Notify};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct Env {
     node: Arc<Node>,
-    redis: Arc<RedisStore>,
+    stores: Stores,
     admin_url: String,
     redis_url: String,
     database: String,
@@ -114,21 +112,19 @@ impl Env {
     }
 
     async fn build(admin_url: String, redis_url: String, database: String, prefix: String) -> Result<Env, String> {
-        let mut config = Cli::try_parse_from(["openchampps"])
-            .map_err(|e| format!("invalid node settings in the environment: {e}"))?
-            .config;
+        let mut config =
+            Config::from_flags(&[]).map_err(|e| format!("invalid node settings in the environment: {e}"))?;
+        config.db_conn = Some(database_url(&admin_url, &database));
         config.redis_url = redis_url.clone();
         config.redis_key_prefix = prefix.clone();
         // Lifted so that repeated unknown tokens keep taking the negative-hit path
         // instead of `Too many attempts` after 50 failures.
         config.login_max_failures_per_address = u64::MAX;
 
-        let pg =
-            PgStore::connect(&database_url(&admin_url, &database), config.db_pool_size).map_err(|e| e.to_string())?;
+        let stores = Stores::connect(&config).map_err(|e| e.to_string())?;
+        let pg = stores.users.clone();
         pg.migrate().await.map_err(|e| format!("migrations failed: {e}"))?;
-        let redis =
-            Arc::new(RedisStore::connect(&redis_url, &prefix, config.redis_pool_size).map_err(|e| e.to_string())?);
-        let node = Arc::new(Node::new(config, "bench-node".into(), Arc::new(pg.clone()), redis.clone()));
+        let node = Arc::new(Node::new(config, "bench-node".into(), stores.clone()));
 
         // A real account and token; token_auth never checks the password hash.
         let user_id = pg
@@ -139,14 +135,14 @@ impl Env {
         let token = Token::generate();
         let expires_at = unix_now() + 86_400;
         pg.insert_token(user_id, &token.hash(), Some("127.0.0.1"), expires_at).await.map_err(|e| e.to_string())?;
-        Ok(Env { node, redis, admin_url, redis_url, database, prefix, token, unknown: Token::generate() })
+        Ok(Env { node, stores, admin_url, redis_url, database, prefix, token, unknown: Token::generate() })
     }
 
     /// Drops the database and deletes every key under the prefix.
     async fn teardown(self) {
-        let Env { node, redis, admin_url, redis_url, database, prefix, .. } = self;
+        let Env { node, stores, admin_url, redis_url, database, prefix, .. } = self;
         drop(node);
-        drop(redis); // closes the pools' connections to the database
+        drop(stores); // closes the pools' connections to the database
         match admin(&admin_url).await {
             Ok(pg) => {
                 if let Err(e) = pg.batch_execute(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")).await
@@ -166,8 +162,8 @@ impl Env {
     }
 
     fn session(&self) -> Session {
-        let (outbox, _inbox) = mpsc::channel::<Message>(16);
-        Session::new(1, IpAddr::V4(Ipv4Addr::LOCALHOST), outbox, Arc::new(Notify::new()))
+        let (outbox, _inbox) = outbox::channel(16);
+        Session::new(1, IpAddr::V4(Ipv4Addr::LOCALHOST), outbox)
     }
 }
 
@@ -230,11 +226,12 @@ fn bench(c: &mut Criterion, rt: &Runtime, env: &Env) {
     group.bench_function("cache_hit", repeat(&valid));
     group.bench_function("cache_miss_postgres", |b| {
         b.to_async(rt).iter_custom(|iters| {
-            let (node, redis, mut session, valid) = (env.node.clone(), env.redis.clone(), env.session(), valid.clone());
+            let (node, tokens, mut session, valid) =
+                (env.node.clone(), env.stores.tokens.clone(), env.session(), valid.clone());
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    redis.forget_tokens(&[hash]).await.expect("Redis answers");
+                    tokens.forget(&[hash]).await.expect("Redis answers");
                     let started = Instant::now();
                     std::hint::black_box(dispatch(&node, &mut session, &valid).await);
                     total += started.elapsed();

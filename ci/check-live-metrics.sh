@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs real nodes, makes them record every metric family, and checks the scrapes:
+# Runs real nodes and checks their scrapes:
 #   - promtool check metrics on each node's /metrics (ci/check-metrics.sh)
-#   - every metric the Grafana dashboard queries is exported (ci/check-dashboard.py)
-# A metric only appears once recorded, so two nodes are used: one healthy, driven
-# through every message type and then given a PostgreSQL failure, and one whose
-# Redis is unreachable (store errors, the degraded gauge).
+#   - every metric the Grafana dashboard queries is exported (ci/check-dashboard.py),
+#     by a fresh node before any traffic (dashboards and rate() alerts work on a new
+#     cluster), and again after traffic
+# Two nodes are used: one healthy, scraped fresh, then driven through every message
+# type and given a PostgreSQL failure, and one whose Redis is unreachable.
 #   ci/check-live-metrics.sh            # uses target/debug/openchampps (cargo build first)
 # Env: OPENCHAMPPS_BIN, CI_PG_URL (postgres://postgres@127.0.0.1:5432), CI_REDIS_URL
 # (redis://127.0.0.1:6379/0), KEEP_SCRAPES=DIR to keep the scrapes and node logs.
@@ -75,6 +76,15 @@ start_node noredis "redis://127.0.0.1:1/0" # nothing listens on port 1
 wait_ready "$port_healthy" healthy
 wait_ready "$port_noredis" noredis
 
+status=0
+# Before any traffic: every series the dashboard needs already exists.
+bash "$ci_root/ci/check-metrics.sh" "http://127.0.0.1:$mport_healthy" "$work/fresh.prom" || status=1
+if [ -s "$work/fresh.prom" ]; then
+  python3 "$ci_root/ci/check-dashboard.py" "$work/fresh.prom" || { ci_log "a fresh node lacks metrics the dashboard queries"; status=1; }
+else
+  status=1
+fi
+
 "$venv/bin/python" "$ci_root/ci/exercise-node.py" "ws://127.0.0.1:$port_healthy/ws" traffic
 # PostgreSQL failing under a live node: its queries error and are counted.
 PGOPTIONS='-c client_min_messages=warning' psql "$pg/$db" -qc 'DROP TABLE users CASCADE' >/dev/null
@@ -82,7 +92,6 @@ PGOPTIONS='-c client_min_messages=warning' psql "$pg/$db" -qc 'DROP TABLE users 
 # The node without Redis has tried its heartbeat by now; give it a moment anyway.
 sleep 2
 
-status=0
 bash "$ci_root/ci/check-metrics.sh" "http://127.0.0.1:$mport_healthy" "$work/healthy.prom" || status=1
 bash "$ci_root/ci/check-metrics.sh" "http://127.0.0.1:$mport_noredis" "$work/noredis.prom" || status=1
 if [ -s "$work/healthy.prom" ] && [ -s "$work/noredis.prom" ]; then

@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
 use crate::node::Node;
-use crate::protocol::Reply;
-use crate::store::{ChatEvent, RedisStore};
+use crate::protocol::{ChatLine, Reply};
+use crate::store::ChatEvent;
 
 /// How often a node rewrites its presence even when nothing changed.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
@@ -19,7 +19,7 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
 /// Sends a chat message to the whole cluster; to this node only while Redis is down.
 pub async fn publish(node: &Node, event: ChatEvent) {
-    if node.shared.publish(&event).await.is_err() {
+    if node.stores.bus.publish(&event).await.is_err() {
         deliver_local(node, &event);
     }
 }
@@ -27,24 +27,28 @@ pub async fn publish(node: &Node, event: ChatEvent) {
 /// Hands a chat event to the matching authenticated connections of this node.
 pub fn deliver_local(node: &Node, event: &ChatEvent) {
     match event {
-        ChatEvent::Global { from, message } => {
-            let text = Reply::GlobalChat { username: from, message }.to_json();
+        ChatEvent::Global { from, account, message } => {
+            let text = Reply::GlobalChat(chat_line(from, account, message)).to_json();
             let n = node.registry.deliver(&Message::text(text), |_| true);
             m::chat_relayed("global", n);
         }
-        ChatEvent::Private { from, target, message } => {
-            let text = Reply::PrivateChat { username: from, message }.to_json();
+        ChatEvent::Private { from, account, target, message } => {
+            let text = Reply::PrivateChat(chat_line(from, account, message)).to_json();
             let n = node.registry.deliver(&Message::text(text), |p| &*p.display_name == target.as_str());
             m::chat_relayed("private", n);
         }
     }
 }
 
+fn chat_line<'a>(from: &'a str, account: &'a str, message: &'a str) -> ChatLine<'a> {
+    ChatLine { username: from.into(), message: message.into(), account: account.into() }
+}
+
 /// Authenticated connections across every live node; this node's own while Redis is
 /// down. This node's part is counted live, so a player always counts itself.
 pub async fn player_count(node: &Node) -> u64 {
-    let others = node.shared.cluster_count(&node.node_id).await.unwrap_or(0);
-    others + node.registry.len() as u64
+    let others = node.stores.presence.cluster_count(&node.node_id).await.unwrap_or(0);
+    others + node.registry.authenticated_count() as u64
 }
 
 /// Keeps this node's presence fresh: on every change of its authenticated count and
@@ -60,32 +64,25 @@ pub async fn run_presence(node: Arc<Node>, shutdown: CancellationToken) {
             changed = count.changed() => if changed.is_err() { break },
         }
         let n = *count.borrow_and_update();
-        if node.shared.heartbeat(&node.node_id, n).await.is_ok() {
+        if node.stores.presence.heartbeat(&node.node_id, n).await.is_ok() {
             last_beat = Instant::now();
         }
         m::heartbeat_age(last_beat.elapsed());
     }
-    if let Err(e) = node.shared.remove_presence(&node.node_id).await {
+    if let Err(e) = node.stores.presence.remove(&node.node_id).await {
         tracing::warn!(error = %e, "could not remove presence at shutdown; it expires by itself");
     }
 }
 
-/// Listens to the chat bus on a dedicated connection, resubscribing after any loss.
-pub async fn run_chat_subscriber(node: Arc<Node>, redis: Arc<RedisStore>, shutdown: CancellationToken) {
-    let channel = redis.chat_channel();
+/// Listens to the chat bus, subscribing again after any loss.
+pub async fn run_chat_subscriber(node: Arc<Node>, shutdown: CancellationToken) {
     loop {
         let session = async {
-            let mut pubsub = redis.client().get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            tracing::info!(%channel, "subscribed to the chat bus");
-            let mut messages = pubsub.into_on_message();
-            while let Some(msg) = messages.next().await {
-                match serde_json::from_slice::<ChatEvent>(msg.get_payload_bytes()) {
-                    Ok(event) => deliver_local(&node, &event),
-                    Err(e) => tracing::warn!(error = %e, "ignoring malformed chat bus message"),
-                }
+            let mut events = node.stores.bus.subscribe().await?;
+            while let Some(event) = events.next().await {
+                deliver_local(&node, &event);
             }
-            Ok::<(), redis::RedisError>(())
+            Ok::<(), crate::error::StoreError>(())
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,

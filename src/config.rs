@@ -3,31 +3,12 @@
 
 use std::net::SocketAddr;
 
-use clap::{Args, Parser, Subcommand};
-
-#[derive(Debug, Parser)]
-#[command(name = "openchampps", version, about = "OpenChampPS login/lobby node")]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub config: Config,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve WebSocket clients (the default).
-    Serve,
-    /// Drive one or more nodes with a closed-loop load over real WebSockets.
-    Bench(crate::loadgen::BenchArgs),
-    /// Revoke tokens: every token of a user, or one token. Takes effect on every node.
-    Revoke(crate::revoke::RevokeArgs),
-}
+use clap::Args;
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// PostgreSQL URL. Takes precedence over the DB_* parts.
-    #[arg(long, env = "DB_CONN", global = true)]
+    #[arg(long, env = "DB_CONN", global = true, hide_env_values = true)]
     pub db_conn: Option<String>,
     /// Alternative name for DB_CONN.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
@@ -46,7 +27,7 @@ pub struct Config {
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, global = true)]
     pub db_pool_size: usize,
 
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0", global = true)]
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0", global = true, hide_env_values = true)]
     pub redis_url: String,
     /// Prefix of every Redis key and channel, so several clusters can share one Redis.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "ocps:", global = true)]
@@ -133,6 +114,22 @@ pub struct Config {
 }
 
 impl Config {
+    /// The configuration the environment and these flags give, as the node reads it
+    /// (for embedding a node: tests, benches).
+    pub fn from_flags(flags: &[&str]) -> Result<Config, String> {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            config: Config,
+        }
+        use clap::{CommandFactory, FromArgMatches};
+        // A flag given twice takes its last value, so callers can override defaults.
+        let args = std::iter::once("openchampps").chain(flags.iter().copied());
+        let matches =
+            Flags::command().args_override_self(true).try_get_matches_from(args).map_err(|e| e.to_string())?;
+        Flags::from_arg_matches(&matches).map(|f| f.config).map_err(|e| e.to_string())
+    }
+
     /// The PostgreSQL URL, from DB_CONN / DATABASE_URL or built from the DB_* parts.
     pub fn database_url(&self) -> String {
         if let Some(url) = self.db_conn.as_ref().or(self.database_url.as_ref()) {

@@ -1,5 +1,8 @@
-//! One WebSocket connection: reads frames, hands each to `dispatch` in arrival order,
-//! writes replies and chat, pings, and closes with the code the contract names.
+//! One WebSocket connection, from upgrade to close. It owns the socket, the
+//! session and the receiving end of the outgoing queue: it hands each frame to
+//! `dispatch` in arrival order and keeps writing queued chat while a handler
+//! waits on a store, so a slow store never makes a reading client look slow. When
+//! it ends, for whatever reason, it ends the session (the one disconnect hook).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,14 +13,14 @@ use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use hyper_tungstenite::HyperWebsocketStream;
-use tokio::sync::{mpsc, Notify};
-use tokio::time::{sleep, Instant};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::handlers;
 use crate::metrics as m;
 use crate::node::Node;
+use crate::outbox::{self, Inbox};
 use crate::session::Session;
 
 /// How long a closing handshake may take before the socket is simply dropped.
@@ -33,110 +36,170 @@ pub fn websocket_config(config: &Config) -> WebSocketConfig {
         .max_message_size(Some(limit))
 }
 
-/// Why the server ends a connection.
-enum Ending {
-    /// The client left or the socket failed: nothing to say.
-    Gone,
-    Close(CloseCode, &'static str),
+/// Why the server closes a connection: the close code and the reason it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    AuthTimeout,
+    PingTimeout,
+    TooSlow,
+    FrameTooLarge,
+    Binary,
+    ShuttingDown,
 }
+
+impl Close {
+    pub const ALL: [Close; 6] = [
+        Close::AuthTimeout,
+        Close::PingTimeout,
+        Close::TooSlow,
+        Close::FrameTooLarge,
+        Close::Binary,
+        Close::ShuttingDown,
+    ];
+
+    pub fn code(self) -> CloseCode {
+        match self {
+            Close::AuthTimeout | Close::PingTimeout | Close::TooSlow => CloseCode::Policy,
+            Close::FrameTooLarge => CloseCode::Size,
+            Close::Binary => CloseCode::Unsupported,
+            Close::ShuttingDown => CloseCode::Away,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Close::AuthTimeout => "authentication timeout",
+            Close::PingTimeout => "ping timeout",
+            Close::TooSlow => "client too slow",
+            Close::FrameTooLarge => "frame too large",
+            Close::Binary => "binary frames are not supported",
+            Close::ShuttingDown => "server shutting down",
+        }
+    }
+}
+
+/// Exports every close reason at 0 from the start.
+pub fn register_metrics() {
+    m::register_close_reasons(Close::ALL.map(Close::reason));
+}
+
+/// How serving ended: the client left (or the socket failed), or the server closes.
+type Ending = Option<Close>;
 
 pub struct Connection {
     node: Arc<Node>,
-    ws: HyperWebsocketStream,
+    ws: Socket,
     session: Session,
-    outbox: mpsc::Receiver<Message>,
-    too_slow: Arc<Notify>,
+    inbox: Inbox,
+}
+
+/// The socket and how long one write may take: a client that stops reading fills
+/// its TCP window, and is cut off after the ping timeout instead of pinning the task
+/// (or at once, when its queue overflows meanwhile).
+struct Socket {
+    ws: HyperWebsocketStream,
+    write_limit: Duration,
+}
+
+impl Socket {
+    async fn write(&mut self, message: Message, inbox: &Inbox) -> Result<(), Ending> {
+        tokio::select! {
+            written = tokio::time::timeout(self.write_limit, self.ws.send(message)) => match written {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(None),
+                Err(_) => Err(Some(Close::TooSlow)),
+            },
+            _ = inbox.too_slow() => Err(Some(Close::TooSlow)),
+        }
+    }
 }
 
 impl Connection {
     pub fn new(node: Arc<Node>, ws: HyperWebsocketStream, id: u64, client_ip: IpAddr) -> Connection {
-        let (tx, outbox) = mpsc::channel(node.config.outgoing_queue as usize);
-        let too_slow = Arc::new(Notify::new());
-        let session = Session::new(id, client_ip, tx, too_slow.clone());
-        Connection { node, ws, session, outbox, too_slow }
+        let (outbox, inbox) = outbox::channel(node.config.outgoing_queue as usize);
+        let session = Session::new(id, client_ip, outbox);
+        let ws = Socket { ws, write_limit: Duration::from_secs(node.config.ping_timeout_secs) };
+        Connection { node, ws, session, inbox }
     }
 
     /// Serves the connection until it ends; `going_away` closes it with 1001.
     pub async fn run(mut self, going_away: CancellationToken) {
         m::connection_opened();
-        let ending = self.serve(&going_away).await;
-        self.session.logout(&self.node);
-        if let Ending::Close(code, reason) = ending {
-            m::connection_killed(reason);
-            let frame = CloseFrame { code, reason: reason.into() };
-            let _ = tokio::time::timeout(CLOSE_GRACE, self.ws.close(Some(frame))).await;
+        let ending = self.serve(&going_away).await.err().flatten();
+        self.session.end(&self.node);
+        if let Some(close) = ending {
+            m::connection_killed(close.reason());
+            let frame = CloseFrame { code: close.code(), reason: close.reason().into() };
+            let _ = tokio::time::timeout(CLOSE_GRACE, self.ws.ws.close(Some(frame))).await;
         }
         m::connection_closed();
     }
 
-    async fn serve(&mut self, going_away: &CancellationToken) -> Ending {
+    /// Runs until the connection ends (always `Err`: the ending).
+    async fn serve(&mut self, going_away: &CancellationToken) -> Result<(), Ending> {
         let config = &self.node.config;
         let ping_every = Duration::from_secs(config.ping_interval_secs);
         let silence_limit = Duration::from_secs(config.ping_timeout_secs);
         let auth_timeout = Duration::from_secs(config.auth_timeout_secs);
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
-        let auth_deadline = sleep(auth_timeout);
+        let auth_deadline = tokio::time::sleep(auth_timeout);
         tokio::pin!(auth_deadline);
-        let too_slow = self.too_slow.clone();
 
         loop {
-            let authenticated = self.session.is_authenticated();
+            let unauthenticated_since = self.session.unauthenticated_since();
+            if let Some(since) = unauthenticated_since {
+                if auth_deadline.deadline() != since + auth_timeout {
+                    auth_deadline.as_mut().reset(since + auth_timeout);
+                }
+            }
             tokio::select! {
                 biased;
-                _ = going_away.cancelled() => return Ending::Close(CloseCode::Away, "server shutting down"),
-                _ = too_slow.notified() => return Ending::Close(CloseCode::Policy, "client too slow"),
-                frame = self.ws.next() => {
+                _ = going_away.cancelled() => return Err(Some(Close::ShuttingDown)),
+                frame = self.ws.ws.next() => {
                     last_heard = Instant::now();
                     match frame {
-                        Some(Ok(Message::Text(text))) => {
-                            let reply = handlers::dispatch(&self.node, &mut self.session, text.as_str()).await;
-                            if let Some(reply) = reply {
-                                if let Some(end) = self.send(Message::text(reply)).await {
-                                    return end;
-                                }
-                            }
-                            if authenticated && !self.session.is_authenticated() {
-                                auth_deadline.as_mut().reset(Instant::now() + auth_timeout);
-                            }
-                        }
-                        Some(Ok(Message::Binary(_))) => {
-                            return Ending::Close(CloseCode::Unsupported, "binary frames are not supported");
-                        }
+                        Some(Ok(Message::Text(text))) => self.handle(text.as_str(), going_away).await?,
+                        Some(Ok(Message::Binary(_))) => return Err(Some(Close::Binary)),
                         Some(Ok(_)) => {} // ping, pong, close: tungstenite answers those itself
-                        Some(Err(WsError::Capacity(_))) => return Ending::Close(CloseCode::Size, "frame too large"),
-                        Some(Err(_)) | None => return Ending::Gone,
+                        Some(Err(WsError::Capacity(_))) => return Err(Some(Close::FrameTooLarge)),
+                        Some(Err(_)) | None => return Err(None),
                     }
                 }
-                Some(message) = self.outbox.recv() => {
-                    if let Some(end) = self.send(message).await {
-                        return end;
-                    }
-                }
+                queued = self.inbox.recv() => self.ws.write(queued.map_err(|_| Some(Close::TooSlow))?, &self.inbox).await?,
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= silence_limit {
-                        return Ending::Close(CloseCode::Policy, "ping timeout");
+                        return Err(Some(Close::PingTimeout));
                     }
                     // Half an interval of quiet is enough for a ping: waiting for a full
                     // one could skip a tick and leave a live client unpinged until timeout.
                     if last_heard.elapsed() >= ping_every / 2 {
-                        if let Some(end) = self.send(Message::Ping(Default::default())).await {
-                            return end;
-                        }
+                        self.ws.write(Message::Ping(Default::default()), &self.inbox).await?;
                     }
                 }
-                _ = &mut auth_deadline, if !authenticated => {
-                    return Ending::Close(CloseCode::Policy, "authentication timeout");
+                _ = &mut auth_deadline, if unauthenticated_since.is_some() => {
+                    return Err(Some(Close::AuthTimeout));
                 }
             }
         }
     }
 
-    /// Writes one message; a client too slow to take it is cut off instead of waited for.
-    async fn send(&mut self, message: Message) -> Option<Ending> {
-        tokio::select! {
-            result = self.ws.send(message) => result.err().map(|_| Ending::Gone),
-            _ = self.too_slow.notified() => Some(Ending::Close(CloseCode::Policy, "client too slow")),
+    /// Runs one message's handler to its reply, writing queued chat meanwhile.
+    async fn handle(&mut self, text: &str, going_away: &CancellationToken) -> Result<(), Ending> {
+        let Connection { node, ws, session, inbox } = self;
+        let dispatch = handlers::dispatch(node, session, text);
+        tokio::pin!(dispatch);
+        let reply = loop {
+            tokio::select! {
+                biased;
+                reply = &mut dispatch => break reply,
+                _ = going_away.cancelled() => return Err(Some(Close::ShuttingDown)),
+                queued = inbox.recv() => ws.write(queued.map_err(|_| Some(Close::TooSlow))?, inbox).await?,
+            }
+        };
+        match reply {
+            Some(reply) => ws.write(Message::text(reply), inbox).await,
+            None => Ok(()),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One domain error whose variants each map to exactly one wire reply.
 
+use crate::metrics::AuthResult;
 use crate::protocol::Reply;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -8,7 +9,6 @@ pub enum Error {
     BadMessage,
     AuthRequired,
     UnknownType,
-    ServerError,
 
     // `auth_error` replies for `login` and `token_auth`.
     InvalidLoginFormat,
@@ -31,12 +31,12 @@ pub enum Error {
 impl Error {
     /// The reply a client receives for this error.
     pub fn to_json(self) -> String {
-        let message = self.message();
+        let message = self.message().into();
+        let error = |code: &'static str| Reply::Error { message: self.message().into(), code: code.into() };
         let reply = match self {
-            Error::BadMessage => Reply::Error { message, code: "BAD_MESSAGE" },
-            Error::AuthRequired => Reply::Error { message, code: "AUTH_REQUIRED" },
-            Error::UnknownType => Reply::Error { message, code: "UNKNOWN_TYPE" },
-            Error::ServerError => Reply::Error { message, code: "SERVER_ERROR" },
+            Error::BadMessage => error("BAD_MESSAGE"),
+            Error::AuthRequired => error("AUTH_REQUIRED"),
+            Error::UnknownType => error("UNKNOWN_TYPE"),
             Error::InvalidLoginFormat
             | Error::InvalidCredentials
             | Error::TooManyAttempts
@@ -49,7 +49,7 @@ impl Error {
             | Error::PasswordTooShort
             | Error::UsernameTaken
             | Error::EmailTaken
-            | Error::RegistrationFailed => Reply::Error { message, code: "REGISTRATION_ERROR" },
+            | Error::RegistrationFailed => error("REGISTRATION_ERROR"),
         };
         reply.to_json()
     }
@@ -59,7 +59,7 @@ impl Error {
             Error::BadMessage => "Invalid message format",
             Error::AuthRequired => "Authentication required",
             Error::UnknownType => "Unknown message type",
-            Error::ServerError | Error::AuthServerError => "Server error, try again later",
+            Error::AuthServerError => "Server error, try again later",
             Error::InvalidLoginFormat => "Invalid login format",
             Error::InvalidCredentials => "Invalid username or password",
             Error::TooManyAttempts => "Too many attempts, try again later",
@@ -76,19 +76,19 @@ impl Error {
     }
 
     /// The `result` label of the auth-attempt metric for this error.
-    pub fn auth_result(self) -> &'static str {
+    pub fn auth_result(self) -> AuthResult {
         match self {
             Error::InvalidLoginFormat
             | Error::InvalidTokenFormat
             | Error::InvalidRegistrationFormat
             | Error::UsernameTooShort
-            | Error::PasswordTooShort => "invalid_format",
+            | Error::PasswordTooShort => AuthResult::InvalidFormat,
             Error::InvalidCredentials | Error::InvalidToken | Error::UsernameTaken | Error::EmailTaken => {
-                "invalid_credentials"
+                AuthResult::InvalidCredentials
             }
-            Error::TooManyAttempts => "rate_limited",
-            Error::ServerBusy => "busy",
-            _ => "server_error",
+            Error::TooManyAttempts => AuthResult::RateLimited,
+            Error::ServerBusy => AuthResult::Busy,
+            _ => AuthResult::ServerError,
         }
     }
 }
@@ -112,6 +112,10 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("redis pool: {0}")]
     RedisPool(#[from] deadpool_redis::PoolError),
+    /// Redis is known to be unreachable: the call was not even tried (see
+    /// `RedisStore`'s probe), so the caller falls back at once.
+    #[error("redis: unreachable")]
+    RedisUnreachable,
     #[error("{0}")]
     Other(String),
 }

@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::TrustedProxies;
 use crate::connection::{websocket_config, Connection};
 use crate::error::Error;
-use crate::handlers::register::{create_account, Registration};
+use crate::handlers::register::create_account;
 use crate::node::{Node, Status};
+use crate::protocol::Registration;
 
 type Body = Full<Bytes>;
 
@@ -121,8 +122,8 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
 async fn ready(node: &Node) -> Response<Body> {
     let up = |ok: bool| if ok { "up" } else { "down" };
     let (postgres, redis) = tokio::join!(
-        tokio::time::timeout(READY_CHECK_TIMEOUT, node.users.ping()),
-        tokio::time::timeout(READY_CHECK_TIMEOUT, node.shared.ping()),
+        tokio::time::timeout(READY_CHECK_TIMEOUT, node.stores.users.ping()),
+        tokio::time::timeout(READY_CHECK_TIMEOUT, node.stores.shared.ping()),
     );
     let status = node.status();
     let body = json!({

@@ -1,6 +1,25 @@
-use clap::Parser;
-use openchampps::config::{Cli, Command};
-use openchampps::server;
+use clap::{Parser, Subcommand};
+use openchampps::config::Config;
+use openchampps::{loadgen, revoke, server};
+
+#[derive(Debug, Parser)]
+#[command(name = "openchampps", version, about = "OpenChampPS login/lobby node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve WebSocket clients (the default).
+    Serve,
+    /// Drive one or more nodes with a closed-loop load over real WebSockets.
+    Bench(loadgen::BenchArgs),
+    /// Revoke tokens: every token of a user, or one token. Takes effect on every node.
+    Revoke(revoke::RevokeArgs),
+}
 
 #[tokio::main]
 async fn main() {
@@ -14,7 +33,7 @@ async fn main() {
     }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(openchampps::log_filter())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     if let Err(e) = cli.config.validate() {
@@ -22,9 +41,9 @@ async fn main() {
         std::process::exit(2);
     }
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => server::run(cli.config, server::shutdown_signal()).await,
-        Command::Bench(args) => openchampps::loadgen::run(args).await,
-        Command::Revoke(args) => openchampps::revoke::run(&cli.config, args).await,
+        Command::Serve => server::serve(cli.config).await,
+        Command::Bench(args) => loadgen::run(args).await,
+        Command::Revoke(args) => revoke::run(&cli.config, args).await,
     };
     if let Err(e) = result {
         eprintln!("openchampps: {e}");

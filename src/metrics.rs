@@ -26,9 +26,45 @@ pub fn install() -> PrometheusHandle {
             // Another recorder may already be set (tests embedding nodes); keep going.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            register_fixed_labels();
             handle
         })
         .clone()
+}
+
+/// Series whose label sets are known up front exist from the first scrape, so
+/// `rate()` and `increase()` work on a fresh node. Message types and close reasons
+/// are registered by their owners (the message table, the connection).
+fn register_fixed_labels() {
+    for store in ["postgres", "redis"] {
+        counter!("openchampps_store_errors_total", "store" => store).increment(0);
+    }
+    for kind in ["global", "private"] {
+        counter!("openchampps_chat_messages_relayed_total", "kind" => kind).increment(0);
+    }
+    LazyLock::force(&CACHE_LOOKUPS);
+    let _ = histogram!("openchampps_hash_duration_seconds");
+    gauge!("openchampps_hash_queue_depth").increment(0.0);
+    gauge!("openchampps_connections_open").increment(0.0);
+    gauge!("openchampps_connections_authenticated").increment(0.0);
+    redis_degraded(false);
+    for pool in ["postgres", "redis"] {
+        pool_connections(pool, 0, 0, 0);
+    }
+    heartbeat_age(Duration::ZERO);
+}
+
+/// Histogram samples wait in the recorder until they are folded into their buckets;
+/// a scrape does that, and so does this, so memory stays bounded on a node nobody
+/// scrapes (or while Prometheus is down).
+pub async fn run_upkeep(handle: PrometheusHandle, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
 }
 
 fn describe() {
@@ -71,71 +107,104 @@ pub fn connection_closed() {
     gauge!("openchampps_connections_open").decrement(1.0);
 }
 
+/// A connection the server closed, by the reason it sent.
 pub fn connection_killed(reason: &'static str) {
     counter!("openchampps_connections_closed_total", "reason" => reason).increment(1);
+}
+
+/// Exports the close reasons at 0 before any connection closes.
+pub fn register_close_reasons(reasons: impl IntoIterator<Item = &'static str>) {
+    for reason in reasons {
+        counter!("openchampps_connections_closed_total", "reason" => reason).increment(0);
+    }
 }
 
 pub fn authenticated_connections(n: usize) {
     gauge!("openchampps_connections_authenticated").set(n as f64);
 }
 
-// Handles of the metrics recorded on every message, registered once: looking a
-// labelled metric up by name costs an allocation and a hash per call.
+/// How an authentication attempt ended (the `result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthResult {
+    Success,
+    InvalidFormat,
+    InvalidCredentials,
+    RateLimited,
+    Busy,
+    ServerError,
+}
 
-const MESSAGE_TYPES: [&str; 10] = [
-    "login",
-    "token_auth",
-    "register",
-    "set_username",
-    "logout",
-    "count",
-    "global_chat",
-    "private_chat",
-    "unknown",
-    "invalid",
-];
-const AUTH_METHODS: [&str; 3] = ["login", "token_auth", "register"];
-const AUTH_RESULTS: [&str; 6] =
-    ["success", "invalid_format", "invalid_credentials", "rate_limited", "busy", "server_error"];
-const CACHE_OUTCOMES: [&str; 3] = ["hit", "miss", "negative_hit"];
+impl AuthResult {
+    const ALL: [AuthResult; 6] = [
+        AuthResult::Success,
+        AuthResult::InvalidFormat,
+        AuthResult::InvalidCredentials,
+        AuthResult::RateLimited,
+        AuthResult::Busy,
+        AuthResult::ServerError,
+    ];
 
-static MESSAGES: LazyLock<Vec<Counter>> = LazyLock::new(|| {
-    MESSAGE_TYPES.iter().map(|t| counter!("openchampps_messages_received_total", "type" => *t)).collect()
-});
-static AUTH_ATTEMPTS: LazyLock<Vec<Vec<Counter>>> = LazyLock::new(|| {
-    AUTH_METHODS
-        .iter()
-        .map(|m| {
-            AUTH_RESULTS
+    fn label(self) -> &'static str {
+        match self {
+            AuthResult::Success => "success",
+            AuthResult::InvalidFormat => "invalid_format",
+            AuthResult::InvalidCredentials => "invalid_credentials",
+            AuthResult::RateLimited => "rate_limited",
+            AuthResult::Busy => "busy",
+            AuthResult::ServerError => "server_error",
+        }
+    }
+}
+
+/// The metrics of one message type, registered (at 0) once when the message table
+/// is built: recording is then an atomic add, never a lookup by name.
+pub struct MessageMetrics {
+    received: Counter,
+    /// For authentication messages: attempts by result, and their latency.
+    auth: Option<(Vec<Counter>, Histogram)>,
+}
+
+impl MessageMetrics {
+    pub fn new(kind: &'static str, auth_attempt: bool) -> MessageMetrics {
+        let received = counter!("openchampps_messages_received_total", "type" => kind);
+        received.increment(0);
+        let auth = auth_attempt.then(|| {
+            let results = AuthResult::ALL
                 .iter()
-                .map(|r| counter!("openchampps_auth_attempts_total", "method" => *m, "result" => *r))
-                .collect()
-        })
-        .collect()
-});
-static AUTH_DURATIONS: LazyLock<Vec<Histogram>> = LazyLock::new(|| {
-    AUTH_METHODS.iter().map(|m| histogram!("openchampps_auth_duration_seconds", "method" => *m)).collect()
-});
-static CACHE_LOOKUPS: LazyLock<Vec<Counter>> = LazyLock::new(|| {
-    CACHE_OUTCOMES.iter().map(|o| counter!("openchampps_token_cache_lookups_total", "outcome" => *o)).collect()
-});
+                .map(|r| counter!("openchampps_auth_attempts_total", "method" => kind, "result" => r.label()))
+                .inspect(|c| c.increment(0))
+                .collect();
+            (results, histogram!("openchampps_auth_duration_seconds", "method" => kind))
+        });
+        MessageMetrics { received, auth }
+    }
 
-fn index(labels: &[&str], label: &str) -> usize {
-    labels.iter().position(|l| *l == label).unwrap_or_else(|| panic!("unregistered metric label {label}"))
+    pub fn received(&self) {
+        self.received.increment(1);
+    }
+
+    pub fn auth_attempt(&self, result: AuthResult, elapsed: Duration) {
+        if let Some((results, duration)) = &self.auth {
+            results[result as usize].increment(1);
+            duration.record(elapsed.as_secs_f64());
+        }
+    }
 }
 
-pub fn message_received(kind: &'static str) {
-    MESSAGES[index(&MESSAGE_TYPES, kind)].increment(1);
+/// Token cache lookups, by outcome.
+#[derive(Debug, Clone, Copy)]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+    NegativeHit,
 }
 
-pub fn auth_attempt(method: &'static str, result: &'static str, elapsed: Duration) {
-    let m = index(&AUTH_METHODS, method);
-    AUTH_ATTEMPTS[m][index(&AUTH_RESULTS, result)].increment(1);
-    AUTH_DURATIONS[m].record(elapsed.as_secs_f64());
-}
+static CACHE_LOOKUPS: LazyLock<[Counter; 3]> = LazyLock::new(|| {
+    ["hit", "miss", "negative_hit"].map(|o| counter!("openchampps_token_cache_lookups_total", "outcome" => o))
+});
 
-pub fn token_cache(outcome: &'static str) {
-    CACHE_LOOKUPS[index(&CACHE_OUTCOMES, outcome)].increment(1);
+pub fn token_cache(outcome: CacheOutcome) {
+    CACHE_LOOKUPS[outcome as usize].increment(1);
 }
 
 pub fn hash_queue_depth(delta: f64) {

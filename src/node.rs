@@ -1,7 +1,6 @@
 //! Everything a handler may touch, shared by all connections of this node.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::HashPool;
@@ -9,7 +8,7 @@ use crate::config::Config;
 use crate::last_used::LastUsed;
 use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
-use crate::store::{SharedState, UserStore};
+use crate::store::Stores;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -22,8 +21,7 @@ pub enum Status {
 pub struct Node {
     pub config: Config,
     pub node_id: String,
-    pub users: Arc<dyn UserStore>,
-    pub shared: Arc<dyn SharedState>,
+    pub stores: Stores,
     pub hasher: HashPool,
     pub limiter: RateLimiter,
     pub registry: Registry,
@@ -32,11 +30,11 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(config: Config, node_id: String, users: Arc<dyn UserStore>, shared: Arc<dyn SharedState>) -> Node {
+    pub fn new(config: Config, node_id: String, stores: Stores) -> Node {
         let params = config.argon2_params().expect("validated at start-up");
         let hasher = HashPool::new(params, config.hash_workers, config.hash_queue);
         let limiter = RateLimiter::new(
-            shared.clone(),
+            stores.limits.clone(),
             Duration::from_secs(config.login_failure_window_secs),
             config.login_max_failures_per_account,
             config.login_max_failures_per_address,
@@ -44,8 +42,7 @@ impl Node {
         Node {
             config,
             node_id,
-            users,
-            shared,
+            stores,
             hasher,
             limiter,
             registry: Registry::default(),

@@ -1,5 +1,7 @@
-//! The wire format: incoming frames are `{"type": "...", "payload": ...}` JSON objects,
-//! replies are built from [`Reply`] by serde so every text is escaped correctly.
+//! The wire format, one set of serde types for both ends: the node decodes requests
+//! and serializes replies with them, and the load generator and the tests build
+//! requests and decode replies with the same types. Every frame is
+//! `{"type": "...", "payload": ...}`.
 
 use std::borrow::Cow;
 
@@ -7,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// A decoded frame. `payload` stays raw JSON: each handler decodes its own shape.
+/// A decoded frame, either way. `payload` stays raw JSON: each handler decodes its
+/// own shape, because a payload of the wrong shape gets a message-specific reply.
 #[derive(Debug, Deserialize)]
 pub struct Envelope<'a> {
     #[serde(rename = "type", borrow)]
@@ -43,45 +46,102 @@ pub fn parse_string(payload: Option<&RawValue>) -> Option<String> {
     serde_json::from_str(raw).ok()
 }
 
+/// `login` payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// `token_auth` payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenPayload {
+    pub token: String,
+}
+
+/// `register` payload (and the body of `POST /register`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    pub username: String,
+    pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// `private_chat` payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrivateMessage {
+    pub target: String,
+    pub message: String,
+}
+
+/// Every request a client sends, as a client builds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+pub enum Request {
+    Login(Credentials),
+    TokenAuth(TokenPayload),
+    Register(Registration),
+    SetUsername(String),
+    Logout,
+    Count,
+    GlobalChat(String),
+    PrivateChat(PrivateMessage),
+}
+
+impl Request {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("requests always serialize")
+    }
+}
+
+/// A chat line as delivered: the sender's display name, the text, and the sender's
+/// account name (display names are free text; the account says who really wrote it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatLine<'a> {
+    pub username: Cow<'a, str>,
+    pub message: Cow<'a, str>,
+    pub account: Cow<'a, str>,
+}
+
 /// Every message the node sends, with its exact `type` and `payload` shape.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
 pub enum Reply<'a> {
     Error {
-        message: &'a str,
-        code: &'a str,
+        message: Cow<'a, str>,
+        code: Cow<'a, str>,
     },
     AuthError {
-        message: &'a str,
+        message: Cow<'a, str>,
     },
     AuthSuccess {
-        username: &'a str,
-        token: &'a str,
+        username: Cow<'a, str>,
+        token: Cow<'a, str>,
     },
-    DisplayNameUpdated(&'a str),
+    DisplayNameUpdated(Cow<'a, str>),
     RegisterSuccess {
         success: bool,
-        message: &'a str,
+        message: Cow<'a, str>,
         #[serde(rename = "autoLogin")]
         auto_login: bool,
-        username: &'a str,
-        token: &'a str,
+        username: Cow<'a, str>,
+        token: Cow<'a, str>,
     },
     LoggedOut,
     PlayerCount(u64),
-    GlobalChat {
-        username: &'a str,
-        message: &'a str,
-    },
-    PrivateChat {
-        username: &'a str,
-        message: &'a str,
-    },
+    GlobalChat(ChatLine<'a>),
+    PrivateChat(ChatLine<'a>),
 }
 
 impl Reply<'_> {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("replies always serialize")
+    }
+
+    /// Decodes a frame the node sent.
+    pub fn parse(text: &str) -> Option<Reply<'static>> {
+        serde_json::from_str(text).ok()
     }
 }
 
@@ -101,23 +161,37 @@ mod tests {
     }
 
     #[test]
+    fn requests_match_the_contract() {
+        assert_eq!(Request::Logout.to_json(), r#"{"type":"logout"}"#);
+        assert_eq!(Request::SetUsername("x".into()).to_json(), r#"{"type":"set_username","payload":"x"}"#);
+        let login = Request::Login(Credentials { username: "jane.doe".into(), password: "pw".into() });
+        assert_eq!(login.to_json(), r#"{"type":"login","payload":{"username":"jane.doe","password":"pw"}}"#);
+        let register = Request::Register(Registration { username: "u".into(), password: "p".into(), email: None });
+        assert_eq!(register.to_json(), r#"{"type":"register","payload":{"username":"u","password":"p"}}"#);
+    }
+
+    #[test]
     fn replies_match_the_contract() {
         assert_eq!(Reply::LoggedOut.to_json(), r#"{"type":"logged_out"}"#);
         assert_eq!(Reply::PlayerCount(3).to_json(), r#"{"type":"player_count","payload":3}"#);
         assert_eq!(
-            Reply::DisplayNameUpdated(r#"a"b\c"#).to_json(),
+            Reply::DisplayNameUpdated(r#"a"b\c"#.into()).to_json(),
             r#"{"type":"display_name_updated","payload":"a\"b\\c"}"#
         );
+        let success = Reply::RegisterSuccess {
+            success: true,
+            message: "Registration successful".into(),
+            auto_login: true,
+            username: "u".into(),
+            token: "t".into(),
+        };
+        let json = success.to_json();
         assert_eq!(
-            Reply::RegisterSuccess {
-                success: true,
-                message: "Registration successful",
-                auto_login: true,
-                username: "u",
-                token: "t"
-            }
-            .to_json(),
+            json,
             r#"{"type":"register_success","payload":{"success":true,"message":"Registration successful","autoLogin":true,"username":"u","token":"t"}}"#
         );
+        assert_eq!(Reply::parse(&json), Some(success));
+        let chat = Reply::GlobalChat(ChatLine { username: "n".into(), message: "m".into(), account: "a".into() });
+        assert_eq!(chat.to_json(), r#"{"type":"global_chat","payload":{"username":"n","message":"m","account":"a"}}"#);
     }
 }

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::store::SharedState;
+use crate::store::Limits;
 
 pub struct RateLimiter {
-    shared: Arc<dyn SharedState>,
+    limits: Arc<dyn Limits>,
     local: Mutex<HashMap<String, (u64, Instant)>>,
     window: Duration,
     per_account: u64,
@@ -23,8 +23,8 @@ pub struct Subject {
 }
 
 impl RateLimiter {
-    pub fn new(shared: Arc<dyn SharedState>, window: Duration, per_account: u64, per_address: u64) -> Self {
-        RateLimiter { shared, local: Mutex::default(), window, per_account, per_address }
+    pub fn new(limits: Arc<dyn Limits>, window: Duration, per_account: u64, per_address: u64) -> Self {
+        RateLimiter { limits, local: Mutex::default(), window, per_account, per_address }
     }
 
     pub fn subject(&self, account: Option<&str>, address: &str) -> Subject {
@@ -39,19 +39,24 @@ impl RateLimiter {
 
     /// Whether this subject has used up its failures for the window.
     pub async fn is_limited(&self, subject: &Subject) -> bool {
-        let counts = match self.shared.failures(&subject.keys).await {
-            Ok(counts) => counts,
-            Err(_) => subject.keys.iter().map(|k| self.local_count(k)).collect(),
-        };
-        counts.iter().zip(&subject.limits).any(|(count, limit)| count >= limit)
+        for (key, limit) in subject.keys.iter().zip(&subject.limits) {
+            let count = match self.limits.count(key).await {
+                Ok(count) => count,
+                Err(_) => self.local_count(key),
+            };
+            if count >= *limit {
+                return true;
+            }
+        }
+        false
     }
 
     pub async fn record_failure(&self, subject: &Subject) {
-        if self.shared.add_failure(&subject.keys, self.window.as_secs()).await.is_err() {
-            let mut local = self.local.lock().unwrap();
-            let now = Instant::now();
-            local.retain(|_, (_, start)| now.duration_since(*start) < self.window);
-            for key in &subject.keys {
+        for key in &subject.keys {
+            if self.limits.hit(key, self.window.as_secs()).await.is_err() {
+                let mut local = self.local.lock().unwrap();
+                let now = Instant::now();
+                local.retain(|_, (_, start)| now.duration_since(*start) < self.window);
                 local.entry(key.clone()).or_insert((0, now)).0 += 1;
             }
         }
@@ -60,7 +65,7 @@ impl RateLimiter {
     /// A successful login forgives the account's earlier failures.
     pub async fn clear_account(&self, account: &str) {
         let key = account_key(account);
-        let _ = self.shared.clear_failures(&key).await;
+        let _ = self.limits.clear(&key).await;
         self.local.lock().unwrap().remove(&key);
     }
 

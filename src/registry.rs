@@ -5,22 +5,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use hyper_tungstenite::tungstenite::Message;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::watch;
 
 use crate::metrics as m;
+use crate::outbox::Outbox;
 
 /// An authenticated connection as seen from outside its task.
 pub struct Peer {
     pub display_name: Arc<str>,
-    outbox: mpsc::Sender<Message>,
-    /// Wakes the connection task to close a client that does not keep up (1008).
-    too_slow: Arc<Notify>,
-}
-
-impl Peer {
-    pub fn new(display_name: Arc<str>, outbox: mpsc::Sender<Message>, too_slow: Arc<Notify>) -> Peer {
-        Peer { display_name, outbox, too_slow }
-    }
+    /// The account's name as stored.
+    pub account: Arc<str>,
+    pub outbox: Outbox,
 }
 
 pub struct Registry {
@@ -55,12 +50,8 @@ impl Registry {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn authenticated_count(&self) -> usize {
         *self.authenticated.borrow()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Follows the number of authenticated connections.
@@ -74,10 +65,8 @@ impl Registry {
         let peers = self.peers.read().unwrap();
         let mut delivered = 0;
         for peer in peers.values().filter(|p| to(p)) {
-            match peer.outbox.try_send(message.clone()) {
-                Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => peer.too_slow.notify_one(),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            if peer.outbox.offer(message.clone()) {
+                delivered += 1;
             }
         }
         delivered

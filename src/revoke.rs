@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::auth::Token;
 use crate::config::Config;
-use crate::store::{PgStore, RedisStore, SharedState, UserStore};
+use crate::store::Stores;
 
 /// A node that read PostgreSQL just before the revocation may re-cache the token
 /// right after the first delete; a second delete after this long closes that gap.
@@ -26,8 +26,8 @@ pub struct RevokeArgs {
 }
 
 pub async fn run(config: &Config, args: RevokeArgs) -> Result<(), String> {
-    let pg = PgStore::connect(&config.database_url(), 1).map_err(|e| e.to_string())?;
-    let redis = RedisStore::connect(&config.redis_url, &config.redis_key_prefix, 1).map_err(|e| e.to_string())?;
+    let stores = Stores::connect(config).map_err(|e| e.to_string())?;
+    let pg = &stores.users;
     let hashes = match (&args.user, &args.token) {
         (Some(user), _) => pg.revoke_user_tokens(user).await.map_err(|e| e.to_string())?,
         (_, Some(token)) => {
@@ -44,7 +44,7 @@ pub async fn run(config: &Config, args: RevokeArgs) -> Result<(), String> {
         if attempt > 0 {
             tokio::time::sleep(SECOND_SWEEP).await;
         }
-        if let Err(e) = redis.forget_tokens(&hashes).await {
+        if let Err(e) = stores.tokens.forget(&hashes).await {
             return Err(format!(
                 "revoked {} token(s) in PostgreSQL but could not clear the Redis cache ({e}); \
                  cached entries expire within TOKEN_CACHE_TTL_SECS",

@@ -20,44 +20,69 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster;
 use crate::config::Config;
 use crate::http::{self, Public};
 use crate::metrics as m;
 use crate::node::{Node, Status};
-use crate::store::{PgStore, RedisStore};
+use crate::store::Stores;
+use crate::{cluster, connection, handlers};
 
 /// A slow client gets this long to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATION_RETRY: Duration = Duration::from_secs(1);
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(1);
 /// Connections the kernel queues before accept: reconnect storms (a node went away
 /// and its players come back at once) overflow the default 128, costing each
 /// dropped SYN a one-second retry.
 const PUBLIC_BACKLOG: u32 = 4096;
 
-/// Runs a node until `shutdown` resolves, then drains and returns.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+/// The sockets a node serves on: the public port and the metrics side port.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub metrics: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    pub async fn bind(config: &Config) -> Result<Listeners, String> {
+        let public = listen(config.listen_addr, PUBLIC_BACKLOG)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen_addr))?;
+        let metrics = TcpListener::bind(config.metrics_addr)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.metrics_addr))?;
+        Ok(Listeners { public, metrics })
+    }
+}
+
+/// The `serve` command: PostgreSQL and Redis as configured, the configured ports,
+/// until SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> Result<(), String> {
+    let stores = Stores::connect(&config).map_err(|e| e.to_string())?;
+    let listeners = Listeners::bind(&config).await?;
+    raise_fd_limit(config.max_connections);
+    run(config, listeners, stores, shutdown_signal()).await
+}
+
+/// Runs a node on `listeners` and `stores` until `shutdown` resolves, then drains
+/// and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    stores: Stores,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     let node_id = config.node_id();
     let handle = m::install();
     m::build_info(&node_id);
+    handlers::register_metrics();
+    connection::register_metrics();
 
-    let pg = PgStore::connect(&config.database_url(), config.db_pool_size).map_err(|e| e.to_string())?;
-    let redis = Arc::new(
-        RedisStore::connect(&config.redis_url, &config.redis_key_prefix, config.redis_pool_size)
-            .map_err(|e| e.to_string())?,
-    );
-    let public_listener = listen(config.listen_addr, PUBLIC_BACKLOG)
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen_addr))?;
-    raise_fd_limit(config.max_connections);
-    let metrics_listener = TcpListener::bind(config.metrics_addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.metrics_addr))?;
-    let public_addr = public_listener.local_addr().map_err(|e| e.to_string())?;
-    let metrics_addr = metrics_listener.local_addr().map_err(|e| e.to_string())?;
-
+    let public_addr = listeners.public.local_addr().map_err(|e| e.to_string())?;
+    let metrics_addr = listeners.metrics.local_addr().map_err(|e| e.to_string())?;
     let max_connections = config.max_connections as usize;
     let drain = Duration::from_secs(config.shutdown_drain_secs);
-    let node = Arc::new(Node::new(config, node_id.clone(), Arc::new(pg.clone()), redis.clone()));
+    let node = Arc::new(Node::new(config, node_id.clone(), stores));
     let public = Arc::new(Public {
         node: node.clone(),
         connections: Arc::new(Semaphore::new(max_connections)),
@@ -67,16 +92,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let stop_background = CancellationToken::new();
 
     let mut servers = JoinSet::new();
-    servers.spawn(accept_loop(public_listener, {
+    servers.spawn(accept_loop(listeners.public, {
         let public = public.clone();
         move |peer| {
             let public = public.clone();
             service_fn(move |req| http::public(public.clone(), peer, req))
         }
     }));
-    servers.spawn(accept_loop(metrics_listener, move |_| {
+    servers.spawn(accept_loop(listeners.metrics, {
         let handle = handle.clone();
-        service_fn(move |req| http::metrics(handle.clone(), req))
+        move |_| {
+            let handle = handle.clone();
+            service_fn(move |req| http::metrics(handle.clone(), req))
+        }
     }));
     tracing::info!(%node_id, %public_addr, %metrics_addr, "listening");
 
@@ -86,7 +114,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     loop {
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            result = pg.migrate() => match result {
+            result = node.stores.users.migrate() => match result {
                 Ok(()) => break,
                 Err(e) => tracing::warn!(error = %e, "database not ready; retrying"),
             },
@@ -96,8 +124,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let mut background = JoinSet::new();
     background.spawn(cluster::run_presence(node.clone(), stop_background.clone()));
-    background.spawn(cluster::run_chat_subscriber(node.clone(), redis.clone(), stop_background.clone()));
-    background.spawn(run_housekeeping(node.clone(), pg, redis, stop_background.clone()));
+    background.spawn(cluster::run_chat_subscriber(node.clone(), stop_background.clone()));
+    background.spawn(run_housekeeping(node.clone(), stop_background.clone()));
+    background.spawn(m::run_upkeep(handle, METRICS_UPKEEP, stop_background.clone()));
     node.set_status(Status::Ready);
     tracing::info!("ready");
 
@@ -121,18 +150,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
 /// Flushes `last_used_at` and exports pool gauges every second until shutdown, then
 /// flushes one last time.
-async fn run_housekeeping(node: Arc<Node>, pg: PgStore, redis: Arc<RedisStore>, shutdown: CancellationToken) {
+async fn run_housekeeping(node: Arc<Node>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(crate::last_used::FLUSH_EVERY);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        node.last_used.flush(node.users.as_ref()).await;
-        pg.pool_status();
-        redis.pool_status();
+        node.last_used.flush(node.stores.users.as_ref()).await;
+        node.stores.users.export_pool_gauges();
+        node.stores.shared.export_pool_gauges();
     }
-    node.last_used.flush(node.users.as_ref()).await;
+    node.last_used.flush(node.stores.users.as_ref()).await;
 }
 
 /// Accepts TCP connections and serves HTTP/1.1 (with upgrades) on each, until aborted.
@@ -206,7 +235,7 @@ fn raise_fd_limit(max_connections: u64) {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");

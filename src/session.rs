@@ -1,19 +1,25 @@
-//! One connection's authentication state, owned by its connection task.
+//! One connection's authentication state, owned by its connection task. Handlers
+//! change it only through [`Session::begin`], [`Session::rename`] and
+//! [`Session::end`]; `end` is the one place where a session stops, whether by
+//! `logout`, a new login on the same connection, or the socket going away, so every
+//! feature that keeps per-session state (the registry of live players today) lets
+//! go of it there.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hyper_tungstenite::tungstenite::Message;
-use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
 use crate::auth::TokenHash;
 use crate::node::Node;
+use crate::outbox::Outbox;
 use crate::registry::Peer;
 
 pub struct Auth {
     pub user_id: i64,
+    /// The account name as stored.
     pub username: String,
-    pub token: TokenHash,
+    pub token_hash: TokenHash,
     /// Unix seconds.
     pub expires_at: i64,
     pub display_name: Arc<str>,
@@ -23,33 +29,64 @@ pub struct Session {
     pub id: u64,
     /// The client's address (behind a trusted proxy: the forwarded one).
     pub client_ip: IpAddr,
-    pub auth: Option<Auth>,
-    outbox: mpsc::Sender<Message>,
-    too_slow: Arc<Notify>,
+    auth: Option<Auth>,
+    /// Since when the connection has been unauthenticated (it must authenticate in time).
+    unauthenticated_since: Instant,
+    outbox: Outbox,
 }
 
 impl Session {
-    pub fn new(id: u64, client_ip: IpAddr, outbox: mpsc::Sender<Message>, too_slow: Arc<Notify>) -> Session {
-        Session { id, client_ip, auth: None, outbox, too_slow }
+    pub fn new(id: u64, client_ip: IpAddr, outbox: Outbox) -> Session {
+        Session { id, client_ip, auth: None, unauthenticated_since: Instant::now(), outbox }
+    }
+
+    pub fn auth(&self) -> Option<&Auth> {
+        self.auth.as_ref()
+    }
+
+    /// The authenticated player; only for handlers that dispatch lets through
+    /// authenticated connections only.
+    pub fn player(&self) -> &Auth {
+        self.auth.as_ref().expect("dispatch checked authentication")
     }
 
     pub fn is_authenticated(&self) -> bool {
         self.auth.is_some()
     }
 
+    /// `None` while authenticated.
+    pub fn unauthenticated_since(&self) -> Option<Instant> {
+        (!self.is_authenticated()).then_some(self.unauthenticated_since)
+    }
+
     pub fn ip_string(&self) -> String {
         self.client_ip.to_string()
     }
 
-    /// Marks the connection authenticated and makes it reachable by chat.
-    pub fn authenticate(&mut self, node: &Node, auth: Auth) {
-        let peer = Peer::new(auth.display_name.clone(), self.outbox.clone(), self.too_slow.clone());
+    /// Starts a session (ending the one before, if any) and makes it reachable by chat.
+    pub fn begin(&mut self, node: &Node, auth: Auth) {
+        self.end(node);
+        let peer = Peer {
+            display_name: auth.display_name.clone(),
+            account: auth.username.as_str().into(),
+            outbox: self.outbox.clone(),
+        };
         node.registry.insert(self.id, peer);
         self.auth = Some(auth);
     }
 
-    pub fn logout(&mut self, node: &Node) {
-        node.registry.remove(self.id);
-        self.auth = None;
+    pub fn rename(&mut self, node: &Node, display_name: Arc<str>) {
+        if let Some(auth) = self.auth.as_mut() {
+            auth.display_name = display_name.clone();
+            node.registry.rename(self.id, display_name);
+        }
+    }
+
+    /// Ends the session, if any: the one hook every feature joins.
+    pub fn end(&mut self, node: &Node) {
+        if self.auth.take().is_some() {
+            node.registry.remove(self.id);
+            self.unauthenticated_since = Instant::now();
+        }
     }
 }

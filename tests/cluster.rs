@@ -40,7 +40,7 @@ async fn three_nodes_are_one_server() {
     let mut carol1 = nodes[0].player("carol").await;
 
     on3.send(json!({"type": "global_chat", "payload": "from three"})).await;
-    let expected = json!({"type": "global_chat", "payload": {"username": "JaneOnOne", "message": "from three"}});
+    let expected = chat("global_chat", "JaneOnOne", &jane, "from three");
     assert_eq!(on3.recv().await, expected);
     assert_eq!(bob2.recv().await, expected);
     assert_eq!(carol1.recv().await, expected);
@@ -53,10 +53,9 @@ async fn three_nodes_are_one_server() {
 
     // Private chat from node 2 to a display name on node 3.
     bob2.send(json!({"type": "private_chat", "payload": {"target": "JaneOnOne", "message": "psst"}})).await;
-    assert_eq!(
-        on3.recv().await,
-        json!({"type": "private_chat", "payload": {"username": "BobOnTwo", "message": "psst"}})
-    );
+    let private = on3.recv().await;
+    assert_eq!(private["payload"]["username"], "BobOnTwo");
+    assert_eq!(private["payload"]["message"], "psst");
     carol1.expect_silence(Duration::from_millis(300)).await;
     bob2.expect_silence(Duration::from_millis(10)).await;
 

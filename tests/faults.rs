@@ -92,7 +92,7 @@ fn global_chat(text: &str) -> Value {
 }
 
 fn chat_from(username: &str, text: &str) -> Value {
-    json!({"type": "global_chat", "payload": {"username": username, "message": text}})
+    chat("global_chat", username, username, text)
 }
 
 fn auth_success(username: &str, token: &str) -> Value {

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use openchampps::protocol::{ChatLine, Reply};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -14,8 +15,7 @@ const BAD_MESSAGE: (&str, &str) = ("Invalid message format", "BAD_MESSAGE");
 
 #[tokio::test]
 async fn frames_that_are_not_typed_json_objects_are_bad_messages() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut anonymous = node.client().await;
     let mut signed_in = node.player("jane").await;
     for text in [
@@ -39,8 +39,7 @@ async fn frames_that_are_not_typed_json_objects_are_bad_messages() {
 
 #[tokio::test]
 async fn unauthenticated_connections_may_only_authenticate() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut client = node.client().await;
     for kind in ["count", "logout", "set_username", "global_chat", "private_chat", "no_such_type"] {
         let reply = client.request(json!({"type": kind, "payload": "x"})).await;
@@ -50,8 +49,7 @@ async fn unauthenticated_connections_may_only_authenticate() {
 
 #[tokio::test]
 async fn unknown_types_are_named_once_authenticated() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut client = node.player("jane").await;
     let reply = client.request(json!({"type": "no_such_type"})).await;
     assert_eq!(reply, error("Unknown message type", "UNKNOWN_TYPE"));
@@ -59,8 +57,7 @@ async fn unknown_types_are_named_once_authenticated() {
 
 #[tokio::test]
 async fn register_logs_the_connection_in() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut client = node.client().await;
     let name = unique_name("john.smith");
     let reply = client
@@ -79,8 +76,7 @@ async fn register_logs_the_connection_in() {
 
 #[tokio::test]
 async fn register_errors_match_the_contract() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut client = node.client().await;
     let reg = |m: &str| error(m, "REGISTRATION_ERROR");
     for payload in [
@@ -105,8 +101,7 @@ async fn register_errors_match_the_contract() {
 
 #[tokio::test]
 async fn duplicate_emails_are_refused_when_email_validation_is_on() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node_with(&[("OC_EMAIL_VALIDATION", "true")]).await;
+    let node = inproc_node(&["--email-validation", "true"]).await;
     let email = format!("{}@example.com", unique_name("mail"));
     let first =
         json!({"type": "register", "payload": {"username": unique_name("a"), "password": "secret1", "email": email}});
@@ -118,8 +113,7 @@ async fn duplicate_emails_are_refused_when_email_validation_is_on() {
 
 #[tokio::test]
 async fn http_register_matches_the_contract() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let name = unique_name("http.user");
     let body = json!({"username": name, "password": "mySecurePass456"}).to_string();
     let (status, headers, text) = http_full(node.public, "POST", "/register", Some(&body), &[]).await.unwrap();
@@ -159,8 +153,7 @@ async fn http_register_matches_the_contract() {
 
 #[tokio::test]
 async fn logout_keeps_the_token_valid() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut client = node.client().await;
     let token = client.signed_up(&unique_name("jane")).await;
     assert_eq!(client.request(json!({"type": "logout"})).await, json!({"type": "logged_out"}));
@@ -171,8 +164,7 @@ async fn logout_keeps_the_token_valid() {
 
 #[tokio::test]
 async fn count_follows_authenticated_connections() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut first = node.player("a").await;
     let _anonymous = node.client().await;
     let mut second = node.player("b").await;
@@ -194,8 +186,7 @@ async fn count_becomes(client: &mut Client, expected: u64) -> bool {
 
 #[tokio::test]
 async fn global_chat_reaches_every_authenticated_connection() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut alice = node.client().await;
     let alice_name = unique_name("alice");
     alice.signed_up(&alice_name).await;
@@ -203,7 +194,12 @@ async fn global_chat_reaches_every_authenticated_connection() {
     let mut anonymous = node.client().await;
 
     alice.send(json!({"type": "global_chat", "payload": "hello \"all\""})).await;
-    let expected = json!({"type": "global_chat", "payload": {"username": alice_name, "message": "hello \"all\""}});
+    let line = ChatLine {
+        username: alice_name.as_str().into(),
+        message: "hello \"all\"".into(),
+        account: alice_name.as_str().into(),
+    };
+    let expected = reply(Reply::GlobalChat(line));
     assert_eq!(alice.recv().await, expected);
     assert_eq!(bob.recv().await, expected);
     anonymous.expect_silence(Duration::from_millis(300)).await;
@@ -217,8 +213,7 @@ async fn global_chat_reaches_every_authenticated_connection() {
 
 #[tokio::test]
 async fn private_chat_reaches_only_the_target() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut alice = node.client().await;
     let alice_name = unique_name("alice");
     alice.signed_up(&alice_name).await;
@@ -229,7 +224,11 @@ async fn private_chat_reaches_only_the_target() {
     alice.send(json!({"type": "private_chat", "payload": {"target": "Bobby", "message": "psst"}})).await;
     assert_eq!(
         bob.recv().await,
-        json!({"type": "private_chat", "payload": {"username": alice_name, "message": "psst"}})
+        reply(Reply::PrivateChat(ChatLine {
+            username: alice_name.as_str().into(),
+            message: "psst".into(),
+            account: alice_name.as_str().into()
+        }))
     );
     alice.send(json!({"type": "private_chat", "payload": {"target": "nobody-online", "message": "hello?"}})).await;
     alice.expect_silence(Duration::from_millis(300)).await;
@@ -249,8 +248,7 @@ async fn private_chat_reaches_only_the_target() {
 
 #[tokio::test]
 async fn replies_come_in_the_order_messages_were_sent() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let name = unique_name("jane");
     node.client().await.signed_up(&name).await;
     let mut client = node.client().await;
@@ -271,8 +269,7 @@ async fn replies_come_in_the_order_messages_were_sent() {
 
 #[tokio::test]
 async fn oversized_frames_close_with_1009() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut client = node.client().await;
     let big = format!(r#"{{"type":"set_username","payload":"{}"}}"#, "x".repeat(17 * 1024));
     let _ = client.send_message(Message::text(big)).await;
@@ -287,8 +284,7 @@ async fn oversized_frames_close_with_1009() {
 
 #[tokio::test]
 async fn binary_frames_close_with_1003() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut client = node.client().await;
     client.send_message(Message::binary(br#"{"type":"count"}"#.to_vec())).await.unwrap();
     assert_eq!(client.expect_close().await, Some(CloseCode::Unsupported));
@@ -296,8 +292,7 @@ async fn binary_frames_close_with_1003() {
 
 #[tokio::test]
 async fn silent_clients_are_pinged_then_closed() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node_with(&[("PING_INTERVAL_SECS", "1"), ("PING_TIMEOUT_SECS", "2")]).await;
+    let node = inproc_node(&["--ping-interval-secs", "1", "--ping-timeout-secs", "2"]).await;
     // A client that reads (and so answers pings) stays connected past the timeout.
     let mut lively = node.player("lively").await;
     lively.expect_silence(Duration::from_secs(3)).await;
@@ -326,16 +321,14 @@ async fn silent_clients_are_pinged_then_closed() {
 
 #[tokio::test]
 async fn connections_that_never_authenticate_are_closed() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node_with(&[("AUTH_TIMEOUT_SECS", "1")]).await;
+    let node = inproc_node(&["--auth-timeout-secs", "1"]).await;
     let mut client = node.client().await;
     assert_eq!(client.expect_close().await, Some(CloseCode::Policy));
 }
 
 #[tokio::test]
 async fn connections_beyond_the_limit_are_refused_with_503() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node_with(&[("MAX_CONNECTIONS", "2")]).await;
+    let node = inproc_node(&["--max-connections", "2"]).await;
     let _a = node.client().await;
     let _b = node.client().await;
     let refused = tokio_tungstenite::connect_async(node.ws_url()).await;
@@ -347,6 +340,7 @@ async fn connections_beyond_the_limit_are_refused_with_503() {
 
 #[tokio::test]
 async fn health_ready_and_metrics_endpoints() {
+    // A node process of its own: metrics are per process, and in-process nodes share one recorder.
     let cluster = Cluster::new().await;
     let node = cluster.node().await;
     let (status, headers, body) = http_full(node.public, "GET", "/health", None, &[]).await.unwrap();
@@ -375,8 +369,7 @@ async fn health_ready_and_metrics_endpoints() {
 
 #[tokio::test]
 async fn plain_http_on_the_websocket_path_is_told_to_upgrade() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     assert_eq!(http(node.public, "GET", "/ws", None, &[]).await.unwrap().0, 426);
     assert_eq!(http(node.public, "GET", "/nope", None, &[]).await.unwrap().0, 404);
 }

@@ -10,8 +10,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn login_issues_a_new_token_and_authenticates() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let name = unique_name("jane.doe");
     let first = node.client().await.signed_up(&name).await;
 
@@ -29,8 +28,7 @@ async fn login_issues_a_new_token_and_authenticates() {
 
 #[tokio::test]
 async fn login_answers_with_the_stored_account_name() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let name = unique_name("Jane.Doe");
     node.client().await.signed_up(&name).await;
     let reply = node.client().await.login(&name.to_lowercase(), PASSWORD).await;
@@ -40,8 +38,7 @@ async fn login_answers_with_the_stored_account_name() {
 
 #[tokio::test]
 async fn login_rejects_malformed_payloads() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut client = node.client().await;
     let bad = [
         json!({"type": "login"}),
@@ -64,8 +61,7 @@ async fn login_rejects_malformed_payloads() {
 
 #[tokio::test]
 async fn wrong_password_and_unknown_user_get_the_same_reply() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let name = unique_name("jane.doe");
     node.client().await.signed_up(&name).await;
     let mut client = node.client().await;
@@ -75,16 +71,18 @@ async fn wrong_password_and_unknown_user_get_the_same_reply() {
 
 #[tokio::test]
 async fn unknown_user_costs_a_hash_like_a_wrong_password() {
-    let cluster = Cluster::new().await;
     // Realistic cost so the difference a skipped hash would make is visible.
-    let node = cluster
-        .node_with(&[
-            ("ARGON2_MEMORY_KIB", "19456"),
-            ("ARGON2_ITERATIONS", "2"),
-            ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "100"),
-            ("LOGIN_MAX_FAILURES_PER_ADDRESS", "100"),
-        ])
-        .await;
+    let node = inproc_node(&[
+        "--argon2-memory-kib",
+        "19456",
+        "--argon2-iterations",
+        "2",
+        "--login-max-failures-per-account",
+        "100",
+        "--login-max-failures-per-address",
+        "100",
+    ])
+    .await;
     let name = unique_name("jane.doe");
     node.client().await.signed_up(&name).await;
     let mut client = node.client().await;
@@ -114,8 +112,7 @@ async fn median_failed_logins(client: &mut Client, users: [&str; 2]) -> [f64; 2]
 
 #[tokio::test]
 async fn repeated_failures_are_rate_limited_per_account() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node_with(&[("LOGIN_MAX_FAILURES_PER_ACCOUNT", "3")]).await;
+    let node = inproc_node(&["--login-max-failures-per-account", "3"]).await;
     let name = unique_name("jane.doe");
     node.client().await.signed_up(&name).await;
     let mut client = node.client().await;
@@ -144,8 +141,7 @@ async fn rate_limits_hold_across_nodes() {
 
 #[tokio::test]
 async fn too_many_failures_from_one_address_are_refused() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node_with(&[("LOGIN_MAX_FAILURES_PER_ADDRESS", "3")]).await;
+    let node = inproc_node(&["--login-max-failures-per-address", "3"]).await;
     let mut client = node.client().await;
     for _ in 0..3 {
         let reply = client.login(&unique_name("nobody"), "wrongPassword").await;
@@ -157,15 +153,17 @@ async fn too_many_failures_from_one_address_are_refused() {
 
 #[tokio::test]
 async fn a_saturated_hash_pool_answers_server_busy() {
-    let cluster = Cluster::new().await;
-    let node = cluster
-        .node_with(&[
-            ("HASH_WORKERS", "1"),
-            ("HASH_QUEUE", "0"),
-            ("ARGON2_MEMORY_KIB", "65536"),
-            ("ARGON2_ITERATIONS", "4"),
-        ])
-        .await;
+    let node = inproc_node(&[
+        "--hash-workers",
+        "1",
+        "--hash-queue",
+        "0",
+        "--argon2-memory-kib",
+        "65536",
+        "--argon2-iterations",
+        "4",
+    ])
+    .await;
     let mut clients = Vec::new();
     for _ in 0..6 {
         clients.push(node.client().await);
@@ -187,8 +185,7 @@ async fn a_saturated_hash_pool_answers_server_busy() {
 
 #[tokio::test]
 async fn token_auth_restores_the_account() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let name = unique_name("jane.doe");
     let token = node.client().await.signed_up(&name).await;
     let mut client = node.client().await;
@@ -199,8 +196,7 @@ async fn token_auth_restores_the_account() {
 
 #[tokio::test]
 async fn token_auth_echoes_the_token_as_sent() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let token = node.client().await.signed_up(&unique_name("jane.doe")).await;
     let upper = token.to_uppercase();
     let reply = node.client().await.token_auth(&upper).await;
@@ -210,8 +206,7 @@ async fn token_auth_echoes_the_token_as_sent() {
 
 #[tokio::test]
 async fn token_auth_rejects_malformed_payloads() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut client = node.client().await;
     let bad = [
         json!({"type": "token_auth"}),
@@ -236,7 +231,7 @@ async fn unknown_expired_and_revoked_tokens_are_refused() {
     assert_eq!(client.token_auth(&uuid::Uuid::new_v4().to_string()).await, refused);
 
     // Expired: issued with a one-second lifetime.
-    let short = cluster.node_with(&[("TOKEN_TTL_SECS", "1")]).await;
+    let short = inproc_node(&["--token-ttl-secs", "1"]).await;
     let token = short.client().await.signed_up(&unique_name("brief")).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(client.token_auth(&token).await, refused);
@@ -294,8 +289,7 @@ async fn tokens_are_stored_only_as_hashes() {
 
 #[tokio::test]
 async fn set_username_requires_authentication() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut client = node.client().await;
     let reply = client.request(json!({"type": "set_username", "payload": "CoolGamer42"})).await;
     assert_eq!(reply, error("Authentication required", "AUTH_REQUIRED"));
@@ -303,22 +297,19 @@ async fn set_username_requires_authentication() {
 
 #[tokio::test]
 async fn set_username_renames_the_session() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
-    let mut client = node.player("jane.doe").await;
+    let node = inproc_node(&[]).await;
+    let mut client = node.client().await;
+    let account = unique_name("jane.doe");
+    client.signed_up(&account).await;
     let reply = client.request(json!({"type": "set_username", "payload": "CoolGamer42"})).await;
     assert_eq!(reply, json!({"type": "display_name_updated", "payload": "CoolGamer42"}));
     client.send(json!({"type": "global_chat", "payload": "hi"})).await;
-    assert_eq!(
-        client.recv().await,
-        json!({"type": "global_chat", "payload": {"username": "CoolGamer42", "message": "hi"}})
-    );
+    assert_eq!(client.recv().await, chat("global_chat", "CoolGamer42", &account, "hi"));
 }
 
 #[tokio::test]
 async fn set_username_round_trips_quotes_and_backslashes() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut client = node.player("jane.doe").await;
     for name in [r#"Cool"Gamer\42"#, "\\\"\u{0}\n", "Gamer <script>", "名前 🎮", ""] {
         let reply = client.request(json!({"type": "set_username", "payload": name})).await;
@@ -328,8 +319,7 @@ async fn set_username_round_trips_quotes_and_backslashes() {
 
 #[tokio::test]
 async fn set_username_with_a_non_string_payload_is_silently_ignored() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let mut client = node.player("jane.doe").await;
     for payload in [json!(42), json!(null), json!({"name": "x"}), json!(["x"]), json!(true)] {
         client.send(json!({"type": "set_username", "payload": payload})).await;
@@ -343,8 +333,7 @@ async fn set_username_with_a_non_string_payload_is_silently_ignored() {
 
 #[tokio::test]
 async fn display_name_belongs_to_the_session_not_the_account() {
-    let cluster = Cluster::new().await;
-    let node = cluster.node().await;
+    let node = inproc_node(&[]).await;
     let name = unique_name("jane.doe");
     let mut first = node.client().await;
     let token = first.signed_up(&name).await;

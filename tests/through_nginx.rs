@@ -317,12 +317,12 @@ async fn players_register_log_in_reconnect_and_chat_across_nodes_through_nginx()
 
     let text = format!("hello across nodes {suffix}");
     a.send(json!({"type": "global_chat", "payload": text})).await;
-    let expected = json!({"type": "global_chat", "payload": {"username": alice, "message": text}});
+    let expected = json!({"type": "global_chat", "payload": {"username": alice, "message": text, "account": alice}});
     assert_eq!(b.recv_type("global_chat").await, expected, "Bob, on another node, hears Alice");
     assert_eq!(a.recv_type("global_chat").await, expected, "Alice hears herself");
 
     b.send(json!({"type": "global_chat", "payload": "and back"})).await;
-    let back = json!({"type": "global_chat", "payload": {"username": bob, "message": "and back"}});
+    let back = json!({"type": "global_chat", "payload": {"username": bob, "message": "and back", "account": bob}});
     assert_eq!(a.recv_type("global_chat").await, back);
 
     for client in spare.into_iter().chain([a, b]) {

@@ -13,7 +13,8 @@ use crate::store::ChatEvent;
 
 pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
     let message = parse_string(payload).filter(|m| !m.is_empty()).ok_or(Error::BadMessage)?;
-    let from = session.auth.as_ref().expect("dispatch checked authentication").display_name.to_string();
-    cluster::publish(node, ChatEvent::Global { from, message }).await;
+    let player = session.player();
+    let (from, account) = (player.display_name.to_string(), player.username.clone());
+    cluster::publish(node, ChatEvent::Global { from, account, message }).await;
     Ok(None)
 }

@@ -1,19 +1,12 @@
 //! `login`: username and password in, a new token out.
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{start_session, store_failed, Outcome};
 use crate::error::Error;
 use crate::node::Node;
-use crate::protocol::{parse_object, Reply};
+use crate::protocol::{parse_object, Credentials, Reply};
 use crate::session::Session;
-
-#[derive(Deserialize)]
-struct Credentials {
-    username: String,
-    password: String,
-}
 
 pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
     let Some(Credentials { username, password }) = parse_object(payload) else {
@@ -33,7 +26,7 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
 
     // A name no account can have (PostgreSQL text cannot hold NUL) is an unknown user.
     let user = if !username.contains('\0') {
-        node.users.find_user(&username).await.map_err(|e| store_failed(e, Error::AuthServerError))?
+        node.stores.users.find_user(&username).await.map_err(|e| store_failed(e, Error::AuthServerError))?
     } else {
         None
     };
@@ -50,7 +43,7 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
         // Best effort: a failure here leaves the old, still valid hash in place.
         if let Ok(place) = node.hasher.admit() {
             let rehashed = node.hasher.hash(place, password).await;
-            if let Err(e) = node.users.set_password_hash(user.id, &rehashed).await {
+            if let Err(e) = node.stores.users.set_password_hash(user.id, &rehashed).await {
                 tracing::warn!(error = %e, "could not store rehashed password");
             }
         }
@@ -59,5 +52,5 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     let token = start_session(node, session, user.id, &user.username)
         .await
         .map_err(|e| store_failed(e, Error::AuthServerError))?;
-    Ok(Some(Reply::AuthSuccess { username: &user.username, token: token.as_str() }.to_json()))
+    Ok(Some(Reply::AuthSuccess { username: user.username.into(), token: token.as_str().into() }.to_json()))
 }

@@ -1,22 +1,13 @@
 //! `register` over WebSocket (and the account creation shared with `POST /register`).
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{start_session, store_failed, Outcome};
 use crate::error::Error;
 use crate::node::Node;
-use crate::protocol::{parse_object, Reply};
+use crate::protocol::{parse_object, Registration, Reply};
 use crate::session::Session;
 use crate::store::Conflict;
-
-#[derive(Deserialize)]
-pub struct Registration {
-    pub username: String,
-    pub password: String,
-    #[serde(default)]
-    pub email: Option<String>,
-}
 
 pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
     let Some(registration) = parse_object::<Registration>(payload) else {
@@ -29,10 +20,10 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     Ok(Some(
         Reply::RegisterSuccess {
             success: true,
-            message: "Registration successful",
+            message: "Registration successful".into(),
             auto_login: true,
-            username: &username,
-            token: token.as_str(),
+            username: username.into(),
+            token: token.as_str().into(),
         }
         .to_json(),
     ))
@@ -68,16 +59,16 @@ pub async fn create_account(node: &Node, registration: Registration) -> Result<(
 
     // Refuse a taken name before spending a hash on it; the unique index still
     // decides races between nodes.
-    if node.users.find_user(&username).await.map_err(failed)?.is_some() {
+    if node.stores.users.find_user(&username).await.map_err(failed)?.is_some() {
         return Err(Error::UsernameTaken);
     }
     if let Some(email) = email.as_deref().filter(|_| node.config.email_validation) {
-        if node.users.email_taken(email).await.map_err(failed)? {
+        if node.stores.users.email_taken(email).await.map_err(failed)? {
             return Err(Error::EmailTaken);
         }
     }
     let password_hash = node.hasher.hash(place, password).await;
-    match node.users.create_user(&username, &password_hash, email.as_deref()).await.map_err(failed)? {
+    match node.stores.users.create_user(&username, &password_hash, email.as_deref()).await.map_err(failed)? {
         Ok(id) => Ok((id, username)),
         Err(Conflict::Username) => Err(Error::UsernameTaken),
         // Emails are unique in the schema; saying so beats a misleading server error.

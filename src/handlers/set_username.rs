@@ -15,14 +15,13 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     let Some(name) = parse_string(payload) else {
         return Ok(None);
     };
-    let auth = session.auth.as_mut().expect("dispatch checked authentication");
-    let display_name: Arc<str> = name.as_str().into();
-    auth.display_name = display_name.clone();
-    node.registry.rename(session.id, display_name);
+    session.rename(node, Arc::from(name.as_str()));
     // Stored with the session so a reconnect to any node restores it. Without Redis
     // the rename still holds for this connection.
-    if let Err(e) = node.shared.set_display_name(&auth.token, &name, seconds_until(auth.expires_at)).await {
+    let player = session.player();
+    let ttl = seconds_until(player.expires_at);
+    if let Err(e) = node.stores.sessions.set_display_name(&player.token_hash, &name, ttl).await {
         tracing::warn!(error = %e, "display name not stored in Redis; kept on this connection only");
     }
-    Ok(Some(Reply::DisplayNameUpdated(&name).to_json()))
+    Ok(Some(Reply::DisplayNameUpdated(name.into()).to_json()))
 }

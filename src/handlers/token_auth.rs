@@ -5,22 +5,16 @@
 //! entries and count as failures of the client address, so floods of bogus tokens
 //! neither reach PostgreSQL nor go on for long.
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{store_failed, Outcome};
 use crate::auth::Token;
 use crate::error::Error;
-use crate::metrics as m;
+use crate::metrics::{self as m, CacheOutcome};
 use crate::node::Node;
-use crate::protocol::{parse_object, Reply};
+use crate::protocol::{parse_object, Reply, TokenPayload};
 use crate::session::{Auth, Session};
 use crate::store::{unix_now, CacheLookup};
-
-#[derive(Deserialize)]
-struct TokenPayload {
-    token: String,
-}
 
 pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
     let Some(TokenPayload { token: sent }) = parse_object(payload) else {
@@ -31,22 +25,22 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     };
     let hash = token.hash();
 
-    let (record, display_name) = match node.shared.lookup_token(&hash).await {
+    let (record, display_name) = match node.stores.tokens.lookup(&hash).await {
         Ok(CacheLookup::Hit { token: record, display_name }) => {
-            m::token_cache("hit");
+            m::token_cache(CacheOutcome::Hit);
             if record.expires_at <= unix_now() {
                 return Err(Error::InvalidToken);
             }
             (record, display_name)
         }
         Ok(CacheLookup::Negative) => {
-            m::token_cache("negative_hit");
+            m::token_cache(CacheOutcome::NegativeHit);
             return Err(refuse(node, session).await);
         }
         lookup => {
             let (display_name, redis_up) = match lookup {
                 Ok(CacheLookup::Miss { display_name }) => {
-                    m::token_cache("miss");
+                    m::token_cache(CacheOutcome::Miss);
                     (display_name, true)
                 }
                 _ => (None, false),
@@ -55,16 +49,17 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
             if node.limiter.is_limited(&attempt).await {
                 return Err(Error::TooManyAttempts);
             }
-            let found = node.users.find_token(&hash).await.map_err(|e| store_failed(e, Error::AuthServerError))?;
+            let found =
+                node.stores.users.find_token(&hash).await.map_err(|e| store_failed(e, Error::AuthServerError))?;
             let Some(record) = found else {
                 if redis_up {
-                    let _ = node.shared.cache_negative(&hash, node.config.token_negative_ttl_secs).await;
+                    let _ = node.stores.tokens.cache_negative(&hash, node.config.token_negative_ttl_secs).await;
                 }
                 node.limiter.record_failure(&attempt).await;
                 return Err(Error::InvalidToken);
             };
             if redis_up {
-                let _ = node.shared.cache_token(&hash, &record, node.cache_ttl(record.expires_at), None).await;
+                let _ = node.stores.tokens.cache(&hash, &record, node.cache_ttl(record.expires_at), None).await;
             }
             (record, display_name)
         }
@@ -72,18 +67,16 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
 
     node.last_used.mark(hash);
     let display_name = display_name.as_deref().unwrap_or(&record.username).into();
-    session.authenticate(
-        node,
-        Auth {
-            user_id: record.user_id,
-            username: record.username,
-            token: hash,
-            expires_at: record.expires_at,
-            display_name,
-        },
-    );
-    let username = &session.auth.as_ref().expect("just authenticated").username;
-    Ok(Some(Reply::AuthSuccess { username, token: &sent }.to_json()))
+    let reply = Reply::AuthSuccess { username: record.username.as_str().into(), token: sent.into() }.to_json();
+    let auth = Auth {
+        user_id: record.user_id,
+        username: record.username,
+        token_hash: hash,
+        expires_at: record.expires_at,
+        display_name,
+    };
+    session.begin(node, auth);
+    Ok(Some(reply))
 }
 
 /// A token known to be bogus: counted against the address, refused without PostgreSQL.

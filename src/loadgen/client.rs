@@ -1,12 +1,10 @@
 //! One load-generator connection: a real WebSocket client speaking the node's protocol.
 
-use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::protocol::{parse_envelope, Credentials, Registration, Reply, Request, TokenPayload};
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -38,34 +36,6 @@ impl Target {
             .ok_or_else(|| format!("{url}: {host} has no address"))?;
         Ok(Target { url: url.to_owned(), addr })
     }
-}
-
-/// A decoded server frame; `payload` stays raw JSON.
-#[derive(Deserialize)]
-pub struct Frame<'a> {
-    #[serde(rename = "type", borrow)]
-    pub kind: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub payload: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct ErrorPayload {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    code: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct AuthPayload {
-    token: String,
-}
-
-#[derive(Deserialize)]
-pub struct ChatPayload<'a> {
-    #[serde(borrow)]
-    pub message: Cow<'a, str>,
 }
 
 /// Why an op failed; `Transport` means the connection is unusable and must be reopened.
@@ -138,13 +108,13 @@ impl Client {
         self.send(request).await?;
         loop {
             let text = self.recv().await?;
-            let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
+            let Some(frame) = parse_envelope(&text) else {
                 return Err(Failure::Reply("reply is not a JSON message".into()));
             };
             match &*frame.kind {
                 kind if kind == expect => return Ok(text),
                 "global_chat" | "private_chat" => continue,
-                _ => return Err(Failure::Reply(describe_error(&frame))),
+                _ => return Err(Failure::Reply(describe_error(&text))),
             }
         }
     }
@@ -166,8 +136,8 @@ impl Client {
         password: &str,
         limit: Duration,
     ) -> Result<String, Failure> {
-        let register = serde_json::json!({"type": "register", "payload": {"username": username, "password": password}});
-        match self.request_within(register.to_string(), "register_success", limit).await {
+        let registration = Registration { username: username.to_owned(), password: password.to_owned(), email: None };
+        match self.request_within(Request::Register(registration).to_json(), "register_success", limit).await {
             Ok(text) => token_of(&text),
             Err(Failure::Reply(e)) if e.contains("Username already exists") => {
                 let reply = self.request_within(login_message(username, password), "auth_success", limit).await?;
@@ -183,30 +153,28 @@ impl Client {
 }
 
 pub fn login_message(username: &str, password: &str) -> String {
-    serde_json::json!({"type": "login", "payload": {"username": username, "password": password}}).to_string()
+    Request::Login(Credentials { username: username.to_owned(), password: password.to_owned() }).to_json()
 }
 
 pub fn token_auth_message(token: &str) -> String {
-    serde_json::json!({"type": "token_auth", "payload": {"token": token}}).to_string()
+    Request::TokenAuth(TokenPayload { token: token.to_owned() }).to_json()
 }
 
 fn token_of(reply: &str) -> Result<String, Failure> {
-    let frame: Frame = serde_json::from_str(reply).map_err(|_| Failure::Reply("reply is not a JSON message".into()))?;
-    frame
-        .payload
-        .and_then(|p| serde_json::from_str::<AuthPayload>(p.get()).ok())
-        .map(|p| p.token)
-        .ok_or_else(|| Failure::Reply("reply without a token".into()))
+    match Reply::parse(reply) {
+        Some(Reply::AuthSuccess { token, .. } | Reply::RegisterSuccess { token, .. }) => Ok(token.into_owned()),
+        _ => Err(Failure::Reply("reply without a token".into())),
+    }
 }
 
 /// The text errors are grouped by: `<type>: <message>` (plus the code of `error`s).
-fn describe_error(frame: &Frame) -> String {
-    let payload = frame.payload.and_then(|p| serde_json::from_str::<ErrorPayload>(p.get()).ok());
-    match payload {
-        Some(ErrorPayload { message, code: Some(code) }) if !message.is_empty() => {
-            format!("{} {code}: {message}", frame.kind)
-        }
-        Some(ErrorPayload { message, .. }) if !message.is_empty() => format!("{}: {message}", frame.kind),
-        _ => format!("unexpected reply {}", frame.kind),
+fn describe_error(text: &str) -> String {
+    match Reply::parse(text) {
+        Some(Reply::Error { message, code }) => format!("error {code}: {message}"),
+        Some(Reply::AuthError { message }) => format!("auth_error: {message}"),
+        _ => match parse_envelope(text) {
+            Some(frame) => format!("unexpected reply {}", frame.kind),
+            None => "reply is not a JSON message".into(),
+        },
     }
 }

@@ -14,8 +14,9 @@ use futures_util::stream::{self, StreamExt};
 use tokio::time::Instant;
 
 use super::args::{BenchArgs, Mode};
-use super::client::{login_message, token_auth_message, ChatPayload, Client, Failure, Frame, Target};
+use super::client::{login_message, token_auth_message, Client, Failure, Target};
 use super::stats::{Live, Recorder};
+use crate::protocol::{Reply, Request};
 
 /// How long receivers keep listening after the window, for chat still in flight.
 const CHAT_GRACE: Duration = Duration::from_millis(250);
@@ -169,7 +170,7 @@ fn request(plan: &Plan, i: usize, seq: u64, fixed: &str) -> (String, &'static st
         Mode::Count => (fixed.to_owned(), "player_count"),
         Mode::SetUsername => {
             let name = format!("lg{i}-{seq}");
-            (serde_json::json!({"type": "set_username", "payload": name}).to_string(), "display_name_updated")
+            (Request::SetUsername(name).to_json(), "display_name_updated")
         }
         Mode::GlobalChat | Mode::Idle => unreachable!("not a request/reply mode"),
     }
@@ -183,7 +184,7 @@ pub async fn closed_loop(plan: Arc<Plan>, i: usize, mut client: Option<Client>, 
     let fixed = match plan.args.mode {
         Mode::TokenAuth => token_auth_message(&account.token),
         Mode::Login => login_message(&account.name, &plan.args.account_password),
-        Mode::Count => r#"{"type":"count"}"#.to_owned(),
+        Mode::Count => Request::Count.to_json(),
         _ => String::new(),
     };
     let mut seq = 0;
@@ -288,8 +289,8 @@ pub async fn chat(plan: Arc<Plan>, i: usize, mut client: Option<Client>, window:
         if sender && pending.is_none() {
             let sent = Instant::now();
             let stamp = (sent - window.base).as_micros();
-            let text = serde_json::json!({"type": "global_chat", "payload": format!("lg {i} {seq} {stamp}")});
-            if let Err(failure) = c.send(text.to_string()).await {
+            let text = Request::GlobalChat(format!("lg {i} {seq} {stamp}")).to_json();
+            if let Err(failure) = c.send(text).await {
                 live.error();
                 recorder.error(failure.text());
                 client = None;
@@ -348,12 +349,10 @@ pub async fn chat(plan: Arc<Plan>, i: usize, mut client: Option<Client>, window:
 
 /// Reads a load-generator chat frame: sender connection, sequence, send time.
 fn parse_chat(text: &str, base: Instant) -> Option<(usize, u64, Instant)> {
-    let frame: Frame = serde_json::from_str(text).ok()?;
-    if frame.kind != "global_chat" {
+    let Some(Reply::GlobalChat(line)) = Reply::parse(text) else {
         return None;
-    }
-    let payload: ChatPayload = serde_json::from_str(frame.payload?.get()).ok()?;
-    let mut parts = payload.message.strip_prefix("lg ")?.split(' ');
+    };
+    let mut parts = line.message.strip_prefix("lg ")?.split(' ');
     let from = parts.next()?.parse().ok()?;
     let seq = parts.next()?.parse().ok()?;
     let micros: u64 = parts.next()?.parse().ok()?;

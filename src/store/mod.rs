@@ -1,17 +1,22 @@
-//! The shared stores behind two small traits: PostgreSQL holds the durable truth
-//! (users, tokens), Redis the shared caches (token validity, sessions, presence,
-//! rate limits) and the chat bus. Nothing here keeps state in the node's memory.
+//! The stores, behind traits sized to their roles. PostgreSQL holds the durable
+//! truth (users, tokens: [`UserStore`]); Redis the shared, expiring state, one trait
+//! per role: [`TokenCache`], [`Sessions`], [`Presence`], [`Bus`], [`Limits`].
+//! Each role has a Redis implementation ([`redis`]) and an in-memory one
+//! ([`memory`]) for in-process tests. Nothing outside this module names a concrete
+//! store: the node gets a [`Stores`] and sees only the traits.
 
+pub mod memory;
 pub mod postgres;
 pub mod redis;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 
 use crate::auth::TokenHash;
+use crate::config::Config;
 use crate::error::StoreError;
-
-pub use self::postgres::PgStore;
-pub use self::redis::RedisStore;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -48,9 +53,19 @@ pub enum Conflict {
     Email,
 }
 
+/// Whether a store answers, and its pool gauges.
+#[async_trait]
+pub trait Health: Send + Sync + 'static {
+    async fn ping(&self) -> StoreResult<()>;
+    /// Exports the connection pool's size, idle and waiting counts.
+    fn export_pool_gauges(&self) {}
+}
+
 /// Durable accounts and tokens.
 #[async_trait]
-pub trait UserStore: Send + Sync + 'static {
+pub trait UserStore: Health {
+    /// Brings the schema up to date (safe when several nodes start at once).
+    async fn migrate(&self) -> StoreResult<()>;
     /// Finds an account by name, case-insensitively.
     async fn find_user(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     async fn email_taken(&self, email: &str) -> StoreResult<bool>;
@@ -72,7 +87,6 @@ pub trait UserStore: Send + Sync + 'static {
     async fn revoke_user_tokens(&self, username: &str) -> StoreResult<Vec<TokenHash>>;
     /// Revokes one token; returns whether it existed.
     async fn revoke_token(&self, token: &TokenHash) -> StoreResult<bool>;
-    async fn ping(&self) -> StoreResult<()>;
 }
 
 /// What the token cache knows about a token hash.
@@ -90,44 +104,108 @@ pub enum CacheLookup {
     },
 }
 
-/// A chat message on the cluster bus.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ChatEvent {
-    Global { from: String, message: String },
-    Private { from: String, target: String, message: String },
-}
-
-/// Shared, expiring state: token cache, sessions, presence, rate limits, chat bus.
+/// Token validity, cached in front of PostgreSQL. A lookup also returns the token's
+/// session display name ([`Sessions`]), so `token_auth` costs one round trip.
 #[async_trait]
-pub trait SharedState: Send + Sync + 'static {
-    /// The cached token entry and the session's display name, in one round trip.
-    async fn lookup_token(&self, token: &TokenHash) -> StoreResult<CacheLookup>;
+pub trait TokenCache: Send + Sync + 'static {
+    async fn lookup(&self, token: &TokenHash) -> StoreResult<CacheLookup>;
     /// Caches a valid token for `ttl_secs` and, when given, sets its session's display name.
-    async fn cache_token(
+    async fn cache(
         &self,
         token: &TokenHash,
         record: &TokenRecord,
         ttl_secs: u64,
         display_name: Option<&str>,
     ) -> StoreResult<()>;
+    /// Remembers a token PostgreSQL does not know, without overwriting a valid entry.
     async fn cache_negative(&self, token: &TokenHash, ttl_secs: u64) -> StoreResult<()>;
-    async fn forget_tokens(&self, tokens: &[TokenHash]) -> StoreResult<()>;
+    /// Drops tokens and their sessions (revocation).
+    async fn forget(&self, tokens: &[TokenHash]) -> StoreResult<()>;
+}
+
+/// Per-token session state that survives a reconnect to any node.
+#[async_trait]
+pub trait Sessions: Send + Sync + 'static {
     async fn set_display_name(&self, token: &TokenHash, name: &str, ttl_secs: u64) -> StoreResult<()>;
+}
 
-    /// Current failure counts for each key.
-    async fn failures(&self, keys: &[String]) -> StoreResult<Vec<u64>>;
-    /// Counts one failure against each key in a window of `window_secs`.
-    async fn add_failure(&self, keys: &[String], window_secs: u64) -> StoreResult<()>;
-    async fn clear_failures(&self, key: &str) -> StoreResult<()>;
-
+/// Which nodes are alive and how many players each holds.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
     /// Publishes this node's number of authenticated connections, as its heartbeat.
     async fn heartbeat(&self, node_id: &str, authenticated: usize) -> StoreResult<()>;
-    async fn remove_presence(&self, node_id: &str) -> StoreResult<()>;
+    async fn remove(&self, node_id: &str) -> StoreResult<()>;
     /// Authenticated connections on every node with a fresh heartbeat, except
     /// `except_node` (whose own count the caller knows better).
     async fn cluster_count(&self, except_node: &str) -> StoreResult<u64>;
+}
 
+/// A chat message on the cluster bus.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChatEvent {
+    Global { from: String, account: String, message: String },
+    Private { from: String, account: String, target: String, message: String },
+}
+
+/// The cluster-wide message bus: every node receives every event once.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, event: &ChatEvent) -> StoreResult<()>;
-    async fn ping(&self) -> StoreResult<()>;
+    /// A subscription; the stream ends when the bus connection is lost (subscribe again).
+    async fn subscribe(&self) -> StoreResult<BoxStream<'static, ChatEvent>>;
+}
+
+/// Counters in fixed windows, for rate limits that hold across nodes.
+#[async_trait]
+pub trait Limits: Send + Sync + 'static {
+    /// Counts one event against `key` (the window starts with the first) and returns
+    /// the count including it: atomic, so concurrent callers each see their own number.
+    async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64>;
+    async fn count(&self, key: &str) -> StoreResult<u64>;
+    async fn clear(&self, key: &str) -> StoreResult<()>;
+}
+
+/// Every store a node uses, by role.
+#[derive(Clone)]
+pub struct Stores {
+    pub users: Arc<dyn UserStore>,
+    pub tokens: Arc<dyn TokenCache>,
+    pub sessions: Arc<dyn Sessions>,
+    pub presence: Arc<dyn Presence>,
+    pub bus: Arc<dyn Bus>,
+    pub limits: Arc<dyn Limits>,
+    /// Health of the shared-state store behind the Redis roles.
+    pub shared: Arc<dyn Health>,
+}
+
+impl Stores {
+    /// PostgreSQL and Redis as configured (connections are made lazily).
+    pub fn connect(config: &Config) -> Result<Stores, StoreError> {
+        let users = Arc::new(postgres::PgStore::connect(&config.database_url(), config.db_pool_size)?);
+        let shared =
+            Arc::new(redis::RedisStore::connect(&config.redis_url, &config.redis_key_prefix, config.redis_pool_size)?);
+        Ok(Stores::from_parts(users, shared))
+    }
+
+    /// Everything in this process's memory: one node, no durability (tests).
+    pub fn in_memory() -> (Stores, Arc<memory::MemoryShared>) {
+        let shared = Arc::new(memory::MemoryShared::default());
+        (Stores::from_parts(Arc::new(memory::MemoryUsers::default()), shared.clone()), shared)
+    }
+
+    fn from_parts<S>(users: Arc<dyn UserStore>, shared: Arc<S>) -> Stores
+    where
+        S: TokenCache + Sessions + Presence + Bus + Limits + Health,
+    {
+        Stores {
+            users,
+            tokens: shared.clone(),
+            sessions: shared.clone(),
+            presence: shared.clone(),
+            bus: shared.clone(),
+            limits: shared.clone(),
+            shared,
+        }
+    }
 }

@@ -7,7 +7,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use super::{Conflict, StoreResult, TokenRecord, UserRecord, UserStore};
+use super::{Conflict, Health, StoreResult, TokenRecord, UserRecord, UserStore};
 use crate::auth::TokenHash;
 use crate::error::StoreError;
 use crate::metrics as m;
@@ -17,7 +17,7 @@ mod embedded {
 }
 
 /// Key of the advisory lock that serialises migrations across nodes starting at once.
-const MIGRATION_LOCK: i64 = 0x6f63_7073_6d69_6772; // "ocpsmigr"
+const MIGRATION_LOCK: i64 = i64::from_be_bytes(*b"ocpsmigr");
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -45,22 +45,6 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
-    /// Applies pending migrations under an advisory lock, so nodes starting together
-    /// run each migration exactly once.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await?;
-        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
-        let client_ref: &mut tokio_postgres::Client = &mut client;
-        let result = embedded::migrations::runner().run_async(client_ref).await;
-        client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
-        result.map(|_| ()).map_err(|e| StoreError::Other(format!("migration failed: {e}")))
-    }
-
-    pub fn pool_status(&self) {
-        let s = self.pool.status();
-        m::pool_connections("postgres", s.size, s.available, s.waiting);
-    }
-
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| {
             m::store_error("postgres");
@@ -77,7 +61,32 @@ fn counted<T>(r: Result<T, tokio_postgres::Error>) -> StoreResult<T> {
 }
 
 #[async_trait]
+impl Health for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        counted(client.simple_query("SELECT 1").await)?;
+        Ok(())
+    }
+
+    fn export_pool_gauges(&self) {
+        let s = self.pool.status();
+        m::pool_connections("postgres", s.size, s.available, s.waiting);
+    }
+}
+
+#[async_trait]
 impl UserStore for PgStore {
+    /// Applies pending migrations under an advisory lock, so nodes starting together
+    /// run each migration exactly once.
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut client = self.pool.get().await?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+        let client_ref: &mut tokio_postgres::Client = &mut client;
+        let result = embedded::migrations::runner().run_async(client_ref).await;
+        client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+        result.map(|_| ()).map_err(|e| StoreError::Other(format!("migration failed: {e}")))
+    }
+
     async fn find_user(&self, username: &str) -> StoreResult<Option<UserRecord>> {
         let client = self.client().await?;
         let stmt = counted(
@@ -197,11 +206,5 @@ impl UserStore for PgStore {
                 .await,
         )?;
         Ok(n > 0)
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        let client = self.client().await?;
-        counted(client.simple_query("SELECT 1").await)?;
-        Ok(())
     }
 }

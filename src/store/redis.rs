@@ -1,4 +1,4 @@
-//! Redis: the token-validity cache, sessions, presence, failure counters, chat bus.
+//! Redis: the token-validity cache, sessions, presence, rate-limit counters, chat bus.
 //!
 //! Key schema (every key starts with the configured prefix, `ocps:` by default). Keys
 //! one operation touches together share a `{hash tag}`, ready for Redis Cluster:
@@ -7,7 +7,7 @@
 //! - `{t:<sha256 hex>}:sess` the session's display name, for the token's lifetime
 //! - `{presence}:beats`      sorted set: node id → last heartbeat (ms, Redis clock)
 //! - `{presence}:counts`     hash: node id → authenticated connections
-//! - `{rl:<kind>:<id>}`      failed-login counter for one account or address, per window
+//! - `{rl:<key>}`            rate-limit counter, per window
 //! - channel `chat`          the chat bus (JSON [`ChatEvent`]s)
 
 use std::future::Future;
@@ -20,12 +20,18 @@ use deadpool_redis::{Config, Pool, Runtime};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, RedisResult, Script};
 
-use super::{seconds_until, CacheLookup, ChatEvent, SharedState, StoreResult, TokenRecord};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+
+use super::{
+    seconds_until, Bus, CacheLookup, ChatEvent, Health, Limits, Presence, Sessions, StoreResult, TokenCache,
+    TokenRecord,
+};
 use crate::auth::TokenHash;
 use crate::error::StoreError;
 use crate::metrics as m;
 
-/// A node whose heartbeat is older than this stops counting (heartbeats every 3 s).
+/// A node whose heartbeat is older than this stops counting (a few missed heartbeats).
 pub const PRESENCE_STALE_MS: u64 = 10_000;
 /// Longest the node waits for a Redis connection before treating Redis as unreachable.
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -100,22 +106,8 @@ impl RedisStore {
         })
     }
 
-    /// A client for the dedicated pub/sub connection (a pooled one cannot subscribe).
-    pub fn client(&self) -> &redis::Client {
-        &self.client
-    }
-
-    pub fn chat_channel(&self) -> String {
+    fn chat_channel(&self) -> String {
         format!("{}chat", self.prefix)
-    }
-
-    pub fn is_down(&self) -> bool {
-        self.down.load(Ordering::Relaxed)
-    }
-
-    pub fn pool_status(&self) {
-        let s = self.pool.status();
-        m::pool_connections("redis", s.size, s.available, s.waiting);
     }
 
     fn token_keys(&self, token: &TokenHash) -> (String, String) {
@@ -134,7 +126,7 @@ impl RedisStore {
         (format!("{}{{presence}}:beats", self.prefix), format!("{}{{presence}}:counts", self.prefix))
     }
 
-    fn failure_key(&self, key: &str) -> String {
+    fn limit_key(&self, key: &str) -> String {
         format!("{}{{rl:{key}}}", self.prefix)
     }
 
@@ -162,7 +154,7 @@ impl RedisStore {
                     .compare_exchange(next, now + PROBE_EVERY.as_millis() as u64, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok();
             if !won_probe {
-                return Err(StoreError::Other("redis: unreachable".into()));
+                return Err(StoreError::RedisUnreachable);
             }
         }
         // No timer of our own per command: the pool bounds waiting for and making a
@@ -211,8 +203,8 @@ fn parse_token_entry(value: &str) -> Option<TokenRecord> {
 }
 
 #[async_trait]
-impl SharedState for RedisStore {
-    async fn lookup_token(&self, token: &TokenHash) -> StoreResult<CacheLookup> {
+impl TokenCache for RedisStore {
+    async fn lookup(&self, token: &TokenHash) -> StoreResult<CacheLookup> {
         let (tok, sess) = self.token_keys(token);
         let (entry, display_name): (Option<String>, Option<String>) =
             self.run(|mut c| async move { c.mget(&[tok, sess]).await }).await?;
@@ -226,7 +218,7 @@ impl SharedState for RedisStore {
         })
     }
 
-    async fn cache_token(
+    async fn cache(
         &self,
         token: &TokenHash,
         record: &TokenRecord,
@@ -251,49 +243,49 @@ impl SharedState for RedisStore {
         self.run(|mut c| async move { cmd.query_async::<Option<String>>(&mut c).await.map(|_| ()) }).await
     }
 
-    async fn forget_tokens(&self, tokens: &[TokenHash]) -> StoreResult<()> {
-        if tokens.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
+    async fn forget(&self, tokens: &[TokenHash]) -> StoreResult<()> {
+        // One command per token: each token's keys share a slot, different tokens may not.
         for t in tokens {
             let (tok, sess) = self.token_keys(t);
-            pipe.del(&[tok, sess]).ignore();
+            self.run(|mut c| async move { c.del::<_, ()>(&[tok, sess]).await }).await?;
         }
-        self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
+        Ok(())
     }
+}
 
+#[async_trait]
+impl Sessions for RedisStore {
     async fn set_display_name(&self, token: &TokenHash, name: &str, ttl_secs: u64) -> StoreResult<()> {
         let (_, sess) = self.token_keys(token);
         let name = name.to_owned();
         self.run(|mut c| async move { c.set_ex(sess, name, ttl_secs.max(1)).await }).await
     }
+}
 
-    async fn failures(&self, keys: &[String]) -> StoreResult<Vec<u64>> {
-        let keys: Vec<String> = keys.iter().map(|k| self.failure_key(k)).collect();
+#[async_trait]
+impl Limits for RedisStore {
+    async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
+        let key = self.limit_key(key);
         let mut pipe = redis::pipe();
-        for k in &keys {
-            pipe.get(k);
-        }
-        let counts: Vec<Option<u64>> = self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
-        Ok(counts.into_iter().map(Option::unwrap_or_default).collect())
+        pipe.incr(&key, 1).cmd("EXPIRE").arg(&key).arg(window_secs.max(1)).arg("NX").ignore();
+        let (count,): (u64,) = self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        Ok(count)
     }
 
-    async fn add_failure(&self, keys: &[String], window_secs: u64) -> StoreResult<()> {
-        let mut pipe = redis::pipe();
-        for k in keys {
-            let key = self.failure_key(k);
-            pipe.incr(&key, 1).ignore();
-            pipe.cmd("EXPIRE").arg(&key).arg(window_secs).arg("NX").ignore();
-        }
-        self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
+    async fn count(&self, key: &str) -> StoreResult<u64> {
+        let key = self.limit_key(key);
+        let count: Option<u64> = self.run(|mut c| async move { c.get(key).await }).await?;
+        Ok(count.unwrap_or_default())
     }
 
-    async fn clear_failures(&self, key: &str) -> StoreResult<()> {
-        let key = self.failure_key(key);
+    async fn clear(&self, key: &str) -> StoreResult<()> {
+        let key = self.limit_key(key);
         self.run(|mut c| async move { c.del(key).await }).await
     }
+}
 
+#[async_trait]
+impl Presence for RedisStore {
     async fn heartbeat(&self, node_id: &str, authenticated: usize) -> StoreResult<()> {
         let (beats, counts) = self.presence_keys();
         let mut inv = self.heartbeat.key(beats);
@@ -301,7 +293,7 @@ impl SharedState for RedisStore {
         self.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await.map(|_| ()) }).await
     }
 
-    async fn remove_presence(&self, node_id: &str) -> StoreResult<()> {
+    async fn remove(&self, node_id: &str) -> StoreResult<()> {
         let (beats, counts) = self.presence_keys();
         let mut pipe = redis::pipe();
         pipe.zrem(beats, node_id).ignore().hdel(counts, node_id).ignore();
@@ -314,14 +306,39 @@ impl SharedState for RedisStore {
         inv.key(counts).arg(PRESENCE_STALE_MS).arg(except_node);
         self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await
     }
+}
 
+#[async_trait]
+impl Bus for RedisStore {
     async fn publish(&self, event: &ChatEvent) -> StoreResult<()> {
         let channel = self.chat_channel();
         let body = serde_json::to_string(event).expect("chat events serialize");
         self.run(|mut c| async move { c.publish(channel, body).await }).await
     }
 
+    async fn subscribe(&self) -> StoreResult<BoxStream<'static, ChatEvent>> {
+        // A pooled connection cannot subscribe: the bus has a dedicated one.
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        let channel = self.chat_channel();
+        pubsub.subscribe(&channel).await?;
+        tracing::info!(%channel, "subscribed to the chat bus");
+        let events = pubsub.into_on_message().filter_map(|msg| async move {
+            serde_json::from_slice::<ChatEvent>(msg.get_payload_bytes())
+                .inspect_err(|e| tracing::warn!(error = %e, "ignoring malformed chat bus message"))
+                .ok()
+        });
+        Ok(events.boxed())
+    }
+}
+
+#[async_trait]
+impl Health for RedisStore {
     async fn ping(&self) -> StoreResult<()> {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) }).await
+    }
+
+    fn export_pool_gauges(&self) {
+        let s = self.pool.status();
+        m::pool_connections("redis", s.size, s.available, s.waiting);
     }
 }

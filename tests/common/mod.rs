@@ -8,11 +8,16 @@ pub mod stores;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use openchampps::config::Config;
+use openchampps::protocol::{ChatLine, Credentials, Registration, Reply, Request, TokenPayload};
+use openchampps::server::{self, Listeners};
+use openchampps::store::memory::MemoryShared;
+use openchampps::store::Stores;
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -152,12 +157,119 @@ fn pg_admin_url_for(db_url: &str) -> String {
     format!("{}/postgres", db_url.rsplit_once('/').unwrap().0)
 }
 
-/// A node running as its own process, as in production.
-pub struct NodeProc {
-    child: Option<Child>,
+/// A node's two ports, and what a test does with them.
+pub struct Endpoint {
     pub public: SocketAddr,
     pub metrics: SocketAddr,
     pub node_id: String,
+}
+
+impl Endpoint {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.public)
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok((200, _)) = http(self.public, "GET", "/ready", None, &[]).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node {} never became ready", self.node_id);
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+
+    /// A connected client of a fresh account named after `stem`, signed in.
+    pub async fn player(&self, stem: &str) -> Client {
+        let mut client = self.client().await;
+        client.signed_up(&unique_name(stem)).await;
+        client
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        http(self.metrics, "GET", "/metrics", None, &[]).await.unwrap().1
+    }
+}
+
+/// A whole node inside the test process, on the in-memory stores: for protocol
+/// logic that does not depend on PostgreSQL or Redis. Starts in milliseconds.
+pub struct InProcNode {
+    endpoint: Endpoint,
+    /// The node's shared-state store, to slow it down or look inside.
+    pub shared: Arc<MemoryShared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl std::ops::Deref for InProcNode {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+/// An in-process node with the test settings and `flags` (`--name value` pairs).
+pub async fn inproc_node(flags: &[&str]) -> InProcNode {
+    let mut args = vec![
+        "--listen-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--argon2-memory-kib",
+        "1024",
+        "--argon2-iterations",
+        "1",
+        "--shutdown-drain-secs",
+        "1",
+    ];
+    args.extend_from_slice(flags);
+    let node_id = format!("inproc-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    args.extend_from_slice(&["--node-id", &node_id]);
+    let config = Config::from_flags(&args).expect("valid test flags");
+    let listeners = Listeners::bind(&config).await.expect("bind loopback ports");
+    let public = listeners.public.local_addr().unwrap();
+    let metrics = listeners.metrics.local_addr().unwrap();
+    let (stores, shared) = Stores::in_memory();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server::run(config, listeners, stores, async move {
+        let _ = stopped.await;
+    }));
+    let node = InProcNode { endpoint: Endpoint { public, metrics, node_id }, shared, stop: Some(stop), task };
+    node.wait_ready().await;
+    node
+}
+
+impl InProcNode {
+    /// Drains and stops the node, like SIGTERM.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("node task").expect("node stops cleanly");
+    }
+}
+
+impl Drop for InProcNode {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A node running as its own process, as in production.
+pub struct NodeProc {
+    child: Option<Child>,
+    endpoint: Endpoint,
+}
+
+impl std::ops::Deref for NodeProc {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 impl NodeProc {
@@ -200,36 +312,8 @@ impl NodeProc {
             let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
             line[start..].split_whitespace().next().unwrap().parse().unwrap()
         };
-        NodeProc { public: field("public_addr"), metrics: field("metrics_addr"), child: Some(child), node_id }
-    }
-
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.public)
-    }
-
-    pub async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if let Ok((200, _)) = http(self.public, "GET", "/ready", None, &[]).await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("node {} never became ready", self.node_id);
-    }
-
-    pub async fn client(&self) -> Client {
-        Client::connect(&self.ws_url()).await
-    }
-
-    /// A connected client of a fresh account named after `stem`, signed in.
-    pub async fn player(&self, stem: &str) -> Client {
-        let mut client = self.client().await;
-        client.signed_up(&unique_name(stem)).await;
-        client
-    }
-
-    pub async fn metrics_text(&self) -> String {
-        http(self.metrics, "GET", "/metrics", None, &[]).await.unwrap().1
+        let endpoint = Endpoint { public: field("public_addr"), metrics: field("metrics_addr"), node_id };
+        NodeProc { child: Some(child), endpoint }
     }
 
     /// SIGKILL: no goodbye to Redis or anyone.
@@ -329,6 +413,17 @@ impl Client {
         self.send_text(&value.to_string()).await;
     }
 
+    /// Sends a request built with the protocol's own types.
+    pub async fn send_request(&mut self, request: &Request) {
+        self.send_text(&request.to_json()).await;
+    }
+
+    /// The next frame, decoded with the protocol's own types.
+    pub async fn recv_reply(&mut self) -> Reply<'static> {
+        let value = self.recv().await;
+        serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("not a reply of the protocol ({e}): {value}"))
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.expect("send");
     }
@@ -383,16 +478,23 @@ impl Client {
         self.recv().await
     }
 
+    /// Sends `request` and returns the next frame.
+    pub async fn ask(&mut self, request: Request) -> Value {
+        self.send_request(&request).await;
+        self.recv().await
+    }
+
     pub async fn register(&mut self, username: &str, password: &str) -> Value {
-        self.request(json!({"type": "register", "payload": {"username": username, "password": password}})).await
+        let registration = Registration { username: username.into(), password: password.into(), email: None };
+        self.ask(Request::Register(registration)).await
     }
 
     pub async fn login(&mut self, username: &str, password: &str) -> Value {
-        self.request(json!({"type": "login", "payload": {"username": username, "password": password}})).await
+        self.ask(Request::Login(Credentials { username: username.into(), password: password.into() })).await
     }
 
     pub async fn token_auth(&mut self, token: &str) -> Value {
-        self.request(json!({"type": "token_auth", "payload": {"token": token}})).await
+        self.ask(Request::TokenAuth(TokenPayload { token: token.into() })).await
     }
 
     /// Registers (auto-logged-in) and returns the token.
@@ -408,11 +510,22 @@ impl Client {
 }
 
 pub fn auth_error(message: &str) -> Value {
-    json!({"type": "auth_error", "payload": {"message": message}})
+    reply(Reply::AuthError { message: message.into() })
 }
 
 pub fn error(message: &str, code: &str) -> Value {
-    json!({"type": "error", "payload": {"message": message, "code": code}})
+    reply(Reply::Error { message: message.into(), code: code.into() })
+}
+
+/// A delivered chat line: `kind` is `global_chat` or `private_chat`.
+pub fn chat(kind: &str, display_name: &str, account: &str, message: &str) -> Value {
+    let line = ChatLine { username: display_name.into(), message: message.into(), account: account.into() };
+    reply(if kind == "global_chat" { Reply::GlobalChat(line) } else { Reply::PrivateChat(line) })
+}
+
+/// A reply as JSON, to compare with what a client received.
+pub fn reply(reply: Reply) -> Value {
+    serde_json::to_value(reply).unwrap()
 }
 
 /// Polls `check` until it returns true or `limit` passes.

@@ -1,0 +1,63 @@
+//! A connection's outgoing queue: one bounded channel plus a "too slow" signal.
+//! The connection task holds the receiving [`Inbox`]; its session (and, once
+//! authenticated, its registry entry) hold the sending [`Outbox`]. Chat is offered
+//! without waiting: a client whose queue is full is cut off rather than buffered.
+
+use std::sync::Arc;
+
+use hyper_tungstenite::tungstenite::Message;
+use tokio::sync::{mpsc, Notify};
+
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Message>,
+    too_slow: Arc<Notify>,
+}
+
+pub struct Inbox {
+    rx: mpsc::Receiver<Message>,
+    too_slow: Arc<Notify>,
+}
+
+/// A queue holding at most `capacity` messages.
+pub fn channel(capacity: usize) -> (Outbox, Inbox) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let too_slow = Arc::new(Notify::new());
+    (Outbox { tx, too_slow: too_slow.clone() }, Inbox { rx, too_slow })
+}
+
+impl Outbox {
+    /// Queues `message`; `false` when the client is gone or too slow to take it (a
+    /// full queue also tells the connection to close).
+    pub fn offer(&self, message: Message) -> bool {
+        match self.tx.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.too_slow.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// The client does not take its messages fast enough.
+#[derive(Debug)]
+pub struct TooSlow;
+
+impl Inbox {
+    /// The next queued message, or `TooSlow` once a sender found the queue full.
+    pub async fn recv(&mut self) -> Result<Message, TooSlow> {
+        tokio::select! {
+            biased;
+            _ = self.too_slow.notified() => Err(TooSlow),
+            // The session keeps a sender for as long as the connection lives.
+            Some(message) = self.rx.recv() => Ok(message),
+        }
+    }
+
+    /// Resolves once a sender found the queue full.
+    pub async fn too_slow(&self) {
+        self.too_slow.notified().await
+    }
+}

@@ -1,0 +1,324 @@
+//! In-memory twins of the stores, for a whole node inside a test process: the
+//! protocol logic runs against them in milliseconds. They keep the same semantics
+//! as PostgreSQL and Redis (case-insensitive names, expiries, atomic counters,
+//! a bus every subscriber hears) but nothing is shared with another process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::stream::{self, BoxStream};
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+
+use super::{
+    unix_now, Bus, CacheLookup, ChatEvent, Conflict, Health, Limits, Presence, Sessions, StoreResult, TokenCache,
+    TokenRecord, UserRecord, UserStore,
+};
+use crate::auth::TokenHash;
+
+/// Accounts and tokens (the PostgreSQL role).
+#[derive(Default)]
+pub struct MemoryUsers {
+    inner: Mutex<Users>,
+}
+
+#[derive(Default)]
+struct Users {
+    users: Vec<(UserRecord, Option<String>)>,
+    tokens: HashMap<TokenHash, StoredToken>,
+}
+
+struct StoredToken {
+    user_id: i64,
+    expires_at: i64,
+    revoked: bool,
+}
+
+impl Users {
+    fn by_name(&self, username: &str) -> Option<&UserRecord> {
+        let wanted = username.to_lowercase();
+        self.users.iter().map(|(u, _)| u).find(|u| u.username.to_lowercase() == wanted)
+    }
+
+    fn by_id(&self, id: i64) -> Option<&UserRecord> {
+        self.users.iter().map(|(u, _)| u).find(|u| u.id == id)
+    }
+}
+
+#[async_trait]
+impl Health for MemoryUsers {
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl UserStore for MemoryUsers {
+    async fn migrate(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn find_user(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        Ok(self.inner.lock().unwrap().by_name(username).cloned())
+    }
+
+    async fn email_taken(&self, email: &str) -> StoreResult<bool> {
+        let email = email.to_lowercase();
+        Ok(self.inner.lock().unwrap().users.iter().any(|(_, e)| e.as_ref().is_some_and(|e| e.to_lowercase() == email)))
+    }
+
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        email: Option<&str>,
+    ) -> StoreResult<Result<i64, Conflict>> {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.by_name(username).is_some() {
+            return Ok(Err(Conflict::Username));
+        }
+        let lower = email.map(str::to_lowercase);
+        if lower.is_some() && inner.users.iter().any(|(_, e)| e.as_ref().map(|e| e.to_lowercase()) == lower) {
+            return Ok(Err(Conflict::Email));
+        }
+        let id = inner.users.len() as i64 + 1;
+        let record = UserRecord { id, username: username.to_owned(), password_hash: password_hash.to_owned() };
+        inner.users.push((record, email.map(str::to_owned)));
+        Ok(Ok(id))
+    }
+
+    async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> StoreResult<()> {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some((user, _)) = inner.users.iter_mut().find(|(u, _)| u.id == user_id) {
+            user.password_hash = password_hash.to_owned();
+        }
+        Ok(())
+    }
+
+    async fn insert_token(
+        &self,
+        user_id: i64,
+        token: &TokenHash,
+        _ip: Option<&str>,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        let stored = StoredToken { user_id, expires_at, revoked: false };
+        self.inner.lock().unwrap().tokens.insert(*token, stored);
+        Ok(())
+    }
+
+    async fn find_token(&self, token: &TokenHash) -> StoreResult<Option<TokenRecord>> {
+        let inner = self.inner.lock().unwrap();
+        let Some(t) = inner.tokens.get(token).filter(|t| !t.revoked && t.expires_at > unix_now()) else {
+            return Ok(None);
+        };
+        Ok(inner.by_id(t.user_id).map(|u| TokenRecord {
+            user_id: u.id,
+            username: u.username.clone(),
+            expires_at: t.expires_at,
+        }))
+    }
+
+    async fn touch_tokens(&self, tokens: &[TokenHash]) -> StoreResult<u64> {
+        let inner = self.inner.lock().unwrap();
+        Ok(tokens.iter().filter(|t| inner.tokens.contains_key(t)).count() as u64)
+    }
+
+    async fn revoke_user_tokens(&self, username: &str) -> StoreResult<Vec<TokenHash>> {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(id) = inner.by_name(username).map(|u| u.id) else {
+            return Ok(Vec::new());
+        };
+        let mut revoked = Vec::new();
+        for (hash, t) in inner.tokens.iter_mut().filter(|(_, t)| t.user_id == id && !t.revoked) {
+            t.revoked = true;
+            revoked.push(*hash);
+        }
+        Ok(revoked)
+    }
+
+    async fn revoke_token(&self, token: &TokenHash) -> StoreResult<bool> {
+        Ok(self.inner.lock().unwrap().tokens.get_mut(token).map(|t| t.revoked = true).is_some())
+    }
+}
+
+/// The Redis roles: token cache, sessions, presence, bus, limits.
+pub struct MemoryShared {
+    inner: Mutex<Shared>,
+    bus: broadcast::Sender<ChatEvent>,
+    /// Added to every session write: lets a test hold a handler on a slow store.
+    session_delay: Mutex<Duration>,
+}
+
+#[derive(Default)]
+struct Shared {
+    tokens: HashMap<TokenHash, Expiring<Option<TokenRecord>>>,
+    sessions: HashMap<TokenHash, Expiring<String>>,
+    presence: HashMap<String, u64>,
+    counters: HashMap<String, Expiring<u64>>,
+}
+
+struct Expiring<T> {
+    value: T,
+    until: Instant,
+}
+
+impl<T> Expiring<T> {
+    fn new(value: T, ttl_secs: u64) -> Self {
+        Expiring { value, until: Instant::now() + Duration::from_secs(ttl_secs.max(1)) }
+    }
+}
+
+/// The value under `key` unless it has expired.
+fn live<'m, K, Q, V>(map: &'m HashMap<K, Expiring<V>>, key: &Q) -> Option<&'m V>
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    map.get(key).filter(|e| e.until > Instant::now()).map(|e| &e.value)
+}
+
+impl Default for MemoryShared {
+    fn default() -> Self {
+        MemoryShared {
+            inner: Mutex::default(),
+            bus: broadcast::channel(16_384).0,
+            session_delay: Mutex::new(Duration::ZERO),
+        }
+    }
+}
+
+impl MemoryShared {
+    /// Makes every later session write take `delay` (a slow store, for tests).
+    pub fn slow_sessions(&self, delay: Duration) {
+        *self.session_delay.lock().unwrap() = delay;
+    }
+}
+
+#[async_trait]
+impl TokenCache for MemoryShared {
+    async fn lookup(&self, token: &TokenHash) -> StoreResult<CacheLookup> {
+        let inner = self.inner.lock().unwrap();
+        let display_name = live(&inner.sessions, token).cloned();
+        Ok(match live(&inner.tokens, token) {
+            Some(Some(record)) => CacheLookup::Hit { token: record.clone(), display_name },
+            Some(None) => CacheLookup::Negative,
+            None => CacheLookup::Miss { display_name },
+        })
+    }
+
+    async fn cache(
+        &self,
+        token: &TokenHash,
+        record: &TokenRecord,
+        ttl_secs: u64,
+        display_name: Option<&str>,
+    ) -> StoreResult<()> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.tokens.insert(*token, Expiring::new(Some(record.clone()), ttl_secs));
+        if let Some(name) = display_name {
+            let ttl = super::seconds_until(record.expires_at);
+            inner.sessions.insert(*token, Expiring::new(name.to_owned(), ttl));
+        }
+        Ok(())
+    }
+
+    async fn cache_negative(&self, token: &TokenHash, ttl_secs: u64) -> StoreResult<()> {
+        let mut inner = self.inner.lock().unwrap();
+        if live(&inner.tokens, token).is_none() {
+            inner.tokens.insert(*token, Expiring::new(None, ttl_secs));
+        }
+        Ok(())
+    }
+
+    async fn forget(&self, tokens: &[TokenHash]) -> StoreResult<()> {
+        let mut inner = self.inner.lock().unwrap();
+        for t in tokens {
+            inner.tokens.remove(t);
+            inner.sessions.remove(t);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sessions for MemoryShared {
+    async fn set_display_name(&self, token: &TokenHash, name: &str, ttl_secs: u64) -> StoreResult<()> {
+        let delay = *self.session_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        self.inner.lock().unwrap().sessions.insert(*token, Expiring::new(name.to_owned(), ttl_secs));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Presence for MemoryShared {
+    async fn heartbeat(&self, node_id: &str, authenticated: usize) -> StoreResult<()> {
+        self.inner.lock().unwrap().presence.insert(node_id.to_owned(), authenticated as u64);
+        Ok(())
+    }
+
+    async fn remove(&self, node_id: &str) -> StoreResult<()> {
+        self.inner.lock().unwrap().presence.remove(node_id);
+        Ok(())
+    }
+
+    async fn cluster_count(&self, except_node: &str) -> StoreResult<u64> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner.presence.iter().filter(|(node, _)| node.as_str() != except_node).map(|(_, n)| n).sum())
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryShared {
+    async fn publish(&self, event: &ChatEvent) -> StoreResult<()> {
+        let _ = self.bus.send(event.clone());
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> StoreResult<BoxStream<'static, ChatEvent>> {
+        let events = stream::unfold(self.bus.subscribe(), |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => return Some((event, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(events.boxed())
+    }
+}
+
+#[async_trait]
+impl Limits for MemoryShared {
+    async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
+        let mut inner = self.inner.lock().unwrap();
+        let entry = inner.counters.entry(key.to_owned()).or_insert_with(|| Expiring::new(0, window_secs));
+        if entry.until <= Instant::now() {
+            *entry = Expiring::new(0, window_secs);
+        }
+        entry.value += 1;
+        Ok(entry.value)
+    }
+
+    async fn count(&self, key: &str) -> StoreResult<u64> {
+        Ok(live(&self.inner.lock().unwrap().counters, key).copied().unwrap_or_default())
+    }
+
+    async fn clear(&self, key: &str) -> StoreResult<()> {
+        self.inner.lock().unwrap().counters.remove(key);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Health for MemoryShared {
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! The connection owns its lifecycle: it keeps writing while a handler waits, and
+//! ending a session (logout, a new login, the socket going away) releases it once.
+//! In-process nodes on the in-memory stores.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use openchampps::protocol::{Reply, Request};
+
+/// A player whose `set_username` waits 2 s on a slow session store keeps receiving
+/// chat meanwhile: 1,000 messages, four times its outgoing queue, without being cut
+/// off as too slow, and the reply still arrives.
+#[tokio::test]
+async fn a_player_waiting_on_a_slow_store_still_receives_chat() {
+    let node = inproc_node(&[]).await;
+    let mut waiting = node.player("waiting").await;
+    let mut talker = node.player("talker").await;
+
+    node.shared.slow_sessions(Duration::from_secs(2));
+    waiting.send_request(&Request::SetUsername("Patient".into())).await;
+    let reader = tokio::spawn(async move {
+        let (mut chat, mut renamed) = (0, false);
+        while chat < 1000 || !renamed {
+            match waiting.recv_reply().await {
+                Reply::GlobalChat(_) => chat += 1,
+                Reply::DisplayNameUpdated(name) => {
+                    assert_eq!(name, "Patient");
+                    renamed = true;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (chat, renamed)
+    });
+    for batch in 0..10 {
+        for i in 0..100 {
+            talker.send_request(&Request::GlobalChat(format!("message {batch}-{i}"))).await;
+        }
+        for _ in 0..100 {
+            assert!(matches!(talker.recv_reply().await, Reply::GlobalChat(_)));
+        }
+    }
+    let (chat, renamed) = tokio::time::timeout(Duration::from_secs(10), reader).await.expect("reader done").unwrap();
+    assert_eq!((chat, renamed), (1000, true));
+}
+
+/// Replies keep their order even when chat is written in between.
+#[tokio::test]
+async fn replies_stay_in_order_while_chat_flows() {
+    let node = inproc_node(&[]).await;
+    let mut player = node.player("orderly").await;
+    node.shared.slow_sessions(Duration::from_millis(200));
+    player.send_request(&Request::SetUsername("First".into())).await;
+    player.send_request(&Request::Count).await;
+    player.send_request(&Request::GlobalChat("between".into())).await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(match player.recv_reply().await {
+            Reply::DisplayNameUpdated(_) => "renamed",
+            Reply::PlayerCount(_) => "count",
+            Reply::GlobalChat(_) => "chat",
+            other => panic!("unexpected {other:?}"),
+        });
+    }
+    assert_eq!(seen, ["renamed", "count", "chat"]);
+}
+
+/// Logout, a second login on the same connection and a disconnect each end the
+/// session once: the node's count follows.
+#[tokio::test]
+async fn every_way_a_session_ends_releases_it() {
+    let node = inproc_node(&[]).await;
+    let mut observer = node.player("observer").await;
+    let count = |v: serde_json::Value| v["payload"].as_u64().unwrap();
+
+    let mut player = node.client().await;
+    let name = unique_name("leaver");
+    player.signed_up(&name).await;
+    assert_eq!(count(observer.ask(Request::Count).await), 2);
+    // A second login on the same connection replaces the session.
+    assert_eq!(player.login(&name, PASSWORD).await["type"], "auth_success");
+    assert_eq!(count(observer.ask(Request::Count).await), 2);
+    assert_eq!(player.ask(Request::Logout).await["type"], "logged_out");
+    assert_eq!(count(observer.ask(Request::Count).await), 1);
+    assert_eq!(player.login(&name, PASSWORD).await["type"], "auth_success");
+    assert_eq!(count(observer.ask(Request::Count).await), 2);
+    player.close().await;
+    for _ in 0..50 {
+        if count(observer.ask(Request::Count).await) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the closed connection still counts");
+}

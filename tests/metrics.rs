@@ -1,0 +1,86 @@
+//! What a node exports before any traffic, and that recording metrics costs no
+//! memory when nobody scrapes. Node processes: metrics are per process.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use openchampps::connection::Close;
+use openchampps::handlers::Kind;
+
+fn has_series(scrape: &str, series: &str) -> bool {
+    scrape.lines().any(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
+}
+
+/// Dashboards and `rate()`/`increase()` alerts need every labelled series from the
+/// first scrape of a fresh node, at 0.
+#[tokio::test]
+async fn a_fresh_node_exports_every_known_series_at_zero() {
+    let cluster = Cluster::new().await;
+    let node = cluster.node().await;
+    let scrape = node.metrics_text().await;
+    let mut expected: Vec<String> = Vec::new();
+    for close in Close::ALL {
+        expected.push(format!(r#"openchampps_connections_closed_total{{reason="{}"}}"#, close.reason()));
+    }
+    for store in ["postgres", "redis"] {
+        expected.push(format!(r#"openchampps_store_errors_total{{store="{store}"}}"#));
+    }
+    for kind in Kind::ALL.iter().map(|k| k.name()).chain(["unknown", "invalid"]) {
+        expected.push(format!(r#"openchampps_messages_received_total{{type="{kind}"}}"#));
+    }
+    for method in ["login", "token_auth", "register"] {
+        for result in ["success", "invalid_format", "invalid_credentials", "rate_limited", "busy", "server_error"] {
+            expected.push(format!(r#"openchampps_auth_attempts_total{{method="{method}",result="{result}"}}"#));
+        }
+        expected.push(format!(r#"openchampps_auth_duration_seconds_count{{method="{method}"}}"#));
+    }
+    for outcome in ["hit", "miss", "negative_hit"] {
+        expected.push(format!(r#"openchampps_token_cache_lookups_total{{outcome="{outcome}"}}"#));
+    }
+    for kind in ["global", "private"] {
+        expected.push(format!(r#"openchampps_chat_messages_relayed_total{{kind="{kind}"}}"#));
+    }
+    let missing: Vec<&String> = expected.iter().filter(|s| !has_series(&scrape, s)).collect();
+    assert!(missing.is_empty(), "missing from a fresh node's first scrape: {missing:#?}\n{scrape}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Sustained `token_auth` on a node nobody scrapes: the latency histogram must fold
+/// its samples into buckets by itself, so RSS stays flat. (Without that, every
+/// sample waits for a scrape: about 17 bytes per operation, measured.)
+#[test]
+fn memory_stays_flat_under_load_without_scrapes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = rt.block_on(Cluster::new());
+    let node = rt.block_on(cluster.node_with(&[("RUST_LOG", "info")]));
+    let round = || -> u64 {
+        let out = Command::new(env!("CARGO_BIN_EXE_openchampps"))
+            .args(["bench", "--url", &node.ws_url(), "--mode", "token_auth", "-c", "32", "-d", "3s"])
+            .args(["--warmup", "0s", "--json"])
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run the load generator");
+        assert!(out.status.success(), "load generator failed: {}", String::from_utf8_lossy(&out.stderr));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json summary");
+        assert_eq!(summary["errors_total"], 0, "{summary}");
+        summary["ops_including_warmup"].as_u64().unwrap()
+    };
+    // The first rounds warm the allocator, the connections and the caches.
+    round();
+    round();
+    let before = rss_kib(node.pid());
+    let ops: u64 = (0..4).map(|_| round()).sum();
+    let after = rss_kib(node.pid());
+    let growth = after.saturating_sub(before) * 1024;
+    let per_op = growth as f64 / ops as f64;
+    eprintln!("{ops} token_auth without a scrape: RSS {before} KiB -> {after} KiB ({per_op:.2} bytes/op)");
+    assert!(per_op < 8.0, "RSS grew {growth} bytes over {ops} ops ({per_op:.2} bytes/op)");
+}
