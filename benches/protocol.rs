@@ -6,39 +6,11 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use openchampps::error::Error;
-use openchampps::protocol::{parse_envelope, parse_object, parse_string, ChatLine, Reply};
-use serde::Deserialize;
+use openchampps::protocol::{
+    parse_envelope, parse_object, parse_string, ChatLine, Credentials, PrivateMessage, Registration, Reply,
+    TokenPayload,
+};
 use std::hint::black_box;
-
-// The payload shapes the handlers decode (theirs are private to each handler).
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Credentials {
-    username: String,
-    password: String,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct TokenPayload {
-    token: String,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Registration {
-    username: String,
-    password: String,
-    #[serde(default)]
-    email: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct PrivateChat {
-    target: String,
-    message: String,
-}
 
 /// How a handler reads the payload of each message type.
 #[derive(Clone, Copy)]
@@ -70,7 +42,7 @@ fn incoming() -> Vec<(&'static str, &'static str, Shape)> {
         (
             "private_chat",
             r#"{"type":"private_chat","payload":{"target":"CoolGamer42","message":"rematch?"}}"#,
-            Shape::Object(|p| parse_object::<PrivateChat>(p).is_some()),
+            Shape::Object(|p| parse_object::<PrivateMessage>(p).is_some()),
         ),
         ("count", r#"{"type":"count"}"#, Shape::None),
         ("logout", r#"{"type":"logout"}"#, Shape::None),

@@ -45,7 +45,7 @@ pub struct Config {
     #[arg(long, env = "NODE_ID", global = true)]
     pub node_id: Option<String>,
 
-    /// Lifetime of a token issued at login, in seconds (default 7 days).
+    /// Lifetime of a token issued at login, in seconds.
     #[arg(long, env = "TOKEN_TTL_SECS", default_value_t = 604_800, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub token_ttl_secs: u64,
     /// Longest a positive token-cache entry lives in Redis: bounds how long a deleted
@@ -87,7 +87,7 @@ pub struct Config {
     #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub login_failure_window_secs: u64,
 
-    /// Argon2id memory cost in KiB (OWASP: 19456).
+    /// Argon2id memory cost in KiB (the default is OWASP's recommendation).
     #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456, global = true)]
     pub argon2_memory_kib: u32,
     /// Argon2id iterations.

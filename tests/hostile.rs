@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use common::*;
+use openchampps::protocol::Credentials;
 use openchampps::protocol::{parse_envelope, parse_object, parse_string};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -131,14 +132,6 @@ fn frame() -> BoxedStrategy<String> {
 // ---------------------------------------------------------------------------------
 // The parsers, directly
 // ---------------------------------------------------------------------------------
-
-/// The shape two handlers decode (`login`'s credentials), for `parse_object`.
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct Credentials {
-    username: String,
-    password: String,
-}
 
 proptest! {
     // Integration tests have no lib.rs next to them for proptest's regression files.

@@ -1,6 +1,7 @@
 //! Shared fixtures: a private database and Redis key prefix per test, real node
 //! processes, and a small WebSocket/HTTP client. Everything a test creates is
 //! removed when its fixtures drop.
+// Each test binary uses its own part of these helpers (none is unused by all).
 #![allow(dead_code)]
 
 pub mod stores;
@@ -201,7 +202,6 @@ pub struct InProcNode {
     endpoint: Endpoint,
     /// The node's shared-state store, to slow it down or look inside.
     pub shared: Arc<MemoryShared>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), String>>,
 }
 
@@ -234,23 +234,11 @@ pub async fn inproc_node(flags: &[&str]) -> InProcNode {
     let public = listeners.public.local_addr().unwrap();
     let metrics = listeners.metrics.local_addr().unwrap();
     let (stores, shared) = Stores::in_memory();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server::run(config, listeners, stores, async move {
-        let _ = stopped.await;
-    }));
-    let node = InProcNode { endpoint: Endpoint { public, metrics, node_id }, shared, stop: Some(stop), task };
+    // Runs until the test drops it.
+    let task = tokio::spawn(server::run(config, listeners, stores, std::future::pending()));
+    let node = InProcNode { endpoint: Endpoint { public, metrics, node_id }, shared, task };
     node.wait_ready().await;
     node
-}
-
-impl InProcNode {
-    /// Drains and stops the node, like SIGTERM.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.expect("node task").expect("node stops cleanly");
-    }
 }
 
 impl Drop for InProcNode {

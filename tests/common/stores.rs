@@ -8,7 +8,7 @@
 //! Everything is torn down on drop.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,10 +67,6 @@ impl PrivateRedis {
         let mut redis = PrivateRedis { port: free_port(), child: None, watchdog: None };
         redis.restart();
         redis
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     pub fn url(&self) -> String {
@@ -231,22 +227,9 @@ impl PrivatePostgres {
         self.dir.join("data")
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Admin URL (database `postgres`), for [`Cluster::with_stores`](super::Cluster::with_stores).
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    /// The server log (the instance logs to a file in its directory).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Immediate shutdown: every backend dies at once without a checkpoint, like a
