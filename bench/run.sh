@@ -71,10 +71,13 @@ FD_LIMIT=$(ulimit -n)
 CORES=$(nproc)
 
 # --- node ----------------------------------------------------------------------------
+# The per-connection, chat and registration limits are off: one load-generator
+# connection drives the node at full speed, from one address.
 start_node() {
   DB_CONN="postgres://postgres@127.0.0.1/$DB" REDIS_KEY_PREFIX="$PREFIX" \
     LISTEN_ADDR="127.0.0.1:$PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT" \
     SHUTDOWN_DRAIN_SECS=1 NODE_ID=bench-node \
+    MAX_MESSAGES_PER_SEC=0 CHAT_MESSAGES_PER_SEC=0 REGISTRATIONS_PER_ADDRESS=0 LOGIN_FREE_FAILURES=30 \
     "$BIN" >>"$WORK/node.log" 2>&1 &
   NODE_PID=$!
   for _ in $(seq 1 100); do

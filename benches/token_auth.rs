@@ -117,9 +117,6 @@ impl Env {
         config.db_conn = Some(database_url(&admin_url, &database));
         config.redis_url = redis_url.clone();
         config.redis_key_prefix = prefix.clone();
-        // Lifted so that repeated unknown tokens keep taking the negative-hit path
-        // instead of `Too many attempts` after 50 failures.
-        config.login_max_failures_per_address = u64::MAX;
 
         let stores = Stores::connect(&config).map_err(|e| e.to_string())?;
         let pg = stores.users.clone();
@@ -134,7 +131,7 @@ impl Env {
             .map_err(|_| "bench.user already exists in a fresh database".to_owned())?;
         let token = Token::generate();
         let expires_at = unix_now() + 86_400;
-        pg.insert_token(user_id, &token.hash(), Some("127.0.0.1"), expires_at).await.map_err(|e| e.to_string())?;
+        pg.insert_token(user_id, &token.hash(), Some("127.0.0.1"), expires_at, 1).await.map_err(|e| e.to_string())?;
         Ok(Env { node, stores, admin_url, redis_url, database, prefix, token, unknown: Token::generate() })
     }
 

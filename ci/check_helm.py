@@ -22,6 +22,27 @@ RELEASE = "openchampps"
 NAMESPACE = "openchampps"
 SEVERITY = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
 NO_SCHEMA_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+# config.trustedProxies has no default: rendering without it must fail with this text.
+TRUSTED_PROXIES_REQUIRED = (
+    "config.trustedProxies must be set: the CIDRs of your ingress/load balancer (e.g. [10.0.0.0/8]), "
+    "or [] if players connect to the pods directly (then every player behind a proxy shares one address for rate limits)"
+)
+# What "the defaults" are rendered with: the one choice the chart leaves to the installer,
+# made the way the README's command line makes it.
+EXPLICIT_TRUSTED_PROXIES = "config.trustedProxies=[]"
+# The node settings the ConfigMap passes (one per config.* value, plus the listen
+# addresses); TRUSTED_PROXIES only when config.trustedProxies is not [].
+CONFIG_MAP_KEYS = {
+    "REDIS_KEY_PREFIX", "TOKEN_TTL_SECS", "TOKEN_CACHE_TTL_SECS", "TOKEN_NEGATIVE_TTL_SECS",
+    "OC_EMAIL_VALIDATION", "MAX_FRAME_BYTES", "PING_INTERVAL_SECS", "PING_TIMEOUT_SECS",
+    "AUTH_TIMEOUT_SECS", "MAX_CONNECTIONS", "OUTGOING_QUEUE",
+    "LOGIN_FREE_FAILURES", "LOGIN_BACKOFF_MAX_SECS", "LOGIN_MAX_FAILURES_PER_ACCOUNT",
+    "LOGIN_FAILURE_WINDOW_SECS", "REGISTRATIONS_PER_ADDRESS", "REGISTRATION_WINDOW_SECS",
+    "MAX_MESSAGES_PER_SEC", "CHAT_MESSAGES_PER_SEC", "CHAT_BURST", "CHAT_MAX_CHARS",
+    "HTTP_BODY_TIMEOUT_SECS", "SESSION_CHECK_SECS", "MAX_TOKENS_PER_ACCOUNT",
+    "ARGON2_MEMORY_KIB", "ARGON2_ITERATIONS", "ARGON2_PARALLELISM", "HASH_WORKERS", "HASH_QUEUE",
+    "DB_POOL_SIZE", "REDIS_POOL_SIZE", "SHUTDOWN_DRAIN_SECS", "RUST_LOG", "LISTEN_ADDR", "METRICS_ADDR",
+}
 
 problems: list[str] = []
 
@@ -31,8 +52,24 @@ def problem(message: str) -> None:
     print(f"FAIL {message}")
 
 
+def merged(base: dict, override: dict) -> dict:
+    """override laid over base, maps merged key by key (like Helm's values coalescing)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def explicit(values: dict | None = None) -> dict:
+    """values plus an explicit config.trustedProxies (unless values set it themselves)."""
+    return merged(helm.parse_set_json(EXPLICIT_TRUSTED_PROXIES), values or {})
+
+
 def value_sets(chart: pathlib.Path) -> list[tuple[str, dict | None]]:
-    sets: list[tuple[str, dict | None]] = [("defaults", None)]
+    sets: list[tuple[str, dict | None]] = [(f"defaults + --set-json {EXPLICIT_TRUSTED_PROXIES}", explicit())]
     for path in sorted((chart / "ci").glob("*.yaml")):
         sets.append((f"ci/{path.name}", helm.values_from_yaml(path.read_text())))
     return sets
@@ -106,6 +143,15 @@ def check_policy(label: str, docs: list[dict], values: dict) -> None:
     config_maps = [d for d in docs if d["kind"] == "ConfigMap"]
     for cm in config_maps:
         env.update(cm.get("data") or {})
+    proxies = ((values or {}).get("config") or {}).get("trustedProxies")
+    if not isinstance(proxies, list):
+        problem(f"[{label}] rendered without an explicit config.trustedProxies list")
+    elif env.get("TRUSTED_PROXIES", "") != ",".join(proxies):
+        problem(f"[{label}] TRUSTED_PROXIES is {env.get('TRUSTED_PROXIES')!r}, expected {','.join(proxies)!r}")
+    expected_keys = CONFIG_MAP_KEYS | ({"TRUSTED_PROXIES"} if proxies else set())
+    if set(env) != expected_keys:
+        missing, extra = sorted(expected_keys - set(env)), sorted(set(env) - expected_keys)
+        problem(f"[{label}] ConfigMap keys differ from the node's settings: missing {missing}, unexpected {extra}")
     drain = int(env.get("SHUTDOWN_DRAIN_SECS", "10"))
     pre_stop = container.get("lifecycle", {}).get("preStop", {})
     sleep = pre_stop.get("sleep", {}).get("seconds")
@@ -142,7 +188,7 @@ def check_policy(label: str, docs: list[dict], values: dict) -> None:
         problem(f"[{label}] the Deployment sets replicas while the HPA owns them")
 
 
-def expect_rejected(chart: helm.Chart, label: str, values: dict, pattern: str) -> None:
+def expect_rejected(chart: helm.Chart, label: str, values: dict | None, pattern: str) -> None:
     """Guards of the chart: a bad value must fail the render, naming the problem."""
     try:
         render(chart, values)
@@ -189,9 +235,18 @@ def main() -> int:
                 files.append(path)
             print(f"ok   [{label}] rendered {len(docs)} objects: {', '.join(sorted(d['kind'] for d in docs))}")
 
-        expect_rejected(chart, "unknown top-level value", {"replicas": 3}, r"replicas|additional")
-        expect_rejected(chart, "grace period shorter than the drain", {"terminationGracePeriodSeconds": 12}, r"terminationGracePeriodSeconds")
-        expect_rejected(chart, "bad preStopMode", {"lifecycle": {"preStopMode": "shell"}}, r"preStopMode|enum|must be one of")
+        expect_rejected(chart, "unknown top-level value", explicit({"replicas": 3}), r"replicas|additional")
+        expect_rejected(chart, "grace period shorter than the drain", explicit({"terminationGracePeriodSeconds": 12}), r"terminationGracePeriodSeconds")
+        expect_rejected(chart, "removed config.loginMaxFailuresPerAddress", explicit({"config": {"loginMaxFailuresPerAddress": 50}}), r"loginMaxFailuresPerAddress|additional")
+        expect_rejected(chart, "config.loginFreeFailures above 30", explicit({"config": {"loginFreeFailures": 31}}), r"loginFreeFailures")
+        expect_rejected(chart, "bad preStopMode", explicit({"lifecycle": {"preStopMode": "shell"}}), r"preStopMode|enum|must be one of")
+        # Only rendering can be guarded: helm lint turns fail and required into an INFO
+        # log line by design (helm/helm#4221, #9035), so it passes with the bare defaults.
+        required = re.escape(TRUSTED_PROXIES_REQUIRED)
+        expect_rejected(chart, "defaults: config.trustedProxies unset", None, required)
+        expect_rejected(chart, "--set config.trustedProxies=null", helm.parse_set_string("config.trustedProxies=null"), required)
+        expect_rejected(chart, "--set config.trustedProxies={} (a list of one empty string)", helm.parse_set_string("config.trustedProxies={}"), r"trustedProxies")
+        expect_rejected(chart, "config.trustedProxies a string, not a list", {"config": {"trustedProxies": "10.0.0.0/8"}}, r"trustedProxies")
 
     if not files:
         problem("nothing rendered to validate")

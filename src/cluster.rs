@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics as m;
 use crate::node::Node;
 use crate::protocol::{ChatLine, Reply};
-use crate::store::ChatEvent;
+use crate::store::{ChatEvent, Recipient};
 
 /// How often a node rewrites its presence even when nothing changed.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
@@ -32,9 +32,17 @@ pub fn deliver_local(node: &Node, event: &ChatEvent) {
             let n = node.registry.deliver(&Message::text(text), |_| true);
             m::chat_relayed("global", n);
         }
-        ChatEvent::Private { from, account, target, message } => {
+        ChatEvent::Private { from, account, to, message } => {
             let text = Reply::PrivateChat(chat_line(from, account, message)).to_json();
-            let n = node.registry.deliver(&Message::text(text), |p| &*p.display_name == target.as_str());
+            let n = match to {
+                Recipient::Account(name) => {
+                    let name = name.to_lowercase();
+                    node.registry.deliver(&Message::text(text), |p| p.account.to_lowercase() == name)
+                }
+                Recipient::DisplayName(name) => {
+                    node.registry.deliver(&Message::text(text), |p| &*p.display_name == name.as_str())
+                }
+            };
             m::chat_relayed("private", n);
         }
     }

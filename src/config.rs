@@ -78,14 +78,55 @@ pub struct Config {
     #[arg(long, env = "OUTGOING_QUEUE", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub outgoing_queue: u64,
 
-    /// Failed logins per account inside the window before `Too many attempts`.
-    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ACCOUNT", default_value_t = 10, global = true)]
+    /// Failed logins per (account, client address) before each further guess from
+    /// that address waits: 1 s after the first of them, doubling up to LOGIN_BACKOFF_MAX_SECS.
+    #[arg(long, env = "LOGIN_FREE_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=30), global = true)]
+    pub login_free_failures: u32,
+    /// Longest wait between guesses at one account from one address.
+    #[arg(long, env = "LOGIN_BACKOFF_MAX_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub login_backoff_max_secs: u64,
+    /// Failed logins per account from all addresses together, cluster-wide, inside the
+    /// window before `Too many attempts` (set well above what the per-address backoff
+    /// lets ten addresses guess, so one player from a fresh address still gets in).
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ACCOUNT", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub login_max_failures_per_account: u64,
-    /// Failed logins per client address inside the window before `Too many attempts`.
-    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ADDRESS", default_value_t = 50, global = true)]
-    pub login_max_failures_per_address: u64,
-    #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    /// The window of the per-account cap, and how long a quiet (account, address)
+    /// pair is remembered after its last failure.
+    #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub login_failure_window_secs: u64,
+
+    /// Registrations per client address inside REGISTRATION_WINDOW_SECS; past it the
+    /// address gets `Too many registrations, try again later`. 0 turns the limit off.
+    #[arg(long, env = "REGISTRATIONS_PER_ADDRESS", default_value_t = 10, global = true)]
+    pub registrations_per_address: u64,
+    #[arg(long, env = "REGISTRATION_WINDOW_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub registration_window_secs: u64,
+
+    /// Messages per second one connection may send (a burst of twice as many is
+    /// allowed); past it the connection is closed with 1008. 0 turns the limit off.
+    #[arg(long, env = "MAX_MESSAGES_PER_SEC", default_value_t = 20, global = true)]
+    pub max_messages_per_sec: u32,
+    /// Chat messages (global and private) per second one account may send on a node;
+    /// past it `Too many messages, slow down`. 0 turns the limit off.
+    #[arg(long, env = "CHAT_MESSAGES_PER_SEC", default_value_t = 5, global = true)]
+    pub chat_messages_per_sec: u32,
+    /// Chat messages an account may send at once before the rate applies.
+    #[arg(long, env = "CHAT_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub chat_burst: u32,
+    /// Longest chat message, in characters; longer ones get BAD_MESSAGE.
+    #[arg(long, env = "CHAT_MAX_CHARS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub chat_max_chars: u64,
+
+    /// Seconds an HTTP request body (POST /register) may take to arrive.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub http_body_timeout_secs: u64,
+    /// Seconds between checks that every live session's token is still valid
+    /// (revoked, expired or deleted tokens end their sessions on every node).
+    #[arg(long, env = "SESSION_CHECK_SECS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub session_check_secs: u64,
+    /// Live tokens one account may hold; a login beyond it revokes the oldest.
+    #[arg(long, env = "MAX_TOKENS_PER_ACCOUNT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_tokens_per_account: u32,
 
     /// Argon2id memory cost in KiB (the default is OWASP's recommendation).
     #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456, global = true)]
@@ -198,8 +239,11 @@ impl std::str::FromStr for TrustedProxies {
 }
 
 impl TrustedProxies {
+    /// Whether `ip` is a trusted proxy; an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`,
+    /// as a dual-stack socket reports IPv4 peers) counts as its IPv4 address.
     pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
-        self.0.iter().any(|net| net.contains(ip))
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
     }
 }
 

@@ -16,11 +16,14 @@ use hyper_tungstenite::HyperWebsocketStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::TokenHash;
 use crate::config::Config;
+use crate::error::Error;
 use crate::handlers;
 use crate::metrics as m;
 use crate::node::Node;
-use crate::outbox::{self, Inbox};
+use crate::outbox::{self, Inbox, Outgoing};
+use crate::ratelimit::Bucket;
 use crate::session::Session;
 
 /// How long a closing handshake may take before the socket is simply dropped.
@@ -45,21 +48,23 @@ pub enum Close {
     FrameTooLarge,
     Binary,
     ShuttingDown,
+    TooManyMessages,
 }
 
 impl Close {
-    pub const ALL: [Close; 6] = [
+    pub const ALL: [Close; 7] = [
         Close::AuthTimeout,
         Close::PingTimeout,
         Close::TooSlow,
         Close::FrameTooLarge,
         Close::Binary,
         Close::ShuttingDown,
+        Close::TooManyMessages,
     ];
 
     pub fn code(self) -> CloseCode {
         match self {
-            Close::AuthTimeout | Close::PingTimeout | Close::TooSlow => CloseCode::Policy,
+            Close::AuthTimeout | Close::PingTimeout | Close::TooSlow | Close::TooManyMessages => CloseCode::Policy,
             Close::FrameTooLarge => CloseCode::Size,
             Close::Binary => CloseCode::Unsupported,
             Close::ShuttingDown => CloseCode::Away,
@@ -74,6 +79,7 @@ impl Close {
             Close::FrameTooLarge => "frame too large",
             Close::Binary => "binary frames are not supported",
             Close::ShuttingDown => "server shutting down",
+            Close::TooManyMessages => "too many messages",
         }
     }
 }
@@ -145,6 +151,7 @@ impl Connection {
         let mut last_heard = Instant::now();
         let auth_deadline = tokio::time::sleep(auth_timeout);
         tokio::pin!(auth_deadline);
+        let mut rate = Bucket::new(config.max_messages_per_sec, config.max_messages_per_sec.saturating_mul(2));
 
         loop {
             let unauthenticated_since = self.session.unauthenticated_since();
@@ -158,6 +165,9 @@ impl Connection {
                 _ = going_away.cancelled() => return Err(Some(Close::ShuttingDown)),
                 frame = self.ws.ws.next() => {
                     last_heard = Instant::now();
+                    if !rate.as_mut().is_none_or(Bucket::take) {
+                        return Err(Some(Close::TooManyMessages));
+                    }
                     match frame {
                         Some(Ok(Message::Text(text))) => self.handle(text.as_str(), going_away).await?,
                         Some(Ok(Message::Binary(_))) => return Err(Some(Close::Binary)),
@@ -166,7 +176,10 @@ impl Connection {
                         Some(Err(_)) | None => return Err(None),
                     }
                 }
-                queued = self.inbox.recv() => self.ws.write(queued.map_err(|_| Some(Close::TooSlow))?, &self.inbox).await?,
+                queued = self.inbox.recv() => match queued.map_err(|_| Some(Close::TooSlow))? {
+                    Outgoing::Frame(message) => self.ws.write(message, &self.inbox).await?,
+                    Outgoing::Revoked(token) => self.end_revoked(token).await?,
+                },
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= silence_limit {
                         return Err(Some(Close::PingTimeout));
@@ -184,22 +197,41 @@ impl Connection {
         }
     }
 
-    /// Runs one message's handler to its reply, writing queued chat meanwhile.
+    /// Runs one message's handler to its reply, writing queued chat meanwhile. A
+    /// revocation arriving meanwhile waits until the handler is done with the session.
     async fn handle(&mut self, text: &str, going_away: &CancellationToken) -> Result<(), Ending> {
-        let Connection { node, ws, session, inbox } = self;
-        let dispatch = handlers::dispatch(node, session, text);
-        tokio::pin!(dispatch);
-        let reply = loop {
-            tokio::select! {
-                biased;
-                reply = &mut dispatch => break reply,
-                _ = going_away.cancelled() => return Err(Some(Close::ShuttingDown)),
-                queued = inbox.recv() => ws.write(queued.map_err(|_| Some(Close::TooSlow))?, inbox).await?,
+        let mut revoked = Vec::new();
+        let reply = {
+            let Connection { node, ws, session, inbox } = self;
+            let dispatch = handlers::dispatch(node, session, text);
+            tokio::pin!(dispatch);
+            loop {
+                tokio::select! {
+                    biased;
+                    reply = &mut dispatch => break reply,
+                    _ = going_away.cancelled() => return Err(Some(Close::ShuttingDown)),
+                    queued = inbox.recv() => match queued.map_err(|_| Some(Close::TooSlow))? {
+                        Outgoing::Frame(message) => ws.write(message, inbox).await?,
+                        Outgoing::Revoked(token) => revoked.push(token),
+                    },
+                }
             }
         };
-        match reply {
-            Some(reply) => ws.write(Message::text(reply), inbox).await,
-            None => Ok(()),
+        if let Some(reply) = reply {
+            self.ws.write(Message::text(reply), &self.inbox).await?;
         }
+        for token in revoked {
+            self.end_revoked(token).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the session if it still uses `token`, and tells the client why.
+    async fn end_revoked(&mut self, token: TokenHash) -> Result<(), Ending> {
+        if self.session.auth().is_none_or(|auth| auth.token_hash != token) {
+            return Ok(()); // logged out or switched accounts meanwhile
+        }
+        self.session.end(&self.node);
+        self.ws.write(Message::text(Error::InvalidToken.to_json()), &self.inbox).await
     }
 }

@@ -9,6 +9,8 @@ pub enum Error {
     BadMessage,
     AuthRequired,
     UnknownType,
+    /// Past the per-account chat rate.
+    ChatRateLimited,
 
     // `auth_error` replies for `login` and `token_auth`.
     InvalidLoginFormat,
@@ -26,6 +28,8 @@ pub enum Error {
     UsernameTaken,
     EmailTaken,
     RegistrationFailed,
+    /// Past the per-address registration rate.
+    RegistrationRateLimited,
 }
 
 impl Error {
@@ -37,6 +41,7 @@ impl Error {
             Error::BadMessage => error("BAD_MESSAGE"),
             Error::AuthRequired => error("AUTH_REQUIRED"),
             Error::UnknownType => error("UNKNOWN_TYPE"),
+            Error::ChatRateLimited | Error::RegistrationRateLimited => error("RATE_LIMITED"),
             Error::InvalidLoginFormat
             | Error::InvalidCredentials
             | Error::TooManyAttempts
@@ -59,6 +64,8 @@ impl Error {
             Error::BadMessage => "Invalid message format",
             Error::AuthRequired => "Authentication required",
             Error::UnknownType => "Unknown message type",
+            Error::ChatRateLimited => "Too many messages, slow down",
+            Error::RegistrationRateLimited => "Too many registrations, try again later",
             Error::AuthServerError => "Server error, try again later",
             Error::InvalidLoginFormat => "Invalid login format",
             Error::InvalidCredentials => "Invalid username or password",
@@ -86,7 +93,7 @@ impl Error {
             Error::InvalidCredentials | Error::InvalidToken | Error::UsernameTaken | Error::EmailTaken => {
                 AuthResult::InvalidCredentials
             }
-            Error::TooManyAttempts => AuthResult::RateLimited,
+            Error::TooManyAttempts | Error::RegistrationRateLimited => AuthResult::RateLimited,
             Error::ServerBusy => AuthResult::Busy,
             _ => AuthResult::ServerError,
         }

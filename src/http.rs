@@ -48,7 +48,7 @@ pub async fn public(
         (_, "/ws") => text(StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required"),
         (&Method::GET, "/health") => text(StatusCode::OK, "OK"),
         (&Method::GET, "/ready") => ready(&public.node).await,
-        (&Method::POST, "/register") => register(&public.node, req).await,
+        (&Method::POST, "/register") => register(&public.node, peer, req).await,
         (_, "/register") => text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
         _ => text(StatusCode::NOT_FOUND, "Not found"),
     };
@@ -138,9 +138,13 @@ async fn ready(node: &Node) -> Response<Body> {
     response
 }
 
-async fn register(node: &Node, req: Request<Incoming>) -> Response<Body> {
+async fn register(node: &Node, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     const BAD_BODY: &str = "Invalid request body";
-    let Ok(body) = Limited::new(req.into_body(), node.config.max_frame_bytes as usize).collect().await else {
+    let client_ip = client_ip(peer.ip(), req.headers(), &node.config.trusted_proxies);
+    let body = Limited::new(req.into_body(), node.config.max_frame_bytes as usize).collect();
+    // A body trickled byte by byte must not hold a descriptor for minutes.
+    let limit = Duration::from_secs(node.config.http_body_timeout_secs);
+    let Ok(Ok(body)) = tokio::time::timeout(limit, body).await else {
         return text(StatusCode::BAD_REQUEST, BAD_BODY);
     };
     let body = body.to_bytes();
@@ -150,7 +154,7 @@ async fn register(node: &Node, req: Request<Incoming>) -> Response<Body> {
     let Ok(registration) = serde_json::from_slice::<Registration>(&body) else {
         return text(StatusCode::BAD_REQUEST, BAD_BODY);
     };
-    match create_account(node, registration).await {
+    match create_account(node, registration, client_ip).await {
         Ok(_) => {
             let body = json!({"status": "success", "message": "User registered successfully"});
             let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -163,6 +167,9 @@ async fn register(node: &Node, req: Request<Incoming>) -> Response<Body> {
         }
         Err(Error::InvalidRegistrationFormat) => text(StatusCode::BAD_REQUEST, BAD_BODY),
         Err(Error::UsernameTaken | Error::EmailTaken) => text(StatusCode::CONFLICT, "Username or email already exists"),
+        Err(Error::RegistrationRateLimited) => {
+            text(StatusCode::TOO_MANY_REQUESTS, "Too many registrations, try again later")
+        }
         Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
     }
 }

@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod ratelimit;
 pub mod registry;
+pub mod revocation;
 pub mod revoke;
 pub mod server;
 pub mod session;

@@ -1,12 +1,11 @@
 //! Everything a handler may touch, shared by all connections of this node.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
 
 use crate::auth::HashPool;
 use crate::config::Config;
 use crate::last_used::LastUsed;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{ChatLimiter, LoginThrottle};
 use crate::registry::Registry;
 use crate::store::Stores;
 
@@ -23,7 +22,8 @@ pub struct Node {
     pub node_id: String,
     pub stores: Stores,
     pub hasher: HashPool,
-    pub limiter: RateLimiter,
+    pub logins: LoginThrottle,
+    pub chat: ChatLimiter,
     pub registry: Registry,
     pub last_used: LastUsed,
     status: AtomicU8,
@@ -33,18 +33,15 @@ impl Node {
     pub fn new(config: Config, node_id: String, stores: Stores) -> Node {
         let params = config.argon2_params().expect("validated at start-up");
         let hasher = HashPool::new(params, config.hash_workers, config.hash_queue);
-        let limiter = RateLimiter::new(
-            stores.limits.clone(),
-            Duration::from_secs(config.login_failure_window_secs),
-            config.login_max_failures_per_account,
-            config.login_max_failures_per_address,
-        );
+        let logins = LoginThrottle::new(stores.limits.clone(), &config);
+        let chat = ChatLimiter::new(&config);
         Node {
             config,
             node_id,
             stores,
             hasher,
-            limiter,
+            logins,
+            chat,
             registry: Registry::default(),
             last_used: LastUsed::default(),
             status: AtomicU8::new(Status::Starting as u8),

@@ -2,20 +2,33 @@
 //! The connection task holds the receiving [`Inbox`]; its session (and, once
 //! authenticated, its registry entry) hold the sending [`Outbox`]. Chat is offered
 //! without waiting: a client whose queue is full is cut off rather than buffered.
+//! Besides frames, the queue carries the end of a session whose token stopped
+//! being valid, so it takes its place in order with the chat before it.
 
 use std::sync::Arc;
 
 use hyper_tungstenite::tungstenite::Message;
 use tokio::sync::{mpsc, Notify};
 
+use crate::auth::TokenHash;
+
+/// What a connection is asked to do.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// Write this frame.
+    Frame(Message),
+    /// The session using this token must end (revoked, expired, user deleted).
+    Revoked(TokenHash),
+}
+
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Outgoing>,
     too_slow: Arc<Notify>,
 }
 
 pub struct Inbox {
-    rx: mpsc::Receiver<Message>,
+    rx: mpsc::Receiver<Outgoing>,
     too_slow: Arc<Notify>,
 }
 
@@ -29,7 +42,7 @@ pub fn channel(capacity: usize) -> (Outbox, Inbox) {
 impl Outbox {
     /// Queues `message`; `false` when the client is gone or too slow to take it (a
     /// full queue also tells the connection to close).
-    pub fn offer(&self, message: Message) -> bool {
+    pub fn offer(&self, message: Outgoing) -> bool {
         match self.tx.try_send(message) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -47,7 +60,7 @@ pub struct TooSlow;
 
 impl Inbox {
     /// The next queued message, or `TooSlow` once a sender found the queue full.
-    pub async fn recv(&mut self) -> Result<Message, TooSlow> {
+    pub async fn recv(&mut self) -> Result<Outgoing, TooSlow> {
         tokio::select! {
             biased;
             _ = self.too_slow.notified() => Err(TooSlow),

@@ -1,84 +1,185 @@
-//! Failed-login counters per account and per client address, in fixed windows.
-//! They live in Redis so limits hold across nodes; while Redis is unreachable each
-//! node falls back to counting on its own.
+//! Rate limits, so one player cannot lock others out or flood them:
+//! - login guesses, throttled per (account, client address) with backoff and capped
+//!   per account cluster-wide; counted before the password is checked;
+//! - registrations per client address, cluster-wide;
+//! - token buckets in this node's memory for a connection's messages and an
+//!   account's chat.
+//! A valid token is never limited, and a correct password is never refused because
+//! of other accounts' failures.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::store::Limits;
+use crate::config::Config;
+use crate::store::{Backoff, Limits};
 
-pub struct RateLimiter {
+/// The address a limit counts: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64,
+/// the smallest block one subscriber usually holds.
+pub fn address_key(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
+}
+
+pub struct LoginThrottle {
     limits: Arc<dyn Limits>,
-    local: Mutex<HashMap<String, (u64, Instant)>>,
-    window: Duration,
+    backoff: Backoff,
     per_account: u64,
-    per_address: u64,
+    window_secs: u64,
 }
 
-/// Keys for one attempt: the account (if any) and the client address.
-pub struct Subject {
-    keys: Vec<String>,
-    limits: Vec<u64>,
+/// A guess admitted by [`LoginThrottle::admit`]: report how it went.
+pub struct Guess {
+    pair: String,
+    account: String,
 }
 
-impl RateLimiter {
-    pub fn new(limits: Arc<dyn Limits>, window: Duration, per_account: u64, per_address: u64) -> Self {
-        RateLimiter { limits, local: Mutex::default(), window, per_account, per_address }
-    }
-
-    pub fn subject(&self, account: Option<&str>, address: &str) -> Subject {
-        let mut keys = vec![format!("ip:{address}")];
-        let mut limits = vec![self.per_address];
-        if let Some(account) = account {
-            keys.push(account_key(account));
-            limits.push(self.per_account);
-        }
-        Subject { keys, limits }
-    }
-
-    /// Whether this subject has used up its failures for the window.
-    pub async fn is_limited(&self, subject: &Subject) -> bool {
-        for (key, limit) in subject.keys.iter().zip(&subject.limits) {
-            let count = match self.limits.count(key).await {
-                Ok(count) => count,
-                Err(_) => self.local_count(key),
-            };
-            if count >= *limit {
-                return true;
-            }
-        }
-        false
-    }
-
-    pub async fn record_failure(&self, subject: &Subject) {
-        for key in &subject.keys {
-            if self.limits.hit(key, self.window.as_secs()).await.is_err() {
-                let mut local = self.local.lock().unwrap();
-                let now = Instant::now();
-                local.retain(|_, (_, start)| now.duration_since(*start) < self.window);
-                local.entry(key.clone()).or_insert((0, now)).0 += 1;
-            }
+impl LoginThrottle {
+    pub fn new(limits: Arc<dyn Limits>, config: &Config) -> LoginThrottle {
+        let backoff = Backoff {
+            free: config.login_free_failures,
+            base_ms: 1000,
+            max_ms: config.login_backoff_max_secs * 1000,
+            forget_ms: config.login_failure_window_secs * 1000,
+        };
+        LoginThrottle {
+            limits,
+            backoff,
+            per_account: config.login_max_failures_per_account,
+            window_secs: config.login_failure_window_secs,
         }
     }
 
-    /// A successful login forgives the account's earlier failures.
-    pub async fn clear_account(&self, account: &str) {
-        let key = account_key(account);
-        let _ = self.limits.clear(&key).await;
-        self.local.lock().unwrap().remove(&key);
+    /// Takes a place for one password guess at account `user_id` from `ip`, or `None`
+    /// when that pair must wait or the account has reached its cap.
+    pub async fn admit(&self, user_id: i64, ip: IpAddr) -> Option<Guess> {
+        let account = format!("acct:{user_id}");
+        if self.limits.count(&account).await.unwrap_or(0) >= self.per_account {
+            return None;
+        }
+        let pair = format!("acct:{user_id}:{}", address_key(ip));
+        self.limits.guess(&pair, &self.backoff).await.unwrap_or(true).then_some(Guess { pair, account })
     }
 
-    fn local_count(&self, key: &str) -> u64 {
-        let local = self.local.lock().unwrap();
-        match local.get(key) {
-            Some((count, start)) if start.elapsed() < self.window => *count,
-            _ => 0,
-        }
+    pub async fn failed(&self, guess: Guess) {
+        let _ = self.limits.hit(&guess.account, self.window_secs).await;
+    }
+
+    /// A correct password forgives the pair's earlier failures.
+    pub async fn succeeded(&self, guess: Guess) {
+        let _ = self.limits.clear(&guess.pair).await;
     }
 }
 
-/// Accounts are counted by name regardless of case, as they are looked up.
-fn account_key(account: &str) -> String {
-    format!("acct:{}", account.to_lowercase())
+/// Whether `ip` may register one more account (counts this one).
+pub async fn registration_allowed(limits: &dyn Limits, ip: IpAddr, config: &Config) -> bool {
+    if config.registrations_per_address == 0 {
+        return true;
+    }
+    let key = format!("reg:{}", address_key(ip));
+    limits.hit(&key, config.registration_window_secs).await.map_or(true, |n| n <= config.registrations_per_address)
+}
+
+/// A token bucket: `rate` per second, at most `burst` at once.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// `None` when `per_sec` is 0: no limit.
+    pub fn new(per_sec: u32, burst: u32) -> Option<Bucket> {
+        (per_sec > 0).then(|| Bucket {
+            rate: f64::from(per_sec),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: Instant::now(),
+        })
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.tokens + self.last.elapsed().as_secs_f64() * self.rate >= self.burst
+    }
+}
+
+/// Chat buckets per account, on this node: one account's connections share one.
+pub struct ChatLimiter {
+    template: Option<Bucket>,
+    buckets: Mutex<HashMap<i64, Bucket>>,
+}
+
+impl ChatLimiter {
+    pub fn new(config: &Config) -> ChatLimiter {
+        ChatLimiter {
+            template: Bucket::new(config.chat_messages_per_sec, config.chat_burst),
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Whether account `user_id` may send one more chat message now.
+    pub fn allow(&self, user_id: i64) -> bool {
+        let Some(template) = &self.template else {
+            return true;
+        };
+        self.buckets.lock().unwrap().entry(user_id).or_insert_with(|| template.clone()).take()
+    }
+
+    /// Forgets accounts whose bucket has refilled: they are as new.
+    pub fn forget_idle(&self) {
+        self.buckets.lock().unwrap().retain(|_, bucket| !bucket.is_full());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_counted_by_ipv4_or_ipv6_slash_64() {
+        let key = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff::1"), key("2001:db8:1:2::9"));
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let mut bucket = Bucket::new(5, 10).unwrap();
+        assert_eq!((0..20).filter(|_| bucket.take()).count(), 10);
+        std::thread::sleep(std::time::Duration::from_millis(450));
+        assert_eq!((0..20).filter(|_| bucket.take()).count(), 2);
+        assert!(Bucket::new(0, 10).is_none());
+    }
+
+    #[test]
+    fn backoff_doubles_after_the_free_guesses() {
+        let b = Backoff { free: 5, base_ms: 1000, max_ms: 900_000, forget_ms: 0 };
+        let waits: Vec<u64> = (1..=8).map(|n| b.wait_after(n)).collect();
+        assert_eq!(waits, [0, 0, 0, 0, 1000, 2000, 4000, 8000]);
+        assert_eq!(b.wait_after(60), 900_000);
+    }
 }

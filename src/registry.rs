@@ -7,14 +7,16 @@ use std::sync::{Arc, RwLock};
 use hyper_tungstenite::tungstenite::Message;
 use tokio::sync::watch;
 
+use crate::auth::TokenHash;
 use crate::metrics as m;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Outgoing};
 
 /// An authenticated connection as seen from outside its task.
 pub struct Peer {
     pub display_name: Arc<str>,
     /// The account's name as stored.
     pub account: Arc<str>,
+    pub token_hash: TokenHash,
     pub outbox: Outbox,
 }
 
@@ -65,11 +67,26 @@ impl Registry {
         let peers = self.peers.read().unwrap();
         let mut delivered = 0;
         for peer in peers.values().filter(|p| to(p)) {
-            if peer.outbox.offer(message.clone()) {
+            if peer.outbox.offer(Outgoing::Frame(message.clone())) {
                 delivered += 1;
             }
         }
         delivered
+    }
+
+    /// The tokens of every live session here, each once.
+    pub fn tokens(&self) -> Vec<TokenHash> {
+        let mut tokens: Vec<TokenHash> = self.peers.read().unwrap().values().map(|p| p.token_hash).collect();
+        tokens.sort_unstable_by_key(|t| t.0);
+        tokens.dedup();
+        tokens
+    }
+
+    /// Tells every session using `token` to end.
+    pub fn revoke(&self, token: &TokenHash) {
+        for peer in self.peers.read().unwrap().values().filter(|p| p.token_hash == *token) {
+            peer.outbox.offer(Outgoing::Revoked(*token));
+        }
     }
 
     /// Wakes presence only when the number really changed (a re-authentication

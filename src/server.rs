@@ -25,11 +25,13 @@ use crate::http::{self, Public};
 use crate::metrics as m;
 use crate::node::{Node, Status};
 use crate::store::Stores;
-use crate::{cluster, connection, handlers};
+use crate::{cluster, connection, handlers, revocation};
 
 /// A slow client gets this long to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATION_RETRY: Duration = Duration::from_secs(1);
+/// How often a node tries to prune expired and revoked tokens from PostgreSQL.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 const METRICS_UPKEEP: Duration = Duration::from_secs(1);
 /// Connections the kernel queues before accept: reconnect storms (a node went away
@@ -126,6 +128,7 @@ pub async fn run(
     background.spawn(cluster::run_presence(node.clone(), stop_background.clone()));
     background.spawn(cluster::run_chat_subscriber(node.clone(), stop_background.clone()));
     background.spawn(run_housekeeping(node.clone(), stop_background.clone()));
+    background.spawn(revocation::run(node.clone(), stop_background.clone()));
     background.spawn(m::run_upkeep(handle, METRICS_UPKEEP, stop_background.clone()));
     node.set_status(Status::Ready);
     tracing::info!("ready");
@@ -148,18 +151,27 @@ pub async fn run(
     Ok(())
 }
 
-/// Flushes `last_used_at` and exports pool gauges every second until shutdown, then
-/// flushes one last time.
+/// Every second until shutdown: flushes `last_used_at`, exports pool gauges, forgets
+/// idle chat buckets; every [`PRUNE_EVERY`], prunes old tokens (one node at a time).
+/// Flushes one last time at shutdown.
 async fn run_housekeeping(node: Arc<Node>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(crate::last_used::FLUSH_EVERY);
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
+            _ = prune.tick() => match node.stores.users.prune_tokens().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(tokens = n, "pruned expired and revoked tokens"),
+                Err(e) => tracing::warn!(error = %e, "could not prune old tokens; will retry"),
+            },
+            _ = tick.tick() => {
+                node.last_used.flush(node.stores.users.as_ref()).await;
+                node.stores.users.export_pool_gauges();
+                node.stores.shared.export_pool_gauges();
+                node.chat.forget_idle();
+            }
         }
-        node.last_used.flush(node.stores.users.as_ref()).await;
-        node.stores.users.export_pool_gauges();
-        node.stores.shared.export_pool_gauges();
     }
     node.last_used.flush(node.stores.users.as_ref()).await;
 }

@@ -69,6 +69,7 @@ impl Session {
         let peer = Peer {
             display_name: auth.display_name.clone(),
             account: auth.username.as_str().into(),
+            token_hash: auth.token_hash,
             outbox: self.outbox.clone(),
         };
         node.registry.insert(self.id, peer);

@@ -461,12 +461,16 @@ fn a_live_node_answers_hostile_frames_within_the_contract() {
 
 fn live_node_answers_hostile_frames() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    // Limits out of the way so random logins reach the password check and beyond.
+    // Limits out of the way so random frames reach the handlers and beyond.
     let node = rt.block_on(inproc_node(&[
-        "--login-max-failures-per-address",
-        "1000000",
+        "--login-free-failures",
+        "30",
         "--login-max-failures-per-account",
         "1000000",
+        "--max-messages-per-sec",
+        "0",
+        "--chat-messages-per-sec",
+        "0",
     ]));
     let live = RefCell::new(rt.block_on(Live::connect(&node)));
 
@@ -495,7 +499,7 @@ fn live_node_answers_hostile_frames() {
 /// the top, must neither overflow a stack nor close the connection.
 #[tokio::test]
 async fn deeply_nested_json_is_answered_not_crashed_on() {
-    let node = inproc_node(&[]).await;
+    let node = inproc_node(&["--max-messages-per-sec", "0"]).await;
     let client = node.player("nester").await;
     let depth = 7000; // two bytes per level: just under the 16 KiB frame limit
     let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));

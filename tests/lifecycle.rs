@@ -14,7 +14,7 @@ use openchampps::protocol::{Reply, Request};
 /// off as too slow, and the reply still arrives.
 #[tokio::test]
 async fn a_player_waiting_on_a_slow_store_still_receives_chat() {
-    let node = inproc_node(&[]).await;
+    let node = inproc_node(&["--max-messages-per-sec", "0", "--chat-messages-per-sec", "0"]).await;
     let mut waiting = node.player("waiting").await;
     let mut talker = node.player("talker").await;
 

@@ -3,7 +3,7 @@
 //! the async workers) and at most `queue` more wait; past that callers get `Busy`
 //! at once instead of piling up memory and latency.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use argon2::password_hash::phc::Output;
@@ -25,19 +25,27 @@ pub struct Verified {
 
 /// A place in the pool, running or queued. Callers take it before any other work,
 /// so a request that will be refused as busy costs no store round trip either.
-pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Admission {
+    _place: OwnedSemaphorePermit,
+    _registration: Option<OwnedSemaphorePermit>,
+}
 
 pub struct HashPool {
     inner: Arc<Inner>,
     admitted: Arc<Semaphore>,
+    /// Registrations may hold at most a quarter of the places, so a registration
+    /// flood never starves logins.
+    registrations: Arc<Semaphore>,
     running: Arc<Semaphore>,
 }
 
 struct Inner {
     argon2: Argon2<'static>,
     params: Params,
-    /// Verified against when the user does not exist, so that costs a real hash too.
-    dummy_hash: String,
+    /// Verified against when the user does not exist, so that costs a real hash too:
+    /// a copy of the last real hash verified, so that while stored hashes change
+    /// parameters, unknown users cost what known ones cost.
+    dummy_hash: RwLock<String>,
     /// Block buffers of finished verifications; at most one per worker ever exists.
     buffers: Mutex<Vec<Vec<Block>>>,
 }
@@ -51,15 +59,24 @@ impl HashPool {
             .expect("argon2 hashing with validated parameters")
             .to_string();
         HashPool {
-            inner: Arc::new(Inner { argon2, params, dummy_hash, buffers: Mutex::default() }),
+            inner: Arc::new(Inner { argon2, params, dummy_hash: RwLock::new(dummy_hash), buffers: Mutex::default() }),
             admitted: Arc::new(Semaphore::new(workers + queue)),
+            registrations: Arc::new(Semaphore::new(((workers + queue) / 4).max(1))),
             running: Arc::new(Semaphore::new(workers)),
         }
     }
 
     /// Takes a place without waiting; `Busy` when every worker and queue slot is taken.
     pub fn admit(&self) -> Result<Admission, Busy> {
-        self.admitted.clone().try_acquire_owned().map(Admission).map_err(|_| Busy)
+        let place = self.admitted.clone().try_acquire_owned().map_err(|_| Busy)?;
+        Ok(Admission { _place: place, _registration: None })
+    }
+
+    /// Like [`admit`](Self::admit), within the registrations' share of the pool.
+    pub fn admit_registration(&self) -> Result<Admission, Busy> {
+        let registration = self.registrations.clone().try_acquire_owned().map_err(|_| Busy)?;
+        let place = self.admitted.clone().try_acquire_owned().map_err(|_| Busy)?;
+        Ok(Admission { _place: place, _registration: Some(registration) })
     }
 
     /// Hashes a new password into a PHC string.
@@ -97,10 +114,27 @@ impl HashPool {
     }
 }
 
+/// The algorithm and cost part of a PHC string (`$argon2id$v=19$m=…,t=…,p=…`).
+fn parameters(phc: &str) -> &str {
+    phc.rsplitn(3, '$').nth(2).unwrap_or(phc)
+}
+
 impl Inner {
     fn verify(&self, password: &str, stored: Option<&str>) -> Verified {
         let exists = stored.is_some();
-        let phc = stored.unwrap_or(&self.dummy_hash);
+        let dummy;
+        let phc = match stored {
+            Some(stored) => {
+                if parameters(stored) != parameters(&self.dummy_hash.read().unwrap()) {
+                    *self.dummy_hash.write().unwrap() = stored.to_owned();
+                }
+                stored
+            }
+            None => {
+                dummy = self.dummy_hash.read().unwrap().clone();
+                &dummy
+            }
+        };
         let Ok(parsed) = PasswordHash::new(phc) else {
             tracing::error!("stored password hash is not a PHC string");
             return Verified { ok: false, needs_rehash: false };

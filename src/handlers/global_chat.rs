@@ -3,7 +3,7 @@
 
 use serde_json::value::RawValue;
 
-use super::Outcome;
+use super::{chat_allowed, chat_text, Outcome};
 use crate::cluster;
 use crate::error::Error;
 use crate::node::Node;
@@ -13,7 +13,8 @@ use crate::store::ChatEvent;
 
 pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
     let message = parse_string(payload).filter(|m| !m.is_empty()).ok_or(Error::BadMessage)?;
-    let player = session.player();
+    let message = chat_text(node, message)?;
+    let player = chat_allowed(node, session)?;
     let (from, account) = (player.display_name.to_string(), player.username.clone());
     cluster::publish(node, ChatEvent::Global { from, account, message }).await;
     Ok(None)

@@ -19,10 +19,6 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     // A place in the hash pool first: past the queue, `Server busy` at once, before
     // any Redis or PostgreSQL work.
     let place = node.hasher.admit().map_err(|_| Error::ServerBusy)?;
-    let attempt = node.limiter.subject(Some(&username), &session.ip_string());
-    if node.limiter.is_limited(&attempt).await {
-        return Err(Error::TooManyAttempts);
-    }
 
     // A name no account can have (PostgreSQL text cannot hold NUL) is an unknown user.
     let user = if !username.contains('\0') {
@@ -30,14 +26,25 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     } else {
         None
     };
+    // Guesses at an account are counted by its id, before the hash is checked, so a
+    // burst of them cannot slip past the limit.
+    let guess = match &user {
+        Some(user) => Some(node.logins.admit(user.id, session.client_ip).await.ok_or(Error::TooManyAttempts)?),
+        None => None,
+    };
     // An unknown user is verified against a dummy hash: same time, same reply.
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let verified = node.hasher.verify(place, password.clone(), stored).await;
-    let Some(user) = user.filter(|_| verified.ok) else {
-        node.limiter.record_failure(&attempt).await;
-        return Err(Error::InvalidCredentials);
+    let (user, guess) = match (user, guess) {
+        (Some(user), Some(guess)) if verified.ok => (user, guess),
+        (_, guess) => {
+            if let Some(guess) = guess {
+                node.logins.failed(guess).await;
+            }
+            return Err(Error::InvalidCredentials);
+        }
     };
-    node.limiter.clear_account(&user.username).await;
+    node.logins.succeeded(guess).await;
 
     if verified.needs_rehash {
         // Best effort: a failure here leaves the old, still valid hash in place.

@@ -128,7 +128,13 @@ async fn start_session(node: &Node, session: &mut Session, user_id: i64, usernam
     let token = Token::generate();
     let hash = token.hash();
     let expires_at = unix_now() + node.config.token_ttl_secs as i64;
-    node.stores.users.insert_token(user_id, &hash, Some(&session.ip_string()), expires_at).await?;
+    let max_live = node.config.max_tokens_per_account;
+    let ip = session.ip_string();
+    let revoked = node.stores.users.insert_token(user_id, &hash, Some(&ip), expires_at, max_live).await?;
+    // Tokens beyond the account's cap stop working at once on every node.
+    if !revoked.is_empty() {
+        let _ = node.stores.tokens.forget(&revoked).await;
+    }
     let record = TokenRecord { user_id, username: username.to_owned(), expires_at };
     // The cache only saves a PostgreSQL query on the next token_auth; without Redis
     // the token still works everywhere.
@@ -137,6 +143,25 @@ async fn start_session(node: &Node, session: &mut Session, user_id: i64, usernam
         Auth { user_id, username: username.to_owned(), token_hash: hash, expires_at, display_name: username.into() };
     session.begin(node, auth);
     Ok(token)
+}
+
+/// A chat message's text, if it is not longer than `CHAT_MAX_CHARS`.
+fn chat_text(node: &Node, message: String) -> Result<String, Error> {
+    let too_long = message.len() as u64 > node.config.chat_max_chars
+        && message.chars().count() as u64 > node.config.chat_max_chars;
+    if too_long {
+        return Err(Error::BadMessage);
+    }
+    Ok(message)
+}
+
+/// The sending player, if their account is within its chat rate.
+fn chat_allowed<'s>(node: &Node, session: &'s Session) -> Result<&'s Auth, Error> {
+    let player = session.player();
+    if !node.chat.allow(player.user_id) {
+        return Err(Error::ChatRateLimited);
+    }
+    Ok(player)
 }
 
 /// Logs a store failure behind an error reply.

@@ -2,8 +2,9 @@
 //!
 //! Cache hit: one Redis round trip, no PostgreSQL. Miss (or Redis down): one
 //! PostgreSQL query, then the cache is filled. Unknown tokens are cached as negative
-//! entries and count as failures of the client address, so floods of bogus tokens
-//! neither reach PostgreSQL nor go on for long.
+//! entries, so repeating a bogus token never reaches PostgreSQL, and the per-connection
+//! message rate bounds how many distinct ones a client can try. No rate limit ever
+//! refuses a valid token.
 
 use serde_json::value::RawValue;
 
@@ -35,7 +36,7 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
         }
         Ok(CacheLookup::Negative) => {
             m::token_cache(CacheOutcome::NegativeHit);
-            return Err(refuse(node, session).await);
+            return Err(Error::InvalidToken);
         }
         lookup => {
             let (display_name, redis_up) = match lookup {
@@ -45,17 +46,12 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
                 }
                 _ => (None, false),
             };
-            let attempt = node.limiter.subject(None, &session.ip_string());
-            if node.limiter.is_limited(&attempt).await {
-                return Err(Error::TooManyAttempts);
-            }
             let found =
                 node.stores.users.find_token(&hash).await.map_err(|e| store_failed(e, Error::AuthServerError))?;
             let Some(record) = found else {
                 if redis_up {
                     let _ = node.stores.tokens.cache_negative(&hash, node.config.token_negative_ttl_secs).await;
                 }
-                node.limiter.record_failure(&attempt).await;
                 return Err(Error::InvalidToken);
             };
             if redis_up {
@@ -77,14 +73,4 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     };
     session.begin(node, auth);
     Ok(Some(reply))
-}
-
-/// A token known to be bogus: counted against the address, refused without PostgreSQL.
-async fn refuse(node: &Node, session: &Session) -> Error {
-    let attempt = node.limiter.subject(None, &session.ip_string());
-    if node.limiter.is_limited(&attempt).await {
-        return Error::TooManyAttempts;
-    }
-    node.limiter.record_failure(&attempt).await;
-    Error::InvalidToken
 }

@@ -13,8 +13,8 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    unix_now, Bus, CacheLookup, ChatEvent, Conflict, Health, Limits, Presence, Sessions, StoreResult, TokenCache,
-    TokenRecord, UserRecord, UserStore,
+    unix_now, Backoff, Bus, CacheLookup, ChatEvent, Conflict, Health, Limits, Presence, Sessions, StoreResult,
+    TokenCache, TokenRecord, UserRecord, UserStore,
 };
 use crate::auth::TokenHash;
 
@@ -34,6 +34,8 @@ struct StoredToken {
     user_id: i64,
     expires_at: i64,
     revoked: bool,
+    /// Issue order.
+    seq: u64,
 }
 
 impl Users {
@@ -103,10 +105,41 @@ impl UserStore for MemoryUsers {
         token: &TokenHash,
         _ip: Option<&str>,
         expires_at: i64,
-    ) -> StoreResult<()> {
-        let stored = StoredToken { user_id, expires_at, revoked: false };
-        self.inner.lock().unwrap().tokens.insert(*token, stored);
-        Ok(())
+        max_live: u32,
+    ) -> StoreResult<Vec<TokenHash>> {
+        let mut inner = self.inner.lock().unwrap();
+        let seq = inner.tokens.len() as u64;
+        inner.tokens.insert(*token, StoredToken { user_id, expires_at, revoked: false, seq });
+        let now = unix_now();
+        let mut live: Vec<(u64, TokenHash)> = inner
+            .tokens
+            .iter()
+            .filter(|(_, t)| t.user_id == user_id && !t.revoked && t.expires_at > now)
+            .map(|(h, t)| (t.seq, *h))
+            .collect();
+        live.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        let oldest: Vec<TokenHash> = live.into_iter().skip(max_live as usize).map(|(_, h)| h).collect();
+        for hash in &oldest {
+            inner.tokens.get_mut(hash).expect("listed above").revoked = true;
+        }
+        Ok(oldest)
+    }
+
+    async fn live_tokens(&self, tokens: &[TokenHash]) -> StoreResult<Vec<TokenHash>> {
+        let inner = self.inner.lock().unwrap();
+        let now = unix_now();
+        let live = |h: &&TokenHash| {
+            inner.tokens.get(*h).is_some_and(|t| !t.revoked && t.expires_at > now && inner.by_id(t.user_id).is_some())
+        };
+        Ok(tokens.iter().filter(live).copied().collect())
+    }
+
+    async fn prune_tokens(&self) -> StoreResult<u64> {
+        let mut inner = self.inner.lock().unwrap();
+        let before = inner.tokens.len();
+        let now = unix_now();
+        inner.tokens.retain(|_, t| !t.revoked && t.expires_at > now);
+        Ok((before - inner.tokens.len()) as u64)
     }
 
     async fn find_token(&self, token: &TokenHash) -> StoreResult<Option<TokenRecord>> {
@@ -158,6 +191,14 @@ struct Shared {
     sessions: HashMap<TokenHash, Expiring<String>>,
     presence: HashMap<String, u64>,
     counters: HashMap<String, Expiring<u64>>,
+    guesses: HashMap<String, Guesses>,
+}
+
+/// One key's guesses: how many, when the next may come, when it is forgotten.
+struct Guesses {
+    count: u64,
+    next: Instant,
+    forget: Instant,
 }
 
 struct Expiring<T> {
@@ -296,6 +337,23 @@ impl Bus for MemoryShared {
 
 #[async_trait]
 impl Limits for MemoryShared {
+    async fn guess(&self, key: &str, backoff: &Backoff) -> StoreResult<bool> {
+        let mut inner = self.inner.lock().unwrap();
+        let now = Instant::now();
+        let entry = inner.guesses.entry(key.to_owned()).or_insert(Guesses { count: 0, next: now, forget: now });
+        if entry.forget <= now {
+            *entry = Guesses { count: 0, next: now, forget: now };
+        }
+        if entry.next > now {
+            return Ok(false);
+        }
+        entry.count += 1;
+        let wait = Duration::from_millis(backoff.wait_after(entry.count));
+        entry.next = now + wait;
+        entry.forget = now + wait + Duration::from_millis(backoff.forget_ms);
+        Ok(true)
+    }
+
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
         let mut inner = self.inner.lock().unwrap();
         let entry = inner.counters.entry(key.to_owned()).or_insert_with(|| Expiring::new(0, window_secs));
@@ -311,7 +369,9 @@ impl Limits for MemoryShared {
     }
 
     async fn clear(&self, key: &str) -> StoreResult<()> {
-        self.inner.lock().unwrap().counters.remove(key);
+        let mut inner = self.inner.lock().unwrap();
+        inner.counters.remove(key);
+        inner.guesses.remove(key);
         Ok(())
     }
 }

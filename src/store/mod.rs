@@ -77,10 +77,22 @@ pub trait UserStore: Health {
     ) -> StoreResult<Result<i64, Conflict>>;
     async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> StoreResult<()>;
     /// Stores a new token for a successful login and stamps the user's `last_login`.
-    async fn insert_token(&self, user_id: i64, token: &TokenHash, ip: Option<&str>, expires_at: i64)
-        -> StoreResult<()>;
+    /// Past `max_live` live tokens the user's oldest are revoked; returns those.
+    async fn insert_token(
+        &self,
+        user_id: i64,
+        token: &TokenHash,
+        ip: Option<&str>,
+        expires_at: i64,
+        max_live: u32,
+    ) -> StoreResult<Vec<TokenHash>>;
     /// A token that is still valid, or `None`.
     async fn find_token(&self, token: &TokenHash) -> StoreResult<Option<TokenRecord>>;
+    /// Those of `tokens` that are still valid (not revoked, not expired, user not deleted).
+    async fn live_tokens(&self, tokens: &[TokenHash]) -> StoreResult<Vec<TokenHash>>;
+    /// Deletes expired tokens, and tokens revoked more than a day ago, in batches;
+    /// one node at a time (others skip while one prunes). Returns how many went.
+    async fn prune_tokens(&self) -> StoreResult<u64>;
     /// Sets `last_used_at = now()` on a batch of tokens.
     async fn touch_tokens(&self, tokens: &[TokenHash]) -> StoreResult<u64>;
     /// Revokes every live token of a user; returns the hashes revoked.
@@ -140,12 +152,23 @@ pub trait Presence: Send + Sync + 'static {
     async fn cluster_count(&self, except_node: &str) -> StoreResult<u64>;
 }
 
-/// A chat message on the cluster bus.
+/// A chat message on the cluster bus: `from` is the sender's display name, `account`
+/// its account name.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ChatEvent {
     Global { from: String, account: String, message: String },
-    Private { from: String, account: String, target: String, message: String },
+    Private { from: String, account: String, to: Recipient, message: String },
+}
+
+/// Who receives a private message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recipient {
+    /// Every session of this account (names compare regardless of case).
+    Account(String),
+    /// Every session with this display name (no account has it as its name).
+    DisplayName(String),
 }
 
 /// The cluster-wide message bus: every node receives every event once.
@@ -156,9 +179,34 @@ pub trait Bus: Send + Sync + 'static {
     async fn subscribe(&self) -> StoreResult<BoxStream<'static, ChatEvent>>;
 }
 
-/// Counters in fixed windows, for rate limits that hold across nodes.
+/// How guesses against one key are throttled: `free` guesses, then each further one
+/// must wait `base_ms` after the one before, doubling each time up to `max_ms`. A key
+/// is forgotten `forget_ms` after its last guess (plus any wait it imposed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub free: u32,
+    pub base_ms: u64,
+    pub max_ms: u64,
+    pub forget_ms: u64,
+}
+
+impl Backoff {
+    /// The wait the `n`th guess imposes on the next one.
+    pub fn wait_after(&self, n: u64) -> u64 {
+        if n < u64::from(self.free) {
+            return 0;
+        }
+        let doublings = (n - u64::from(self.free)).min(40) as u32;
+        self.base_ms.saturating_mul(1 << doublings).min(self.max_ms)
+    }
+}
+
+/// Counters for rate limits that hold across nodes.
 #[async_trait]
 pub trait Limits: Send + Sync + 'static {
+    /// Takes one guess against `key` before it is checked, atomically, so concurrent
+    /// guesses each take their own place: `false` while the key must still wait.
+    async fn guess(&self, key: &str, backoff: &Backoff) -> StoreResult<bool>;
     /// Counts one event against `key` (the window starts with the first) and returns
     /// the count including it: atomic, so concurrent callers each see their own number.
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64>;
@@ -180,12 +228,15 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// PostgreSQL and Redis as configured (connections are made lazily).
+    /// PostgreSQL and Redis as configured (connections are made lazily). While Redis is
+    /// unreachable, limits are counted by each node alone.
     pub fn connect(config: &Config) -> Result<Stores, StoreError> {
         let users = Arc::new(postgres::PgStore::connect(&config.database_url(), config.db_pool_size)?);
         let shared =
             Arc::new(redis::RedisStore::connect(&config.redis_url, &config.redis_key_prefix, config.redis_pool_size)?);
-        Ok(Stores::from_parts(users, shared))
+        let mut stores = Stores::from_parts(users, shared.clone());
+        stores.limits = Arc::new(WithLocalFallback { shared, local: memory::MemoryShared::default() });
+        Ok(stores)
     }
 
     /// Everything in this process's memory: one node, no durability (tests).
@@ -207,5 +258,40 @@ impl Stores {
             limits: shared.clone(),
             shared,
         }
+    }
+}
+
+/// Shared limits, counted in this node's memory while the shared store fails.
+struct WithLocalFallback<S> {
+    shared: Arc<S>,
+    local: memory::MemoryShared,
+}
+
+#[async_trait]
+impl<S: Limits> Limits for WithLocalFallback<S> {
+    async fn guess(&self, key: &str, backoff: &Backoff) -> StoreResult<bool> {
+        match self.shared.guess(key, backoff).await {
+            Err(_) => self.local.guess(key, backoff).await,
+            ok => ok,
+        }
+    }
+
+    async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
+        match self.shared.hit(key, window_secs).await {
+            Err(_) => self.local.hit(key, window_secs).await,
+            ok => ok,
+        }
+    }
+
+    async fn count(&self, key: &str) -> StoreResult<u64> {
+        match self.shared.count(key).await {
+            Err(_) => self.local.count(key).await,
+            ok => ok,
+        }
+    }
+
+    async fn clear(&self, key: &str) -> StoreResult<()> {
+        let _ = self.local.clear(key).await;
+        self.shared.clear(key).await
     }
 }

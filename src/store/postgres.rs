@@ -18,6 +18,10 @@ mod embedded {
 
 /// Key of the advisory lock that serialises migrations across nodes starting at once.
 const MIGRATION_LOCK: i64 = i64::from_be_bytes(*b"ocpsmigr");
+/// Key of the advisory lock that lets one node at a time prune old tokens.
+const PRUNE_LOCK: i64 = i64::from_be_bytes(*b"ocpsprun");
+/// Tokens deleted per statement while pruning, so no statement holds locks for long.
+const PRUNE_BATCH: i64 = 5_000;
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -51,6 +55,11 @@ impl PgStore {
             e.into()
         })
     }
+}
+
+/// The token hashes in the first column of `rows`.
+fn hashes(rows: &[tokio_postgres::Row]) -> Vec<TokenHash> {
+    rows.iter().filter_map(|r| r.get::<_, &[u8]>(0).try_into().ok().map(TokenHash)).collect()
 }
 
 fn counted<T>(r: Result<T, tokio_postgres::Error>) -> StoreResult<T> {
@@ -140,9 +149,10 @@ impl UserStore for PgStore {
         token: &TokenHash,
         ip: Option<&str>,
         expires_at: i64,
-    ) -> StoreResult<()> {
+        max_live: u32,
+    ) -> StoreResult<Vec<TokenHash>> {
         let client = self.client().await?;
-        let stmt = counted(
+        let insert = counted(
             client
                 .prepare_cached(
                     "WITH login AS (UPDATE users SET last_login = now() WHERE id = $1) \
@@ -152,8 +162,65 @@ impl UserStore for PgStore {
                 .await,
         )?;
         let expires = expires_at as f64;
-        counted(client.execute(&stmt, &[&user_id, &token.0.as_slice(), &ip, &expires]).await)?;
-        Ok(())
+        counted(client.execute(&insert, &[&user_id, &token.0.as_slice(), &ip, &expires]).await)?;
+        // The newest `max_live` live tokens stay; older ones are revoked.
+        let cap = counted(
+            client
+                .prepare_cached(
+                    "UPDATE auth_tokens SET revoked_at = now() WHERE id IN ( \
+                       SELECT id FROM auth_tokens \
+                       WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() \
+                       ORDER BY id DESC OFFSET $2) \
+                     RETURNING token_hash",
+                )
+                .await,
+        )?;
+        let rows = counted(client.query(&cap, &[&user_id, &i64::from(max_live)]).await)?;
+        Ok(hashes(&rows))
+    }
+
+    async fn live_tokens(&self, tokens: &[TokenHash]) -> StoreResult<Vec<TokenHash>> {
+        let client = self.client().await?;
+        let stmt = counted(
+            client
+                .prepare_cached(
+                    "SELECT token_hash FROM auth_tokens \
+                     WHERE token_hash = ANY($1) AND revoked_at IS NULL AND expires_at > now()",
+                )
+                .await,
+        )?;
+        let wanted: Vec<&[u8]> = tokens.iter().map(|t| t.0.as_slice()).collect();
+        Ok(hashes(&counted(client.query(&stmt, &[&wanted]).await)?))
+    }
+
+    async fn prune_tokens(&self) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let locked: bool = counted(client.query_one("SELECT pg_try_advisory_lock($1)", &[&PRUNE_LOCK]).await)?.get(0);
+        if !locked {
+            return Ok(0);
+        }
+        let mut pruned = 0;
+        let result = async {
+            loop {
+                let n = client
+                    .execute(
+                        "DELETE FROM auth_tokens WHERE id IN ( \
+                           SELECT id FROM auth_tokens \
+                           WHERE expires_at < now() OR revoked_at < now() - interval '1 day' \
+                           LIMIT $1)",
+                        &[&PRUNE_BATCH],
+                    )
+                    .await?;
+                pruned += n;
+                if n < PRUNE_BATCH as u64 {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&PRUNE_LOCK]).await;
+        counted(result)?;
+        Ok(pruned)
     }
 
     async fn find_token(&self, token: &TokenHash) -> StoreResult<Option<TokenRecord>> {
@@ -192,7 +259,7 @@ impl UserStore for PgStore {
                 )
                 .await,
         )?;
-        Ok(rows.iter().filter_map(|r| r.get::<_, &[u8]>(0).try_into().ok().map(TokenHash)).collect())
+        Ok(hashes(&rows))
     }
 
     async fn revoke_token(&self, token: &TokenHash) -> StoreResult<bool> {

@@ -24,7 +24,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use super::{
-    seconds_until, Bus, CacheLookup, ChatEvent, Health, Limits, Presence, Sessions, StoreResult, TokenCache,
+    seconds_until, Backoff, Bus, CacheLookup, ChatEvent, Health, Limits, Presence, Sessions, StoreResult, TokenCache,
     TokenRecord,
 };
 use crate::auth::TokenHash;
@@ -45,6 +45,24 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return now
+";
+
+/// One guess against a key (a hash: `n` guesses so far, `next` = when the next may
+/// come, ms on Redis' clock). Refused while `next` is in the future; otherwise counted,
+/// and the wait it imposes on the next guess set. ARGV: free, base ms, max ms, forget ms.
+const GUESS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'n', 'next')
+local n = tonumber(state[1] or '0')
+if now < tonumber(state[2] or '0') then return 0 end
+n = n + 1
+local wait = 0
+local free = tonumber(ARGV[1])
+if n >= free then wait = math.min(tonumber(ARGV[2]) * 2 ^ math.min(n - free, 40), tonumber(ARGV[3])) end
+redis.call('HSET', KEYS[1], 'n', n, 'next', now + wait)
+redis.call('PEXPIRE', KEYS[1], math.floor(wait + tonumber(ARGV[4])))
+return 1
 ";
 
 const COUNT: &str = r"
@@ -74,6 +92,7 @@ pub struct RedisStore {
     prefix: String,
     heartbeat: Script,
     count: Script,
+    guess: Script,
     down: AtomicBool,
     /// While down: milliseconds since `epoch` at which the next probe may go out.
     next_probe_ms: AtomicU64,
@@ -100,6 +119,7 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             heartbeat: Script::new(HEARTBEAT),
             count: Script::new(COUNT),
+            guess: Script::new(GUESS),
             down: AtomicBool::new(false),
             next_probe_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -264,6 +284,13 @@ impl Sessions for RedisStore {
 
 #[async_trait]
 impl Limits for RedisStore {
+    async fn guess(&self, key: &str, backoff: &Backoff) -> StoreResult<bool> {
+        let mut inv = self.guess.key(self.limit_key(key));
+        inv.arg(backoff.free).arg(backoff.base_ms).arg(backoff.max_ms).arg(backoff.forget_ms);
+        let allowed: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(allowed == 1)
+    }
+
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
         let key = self.limit_key(key);
         let mut pipe = redis::pipe();

@@ -391,6 +391,14 @@ pub struct Client {
 
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a client read: a text frame, the end of the connection, or nothing in time.
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    Text(Value),
+    Closed(Option<CloseCode>),
+    Nothing,
+}
+
 impl Client {
     pub async fn connect(url: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connect");
@@ -439,6 +447,20 @@ impl Client {
                 Ok(Some(Ok(_))) => continue,
                 Ok(Some(Err(e))) => panic!("connection failed: {e}"),
                 Ok(None) => panic!("connection ended"),
+            }
+        }
+    }
+
+    /// The next text frame or the close, within `wait`: for clients the server may cut off.
+    pub async fn next_frame(&mut self, wait: Duration) -> Frame {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Frame::Nothing,
+                Ok(Some(Ok(Message::Text(t)))) => return Frame::Text(serde_json::from_str(&t).expect("reply is JSON")),
+                Ok(Some(Ok(Message::Close(frame)))) => return Frame::Closed(frame.map(|f| f.code)),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_)) | None) => return Frame::Closed(None),
             }
         }
     }

@@ -61,3 +61,17 @@ preStop sleep + SHUTDOWN_DRAIN_SECS + 5 s for closing handshakes and the final f
 {{- fail (printf "terminationGracePeriodSeconds (%v) must be at least lifecycle.preStopSleepSeconds + config.shutdownDrainSecs + 5 = %v" .Values.terminationGracePeriodSeconds $needed) }}
 {{- end }}
 {{- end }}
+
+{{/*
+TRUSTED_PROXIES, comma-separated ("" for []). It has no default on purpose: behind an
+ingress, trusting no proxy makes every player share the ingress's address for the
+per-address limits, so the chart refuses to render until the value is chosen.
+fail, not required: helm lint only warns about a missing required value.
+*/}}
+{{- define "openchampps.trustedProxies" -}}
+{{- $proxies := .Values.config.trustedProxies }}
+{{- if kindIs "invalid" $proxies }}
+{{- fail "config.trustedProxies must be set: the CIDRs of your ingress/load balancer (e.g. [10.0.0.0/8]), or [] if players connect to the pods directly (then every player behind a proxy shares one address for rate limits)" }}
+{{- end }}
+{{- join "," $proxies }}
+{{- end }}
