@@ -132,6 +132,7 @@ impl Connection {
     pub async fn run(mut self, going_away: CancellationToken) {
         m::connection_opened();
         let ending = self.serve(&going_away).await.err().flatten();
+        tracing::debug!(id = self.session.id, reason = ending.map(Close::reason), "connection ended");
         self.session.end(&self.node);
         if let Some(close) = ending {
             m::connection_killed(close.reason());

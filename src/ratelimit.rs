@@ -4,6 +4,7 @@
 //! - registrations per client address, cluster-wide;
 //! - token buckets in this node's memory for a connection's messages and an
 //!   account's chat.
+//!
 //! A valid token is never limited, and a correct password is never refused because
 //! of other accounts' failures.
 

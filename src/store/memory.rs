@@ -117,7 +117,7 @@ impl UserStore for MemoryUsers {
             .filter(|(_, t)| t.user_id == user_id && !t.revoked && t.expires_at > now)
             .map(|(h, t)| (t.seq, *h))
             .collect();
-        live.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        live.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
         let oldest: Vec<TokenHash> = live.into_iter().skip(max_live as usize).map(|(_, h)| h).collect();
         for hash in &oldest {
             inner.tokens.get_mut(hash).expect("listed above").revoked = true;

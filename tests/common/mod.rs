@@ -251,6 +251,7 @@ impl Drop for InProcNode {
 pub struct NodeProc {
     child: Option<Child>,
     endpoint: Endpoint,
+    log: Arc<std::sync::Mutex<String>>,
 }
 
 impl std::ops::Deref for NodeProc {
@@ -287,12 +288,17 @@ impl NodeProc {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let tag = node_id.clone();
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.contains("listening") {
                     let _ = tx.send(line.clone());
                 }
                 eprintln!("[{tag}] {line}");
+                let mut kept = kept.lock().unwrap();
+                kept.push_str(&line);
+                kept.push('\n');
             }
         });
         let line = rx.recv_timeout(Duration::from_secs(20)).expect("node did not start listening");
@@ -301,7 +307,12 @@ impl NodeProc {
             line[start..].split_whitespace().next().unwrap().parse().unwrap()
         };
         let endpoint = Endpoint { public: field("public_addr"), metrics: field("metrics_addr"), node_id };
-        NodeProc { child: Some(child), endpoint }
+        NodeProc { child: Some(child), endpoint, log }
+    }
+
+    /// Everything the node has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     /// SIGKILL: no goodbye to Redis or anyone.
