@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Lints the Helm chart (strict: no warning or error), renders it with its default
-# values and with every helm/openchampps/ci/*.yaml, and validates every rendered
+# Lints the Helm chart (strict: no warning or error), renders it with an explicit
+# config.trustedProxies (it has no default) and with every helm/openchampps/ci/*.yaml, and validates every rendered
 # manifest against the Kubernetes 1.30 schemas (kubernetes-validate --strict).
 # Offline: Helm's Go SDK runs in-process through helm-python-sdk, no helm binary
 # and no cluster. Exits non-zero on any problem.
