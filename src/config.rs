@@ -10,6 +10,10 @@ pub struct Config {
     /// PostgreSQL URL. Takes precedence over the DB_* parts.
     #[arg(long, env = "DB_CONN", global = true, hide_env_values = true)]
     pub db_conn: Option<String>,
+    /// PostgreSQL URL for migrations, a direct connection when the nodes go through a
+    /// pooler in transaction mode (default: the main URL).
+    #[arg(long, env = "DB_MIGRATION_URL", global = true, hide_env_values = true)]
+    pub db_migration_url: Option<String>,
     /// Alternative name for DB_CONN.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
@@ -199,6 +203,9 @@ impl Config {
         self.database_url()
             .parse::<tokio_postgres::Config>()
             .map_err(|e| format!("invalid PostgreSQL URL (DB_CONN/DATABASE_URL): {e}"))?;
+        if let Some(url) = &self.db_migration_url {
+            url.parse::<tokio_postgres::Config>().map_err(|e| format!("invalid DB_MIGRATION_URL: {e}"))?;
+        }
         redis::Client::open(self.redis_url.as_str()).map_err(|e| format!("invalid REDIS_URL: {e}"))?;
         if self.ping_timeout_secs <= self.ping_interval_secs {
             return Err("PING_TIMEOUT_SECS must be greater than PING_INTERVAL_SECS".into());

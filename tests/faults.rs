@@ -378,9 +378,10 @@ async fn a_flood_of_distinct_bogus_tokens_is_cut_off_by_the_message_rate() {
         }
     }
     let queries = statements_run(&admin, &cluster.db_name).await - before;
-    // A burst of 40 per connection passes the rate; the rest of the 2,000 never does.
-    assert!(answered <= 4 * 45, "{answered} bogus tokens were looked up");
-    assert!(queries <= 4 * 45, "2000 bogus tokens cost {queries} PostgreSQL statements");
+    // A burst of 40 per connection passes the rate, plus 20 a second while the node
+    // works through it; the rest of the 2,000 never does.
+    assert!(answered <= 4 * 60, "{answered} bogus tokens were looked up");
+    assert!(queries <= 4 * 60, "2000 bogus tokens cost {queries} PostgreSQL statements");
     // A valid token on a fresh connection is not refused by anything the flood did.
     let name = unique_name("innocent");
     let token = node.client().await.signed_up(&name).await;

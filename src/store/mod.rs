@@ -231,7 +231,9 @@ impl Stores {
     /// PostgreSQL and Redis as configured (connections are made lazily). While Redis is
     /// unreachable, limits are counted by each node alone.
     pub fn connect(config: &Config) -> Result<Stores, StoreError> {
-        let users = Arc::new(postgres::PgStore::connect(&config.database_url(), config.db_pool_size)?);
+        let url = config.database_url();
+        let migration_url = config.db_migration_url.as_deref().unwrap_or(&url);
+        let users = Arc::new(postgres::PgStore::connect(&url, migration_url, config.db_pool_size)?);
         let shared =
             Arc::new(redis::RedisStore::connect(&config.redis_url, &config.redis_key_prefix, config.redis_pool_size)?);
         let mut stores = Stores::from_parts(users, shared.clone());
