@@ -123,6 +123,11 @@ pub enum StoreError {
     /// `RedisStore`'s probe), so the caller falls back at once.
     #[error("redis: unreachable")]
     RedisUnreachable,
+    /// The database is in a state the node must not change as it is (a Go server's
+    /// database it cannot take over): retrying cannot help, so the node stops with
+    /// this one-line reason.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Other(String),
 }

@@ -1,5 +1,6 @@
 use clap::{Parser, Subcommand};
 use openchampps::config::Config;
+use openchampps::store::takeover;
 use openchampps::{loadgen, revoke, server};
 
 #[derive(Debug, Parser)]
@@ -19,6 +20,9 @@ enum Command {
     Bench(loadgen::BenchArgs),
     /// Revoke tokens: every token of a user, or one token. Takes effect on every node.
     Revoke(revoke::RevokeArgs),
+    /// Apply the database migrations without serving, first taking over a Go
+    /// OpenChampPS database in place; `--check` only reports what that would do.
+    Migrate(takeover::MigrateArgs),
 }
 
 #[tokio::main]
@@ -44,6 +48,7 @@ async fn main() {
         Command::Serve => server::serve(cli.config).await,
         Command::Bench(args) => loadgen::run(args).await,
         Command::Revoke(args) => revoke::run(&cli.config, args).await,
+        Command::Migrate(args) => takeover::run(&cli.config, args).await,
     };
     if let Err(e) = result {
         eprintln!("openchampps: {e}");

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::auth::HashPool;
+use crate::cluster::ClusterView;
 use crate::config::Config;
 use crate::last_used::LastUsed;
 use crate::ratelimit::{ChatLimiter, LoginThrottle};
@@ -25,6 +26,8 @@ pub struct Node {
     pub logins: LoginThrottle,
     pub chat: ChatLimiter,
     pub registry: Registry,
+    /// The other live nodes, as of the last heartbeat.
+    pub view: ClusterView,
     pub last_used: LastUsed,
     status: AtomicU8,
 }
@@ -43,6 +46,7 @@ impl Node {
             logins,
             chat,
             registry: Registry::default(),
+            view: ClusterView::default(),
             last_used: LastUsed::default(),
             status: AtomicU8::new(Status::Starting as u8),
         }

@@ -1,15 +1,20 @@
-//! The live sockets of this node — the only per-node state, rebuilt by reconnecting.
-//! Chat fan-out finds its recipients here; presence publishes its size.
+//! The live sessions of this node — the only per-node state, rebuilt by reconnecting.
+//! Chat finds its recipients here: everyone for global chat, or, through an index by
+//! route (account, display name), exactly the sessions a private message is for.
+//! Presence publishes its size; the directory learns from it which routes this node
+//! holds (a route is announced when its first session arrives and withdrawn when its
+//! last one leaves).
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 
 use hyper_tungstenite::tungstenite::Message;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::auth::TokenHash;
 use crate::metrics as m;
 use crate::outbox::{Outbox, Outgoing};
+use crate::store::Route;
 
 /// An authenticated connection as seen from outside its task.
 pub struct Peer {
@@ -20,14 +25,60 @@ pub struct Peer {
     pub outbox: Outbox,
 }
 
+impl Peer {
+    fn routes(&self) -> [Route; 2] {
+        [Route::Account(self.account.to_lowercase()), Route::DisplayName(self.display_name.to_string())]
+    }
+}
+
+/// A change of the routes this node holds, for the cluster directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteChange {
+    Join(Route),
+    Leave(Route),
+}
+
+#[derive(Default)]
+struct Peers {
+    by_id: HashMap<u64, Peer>,
+    by_route: HashMap<Route, HashSet<u64>>,
+}
+
+impl Peers {
+    fn index(&mut self, id: u64, route: Route, changes: &mpsc::UnboundedSender<RouteChange>) {
+        let ids = self.by_route.entry(route.clone()).or_default();
+        if ids.insert(id) && ids.len() == 1 {
+            let _ = changes.send(RouteChange::Join(route));
+        }
+    }
+
+    fn unindex(&mut self, id: u64, route: Route, changes: &mpsc::UnboundedSender<RouteChange>) {
+        if let Some(ids) = self.by_route.get_mut(&route) {
+            if ids.remove(&id) && ids.is_empty() {
+                self.by_route.remove(&route);
+                let _ = changes.send(RouteChange::Leave(route));
+            }
+        }
+    }
+}
+
 pub struct Registry {
-    peers: RwLock<HashMap<u64, Peer>>,
+    peers: RwLock<Peers>,
     authenticated: watch::Sender<usize>,
+    changes: mpsc::UnboundedSender<RouteChange>,
+    /// Taken once by the task that keeps the directory up to date.
+    changes_rx: Mutex<Option<mpsc::UnboundedReceiver<RouteChange>>>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { peers: RwLock::default(), authenticated: watch::Sender::new(0) }
+        let (changes, rx) = mpsc::unbounded_channel();
+        Registry {
+            peers: RwLock::default(),
+            authenticated: watch::Sender::new(0),
+            changes,
+            changes_rx: Mutex::new(Some(rx)),
+        }
     }
 }
 
@@ -35,48 +86,75 @@ impl Registry {
     /// Adds or replaces the entry of connection `id`.
     pub fn insert(&self, id: u64, peer: Peer) {
         let mut peers = self.peers.write().unwrap();
-        peers.insert(id, peer);
-        self.publish_len(peers.len());
+        let new = peer.routes();
+        let old: Vec<Route> = peers.by_id.insert(id, peer).map(|old| old.routes().to_vec()).unwrap_or_default();
+        for route in new.iter().filter(|r| !old.contains(r)) {
+            peers.index(id, route.clone(), &self.changes);
+        }
+        for route in old.into_iter().filter(|r| !new.contains(r)) {
+            peers.unindex(id, route, &self.changes);
+        }
+        self.publish_len(peers.by_id.len());
     }
 
     pub fn remove(&self, id: u64) {
         let mut peers = self.peers.write().unwrap();
-        if peers.remove(&id).is_some() {
-            self.publish_len(peers.len());
+        if let Some(old) = peers.by_id.remove(&id) {
+            for route in old.routes() {
+                peers.unindex(id, route, &self.changes);
+            }
+            self.publish_len(peers.by_id.len());
         }
     }
 
     pub fn rename(&self, id: u64, display_name: Arc<str>) {
-        if let Some(peer) = self.peers.write().unwrap().get_mut(&id) {
-            peer.display_name = display_name;
+        let mut peers = self.peers.write().unwrap();
+        let Some(peer) = peers.by_id.get_mut(&id) else {
+            return;
+        };
+        if peer.display_name == display_name {
+            return;
         }
+        let old = std::mem::replace(&mut peer.display_name, display_name.clone());
+        peers.index(id, Route::DisplayName(display_name.to_string()), &self.changes);
+        peers.unindex(id, Route::DisplayName(old.to_string()), &self.changes);
     }
 
     pub fn authenticated_count(&self) -> usize {
         *self.authenticated.borrow()
     }
 
-    /// Follows the number of authenticated connections.
-    pub fn watch_len(&self) -> watch::Receiver<usize> {
-        self.authenticated.subscribe()
+    /// The route changes, for the one task that announces them (`None` once taken).
+    pub fn take_route_changes(&self) -> Option<mpsc::UnboundedReceiver<RouteChange>> {
+        self.changes_rx.lock().unwrap().take()
     }
 
-    /// Queues `message` for every peer `to` accepts; returns how many got it. A peer
-    /// whose queue is full is told to disconnect rather than let its backlog grow.
-    pub fn deliver(&self, message: &Message, to: impl Fn(&Peer) -> bool) -> u64 {
+    /// Every route held here now (to announce them all again after the directory
+    /// missed changes).
+    pub fn routes(&self) -> Vec<Route> {
+        self.peers.read().unwrap().by_route.keys().cloned().collect()
+    }
+
+    /// Queues `message` for every session; returns how many got it. A session whose
+    /// queue is full is told to disconnect rather than let its backlog grow.
+    pub fn deliver_all(&self, message: &Message) -> u64 {
         let peers = self.peers.read().unwrap();
-        let mut delivered = 0;
-        for peer in peers.values().filter(|p| to(p)) {
-            if peer.outbox.offer(Outgoing::Frame(message.clone())) {
-                delivered += 1;
-            }
-        }
-        delivered
+        peers.by_id.values().filter(|peer| peer.outbox.offer(Outgoing::Frame(message.clone()))).count() as u64
+    }
+
+    /// Queues `message` for the sessions of `route` only.
+    pub fn deliver_to(&self, route: &Route, message: &Message) -> u64 {
+        let peers = self.peers.read().unwrap();
+        let Some(ids) = peers.by_route.get(route) else {
+            return 0;
+        };
+        let offered = ids.iter().filter_map(|id| peers.by_id.get(id));
+        offered.filter(|peer| peer.outbox.offer(Outgoing::Frame(message.clone()))).count() as u64
     }
 
     /// The tokens of every live session here, each once.
     pub fn tokens(&self) -> Vec<TokenHash> {
-        let mut tokens: Vec<TokenHash> = self.peers.read().unwrap().values().map(|p| p.token_hash).collect();
+        let mut tokens: Vec<TokenHash> = self.peers.read().unwrap().by_id.values().map(|p| p.token_hash).collect();
         tokens.sort_unstable_by_key(|t| t.0);
         tokens.dedup();
         tokens
@@ -84,13 +162,12 @@ impl Registry {
 
     /// Tells every session using `token` to end.
     pub fn revoke(&self, token: &TokenHash) {
-        for peer in self.peers.read().unwrap().values().filter(|p| p.token_hash == *token) {
+        for peer in self.peers.read().unwrap().by_id.values().filter(|p| p.token_hash == *token) {
             peer.outbox.offer(Outgoing::Revoked(*token));
         }
     }
 
-    /// Wakes presence only when the number really changed (a re-authentication
-    /// replaces an entry and must not cost a heartbeat).
+    /// Wakes presence only when the number really changed.
     fn publish_len(&self, len: usize) {
         self.authenticated.send_if_modified(|current| {
             let changed = *current != len;

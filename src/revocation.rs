@@ -1,14 +1,21 @@
-//! A session ends with its token. Every `SESSION_CHECK_SECS` each node asks
-//! PostgreSQL which of its live sessions' tokens are still valid (one query per
-//! batch of tokens); a token that was revoked, has expired, or whose account was
-//! deleted ends every session using it on this node (`Invalid or expired token`), and
-//! leaves the token cache, so no node accepts it again.
+//! A session ends with its token, and a live session's token stays in the cache.
+//! Every `SESSION_CHECK_SECS` each node asks PostgreSQL which of its live sessions'
+//! tokens are still valid (one query per batch of tokens):
+//! - a token that was revoked, has expired, or whose account was deleted ends every
+//!   session using it on this node (`Invalid or expired token`) and leaves the token
+//!   cache, so no node accepts it again;
+//! - a valid one is written to the token cache again once half the cache's lifetime
+//!   has passed since it last was, so when this node dies and its players reconnect
+//!   elsewhere all at once, their `token_auth` finds the cache warm and asks
+//!   PostgreSQL nothing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::TokenHash;
 use crate::node::Node;
 
 /// Tokens asked about per query.
@@ -17,27 +24,42 @@ const BATCH: usize = 5_000;
 pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(node.config.session_check_secs));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When each live token was last written to the cache.
+    let mut cached: HashMap<TokenHash, Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => check(&node).await,
+            _ = tick.tick() => check(&node, &mut cached).await,
         }
     }
 }
 
-async fn check(node: &Node) {
-    for batch in node.registry.tokens().chunks(BATCH) {
+async fn check(node: &Node, cached: &mut HashMap<TokenHash, Instant>) {
+    let refresh_after = Duration::from_secs(node.config.token_cache_ttl_secs / 2);
+    let tokens = node.registry.tokens();
+    cached.retain(|token, _| tokens.binary_search_by_key(&token.0, |t| t.0).is_ok());
+    for batch in tokens.chunks(BATCH) {
         // Without PostgreSQL nothing can be told: sessions go on until it answers.
         let Ok(live) = node.stores.users.live_tokens(batch).await else {
             return;
         };
-        let ended: Vec<_> = batch.iter().filter(|t| !live.contains(t)).copied().collect();
+        let live: HashMap<TokenHash, _> = live.into_iter().collect();
+        for (token, record) in &live {
+            if cached.get(token).is_none_or(|at| at.elapsed() >= refresh_after) {
+                let ttl = node.cache_ttl(record.expires_at);
+                if node.stores.tokens.cache(token, record, ttl, None).await.is_ok() {
+                    cached.insert(*token, Instant::now());
+                }
+            }
+        }
+        let ended: Vec<_> = batch.iter().filter(|t| !live.contains_key(t)).copied().collect();
         if ended.is_empty() {
             continue;
         }
         tracing::info!(tokens = ended.len(), "ending sessions whose tokens are no longer valid");
         let _ = node.stores.tokens.forget(&ended).await;
         for token in &ended {
+            cached.remove(token);
             node.registry.revoke(token);
         }
     }

@@ -118,6 +118,9 @@ pub async fn run(
             _ = &mut shutdown => return Ok(()),
             result = node.stores.users.migrate() => match result {
                 Ok(()) => break,
+                // A database the node must not change as it is (a Go server's it
+                // cannot take over): retrying cannot help; stop with the reason.
+                Err(crate::error::StoreError::Refused(reason)) => return Err(reason),
                 Err(e) => tracing::warn!(error = %e, "database not ready; retrying"),
             },
         }
@@ -127,6 +130,7 @@ pub async fn run(
     let mut background = JoinSet::new();
     background.spawn(cluster::run_presence(node.clone(), stop_background.clone()));
     background.spawn(cluster::run_chat_subscriber(node.clone(), stop_background.clone()));
+    background.spawn(cluster::run_directory(node.clone(), stop_background.clone()));
     background.spawn(run_housekeeping(node.clone(), stop_background.clone()));
     background.spawn(revocation::run(node.clone(), stop_background.clone()));
     background.spawn(m::run_upkeep(handle, METRICS_UPKEEP, stop_background.clone()));

@@ -370,7 +370,8 @@ async fn a_flood_of_distinct_bogus_tokens_is_cut_off_by_the_message_rate() {
                     answered += 1;
                 }
                 Frame::Closed(code) => {
-                    assert_eq!(code, Some(CloseCode::Policy), "closed for flooding");
+                    // 1008, or a reset when the close met the rest of the flood.
+                    assert!(matches!(code, Some(CloseCode::Policy) | None), "closed with {code:?}");
                     break;
                 }
                 Frame::Nothing => panic!("a flooding connection was neither answered nor closed"),

@@ -59,7 +59,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn memory_stays_flat_under_load_without_scrapes() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cluster = rt.block_on(Cluster::new());
-    let node = rt.block_on(cluster.node_with(&[("MAX_MESSAGES_PER_SEC", "0"), ("REGISTRATIONS_PER_ADDRESS", "0")]));
+    let node = rt.block_on(cluster.node_with(&[("MAX_MESSAGES_PER_SEC", "0")]));
     let round = || -> u64 {
         let out = Command::new(env!("CARGO_BIN_EXE_openchampps"))
             .args(["bench", "--url", &node.ws_url(), "--mode", "token_auth", "-c", "32", "-d", "3s"])

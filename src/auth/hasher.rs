@@ -2,6 +2,10 @@
 //! ~19 MiB, so at most `workers` run at once (on tokio's blocking threads, never on
 //! the async workers) and at most `queue` more wait; past that callers get `Busy`
 //! at once instead of piling up memory and latency.
+//!
+//! Stored bcrypt hashes (`$2a$`, `$2b$`, `$2y$`: accounts taken over from the Go
+//! server) verify on the same pool, and a login that verifies one replaces it with
+//! argon2id (`needs_rehash`).
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -43,8 +47,8 @@ struct Inner {
     argon2: Argon2<'static>,
     params: Params,
     /// Verified against when the user does not exist, so that costs a real hash too:
-    /// a copy of the last real hash verified, so that while stored hashes change
-    /// parameters, unknown users cost what known ones cost.
+    /// a copy of the last real hash verified (argon2id or bcrypt), so that while stored
+    /// hashes change parameters or scheme, unknown users cost what known ones cost.
     dummy_hash: RwLock<String>,
     /// Block buffers of finished verifications; at most one per worker ever exists.
     buffers: Mutex<Vec<Vec<Block>>>,
@@ -114,18 +118,37 @@ impl HashPool {
     }
 }
 
-/// The algorithm and cost part of a PHC string (`$argon2id$v=19$m=…,t=…,p=…`).
-fn parameters(phc: &str) -> &str {
-    phc.rsplitn(3, '$').nth(2).unwrap_or(phc)
+/// Whether `hash` is a bcrypt hash of a variant the Go server's library made or
+/// reads: `$2a$`, `$2b$` or `$2y$`, a two-digit cost, 53 characters of salt and hash.
+fn is_bcrypt(hash: &str) -> bool {
+    let b = hash.as_bytes();
+    b.len() == 60
+        && b.starts_with(b"$2")
+        && matches!(b[2], b'a' | b'b' | b'y')
+        && b[3] == b'$'
+        && b[4..6].iter().all(u8::is_ascii_digit)
+        && b[6] == b'$'
+}
+
+/// The scheme and cost part of a stored hash: `$argon2id$v=19$m=…,t=…,p=…` of a PHC
+/// string, `$2b$10` of a bcrypt hash.
+fn parameters(hash: &str) -> &str {
+    if is_bcrypt(hash) {
+        return &hash[..6];
+    }
+    hash.rsplitn(3, '$').nth(2).unwrap_or(hash)
 }
 
 impl Inner {
     fn verify(&self, password: &str, stored: Option<&str>) -> Verified {
         let exists = stored.is_some();
         let dummy;
-        let phc = match stored {
+        let hash = match stored {
             Some(stored) => {
-                if parameters(stored) != parameters(&self.dummy_hash.read().unwrap()) {
+                // Only a hash this pool can verify is worth copying: an unknown user
+                // must cost a real verification.
+                let verifiable = is_bcrypt(stored) || PasswordHash::new(stored).is_ok();
+                if verifiable && parameters(stored) != parameters(&self.dummy_hash.read().unwrap()) {
                     *self.dummy_hash.write().unwrap() = stored.to_owned();
                 }
                 stored
@@ -135,8 +158,18 @@ impl Inner {
                 &dummy
             }
         };
-        let Ok(parsed) = PasswordHash::new(phc) else {
-            tracing::error!("stored password hash is not a PHC string");
+        if is_bcrypt(hash) {
+            // Compares in constant time; a password past 72 bytes counts by its first
+            // 72, as it did when the Go server hashed it.
+            let matches = bcrypt::verify(password, hash).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "stored bcrypt password hash is malformed");
+                false
+            });
+            let ok = matches && exists;
+            return Verified { ok, needs_rehash: ok };
+        }
+        let Ok(parsed) = PasswordHash::new(hash) else {
+            tracing::error!("stored password hash is neither a PHC string nor bcrypt");
             return Verified { ok: false, needs_rehash: false };
         };
         let current = parsed.algorithm.as_str() == argon2::ARGON2ID_IDENT.as_str()
@@ -199,6 +232,54 @@ mod tests {
         let new = HashPool::new(Params::new(2048, 1, 1, None).unwrap(), 1, 1);
         let v = new.verify(new.admit().unwrap(), "secret1".into(), Some(old)).await;
         assert_eq!(v, Verified { ok: true, needs_rehash: true });
+    }
+
+    /// Made by Python's `bcrypt` 5.0 (`hashpw(pw, gensalt(rounds=10[, prefix=b"2a"]))`),
+    /// as Go's `bcrypt.GenerateFromPassword(pw, bcrypt.DefaultCost)` makes them.
+    const BCRYPT_2B: &str = "$2b$10$T3QydkJ4gud6QPY6HWa9ReDeUqiCjCjPPsB2JJpfE1icCLQGnZ9Au"; // securePassword123
+    const BCRYPT_2A: &str = "$2a$10$yvbmJArlf4MFo/xU7Jbdse84UrIPjPGJrd8GV4Yvc8QJZTL/doVOu"; // oldGoPassword!42
+
+    #[tokio::test]
+    async fn verifies_bcrypt_hashes_and_asks_for_argon2id() {
+        let pool = pool(1, 1);
+        let bcrypt_2y = BCRYPT_2B.replacen("$2b$", "$2y$", 1);
+        for (hash, password) in
+            [(BCRYPT_2B, "securePassword123"), (BCRYPT_2A, "oldGoPassword!42"), (&bcrypt_2y, "securePassword123")]
+        {
+            let v = pool.verify(pool.admit().unwrap(), password.into(), Some(hash.into())).await;
+            assert_eq!(v, Verified { ok: true, needs_rehash: true }, "{hash}");
+            let v = pool.verify(pool.admit().unwrap(), "wrongPassword".into(), Some(hash.into())).await;
+            assert_eq!(v, Verified { ok: false, needs_rehash: false }, "{hash}");
+        }
+        // `$2x$` (crypt_blowfish's bug-compatible variant) was never made by Go.
+        let v = pool
+            .verify(pool.admit().unwrap(), "securePassword123".into(), Some(BCRYPT_2B.replacen("$2b$", "$2x$", 1)))
+            .await;
+        assert!(!v.ok);
+    }
+
+    #[tokio::test]
+    async fn unknown_users_cost_a_bcrypt_verification_after_a_bcrypt_account() {
+        let pool = pool(1, 1);
+        pool.verify(pool.admit().unwrap(), "wrongPassword".into(), Some(BCRYPT_2B.into())).await;
+        assert_eq!(*pool.inner.dummy_hash.read().unwrap(), BCRYPT_2B);
+        // The right password of the copied hash still does not let an unknown user in.
+        let v = pool.verify(pool.admit().unwrap(), "securePassword123".into(), None).await;
+        assert_eq!(v, Verified { ok: false, needs_rehash: false });
+        // A stored hash in no known format is not copied: unknown users keep costing a hash.
+        pool.verify(pool.admit().unwrap(), "whatever1".into(), Some("not-a-hash".into())).await;
+        assert_eq!(*pool.inner.dummy_hash.read().unwrap(), BCRYPT_2B);
+        let phc = pool.hash(pool.admit().unwrap(), "secret1".into()).await;
+        pool.verify(pool.admit().unwrap(), "secret1".into(), Some(phc.clone())).await;
+        assert_eq!(*pool.inner.dummy_hash.read().unwrap(), phc);
+    }
+
+    #[test]
+    fn parameters_name_scheme_and_cost() {
+        assert_eq!(parameters(BCRYPT_2B), "$2b$10");
+        assert_eq!(parameters("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA"), "$argon2id$v=19$m=1024,t=1,p=1");
+        assert!(!is_bcrypt("$2b$10$short"));
+        assert!(!is_bcrypt(&BCRYPT_2B.replacen("$2b$10", "$2b$1x", 1)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

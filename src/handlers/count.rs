@@ -9,5 +9,5 @@ use crate::protocol::Reply;
 use crate::session::Session;
 
 pub async fn apply(node: &Node, _session: &mut Session, _payload: Option<&RawValue>) -> Outcome {
-    Ok(Some(Reply::PlayerCount(cluster::player_count(node).await).to_json()))
+    Ok(Some(Reply::PlayerCount(cluster::player_count(node)).to_json()))
 }

@@ -104,7 +104,12 @@ pub async fn create_account(
     }
     let password_hash = node.hasher.hash(place, password).await;
     match node.stores.users.create_user(&username, &password_hash, email.as_deref()).await.map_err(failed)? {
-        Ok(id) => Ok((id, username)),
+        Ok(id) => {
+            // Private messages to this name now go to the account, never to a
+            // look-alike display name.
+            let _ = node.stores.directory.remember_account(&username.to_lowercase(), true).await;
+            Ok((id, username))
+        }
         Err(Conflict::Username) => Err(Error::UsernameTaken),
         // Emails are unique in the schema; saying so beats a misleading server error.
         Err(Conflict::Email) => Err(Error::EmailTaken),

@@ -13,8 +13,8 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    unix_now, Backoff, Bus, CacheLookup, ChatEvent, Conflict, Health, Limits, Presence, Sessions, StoreResult,
-    TokenCache, TokenRecord, UserRecord, UserStore,
+    unix_now, Backoff, Bus, CacheLookup, ChatEvent, Conflict, Directory, Health, Limits, Presence, Route, Sessions,
+    StoreResult, TokenCache, TokenRecord, UserRecord, UserStore,
 };
 use crate::auth::TokenHash;
 
@@ -125,13 +125,15 @@ impl UserStore for MemoryUsers {
         Ok(oldest)
     }
 
-    async fn live_tokens(&self, tokens: &[TokenHash]) -> StoreResult<Vec<TokenHash>> {
+    async fn live_tokens(&self, tokens: &[TokenHash]) -> StoreResult<Vec<(TokenHash, TokenRecord)>> {
         let inner = self.inner.lock().unwrap();
         let now = unix_now();
-        let live = |h: &&TokenHash| {
-            inner.tokens.get(*h).is_some_and(|t| !t.revoked && t.expires_at > now && inner.by_id(t.user_id).is_some())
+        let live = |h: &TokenHash| {
+            let t = inner.tokens.get(h).filter(|t| !t.revoked && t.expires_at > now)?;
+            let user = inner.by_id(t.user_id)?;
+            Some((*h, TokenRecord { user_id: user.id, username: user.username.clone(), expires_at: t.expires_at }))
         };
-        Ok(tokens.iter().filter(live).copied().collect())
+        Ok(tokens.iter().filter_map(live).collect())
     }
 
     async fn prune_tokens(&self) -> StoreResult<u64> {
@@ -180,7 +182,8 @@ impl UserStore for MemoryUsers {
 /// The Redis roles: token cache, sessions, presence, bus, limits.
 pub struct MemoryShared {
     inner: Mutex<Shared>,
-    bus: broadcast::Sender<ChatEvent>,
+    /// Events with the node they are for (`None`: every node).
+    bus: broadcast::Sender<(Option<String>, ChatEvent)>,
     /// Added to every session write: lets a test hold a handler on a slow store.
     session_delay: Mutex<Duration>,
 }
@@ -190,6 +193,8 @@ struct Shared {
     tokens: HashMap<TokenHash, Expiring<Option<TokenRecord>>>,
     sessions: HashMap<TokenHash, Expiring<String>>,
     presence: HashMap<String, u64>,
+    accounts: HashMap<String, bool>,
+    routes: HashMap<Route, std::collections::HashSet<String>>,
     counters: HashMap<String, Expiring<u64>>,
     guesses: HashMap<String, Guesses>,
 }
@@ -298,34 +303,71 @@ impl Sessions for MemoryShared {
 
 #[async_trait]
 impl Presence for MemoryShared {
-    async fn heartbeat(&self, node_id: &str, authenticated: usize) -> StoreResult<()> {
-        self.inner.lock().unwrap().presence.insert(node_id.to_owned(), authenticated as u64);
-        Ok(())
+    async fn beat(&self, node_id: &str, authenticated: usize) -> StoreResult<Vec<(String, u64)>> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.presence.insert(node_id.to_owned(), authenticated as u64);
+        Ok(inner.presence.iter().filter(|(node, _)| *node != node_id).map(|(k, v)| (k.clone(), *v)).collect())
     }
 
     async fn remove(&self, node_id: &str) -> StoreResult<()> {
         self.inner.lock().unwrap().presence.remove(node_id);
         Ok(())
     }
+}
 
-    async fn cluster_count(&self, except_node: &str) -> StoreResult<u64> {
+#[async_trait]
+impl Directory for MemoryShared {
+    async fn account_route(&self, lower: &str) -> StoreResult<(Option<bool>, Vec<String>)> {
         let inner = self.inner.lock().unwrap();
-        Ok(inner.presence.iter().filter(|(node, _)| node.as_str() != except_node).map(|(_, n)| n).sum())
+        let nodes = inner.routes.get(&Route::Account(lower.to_owned())).map(|n| n.iter().cloned().collect());
+        Ok((inner.accounts.get(lower).copied(), nodes.unwrap_or_default()))
+    }
+
+    async fn remember_account(&self, lower: &str, is_account: bool) -> StoreResult<()> {
+        self.inner.lock().unwrap().accounts.insert(lower.to_owned(), is_account);
+        Ok(())
+    }
+
+    async fn nodes(&self, route: &Route) -> StoreResult<Vec<String>> {
+        Ok(self.inner.lock().unwrap().routes.get(route).map(|n| n.iter().cloned().collect()).unwrap_or_default())
+    }
+
+    async fn join(&self, route: &Route, node_id: &str) -> StoreResult<()> {
+        self.inner.lock().unwrap().routes.entry(route.clone()).or_default().insert(node_id.to_owned());
+        Ok(())
+    }
+
+    async fn leave(&self, route: &Route, node_id: &str) -> StoreResult<()> {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(nodes) = inner.routes.get_mut(route) {
+            nodes.remove(node_id);
+            if nodes.is_empty() {
+                inner.routes.remove(route);
+            }
+        }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Bus for MemoryShared {
     async fn publish(&self, event: &ChatEvent) -> StoreResult<()> {
-        let _ = self.bus.send(event.clone());
+        let _ = self.bus.send((None, event.clone()));
         Ok(())
     }
 
-    async fn subscribe(&self) -> StoreResult<BoxStream<'static, ChatEvent>> {
-        let events = stream::unfold(self.bus.subscribe(), |mut rx| async move {
+    async fn publish_to(&self, node_id: &str, event: &ChatEvent) -> StoreResult<()> {
+        let _ = self.bus.send((Some(node_id.to_owned()), event.clone()));
+        Ok(())
+    }
+
+    async fn subscribe(&self, node_id: &str) -> StoreResult<BoxStream<'static, ChatEvent>> {
+        let me = node_id.to_owned();
+        let events = stream::unfold((self.bus.subscribe(), me), |(mut rx, me)| async move {
             loop {
                 match rx.recv().await {
-                    Ok(event) => return Some((event, rx)),
+                    Ok((to, event)) if to.as_ref().is_none_or(|to| *to == me) => return Some((event, (rx, me))),
+                    Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }

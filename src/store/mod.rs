@@ -1,6 +1,7 @@
 //! The stores, behind traits sized to their roles. PostgreSQL holds the durable
 //! truth (users, tokens: [`UserStore`]); Redis the shared, expiring state, one trait
-//! per role: [`TokenCache`], [`Sessions`], [`Presence`], [`Bus`], [`Limits`].
+//! per role: [`TokenCache`], [`Sessions`], [`Presence`], [`Directory`], [`Bus`],
+//! [`Limits`].
 //! Each role has a Redis implementation ([`redis`]) and an in-memory one
 //! ([`memory`]) for in-process tests. Nothing outside this module names a concrete
 //! store: the node gets a [`Stores`] and sees only the traits.
@@ -8,6 +9,7 @@
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+pub mod takeover;
 
 use std::sync::Arc;
 
@@ -88,8 +90,9 @@ pub trait UserStore: Health {
     ) -> StoreResult<Vec<TokenHash>>;
     /// A token that is still valid, or `None`.
     async fn find_token(&self, token: &TokenHash) -> StoreResult<Option<TokenRecord>>;
-    /// Those of `tokens` that are still valid (not revoked, not expired, user not deleted).
-    async fn live_tokens(&self, tokens: &[TokenHash]) -> StoreResult<Vec<TokenHash>>;
+    /// Those of `tokens` that are still valid (not revoked, not expired, user not
+    /// deleted), with their records.
+    async fn live_tokens(&self, tokens: &[TokenHash]) -> StoreResult<Vec<(TokenHash, TokenRecord)>>;
     /// Deletes expired tokens, and tokens revoked more than a day ago, in batches;
     /// one node at a time (others skip while one prunes). Returns how many went.
     async fn prune_tokens(&self) -> StoreResult<u64>;
@@ -144,12 +147,35 @@ pub trait Sessions: Send + Sync + 'static {
 /// Which nodes are alive and how many players each holds.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
-    /// Publishes this node's number of authenticated connections, as its heartbeat.
-    async fn heartbeat(&self, node_id: &str, authenticated: usize) -> StoreResult<()>;
+    /// Publishes this node's number of authenticated connections as its heartbeat,
+    /// and returns every other node with a fresh heartbeat and its count.
+    async fn beat(&self, node_id: &str, authenticated: usize) -> StoreResult<Vec<(String, u64)>>;
     async fn remove(&self, node_id: &str) -> StoreResult<()>;
-    /// Authenticated connections on every node with a fresh heartbeat, except
-    /// `except_node` (whose own count the caller knows better).
-    async fn cluster_count(&self, except_node: &str) -> StoreResult<u64>;
+}
+
+/// Where players are: which nodes hold the sessions of an account or of a display
+/// name, so a private message goes only to those nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// An account, by its lower-case name.
+    Account(String),
+    DisplayName(String),
+}
+
+/// The cluster's directory of names.
+#[async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// In one round trip: whether `lower` (a lower-case name) is known to be an
+    /// account's (`None`: not known here, ask PostgreSQL), and the nodes holding its
+    /// account's sessions.
+    async fn account_route(&self, lower: &str) -> StoreResult<(Option<bool>, Vec<String>)>;
+    /// Remembers whether `lower` is an account's name (a registration says yes).
+    async fn remember_account(&self, lower: &str, is_account: bool) -> StoreResult<()>;
+    /// The nodes holding sessions with this route.
+    async fn nodes(&self, route: &Route) -> StoreResult<Vec<String>>;
+    async fn join(&self, route: &Route, node_id: &str) -> StoreResult<()>;
+    async fn leave(&self, route: &Route, node_id: &str) -> StoreResult<()>;
 }
 
 /// A chat message on the cluster bus: `from` is the sender's display name, `account`
@@ -157,26 +183,30 @@ pub trait Presence: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ChatEvent {
-    Global { from: String, account: String, message: String },
-    Private { from: String, account: String, to: Recipient, message: String },
+    Global {
+        from: String,
+        account: String,
+        message: String,
+    },
+    /// To the sessions of one route: an account (no display name captures its
+    /// messages), or a display name that is no account's name.
+    Private {
+        from: String,
+        account: String,
+        to: Route,
+        message: String,
+    },
 }
 
-/// Who receives a private message.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Recipient {
-    /// Every session of this account (names compare regardless of case).
-    Account(String),
-    /// Every session with this display name (no account has it as its name).
-    DisplayName(String),
-}
-
-/// The cluster-wide message bus: every node receives every event once.
+/// The cluster-wide message bus: an event published to all reaches every node once;
+/// one published to a node reaches that node only.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, event: &ChatEvent) -> StoreResult<()>;
-    /// A subscription; the stream ends when the bus connection is lost (subscribe again).
-    async fn subscribe(&self) -> StoreResult<BoxStream<'static, ChatEvent>>;
+    async fn publish_to(&self, node_id: &str, event: &ChatEvent) -> StoreResult<()>;
+    /// `node_id`'s subscription (events to all, and to it); the stream ends when the
+    /// bus connection is lost (subscribe again).
+    async fn subscribe(&self, node_id: &str) -> StoreResult<BoxStream<'static, ChatEvent>>;
 }
 
 /// How guesses against one key are throttled: `free` guesses, then each further one
@@ -221,6 +251,7 @@ pub struct Stores {
     pub tokens: Arc<dyn TokenCache>,
     pub sessions: Arc<dyn Sessions>,
     pub presence: Arc<dyn Presence>,
+    pub directory: Arc<dyn Directory>,
     pub bus: Arc<dyn Bus>,
     pub limits: Arc<dyn Limits>,
     /// Health of the shared-state store behind the Redis roles.
@@ -249,13 +280,14 @@ impl Stores {
 
     fn from_parts<S>(users: Arc<dyn UserStore>, shared: Arc<S>) -> Stores
     where
-        S: TokenCache + Sessions + Presence + Bus + Limits + Health,
+        S: TokenCache + Sessions + Presence + Directory + Bus + Limits + Health,
     {
         Stores {
             users,
             tokens: shared.clone(),
             sessions: shared.clone(),
             presence: shared.clone(),
+            directory: shared.clone(),
             bus: shared.clone(),
             limits: shared.clone(),
             shared,

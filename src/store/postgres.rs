@@ -111,11 +111,21 @@ impl UserStore for PgStore {
         let (mut client, connection) = config.connect(NoTls).await?;
         let connection = tokio::spawn(connection);
         client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
-        let result = embedded::migrations::runner().run_async(&mut client).await;
-        client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+        // A Go server's database is converted first, under the same lock (takeover.rs).
+        let result = match super::takeover::take_over(&mut client).await {
+            Ok(()) => embedded::migrations::runner()
+                .run_async(&mut client)
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreError::Other(format!("migration failed: {e}"))),
+            Err(e) => Err(e),
+        };
+        let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
         drop(client);
         let _ = connection.await;
-        result.map(|_| ()).map_err(|e| StoreError::Other(format!("migration failed: {e}")))
+        result?;
+        unlocked?;
+        Ok(())
     }
 
     async fn find_user(&self, username: &str) -> StoreResult<Option<UserRecord>> {
@@ -199,16 +209,20 @@ impl UserStore for PgStore {
         Ok(hashes(&rows))
     }
 
-    async fn live_tokens(&self, tokens: &[TokenHash]) -> StoreResult<Vec<TokenHash>> {
+    async fn live_tokens(&self, tokens: &[TokenHash]) -> StoreResult<Vec<(TokenHash, TokenRecord)>> {
         let wanted: Vec<&[u8]> = tokens.iter().map(|t| t.0.as_slice()).collect();
         let rows = self
             .rows(
-                "SELECT token_hash FROM auth_tokens \
-                 WHERE token_hash = ANY($1) AND revoked_at IS NULL AND expires_at > now()",
+                "SELECT t.token_hash, t.user_id, u.username, extract(epoch FROM t.expires_at)::bigint \
+                 FROM auth_tokens t JOIN users u ON u.id = t.user_id \
+                 WHERE t.token_hash = ANY($1) AND t.revoked_at IS NULL AND t.expires_at > now()",
                 &[(&wanted, Type::BYTEA_ARRAY)],
             )
             .await?;
-        Ok(hashes(&rows))
+        let live = hashes(&rows).into_iter().zip(&rows);
+        Ok(live
+            .map(|(hash, r)| (hash, TokenRecord { user_id: r.get(1), username: r.get(2), expires_at: r.get(3) }))
+            .collect())
     }
 
     async fn prune_tokens(&self) -> StoreResult<u64> {

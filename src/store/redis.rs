@@ -7,8 +7,12 @@
 //! - `{t:<sha256 hex>}:sess` the session's display name, for the token's lifetime
 //! - `{presence}:beats`      sorted set: node id → last heartbeat (ms, Redis clock)
 //! - `{presence}:counts`     hash: node id → authenticated connections
+//! - `{n:<lower name>}:acct` whether that name is an account's (`1`/`0`, an hour)
+//! - `{n:<lower name>}:nodes` set: the nodes holding that account's sessions
+//! - `{d:<display name>}:nodes` set: the nodes holding sessions with that display name
 //! - `{rl:<key>}`            rate-limit counter, per window
-//! - channel `chat`          the chat bus (JSON [`ChatEvent`]s)
+//! - channel `chat`          the chat bus to every node (JSON [`ChatEvent`]s)
+//! - channel `chat:<node id>` private messages routed to one node
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,27 +28,34 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use super::{
-    seconds_until, Backoff, Bus, CacheLookup, ChatEvent, Health, Limits, Presence, Sessions, StoreResult, TokenCache,
-    TokenRecord,
+    seconds_until, Backoff, Bus, CacheLookup, ChatEvent, Directory, Health, Limits, Presence, Route, Sessions,
+    StoreResult, TokenCache, TokenRecord,
 };
 use crate::auth::TokenHash;
 use crate::error::StoreError;
 use crate::metrics as m;
 
 /// A node whose heartbeat is older than this stops counting (a few missed heartbeats).
-pub const PRESENCE_STALE_MS: u64 = 10_000;
+pub const PRESENCE_STALE_MS: u64 = 5_000;
 /// Longest the node waits for a Redis connection before treating Redis as unreachable.
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// While Redis is unreachable, calls fail at once instead of each waiting out a
 /// timeout; one call per this interval probes whether it is back.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 
-const HEARTBEAT: &str = r"
+/// A node's heartbeat: records its count, drops nodes whose heartbeat is stale, and
+/// returns the others with their counts. ARGV: node id, count, stale after (ms).
+const BEAT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return now
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+for _, node in ipairs(stale) do
+  redis.call('ZREM', KEYS[1], node)
+  redis.call('HDEL', KEYS[2], node)
+end
+return redis.call('HGETALL', KEYS[2])
 ";
 
 /// One guess against a key (a hash: `n` guesses so far, `next` = when the next may
@@ -65,22 +76,6 @@ redis.call('PEXPIRE', KEYS[1], math.floor(wait + tonumber(ARGV[4])))
 return 1
 ";
 
-const COUNT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
-for _, node in ipairs(stale) do
-  redis.call('ZREM', KEYS[1], node)
-  redis.call('HDEL', KEYS[2], node)
-end
-local total = 0
-local counts = redis.call('HGETALL', KEYS[2])
-for i = 1, #counts, 2 do
-  if counts[i] ~= ARGV[2] then total = total + tonumber(counts[i + 1]) end
-end
-return total
-";
-
 pub struct RedisStore {
     /// Makes and health-checks connections. It checks each one it hands out with a
     /// PING, so the hot path does not borrow from it per command: see `shared`.
@@ -90,8 +85,7 @@ pub struct RedisStore {
     shared: RwLock<Option<MultiplexedConnection>>,
     client: redis::Client,
     prefix: String,
-    heartbeat: Script,
-    count: Script,
+    beat: Script,
     guess: Script,
     down: AtomicBool,
     /// While down: milliseconds since `epoch` at which the next probe may go out.
@@ -117,8 +111,7 @@ impl RedisStore {
             shared: RwLock::new(None),
             client: redis::Client::open(url)?,
             prefix: prefix.to_owned(),
-            heartbeat: Script::new(HEARTBEAT),
-            count: Script::new(COUNT),
+            beat: Script::new(BEAT),
             guess: Script::new(GUESS),
             down: AtomicBool::new(false),
             next_probe_ms: AtomicU64::new(0),
@@ -128,6 +121,22 @@ impl RedisStore {
 
     fn chat_channel(&self) -> String {
         format!("{}chat", self.prefix)
+    }
+
+    fn node_channel(&self, node_id: &str) -> String {
+        format!("{}chat:{node_id}", self.prefix)
+    }
+
+    /// An account name's keys: its "is an account" cache entry and its route.
+    fn account_keys(&self, lower: &str) -> (String, String) {
+        (format!("{}{{n:{lower}}}:acct", self.prefix), format!("{}{{n:{lower}}}:nodes", self.prefix))
+    }
+
+    fn route_key(&self, route: &Route) -> String {
+        match route {
+            Route::Account(lower) => self.account_keys(lower).1,
+            Route::DisplayName(name) => format!("{}{{d:{name}}}:nodes", self.prefix),
+        }
     }
 
     fn token_keys(&self, token: &TokenHash) -> (String, String) {
@@ -313,11 +322,12 @@ impl Limits for RedisStore {
 
 #[async_trait]
 impl Presence for RedisStore {
-    async fn heartbeat(&self, node_id: &str, authenticated: usize) -> StoreResult<()> {
+    async fn beat(&self, node_id: &str, authenticated: usize) -> StoreResult<Vec<(String, u64)>> {
         let (beats, counts) = self.presence_keys();
-        let mut inv = self.heartbeat.key(beats);
-        inv.key(counts).arg(node_id).arg(authenticated);
-        self.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await.map(|_| ()) }).await
+        let mut inv = self.beat.key(beats);
+        inv.key(counts).arg(node_id).arg(authenticated).arg(PRESENCE_STALE_MS);
+        let nodes: Vec<(String, u64)> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(nodes.into_iter().filter(|(node, _)| node != node_id).collect())
     }
 
     async fn remove(&self, node_id: &str) -> StoreResult<()> {
@@ -326,12 +336,43 @@ impl Presence for RedisStore {
         pipe.zrem(beats, node_id).ignore().hdel(counts, node_id).ignore();
         self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
     }
+}
 
-    async fn cluster_count(&self, except_node: &str) -> StoreResult<u64> {
-        let (beats, counts) = self.presence_keys();
-        let mut inv = self.count.key(beats);
-        inv.key(counts).arg(PRESENCE_STALE_MS).arg(except_node);
-        self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await
+/// How long a name is remembered as an account's, or as nobody's (a registration
+/// overwrites the latter at once).
+const ACCOUNT_CACHE_SECS: u64 = 3600;
+
+#[async_trait]
+impl Directory for RedisStore {
+    async fn account_route(&self, lower: &str) -> StoreResult<(Option<bool>, Vec<String>)> {
+        // Both keys share a hash tag: one pipeline, one round trip, one slot.
+        let (acct, nodes) = self.account_keys(lower);
+        let mut pipe = redis::pipe();
+        pipe.get(acct).smembers(nodes);
+        let (known, nodes): (Option<String>, Vec<String>) =
+            self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        Ok((known.map(|v| v == "1"), nodes))
+    }
+
+    async fn remember_account(&self, lower: &str, is_account: bool) -> StoreResult<()> {
+        let (acct, _) = self.account_keys(lower);
+        let value = if is_account { "1" } else { "0" };
+        self.run(|mut c| async move { c.set_ex(acct, value, ACCOUNT_CACHE_SECS).await }).await
+    }
+
+    async fn nodes(&self, route: &Route) -> StoreResult<Vec<String>> {
+        let key = self.route_key(route);
+        self.run(|mut c| async move { c.smembers(key).await }).await
+    }
+
+    async fn join(&self, route: &Route, node_id: &str) -> StoreResult<()> {
+        let (key, node) = (self.route_key(route), node_id.to_owned());
+        self.run(|mut c| async move { c.sadd(key, node).await }).await
+    }
+
+    async fn leave(&self, route: &Route, node_id: &str) -> StoreResult<()> {
+        let (key, node) = (self.route_key(route), node_id.to_owned());
+        self.run(|mut c| async move { c.srem(key, node).await }).await
     }
 }
 
@@ -343,12 +384,18 @@ impl Bus for RedisStore {
         self.run(|mut c| async move { c.publish(channel, body).await }).await
     }
 
-    async fn subscribe(&self) -> StoreResult<BoxStream<'static, ChatEvent>> {
+    async fn publish_to(&self, node_id: &str, event: &ChatEvent) -> StoreResult<()> {
+        let channel = self.node_channel(node_id);
+        let body = serde_json::to_string(event).expect("chat events serialize");
+        self.run(|mut c| async move { c.publish(channel, body).await }).await
+    }
+
+    async fn subscribe(&self, node_id: &str) -> StoreResult<BoxStream<'static, ChatEvent>> {
         // A pooled connection cannot subscribe: the bus has a dedicated one.
         let mut pubsub = self.client.get_async_pubsub().await?;
-        let channel = self.chat_channel();
-        pubsub.subscribe(&channel).await?;
-        tracing::info!(%channel, "subscribed to the chat bus");
+        let channels = [self.chat_channel(), self.node_channel(node_id)];
+        pubsub.subscribe(&channels).await?;
+        tracing::info!(?channels, "subscribed to the chat bus");
         let events = pubsub.into_on_message().filter_map(|msg| async move {
             serde_json::from_slice::<ChatEvent>(msg.get_payload_bytes())
                 .inspect_err(|e| tracing::warn!(error = %e, "ignoring malformed chat bus message"))

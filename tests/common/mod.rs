@@ -80,6 +80,8 @@ impl Cluster {
             ("ARGON2_MEMORY_KIB", "1024"),
             ("ARGON2_ITERATIONS", "1"),
             ("SHUTDOWN_DRAIN_SECS", "1"),
+            // Every test player comes from 127.0.0.1: tests of that limit set it.
+            ("REGISTRATIONS_PER_ADDRESS", "0"),
             ("RUST_LOG", "info,openchampps=debug"),
         ]
         .into_iter()
@@ -225,6 +227,9 @@ pub async fn inproc_node(flags: &[&str]) -> InProcNode {
         "1",
         "--shutdown-drain-secs",
         "1",
+        // Every test player comes from 127.0.0.1: tests of that limit set it.
+        "--registrations-per-address",
+        "0",
     ];
     args.extend_from_slice(flags);
     let node_id = format!("inproc-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);

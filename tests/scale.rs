@@ -1,0 +1,152 @@
+//! Constant cost per operation (SCALE.md), measured on a private Redis with
+//! `INFO commandstats` and on a private PostgreSQL with `pg_stat_statements`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::stores::{PrivatePostgres, PrivateRedis};
+use common::*;
+use serde_json::json;
+
+/// Calls per command since the last reset, from `INFO commandstats`.
+async fn command_calls(redis: &mut redis::aio::MultiplexedConnection) -> HashMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(redis).await.unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+async fn reset_stats(redis: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(redis).await.unwrap();
+}
+
+/// What a node does by itself every second may run during a measurement: its
+/// heartbeat script (counted as its 6 commands) and a cache refresh now and then.
+const BACKGROUND_PER_SEC: u64 = 8;
+
+#[tokio::test]
+async fn count_asks_redis_nothing_and_an_offline_target_costs_no_publish() {
+    let private = PrivateRedis::start();
+    let cluster = Cluster::with_stores(&pg_admin_url(), &private.url()).await;
+    let unlimited = [("MAX_MESSAGES_PER_SEC", "0"), ("CHAT_MESSAGES_PER_SEC", "0")];
+    let node = cluster.node_with(&unlimited).await;
+    let mut player = node.player("counter").await;
+    let mut redis = cluster.redis().await;
+
+    reset_stats(&mut redis).await;
+    let started = Instant::now();
+    for _ in 0..1000 {
+        assert_eq!(player.request(json!({"type": "count"})).await["type"], "player_count");
+    }
+    let secs = started.elapsed().as_secs() + 1;
+    let calls = command_calls(&mut redis).await;
+    let total: u64 =
+        calls.iter().filter(|(name, _)| *name != "info" && *name != "config|resetstat").map(|(_, n)| n).sum();
+    eprintln!("1000 count in {secs} s: Redis commands {calls:?}");
+    assert!(total <= BACKGROUND_PER_SEC * secs, "1000 count requests cost {total} Redis commands");
+
+    reset_stats(&mut redis).await;
+    let started = Instant::now();
+    for i in 0..1000 {
+        player
+            .send(json!({"type": "private_chat", "payload": {"target": "nobody-online", "message": format!("{i}")}}))
+            .await;
+    }
+    // No reply comes to a private message: a count behind them says they are done.
+    assert_eq!(player.request(json!({"type": "count"})).await["type"], "player_count");
+    let secs = started.elapsed().as_secs() + 1;
+    let calls = command_calls(&mut redis).await;
+    eprintln!("1000 private_chat to an offline name in {secs} s: Redis commands {calls:?}");
+    assert_eq!(calls.get("publish").copied().unwrap_or(0), 0, "a private message to nobody was published");
+    let total: u64 =
+        calls.iter().filter(|(name, _)| *name != "info" && *name != "config|resetstat").map(|(_, n)| n).sum();
+    // Per message: the account-route pipeline (GET, SMEMBERS) and the display name's
+    // SMEMBERS; once: the name's "not an account" entry.
+    assert!(total <= 3 * 1000 + 2 + BACKGROUND_PER_SEC * secs, "{total} Redis commands for 1000 private messages");
+
+    reset_stats(&mut redis).await;
+    for i in 0..100 {
+        player.send(json!({"type": "global_chat", "payload": format!("hello {i}")})).await;
+        player.recv().await;
+    }
+    let calls = command_calls(&mut redis).await;
+    assert_eq!(calls.get("publish").copied(), Some(100), "one publish per global message: {calls:?}");
+}
+
+/// A private message reaches only the node that holds its target.
+#[tokio::test]
+async fn a_private_message_is_published_only_to_the_node_holding_the_target() {
+    let private = PrivateRedis::start();
+    let cluster = Cluster::with_stores(&pg_admin_url(), &private.url()).await;
+    let nodes = [cluster.node().await, cluster.node().await, cluster.node().await];
+    let jane = unique_name("jane");
+    let mut on_c = nodes[2].client().await;
+    on_c.signed_up(&jane).await;
+    let mut sender = nodes[0].player("sender").await;
+    let mut bystander = nodes[1].player("bystander").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // every node has seen the others' heartbeat
+
+    let mut redis = cluster.redis().await;
+    reset_stats(&mut redis).await;
+    for i in 0..10 {
+        sender.send(json!({"type": "private_chat", "payload": {"target": jane, "message": format!("psst {i}")}})).await;
+        assert_eq!(on_c.recv().await["payload"]["message"], format!("psst {i}"));
+    }
+    let calls = command_calls(&mut redis).await;
+    assert_eq!(calls.get("publish").copied(), Some(10), "{calls:?}");
+    bystander.expect_silence(Duration::from_millis(300)).await;
+}
+
+/// A node holding hundreds of players dies; they reconnect to another node with
+/// `token_auth` and find their tokens in the cache, kept warm while their sessions
+/// lived although the cache's lifetime passed: PostgreSQL is asked about almost none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_of_a_dead_node_reconnect_without_asking_postgres() {
+    const PLAYERS: usize = 300;
+    let pg = PrivatePostgres::start();
+    let cluster = Cluster::with_stores(&pg.url(), &redis_url()).await;
+    let warm = [("TOKEN_CACHE_TTL_SECS", "4"), ("SESSION_CHECK_SECS", "1")];
+    let mut doomed = cluster.node_with(&warm).await;
+    let survivor = cluster.node_with(&warm).await;
+    let mut players = Vec::new();
+    for i in 0..PLAYERS {
+        let mut client = doomed.client().await;
+        let token = client.signed_up(&unique_name(&format!("p{i}"))).await;
+        players.push((client, token));
+    }
+    // Past the cache's lifetime: only the refresh of live sessions keeps them cached.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let (admin, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    admin.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", &[]).await.unwrap();
+    let lookups = || async {
+        admin
+            .query_one(
+                "SELECT coalesce(sum(s.calls), 0)::bigint FROM pg_stat_statements s \
+                 JOIN pg_database d ON d.oid = s.dbid \
+                 WHERE d.datname = $1 AND s.query LIKE '%WHERE t.token_hash = $1 AND%'",
+                &[&cluster.db_name],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let before = lookups().await;
+    doomed.kill();
+    let started = Instant::now();
+    for (_, token) in &players {
+        let reply = survivor.client().await.token_auth(token).await;
+        assert_eq!(reply["type"], "auth_success", "{reply}");
+    }
+    let took = started.elapsed();
+    let queried = lookups().await - before;
+    eprintln!("{PLAYERS} players back on another node in {took:?}: {queried} PostgreSQL token lookups");
+    assert!(queried * 100 <= PLAYERS as i64, "{queried} of {PLAYERS} reconnects asked PostgreSQL");
+}
