@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL (127.0.0.1:5432, user postgres) and Redis (127.0.0.1:6379) answer:
 # leaves running ones alone, starts stopped ones, installs missing ones from Debian's
-# packages. Source it or run it; it is idempotent.
+# packages; installs PgBouncer for the tests. Source it or run it; it is idempotent.
 set -euo pipefail
 
 PGHOST_ADDR=${PGHOST_ADDR:-127.0.0.1}
@@ -54,6 +54,14 @@ ensure_redis() {
   log "Redis did not come up"; exit 1
 }
 
+# The tests run their own PgBouncer (transaction mode) in front of PostgreSQL; only
+# the binary is needed, not Debian's service.
+ensure_pgbouncer() {
+  if [ -x /usr/sbin/pgbouncer ]; then return; fi
+  log "installing PgBouncer"
+  apt_install pgbouncer
+}
+
 # Creates database $1 when it does not exist.
 ensure_database() {
   local db=$1
@@ -65,4 +73,5 @@ ensure_database() {
 
 ensure_postgres
 ensure_redis
+ensure_pgbouncer
 if [ "${1:-}" != "" ]; then ensure_database "$1"; fi

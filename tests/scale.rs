@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::stores::{PrivatePostgres, PrivateRedis};
+use common::stores::{PrivatePgBouncer, PrivatePostgres, PrivateRedis};
 use common::*;
 use serde_json::json;
 
@@ -149,4 +149,43 @@ async fn players_of_a_dead_node_reconnect_without_asking_postgres() {
     let queried = lookups().await - before;
     eprintln!("{PLAYERS} players back on another node in {took:?}: {queried} PostgreSQL token lookups");
     assert!(queried * 100 <= PLAYERS as i64, "{queried} of {PLAYERS} reconnects asked PostgreSQL");
+}
+
+/// Through PgBouncer in transaction mode (a server connection changes hands after
+/// every transaction): no statement may rely on a prepared statement or a session
+/// lock outliving its transaction. Migrations go over the direct connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_protocol_works_through_pgbouncer_in_transaction_mode() {
+    let bouncer = PrivatePgBouncer::start();
+    let cluster = Cluster::new().await;
+    let pooled = bouncer.url(&cluster.db_name);
+    let through_pooler =
+        [("DB_CONN", pooled.as_str()), ("DB_MIGRATION_URL", cluster.db_url.as_str()), ("SESSION_CHECK_SECS", "1")];
+    let (a, b) = (cluster.node_with(&through_pooler).await, cluster.node_with(&through_pooler).await);
+
+    let jane = unique_name("jane");
+    let mut on_a = a.client().await;
+    let token = on_a.signed_up(&jane).await;
+    for _ in 0..5 {
+        let reply = b.client().await.login(&jane, PASSWORD).await;
+        assert_eq!(reply["type"], "auth_success", "{reply}");
+    }
+    let mut redis = cluster.redis().await;
+    let keys = cluster.redis_keys().await;
+    for key in keys.iter().filter(|k| k.ends_with(":tok")) {
+        let _: () = redis::cmd("DEL").arg(key).query_async(&mut redis).await.unwrap();
+    }
+    // A cache miss: the token is looked up in PostgreSQL, through the pooler.
+    assert_eq!(b.client().await.token_auth(&token).await["type"], "auth_success");
+    assert_eq!(a.client().await.token_auth(&uuid::Uuid::new_v4().to_string()).await["type"], "auth_error");
+    assert_eq!(on_a.request(json!({"type": "set_username", "payload": "Jane"})).await["type"], "display_name_updated");
+    // Session checks and write-behind run through it too, for a few rounds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(on_a.request(json!({"type": "count"})).await["type"], "player_count");
+    let db = cluster.psql().await;
+    let used: i64 =
+        db.query_one("SELECT count(*) FROM auth_tokens WHERE last_used_at IS NOT NULL", &[]).await.unwrap().get(0);
+    assert!(used >= 1, "last_used_at was never written through the pooler");
+    drop(db);
+    drop(redis);
 }

@@ -271,6 +271,82 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// A PgBouncer in transaction mode in front of the shared PostgreSQL (127.0.0.1:5432),
+/// as a large deployment runs one: a server connection serves one transaction, then
+/// another client. Debian's `pgbouncer` (`scripts/services.sh` installs it); it runs
+/// as `postgres` when we are root (it refuses to run as root).
+pub struct PrivatePgBouncer {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
+
+impl PrivatePgBouncer {
+    pub fn start() -> PrivatePgBouncer {
+        assert!(
+            std::path::Path::new(PGBOUNCER).exists(),
+            "{PGBOUNCER} not found: bash scripts/services.sh installs Debian's pgbouncer"
+        );
+        let dir = std::env::temp_dir().join(format!("ocps-pgb-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        std::fs::create_dir(&dir).unwrap();
+        let port = free_port();
+        let ini = format!(
+            "[databases]\n* = host=127.0.0.1 port=5432 user=postgres\n\
+             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = any\npool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 4\n\
+             ignore_startup_parameters = extra_float_digits,application_name\nlogfile = {}\n",
+            dir.join("pgbouncer.log").display()
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
+        let mut command = if running_as_root() {
+            run_ok(
+                {
+                    let mut c = Command::new("chown");
+                    c.arg("-R").arg("postgres:postgres").arg(&dir);
+                    c
+                },
+                "chown the PgBouncer directory",
+            );
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", PGBOUNCER]);
+            c
+        } else {
+            Command::new(PGBOUNCER)
+        };
+        let child = command
+            .arg(dir.join("pgbouncer.ini"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pgbouncer");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_until(Duration::from_secs(10), "PgBouncer", || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        PrivatePgBouncer { dir, port, child: Some(child) }
+    }
+
+    /// The URL of `database` through the pooler.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for PrivatePgBouncer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // runuser passes the signal on to pgbouncer.
+            let _ = child.kill();
+            let _ = Command::new("pkill").args(["-f", &self.dir.join("pgbouncer.ini").display().to_string()]).status();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Client {
     /// Connects with extra request headers, as a load balancer would add them
     /// (`X-Forwarded-For`, …).
