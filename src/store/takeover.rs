@@ -111,7 +111,8 @@ pub async fn survey(
     let row = client
         .query_one(
             "SELECT count(*), \
-                    count(*) FILTER (WHERE password_hash ~ '^\\$2[aby]\\$[0-9]{2}\\$.{53}$'), \
+                    count(*) FILTER (WHERE char_length(password_hash) = 60 AND (password_hash LIKE '$2a$%' \
+                                     OR password_hash LIKE '$2b$%' OR password_hash LIKE '$2y$%')), \
                     count(*) FILTER (WHERE password_hash LIKE '$argon2%'), \
                     count(*) FILTER (WHERE username ~ '[^[:space:]]' AND char_length(username) < 3), \
                     current_setting('TimeZone') \
@@ -168,7 +169,7 @@ pub async fn survey(
                (SELECT count(*) FROM users WHERE username !~ '[^[:space:]]'), \
                (SELECT coalesce(sum(n), 0)::bigint FROM \
                   (SELECT count(*) AS n FROM auth_tokens WHERE user_id IS NOT NULL \
-                   GROUP BY lower(token) HAVING count(*) > 1) g)",
+                   GROUP BY lower(token COLLATE \"C\") HAVING count(*) > 1) g)",
             &[],
         )
         .await?;
@@ -223,7 +224,7 @@ impl Survey {
                 one: "token that differs only in case from another",
                 many: "tokens that differ only in case from another",
                 query: "SELECT 'auth_tokens: token differs only in case', id, token FROM auth_tokens \
-                        WHERE user_id IS NOT NULL AND lower(token) IN (SELECT lower(token) FROM auth_tokens \
+                        WHERE user_id IS NOT NULL AND lower(token COLLATE \"C\") IN (SELECT lower(token COLLATE \"C\") FROM auth_tokens \
                         WHERE user_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1)",
             },
         ]
@@ -313,7 +314,8 @@ async fn convert(tx: &tokio_postgres::Transaction<'_>, survey: &Survey) -> Resul
     }
     let orphaned = tx.execute("DELETE FROM auth_tokens WHERE user_id IS NULL", &[]).await?;
     tracing::info!(
-        "takeover: dropped the Go server's {} constraints and indexes, deleted {orphaned} tokens without a user [{:.2} s]",
+        "takeover: the Go server's constraints and indexes dropped: {}; tokens without a user deleted: {orphaned} \
+         [{:.2} s]",
         drops.len(),
         phase.elapsed().as_secs_f64()
     );
@@ -332,17 +334,18 @@ async fn convert(tx: &tokio_postgres::Transaction<'_>, survey: &Survey) -> Resul
            ALTER COLUMN last_login TYPE timestamptz",
     )
     .await?;
-    tracing::info!("takeover: users converted ({} rows) [{:.2} s]", survey.users, phase.elapsed().as_secs_f64());
+    tracing::info!("takeover: users converted: {} [{:.2} s]", survey.users, phase.elapsed().as_secs_f64());
 
     // The table is rewritten with the hash in place of the token, so no row version
-    // anywhere in it still holds a raw token.
+    // anywhere in it still holds a raw token. A token is hashed as the node hashes what
+    // a client sends: its ASCII lower-case text (`auth::Token`), hence the C collation.
     let phase = Instant::now();
     tx.batch_execute(
         "ALTER TABLE auth_tokens \
            ALTER COLUMN id TYPE bigint, \
            ALTER COLUMN user_id TYPE bigint, \
            ALTER COLUMN user_id SET NOT NULL, \
-           ALTER COLUMN token TYPE bytea USING sha256(convert_to(lower(token), 'UTF8')), \
+           ALTER COLUMN token TYPE bytea USING sha256(convert_to(lower(token COLLATE \"C\"), 'UTF8')), \
            ALTER COLUMN ip_address TYPE text, \
            ALTER COLUMN created_at DROP DEFAULT, \
            ALTER COLUMN created_at TYPE timestamptz, \
@@ -357,7 +360,7 @@ async fn convert(tx: &tokio_postgres::Transaction<'_>, survey: &Survey) -> Resul
     )
     .await?;
     tracing::info!(
-        "takeover: tokens hashed and converted ({} rows) [{:.2} s]",
+        "takeover: tokens hashed and converted: {} [{:.2} s]",
         survey.tokens - survey.orphaned,
         phase.elapsed().as_secs_f64()
     );
