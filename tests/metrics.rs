@@ -82,5 +82,8 @@ fn memory_stays_flat_under_load_without_scrapes() {
     let growth = after.saturating_sub(before) * 1024;
     let per_op = growth as f64 / ops as f64;
     eprintln!("{ops} token_auth without a scrape: RSS {before} KiB -> {after} KiB ({per_op:.2} bytes/op)");
-    assert!(per_op < 8.0, "RSS grew {growth} bytes over {ops} ops ({per_op:.2} bytes/op)");
+    // Half the leak's rate, above a floor for the allocator's own noise (a busy machine
+    // runs fewer operations, so noise weighs more per operation).
+    let allowed = (8 * ops).max(256 * 1024);
+    assert!(growth <= allowed, "RSS grew {growth} bytes over {ops} ops ({per_op:.2} bytes/op)");
 }
