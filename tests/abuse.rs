@@ -308,8 +308,14 @@ async fn revoking_a_user_ends_its_live_sessions_on_every_node() {
     expect_session_ended(&mut on_a, Duration::from_secs(5)).await;
     expect_session_ended(&mut on_b, Duration::from_secs(5)).await;
     // It may log in again, and others were never touched.
-    assert_eq!(on_a.login(&jane, PASSWORD).await["type"], "auth_success");
+    let again = on_a.login(&jane, PASSWORD).await;
+    assert_eq!(again["type"], "auth_success");
     assert_eq!(bystander.request(json!({"type": "count"})).await["type"], "player_count");
+
+    // The other form: one token.
+    let token = again["payload"]["token"].as_str().unwrap().to_owned();
+    tokio::task::block_in_place(|| revoke(cluster_ref, &["--token", &token]));
+    expect_session_ended(&mut on_a, Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
