@@ -119,7 +119,7 @@ impl HashPool {
 }
 
 /// Whether `hash` is a bcrypt hash of a variant the Go server's library made or
-/// reads: `$2a$`, `$2b$` or `$2y$`, a two-digit cost, 53 characters of salt and hash.
+/// reads: `$2a$`, `$2b$` or `$2y$`, a cost from 4 to 31, 53 characters of salt and hash.
 fn is_bcrypt(hash: &str) -> bool {
     let b = hash.as_bytes();
     b.len() == 60
@@ -127,6 +127,7 @@ fn is_bcrypt(hash: &str) -> bool {
         && matches!(b[2], b'a' | b'b' | b'y')
         && b[3] == b'$'
         && b[4..6].iter().all(u8::is_ascii_digit)
+        && (4..=31).contains(&((b[4] - b'0') * 10 + (b[5] - b'0')))
         && b[6] == b'$'
 }
 
@@ -280,6 +281,8 @@ mod tests {
         assert_eq!(parameters("$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaA"), "$argon2id$v=19$m=1024,t=1,p=1");
         assert!(!is_bcrypt("$2b$10$short"));
         assert!(!is_bcrypt(&BCRYPT_2B.replacen("$2b$10", "$2b$1x", 1)));
+        assert!(!is_bcrypt(&BCRYPT_2B.replacen("$2b$10", "$2b$32", 1)));
+        assert!(is_bcrypt(&BCRYPT_2B.replacen("$2b$10", "$2b$04", 1)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

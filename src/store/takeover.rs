@@ -157,6 +157,8 @@ pub async fn survey(
         start.elapsed().as_secs_f64()
     ));
 
+    // Tokens that are all lower case already (as the Go server made them) cannot
+    // collide: the case-insensitive grouping is only needed when some are not.
     let start = Instant::now();
     let row = client
         .query_one(
@@ -167,9 +169,12 @@ pub async fn survey(
                   (SELECT count(*) AS n FROM users WHERE email IS NOT NULL \
                    GROUP BY lower(email) HAVING count(*) > 1) g), \
                (SELECT count(*) FROM users WHERE username !~ '[^[:space:]]'), \
-               (SELECT coalesce(sum(n), 0)::bigint FROM \
-                  (SELECT count(*) AS n FROM auth_tokens WHERE user_id IS NOT NULL \
-                   GROUP BY lower(token COLLATE \"C\") HAVING count(*) > 1) g)",
+               CASE WHEN EXISTS (SELECT 1 FROM auth_tokens \
+                                 WHERE token COLLATE \"C\" <> lower(token COLLATE \"C\")) \
+               THEN (SELECT coalesce(sum(n), 0)::bigint FROM \
+                       (SELECT count(*) AS n FROM auth_tokens WHERE user_id IS NOT NULL \
+                        GROUP BY lower(token COLLATE \"C\") HAVING count(*) > 1) g) \
+               ELSE 0 END",
             &[],
         )
         .await?;
@@ -272,6 +277,14 @@ pub async fn take_over(client: &mut Client) -> StoreResult<()> {
     if let Some(reason) = survey.refusal() {
         // Dropping the transaction rolls it back: nothing changed.
         return Err(StoreError::Refused(reason));
+    }
+    if survey.unknown_hashes > 0 || survey.short_usernames > 0 {
+        tracing::warn!(
+            unknown_password_hashes = survey.unknown_hashes,
+            names_under_3_characters = survey.short_usernames,
+            "takeover: some accounts cannot log in with a password (their hash is in no known format, or \
+             login cannot name them); their tokens still work"
+        );
     }
     convert(&tx, &survey).await.map_err(failed)?;
     tx.commit().await?;
@@ -473,7 +486,8 @@ async fn check(url: &str) -> Result<(), String> {
 }
 
 async fn report(client: &mut Client) -> Result<(), String> {
-    let pg = |e: tokio_postgres::Error| format!("postgres: {e}");
+    // The same one-line reasons a start-up would give.
+    let pg = |e: tokio_postgres::Error| failed(e).to_string();
     match detect(&*client).await.map_err(pg)? {
         Found::Node => {
             println!("the database already has the node's schema: there is nothing to take over");
