@@ -20,7 +20,7 @@ use crate::metrics as m;
 use crate::node::Node;
 use crate::protocol::{ChatLine, Reply};
 use crate::registry::RouteChange;
-use crate::store::{ChatEvent, Route};
+use crate::store::{BusEvent, FrameTarget, Route};
 
 /// How often a node writes its heartbeat and refreshes its view of the others.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -55,10 +55,15 @@ impl ClusterView {
     fn is_gone(&self, node_id: &str) -> bool {
         self.nodes.read().unwrap().gone.contains(node_id)
     }
+
+    /// The nodes seen alive once and gone since.
+    pub fn gone_nodes(&self) -> Vec<String> {
+        self.nodes.read().unwrap().gone.iter().cloned().collect()
+    }
 }
 
 /// Sends a chat message to the whole cluster; to this node only while Redis is down.
-pub async fn publish(node: &Node, event: ChatEvent) {
+pub async fn publish(node: &Node, event: BusEvent) {
     if node.stores.bus.publish(&event).await.is_err() {
         deliver_local(node, &event);
     }
@@ -69,10 +74,7 @@ pub async fn publish(node: &Node, event: ChatEvent) {
 /// hold them.
 pub async fn send_private(node: &Node, from: String, account: String, target: String, message: String) {
     let lower = target.to_lowercase();
-    let (known, account_nodes) = match node.stores.directory.account_route(&lower).await {
-        Ok(found) => found,
-        Err(_) => (None, Vec::new()),
-    };
+    let (known, account_nodes) = node.stores.directory.account_route(&lower).await.unwrap_or_default();
     let is_account = match known {
         Some(is_account) => is_account,
         None => match node.stores.users.find_user(&target).await {
@@ -92,7 +94,7 @@ pub async fn send_private(node: &Node, from: String, account: String, target: St
         let nodes = node.stores.directory.nodes(&route).await.unwrap_or_default();
         (route, nodes)
     };
-    let event = ChatEvent::Private { from, account, to: to.clone(), message };
+    let event = BusEvent::Private { from, account, to: to.clone(), message };
     // This node's own sessions are always looked at: the directory may be unreachable.
     deliver_local(node, &event);
     for holder in nodes.iter().filter(|n| **n != node.node_id) {
@@ -106,16 +108,31 @@ pub async fn send_private(node: &Node, from: String, account: String, target: St
 }
 
 /// Hands a chat event to the matching sessions of this node.
-pub fn deliver_local(node: &Node, event: &ChatEvent) {
+pub fn deliver_local(node: &Node, event: &BusEvent) {
     match event {
-        ChatEvent::Global { from, account, message } => {
+        BusEvent::Global { from, account, message } => {
             let text = Reply::GlobalChat(chat_line(from, account, message)).to_json();
             m::chat_relayed("global", node.registry.deliver_all(&Message::text(text)));
         }
-        ChatEvent::Private { from, account, to, message } => {
+        BusEvent::Private { from, account, to, message } => {
             let text = Reply::PrivateChat(chat_line(from, account, message)).to_json();
             m::chat_relayed("private", node.registry.deliver_to(to, &Message::text(text)));
         }
+        BusEvent::Frame { to: FrameTarget::Account(lower), text } => {
+            node.registry.deliver_to(&Route::Account(lower.clone()), &Message::text(text.as_str()));
+        }
+        BusEvent::Frame { to: FrameTarget::Connection(id), text } => {
+            node.registry.deliver_to_connection(*id, &Message::text(text.as_str()));
+        }
+    }
+}
+
+/// Sends `event` to node `node_id`: delivered here when that is this node.
+pub async fn send_to_node(node: &Node, node_id: &str, event: &BusEvent) {
+    if node_id == node.node_id {
+        deliver_local(node, event);
+    } else {
+        let _ = node.stores.bus.publish_to(node_id, event).await;
     }
 }
 

@@ -132,6 +132,30 @@ pub struct Config {
     #[arg(long, env = "MAX_TOKENS_PER_ACCOUNT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub max_tokens_per_account: u32,
 
+    /// Matchmaking queues, comma-separated `name:players per match`.
+    #[arg(long, env = "MATCH_QUEUES", default_value = "default:2", global = true)]
+    pub match_queues: MatchQueues,
+    /// Where game servers come from: `static` (the GAME_SERVERS pool).
+    #[arg(long, env = "ALLOCATOR", default_value = "static", value_parser = ["static"], global = true)]
+    pub allocator: String,
+    /// The static pool: comma-separated `host:port` game servers, each leased to one
+    /// match at a time.
+    #[arg(long, env = "GAME_SERVERS", default_value = "", global = true)]
+    pub game_servers: GameServers,
+    /// Tries to get a game server for a match before `match_error`.
+    #[arg(long, env = "ALLOCATION_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub allocation_attempts: u32,
+    /// Longest a game server stays leased to one match.
+    #[arg(long, env = "GAME_SERVER_LEASE_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub game_server_lease_secs: u64,
+    /// Join-ticket signing keys, comma-separated `kid:secret`; the first signs. Empty:
+    /// a random key per node (game servers cannot verify such tickets).
+    #[arg(long, env = "MATCH_TICKET_KEYS", default_value = "", global = true, hide_env_values = true)]
+    pub match_ticket_keys: TicketKeys,
+    /// How long a join ticket (and the match it names) stays valid.
+    #[arg(long, env = "MATCH_TICKET_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub match_ticket_ttl_secs: u64,
+
     /// Argon2id memory cost in KiB (the default is OWASP's recommendation).
     #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456, global = true)]
     pub argon2_memory_kib: u32,
@@ -251,6 +275,83 @@ impl TrustedProxies {
     pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// `name:size` queues.
+#[derive(Debug, Clone)]
+pub struct MatchQueues(pub Vec<(String, usize)>);
+
+impl std::str::FromStr for MatchQueues {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let queues = s
+            .split(',')
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(|q| {
+                let (name, size) = q.split_once(':').ok_or(format!("'{q}' is not name:size"))?;
+                let size: usize = size.parse().map_err(|_| format!("'{q}': the size is not a number"))?;
+                if name.is_empty() || !(2..=100).contains(&size) {
+                    return Err(format!("'{q}': a queue needs a name and 2 to 100 players"));
+                }
+                Ok((name.to_owned(), size))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        if queues.is_empty() {
+            return Err("at least one queue is needed".into());
+        }
+        Ok(MatchQueues(queues))
+    }
+}
+
+/// `host:port` game servers.
+#[derive(Debug, Clone, Default)]
+pub struct GameServers(pub Vec<(String, u16)>);
+
+impl std::str::FromStr for GameServers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(|g| {
+                let (host, port) = g.rsplit_once(':').ok_or(format!("'{g}' is not host:port"))?;
+                let port = port.parse().map_err(|_| format!("'{g}': bad port"))?;
+                Ok((host.trim_matches(['[', ']']).to_owned(), port))
+            })
+            .collect::<Result<_, String>>()
+            .map(GameServers)
+    }
+}
+
+/// `kid:secret` signing keys, the first one current.
+#[derive(Clone, Default)]
+pub struct TicketKeys(pub Vec<(String, Vec<u8>)>);
+
+impl std::fmt::Debug for TicketKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(kid, _)| kid)).finish()
+    }
+}
+
+impl std::str::FromStr for TicketKeys {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| match k.split_once(':') {
+                Some((kid, secret)) if !kid.is_empty() && secret.len() >= 16 => {
+                    Ok((kid.to_owned(), secret.as_bytes().to_vec()))
+                }
+                _ => Err("each key is kid:secret with a secret of at least 16 characters".to_owned()),
+            })
+            .collect::<Result<_, String>>()
+            .map(TicketKeys)
     }
 }
 

@@ -9,8 +9,14 @@ pub enum Error {
     BadMessage,
     AuthRequired,
     UnknownType,
+    /// A store the message needs is unreachable, and no fallback is right.
+    ServerError,
     /// Past the per-account chat rate.
     ChatRateLimited,
+    /// `join_queue` names a queue that is not configured.
+    UnknownQueue,
+    /// `leave_queue` after a match was formed for the player.
+    MatchPending,
 
     // `auth_error` replies for `login` and `token_auth`.
     InvalidLoginFormat,
@@ -41,6 +47,9 @@ impl Error {
             Error::BadMessage => error("BAD_MESSAGE"),
             Error::AuthRequired => error("AUTH_REQUIRED"),
             Error::UnknownType => error("UNKNOWN_TYPE"),
+            Error::ServerError => error("SERVER_ERROR"),
+            Error::UnknownQueue => error("BAD_QUEUE"),
+            Error::MatchPending => error("MATCH_PENDING"),
             Error::ChatRateLimited | Error::RegistrationRateLimited => error("RATE_LIMITED"),
             Error::InvalidLoginFormat
             | Error::InvalidCredentials
@@ -66,7 +75,9 @@ impl Error {
             Error::UnknownType => "Unknown message type",
             Error::ChatRateLimited => "Too many messages, slow down",
             Error::RegistrationRateLimited => "Too many registrations, try again later",
-            Error::AuthServerError => "Server error, try again later",
+            Error::ServerError | Error::AuthServerError => "Server error, try again later",
+            Error::UnknownQueue => "Unknown queue",
+            Error::MatchPending => "Match already found",
             Error::InvalidLoginFormat => "Invalid login format",
             Error::InvalidCredentials => "Invalid username or password",
             Error::TooManyAttempts => "Too many attempts, try again later",

@@ -7,6 +7,7 @@ pub mod handlers;
 pub mod http;
 pub mod last_used;
 pub mod loadgen;
+pub mod matchmaking;
 pub mod metrics;
 pub mod node;
 pub mod outbox;

@@ -79,7 +79,7 @@ fn describe() {
     );
     describe_counter!("openchampps_token_cache_lookups_total", "Token cache lookups in Redis, by outcome");
     describe_gauge!("openchampps_hash_queue_depth", "Password hashes waiting for a hash worker");
-    describe_histogram!("openchampps_hash_duration_seconds", Unit::Seconds, "CPU time of one argon2id hash or verify");
+    describe_histogram!("openchampps_hash_duration_seconds", Unit::Seconds, "CPU time of one password hash or verify (argon2id; bcrypt for accounts taken over from the Go server)");
     describe_counter!(
         "openchampps_chat_messages_relayed_total",
         "Chat messages delivered to local connections, by kind"

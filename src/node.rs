@@ -6,6 +6,7 @@ use crate::auth::HashPool;
 use crate::cluster::ClusterView;
 use crate::config::Config;
 use crate::last_used::LastUsed;
+use crate::matchmaking::Matchmaker;
 use crate::ratelimit::{ChatLimiter, LoginThrottle};
 use crate::registry::Registry;
 use crate::store::Stores;
@@ -26,6 +27,7 @@ pub struct Node {
     pub logins: LoginThrottle,
     pub chat: ChatLimiter,
     pub registry: Registry,
+    pub matchmaker: Matchmaker,
     /// The other live nodes, as of the last heartbeat.
     pub view: ClusterView,
     pub last_used: LastUsed,
@@ -38,6 +40,7 @@ impl Node {
         let hasher = HashPool::new(params, config.hash_workers, config.hash_queue);
         let logins = LoginThrottle::new(stores.limits.clone(), &config);
         let chat = ChatLimiter::new(&config);
+        let matchmaker = Matchmaker::new(&config);
         Node {
             config,
             node_id,
@@ -46,6 +49,7 @@ impl Node {
             logins,
             chat,
             registry: Registry::default(),
+            matchmaker,
             view: ClusterView::default(),
             last_used: LastUsed::default(),
             status: AtomicU8::new(Status::Starting as u8),

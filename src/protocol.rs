@@ -75,6 +75,13 @@ pub struct PrivateMessage {
     pub message: String,
 }
 
+/// `join_queue` payload (absent, `null` and `{}` mean the default queue).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QueueChoice {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+}
+
 /// Every request a client sends, as a client builds it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
@@ -87,6 +94,9 @@ pub enum Request {
     Count,
     GlobalChat(String),
     PrivateChat(PrivateMessage),
+    JoinQueue(QueueChoice),
+    LeaveQueue,
+    QueueStatus,
 }
 
 impl Request {
@@ -132,6 +142,40 @@ pub enum Reply<'a> {
     PlayerCount(u64),
     GlobalChat(ChatLine<'a>),
     PrivateChat(ChatLine<'a>),
+    Queued,
+    Dequeued,
+    QueueStatus(QueueStatus),
+    MatchFound(MatchFound),
+    MatchError {
+        message: Cow<'a, str>,
+    },
+}
+
+/// A player's place in a queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    pub queued: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// 1 for the next player out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_secs: Option<u64>,
+}
+
+/// A match and where to play it; the same for every player but `ticket`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchFound {
+    pub match_id: String,
+    /// Account usernames, in queue order.
+    pub players: Vec<String>,
+    pub host: String,
+    pub port: u16,
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    /// The player's signed join ticket.
+    pub ticket: String,
 }
 
 impl Reply<'_> {

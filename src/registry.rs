@@ -152,6 +152,12 @@ impl Registry {
         offered.filter(|peer| peer.outbox.offer(Outgoing::Frame(message.clone()))).count() as u64
     }
 
+    /// Queues `message` for connection `id`, if it is a live session here.
+    pub fn deliver_to_connection(&self, id: u64, message: &Message) -> bool {
+        let peers = self.peers.read().unwrap();
+        peers.by_id.get(&id).is_some_and(|peer| peer.outbox.offer(Outgoing::Frame(message.clone())))
+    }
+
     /// The tokens of every live session here, each once.
     pub fn tokens(&self) -> Vec<TokenHash> {
         let mut tokens: Vec<TokenHash> = self.peers.read().unwrap().by_id.values().map(|p| p.token_hash).collect();

@@ -25,7 +25,7 @@ use crate::http::{self, Public};
 use crate::metrics as m;
 use crate::node::{Node, Status};
 use crate::store::Stores;
-use crate::{cluster, connection, handlers, revocation};
+use crate::{cluster, connection, handlers, matchmaking, revocation};
 
 /// A slow client gets this long to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -133,6 +133,7 @@ pub async fn run(
     background.spawn(cluster::run_directory(node.clone(), stop_background.clone()));
     background.spawn(run_housekeeping(node.clone(), stop_background.clone()));
     background.spawn(revocation::run(node.clone(), stop_background.clone()));
+    background.spawn(matchmaking::run(node.clone(), stop_background.clone()));
     background.spawn(m::run_upkeep(handle, METRICS_UPKEEP, stop_background.clone()));
     node.set_status(Status::Ready);
     tracing::info!("ready");

@@ -2,8 +2,8 @@
 //! change it only through [`Session::begin`], [`Session::rename`] and
 //! [`Session::end`]; `end` is the one place where a session stops, whether by
 //! `logout`, a new login on the same connection, or the socket going away, so every
-//! feature that keeps per-session state (the registry of live players today) lets
-//! go of it there.
+//! feature that keeps per-session state (the registry of live players, the
+//! matchmaking ticket) lets go of it there.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub struct Session {
     /// The client's address (behind a trusted proxy: the forwarded one).
     pub client_ip: IpAddr,
     auth: Option<Auth>,
+    /// This connection holds its account's matchmaking ticket.
+    pub queued: bool,
     /// Since when the connection has been unauthenticated (it must authenticate in time).
     unauthenticated_since: Instant,
     outbox: Outbox,
@@ -37,7 +39,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(id: u64, client_ip: IpAddr, outbox: Outbox) -> Session {
-        Session { id, client_ip, auth: None, unauthenticated_since: Instant::now(), outbox }
+        Session { id, client_ip, auth: None, queued: false, unauthenticated_since: Instant::now(), outbox }
     }
 
     pub fn auth(&self) -> Option<&Auth> {
@@ -85,8 +87,11 @@ impl Session {
 
     /// Ends the session, if any: the one hook every feature joins.
     pub fn end(&mut self, node: &Node) {
-        if self.auth.take().is_some() {
+        if let Some(auth) = self.auth.take() {
             node.registry.remove(self.id);
+            if std::mem::take(&mut self.queued) {
+                node.matchmaker.release(&auth.username.to_lowercase(), self.id);
+            }
             self.unauthenticated_since = Instant::now();
         }
     }

@@ -10,9 +10,12 @@
 
 mod count;
 mod global_chat;
+mod join_queue;
+mod leave_queue;
 mod login;
 mod logout;
 mod private_chat;
+mod queue_status;
 pub mod register;
 mod set_username;
 mod token_auth;
@@ -81,6 +84,9 @@ messages! {
     "count"         => Count,       Player,         count::apply;
     "global_chat"   => GlobalChat,  Player,         global_chat::apply;
     "private_chat"  => PrivateChat, Player,         private_chat::apply;
+    "join_queue"    => JoinQueue,   Player,         join_queue::apply;
+    "leave_queue"   => LeaveQueue,  Player,         leave_queue::apply;
+    "queue_status"  => QueueStatus, Player,         queue_status::apply;
 }
 
 /// Per-type metrics, in [`Kind::ALL`] order, then frames of unknown type and

@@ -13,8 +13,8 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    unix_now, Backoff, Bus, CacheLookup, ChatEvent, Conflict, Directory, Health, Limits, Presence, Route, Sessions,
-    StoreResult, TokenCache, TokenRecord, UserRecord, UserStore,
+    unix_now, Backoff, Bus, BusEvent, CacheLookup, Conflict, Directory, Health, Joined, Left, Limits, MatchQueue,
+    Presence, Route, Sessions, StoreResult, Ticket, TokenCache, TokenRecord, UserRecord, UserStore,
 };
 use crate::auth::TokenHash;
 
@@ -183,7 +183,7 @@ impl UserStore for MemoryUsers {
 pub struct MemoryShared {
     inner: Mutex<Shared>,
     /// Events with the node they are for (`None`: every node).
-    bus: broadcast::Sender<(Option<String>, ChatEvent)>,
+    bus: broadcast::Sender<(Option<String>, BusEvent)>,
     /// Added to every session write: lets a test hold a handler on a slow store.
     session_delay: Mutex<Duration>,
 }
@@ -197,6 +197,10 @@ struct Shared {
     routes: HashMap<Route, std::collections::HashSet<String>>,
     counters: HashMap<String, Expiring<u64>>,
     guesses: HashMap<String, Guesses>,
+    tickets: HashMap<String, Ticket>,
+    seq: u64,
+    pending: HashMap<String, Expiring<String>>,
+    leases: HashMap<String, Expiring<String>>,
 }
 
 /// One key's guesses: how many, when the next may come, when it is forgotten.
@@ -351,17 +355,17 @@ impl Directory for MemoryShared {
 
 #[async_trait]
 impl Bus for MemoryShared {
-    async fn publish(&self, event: &ChatEvent) -> StoreResult<()> {
+    async fn publish(&self, event: &BusEvent) -> StoreResult<()> {
         let _ = self.bus.send((None, event.clone()));
         Ok(())
     }
 
-    async fn publish_to(&self, node_id: &str, event: &ChatEvent) -> StoreResult<()> {
+    async fn publish_to(&self, node_id: &str, event: &BusEvent) -> StoreResult<()> {
         let _ = self.bus.send((Some(node_id.to_owned()), event.clone()));
         Ok(())
     }
 
-    async fn subscribe(&self, node_id: &str) -> StoreResult<BoxStream<'static, ChatEvent>> {
+    async fn subscribe(&self, node_id: &str) -> StoreResult<BoxStream<'static, BusEvent>> {
         let me = node_id.to_owned();
         let events = stream::unfold((self.bus.subscribe(), me), |(mut rx, me)| async move {
             loop {
@@ -422,5 +426,87 @@ impl Limits for MemoryShared {
 impl Health for MemoryShared {
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
+    }
+}
+
+#[async_trait]
+impl MatchQueue for MemoryShared {
+    async fn join(&self, ticket: &Ticket) -> StoreResult<Joined> {
+        let mut inner = self.inner.lock().unwrap();
+        if live(&inner.pending, ticket.account.as_str()).is_some() {
+            return Ok(Joined::MatchPending);
+        }
+        let mut ticket = ticket.clone();
+        if let Some(old) = inner.tickets.get(&ticket.account).filter(|old| old.queue == ticket.queue) {
+            let held = Joined::Kept { node: old.node.clone(), conn: old.conn };
+            (ticket.seq, ticket.joined_ms) = (old.seq, old.joined_ms);
+            inner.tickets.insert(ticket.account.clone(), ticket);
+            return Ok(held);
+        }
+        inner.seq += 1;
+        ticket.seq = inner.seq;
+        inner.tickets.insert(ticket.account.clone(), ticket);
+        Ok(Joined::New)
+    }
+
+    async fn leave(&self, account: &str, holder: Option<(&str, u64)>) -> StoreResult<Left> {
+        let mut inner = self.inner.lock().unwrap();
+        if live(&inner.pending, account).is_some() {
+            return Ok(Left::MatchPending);
+        }
+        let held = |t: &Ticket| holder.is_none_or(|(node, conn)| t.node == node && t.conn == conn);
+        if !inner.tickets.get(account).is_some_and(held) {
+            return Ok(Left::NoTicket);
+        }
+        Ok(inner.tickets.remove(account).map_or(Left::NoTicket, Left::Removed))
+    }
+
+    async fn position(&self, account: &str) -> StoreResult<Option<(Ticket, u64)>> {
+        let inner = self.inner.lock().unwrap();
+        let Some(ticket) = inner.tickets.get(account) else {
+            return Ok(None);
+        };
+        let ahead = inner.tickets.values().filter(|t| t.queue == ticket.queue && t.seq < ticket.seq).count();
+        Ok(Some((ticket.clone(), ahead as u64 + 1)))
+    }
+
+    async fn take(
+        &self,
+        queue: &str,
+        size: usize,
+        match_id: &str,
+        pending_secs: u64,
+        gone: &[String],
+    ) -> StoreResult<Vec<Ticket>> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.tickets.retain(|_, t| !gone.contains(&t.node));
+        let mut queued: Vec<&Ticket> = inner.tickets.values().filter(|t| t.queue == queue).collect();
+        if queued.len() < size {
+            return Ok(Vec::new());
+        }
+        queued.sort_by_key(|t| t.seq);
+        let taken: Vec<Ticket> = queued.into_iter().take(size).cloned().collect();
+        for t in &taken {
+            inner.tickets.remove(&t.account);
+            inner.pending.insert(t.account.clone(), Expiring::new(match_id.to_owned(), pending_secs));
+        }
+        Ok(taken)
+    }
+
+    async fn settle(&self, accounts: &[String]) -> StoreResult<()> {
+        let mut inner = self.inner.lock().unwrap();
+        for account in accounts {
+            inner.pending.remove(account);
+        }
+        Ok(())
+    }
+
+    async fn lease(&self, server: &str, match_id: &str, secs: u64) -> StoreResult<bool> {
+        let mut inner = self.inner.lock().unwrap();
+        if live(&inner.leases, server).is_some() {
+            return Ok(false);
+        }
+        inner.leases.insert(server.to_owned(), Expiring::new(match_id.to_owned(), secs));
+        Ok(true)
     }
 }

@@ -153,6 +153,16 @@ pub trait Presence: Send + Sync + 'static {
     async fn remove(&self, node_id: &str) -> StoreResult<()>;
 }
 
+/// Who on a node receives a [`BusEvent::Frame`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameTarget {
+    /// Every session of the account with this lower-case name.
+    Account(String),
+    /// One connection, by its id on that node.
+    Connection(u64),
+}
+
 /// Where players are: which nodes hold the sessions of an account or of a display
 /// name, so a private message goes only to those nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -178,15 +188,21 @@ pub trait Directory: Send + Sync + 'static {
     async fn leave(&self, route: &Route, node_id: &str) -> StoreResult<()>;
 }
 
-/// A chat message on the cluster bus: `from` is the sender's display name, `account`
-/// its account name.
+/// An event on the cluster bus. Chat: `from` is the sender's display name,
+/// `account` its account name.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ChatEvent {
+pub enum BusEvent {
     Global {
         from: String,
         account: String,
         message: String,
+    },
+    /// A ready-made frame for the sessions of an account, or for one connection, on
+    /// the node it is published to (matchmaking).
+    Frame {
+        to: FrameTarget,
+        text: String,
     },
     /// To the sessions of one route: an account (no display name captures its
     /// messages), or a display name that is no account's name.
@@ -202,11 +218,11 @@ pub enum ChatEvent {
 /// one published to a node reaches that node only.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    async fn publish(&self, event: &ChatEvent) -> StoreResult<()>;
-    async fn publish_to(&self, node_id: &str, event: &ChatEvent) -> StoreResult<()>;
+    async fn publish(&self, event: &BusEvent) -> StoreResult<()>;
+    async fn publish_to(&self, node_id: &str, event: &BusEvent) -> StoreResult<()>;
     /// `node_id`'s subscription (events to all, and to it); the stream ends when the
     /// bus connection is lost (subscribe again).
-    async fn subscribe(&self, node_id: &str) -> StoreResult<BoxStream<'static, ChatEvent>>;
+    async fn subscribe(&self, node_id: &str) -> StoreResult<BoxStream<'static, BusEvent>>;
 }
 
 /// How guesses against one key are throttled: `free` guesses, then each further one
@@ -229,6 +245,72 @@ impl Backoff {
         let doublings = (n - u64::from(self.free)).min(40) as u32;
         self.base_ms.saturating_mul(1 << doublings).min(self.max_ms)
     }
+}
+
+/// A player's place in a matchmaking queue: one per account, cluster-wide.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ticket {
+    /// The account's lower-case name (the ticket's key).
+    pub account: String,
+    /// The account name as stored (what `match_found` lists).
+    pub username: String,
+    pub queue: String,
+    /// The node and connection holding it.
+    pub node: String,
+    pub conn: u64,
+    /// Place in the queue (first in, first out); kept when the ticket moves.
+    #[serde(default)]
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub joined_ms: u64,
+}
+
+/// What `join` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Joined {
+    New,
+    /// The account already had this place; its earlier holder (node, connection).
+    Kept {
+        node: String,
+        conn: u64,
+    },
+    /// A match was already formed for the account.
+    MatchPending,
+}
+
+/// What `leave` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Left {
+    Removed(Ticket),
+    NoTicket,
+    MatchPending,
+}
+
+/// The matchmaking queues, shared by every node; each operation is atomic.
+#[async_trait]
+pub trait MatchQueue: Send + Sync + 'static {
+    /// Queues the account (keeping its place when it already has one in this queue).
+    async fn join(&self, ticket: &Ticket) -> StoreResult<Joined>;
+    /// Removes the account's ticket; only the one held by `holder` (node, connection)
+    /// when given.
+    async fn leave(&self, account: &str, holder: Option<(&str, u64)>) -> StoreResult<Left>;
+    /// The account's ticket and its position (1 = next out).
+    async fn position(&self, account: &str) -> StoreResult<Option<(Ticket, u64)>>;
+    /// Takes the first `size` tickets of `queue` for match `match_id`, if there are
+    /// that many, dropping tickets held by `gone` nodes; marks their accounts as having
+    /// a pending match for `pending_secs`.
+    async fn take(
+        &self,
+        queue: &str,
+        size: usize,
+        match_id: &str,
+        pending_secs: u64,
+        gone: &[String],
+    ) -> StoreResult<Vec<Ticket>>;
+    /// Ends the pending state of these accounts (the match started or failed).
+    async fn settle(&self, accounts: &[String]) -> StoreResult<()>;
+    /// Leases game server `server` to `match_id` for `secs`, unless another match holds it.
+    async fn lease(&self, server: &str, match_id: &str, secs: u64) -> StoreResult<bool>;
 }
 
 /// Counters for rate limits that hold across nodes.
@@ -254,6 +336,7 @@ pub struct Stores {
     pub directory: Arc<dyn Directory>,
     pub bus: Arc<dyn Bus>,
     pub limits: Arc<dyn Limits>,
+    pub queue: Arc<dyn MatchQueue>,
     /// Health of the shared-state store behind the Redis roles.
     pub shared: Arc<dyn Health>,
 }
@@ -280,7 +363,7 @@ impl Stores {
 
     fn from_parts<S>(users: Arc<dyn UserStore>, shared: Arc<S>) -> Stores
     where
-        S: TokenCache + Sessions + Presence + Directory + Bus + Limits + Health,
+        S: TokenCache + Sessions + Presence + Directory + Bus + Limits + MatchQueue + Health,
     {
         Stores {
             users,
@@ -290,6 +373,7 @@ impl Stores {
             directory: shared.clone(),
             bus: shared.clone(),
             limits: shared.clone(),
+            queue: shared.clone(),
             shared,
         }
     }

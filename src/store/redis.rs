@@ -11,7 +11,7 @@
 //! - `{n:<lower name>}:nodes` set: the nodes holding that account's sessions
 //! - `{d:<display name>}:nodes` set: the nodes holding sessions with that display name
 //! - `{rl:<key>}`            rate-limit counter, per window
-//! - channel `chat`          the chat bus to every node (JSON [`ChatEvent`]s)
+//! - channel `chat`          the chat bus to every node (JSON [`BusEvent`]s)
 //! - channel `chat:<node id>` private messages routed to one node
 
 use std::future::Future;
@@ -28,8 +28,8 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use super::{
-    seconds_until, Backoff, Bus, CacheLookup, ChatEvent, Directory, Health, Limits, Presence, Route, Sessions,
-    StoreResult, TokenCache, TokenRecord,
+    seconds_until, Backoff, Bus, BusEvent, CacheLookup, Directory, Health, Joined, Left, Limits, MatchQueue, Presence,
+    Route, Sessions, StoreResult, Ticket, TokenCache, TokenRecord,
 };
 use crate::auth::TokenHash;
 use crate::error::StoreError;
@@ -378,26 +378,26 @@ impl Directory for RedisStore {
 
 #[async_trait]
 impl Bus for RedisStore {
-    async fn publish(&self, event: &ChatEvent) -> StoreResult<()> {
+    async fn publish(&self, event: &BusEvent) -> StoreResult<()> {
         let channel = self.chat_channel();
         let body = serde_json::to_string(event).expect("chat events serialize");
         self.run(|mut c| async move { c.publish(channel, body).await }).await
     }
 
-    async fn publish_to(&self, node_id: &str, event: &ChatEvent) -> StoreResult<()> {
+    async fn publish_to(&self, node_id: &str, event: &BusEvent) -> StoreResult<()> {
         let channel = self.node_channel(node_id);
         let body = serde_json::to_string(event).expect("chat events serialize");
         self.run(|mut c| async move { c.publish(channel, body).await }).await
     }
 
-    async fn subscribe(&self, node_id: &str) -> StoreResult<BoxStream<'static, ChatEvent>> {
+    async fn subscribe(&self, node_id: &str) -> StoreResult<BoxStream<'static, BusEvent>> {
         // A pooled connection cannot subscribe: the bus has a dedicated one.
         let mut pubsub = self.client.get_async_pubsub().await?;
         let channels = [self.chat_channel(), self.node_channel(node_id)];
         pubsub.subscribe(&channels).await?;
         tracing::info!(?channels, "subscribed to the chat bus");
         let events = pubsub.into_on_message().filter_map(|msg| async move {
-            serde_json::from_slice::<ChatEvent>(msg.get_payload_bytes())
+            serde_json::from_slice::<BusEvent>(msg.get_payload_bytes())
                 .inspect_err(|e| tracing::warn!(error = %e, "ignoring malformed chat bus message"))
                 .ok()
         });
@@ -414,5 +414,171 @@ impl Health for RedisStore {
     fn export_pool_gauges(&self) {
         let s = self.pool.status();
         m::pool_connections("redis", s.size, s.available, s.waiting);
+    }
+}
+
+/// Matchmaking keys, all under one hash tag (one slot: every operation is one atomic
+/// script): `{mm}:tickets` hash account → ticket (JSON), `{mm}:q:<queue>` sorted set
+/// account → place, `{mm}:seq` places handed out, `{mm}:pending:<account>` a formed
+/// match, `{mm}:lease:<server>` the match holding a game server.
+const MM_JOIN: &str = r"
+local p, acct = ARGV[1], ARGV[2]
+local t = cjson.decode(ARGV[3])
+if redis.call('EXISTS', p .. '{mm}:pending:' .. acct) == 1 then return {'pending'} end
+local old = redis.call('HGET', KEYS[1], acct)
+if old then
+  local o = cjson.decode(old)
+  if o.queue == t.queue then
+    t.seq = o.seq
+    t.joined_ms = o.joined_ms
+    redis.call('HSET', KEYS[1], acct, cjson.encode(t))
+    return {'kept', o.node, tostring(o.conn)}
+  end
+  redis.call('ZREM', p .. '{mm}:q:' .. o.queue, acct)
+end
+t.seq = redis.call('INCR', p .. '{mm}:seq')
+redis.call('HSET', KEYS[1], acct, cjson.encode(t))
+redis.call('ZADD', p .. '{mm}:q:' .. t.queue, t.seq, acct)
+return {'new'}
+";
+
+const MM_LEAVE: &str = r"
+local p, acct = ARGV[1], ARGV[2]
+if redis.call('EXISTS', p .. '{mm}:pending:' .. acct) == 1 then return {'pending'} end
+local old = redis.call('HGET', KEYS[1], acct)
+if not old then return {'none'} end
+local o = cjson.decode(old)
+if ARGV[3] ~= '' and (o.node ~= ARGV[3] or tostring(o.conn) ~= ARGV[4]) then return {'none'} end
+redis.call('HDEL', KEYS[1], acct)
+redis.call('ZREM', p .. '{mm}:q:' .. o.queue, acct)
+return {'removed', old}
+";
+
+const MM_POSITION: &str = r"
+local old = redis.call('HGET', KEYS[1], ARGV[2])
+if not old then return {} end
+local o = cjson.decode(old)
+local rank = redis.call('ZRANK', ARGV[1] .. '{mm}:q:' .. o.queue, ARGV[2])
+if not rank then return {} end
+return {old, tostring(rank + 1)}
+";
+
+const MM_TAKE: &str = r"
+local p, q, size = ARGV[1], ARGV[1] .. '{mm}:q:' .. ARGV[2], tonumber(ARGV[3])
+local gone = {}
+for i = 6, #ARGV do gone[ARGV[i]] = true end
+local taken, dead, start = {}, {}, 0
+while #taken < size do
+  local batch = redis.call('ZRANGE', q, start, start + 99)
+  if #batch == 0 then break end
+  for _, acct in ipairs(batch) do
+    local raw = redis.call('HGET', KEYS[1], acct)
+    if not raw or gone[cjson.decode(raw).node] then
+      table.insert(dead, acct)
+    elseif #taken < size then
+      table.insert(taken, raw)
+    end
+  end
+  start = start + 100
+end
+for _, acct in ipairs(dead) do
+  redis.call('ZREM', q, acct)
+  redis.call('HDEL', KEYS[1], acct)
+end
+if #taken < size then return {} end
+for _, raw in ipairs(taken) do
+  local acct = cjson.decode(raw).account
+  redis.call('ZREM', q, acct)
+  redis.call('HDEL', KEYS[1], acct)
+  redis.call('SET', p .. '{mm}:pending:' .. acct, ARGV[4], 'EX', tonumber(ARGV[5]))
+end
+return taken
+";
+
+static MM_SCRIPTS: std::sync::LazyLock<[Script; 4]> = std::sync::LazyLock::new(|| {
+    [Script::new(MM_JOIN), Script::new(MM_LEAVE), Script::new(MM_POSITION), Script::new(MM_TAKE)]
+});
+
+fn ticket_from(raw: &str) -> StoreResult<Ticket> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Other(format!("malformed ticket in Redis: {e}")))
+}
+
+impl RedisStore {
+    fn mm_key(&self, rest: &str) -> String {
+        format!("{}{{mm}}:{rest}", self.prefix)
+    }
+}
+
+#[async_trait]
+impl MatchQueue for RedisStore {
+    async fn join(&self, ticket: &Ticket) -> StoreResult<Joined> {
+        let mut inv = MM_SCRIPTS[0].key(self.mm_key("tickets"));
+        let body = serde_json::to_string(ticket).expect("tickets serialize");
+        inv.arg(&self.prefix).arg(&ticket.account).arg(body);
+        let reply: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(match reply.first().map(String::as_str) {
+            Some("pending") => Joined::MatchPending,
+            Some("kept") => Joined::Kept {
+                node: reply.get(1).cloned().unwrap_or_default(),
+                conn: reply.get(2).and_then(|c| c.parse().ok()).unwrap_or_default(),
+            },
+            _ => Joined::New,
+        })
+    }
+
+    async fn leave(&self, account: &str, holder: Option<(&str, u64)>) -> StoreResult<Left> {
+        let mut inv = MM_SCRIPTS[1].key(self.mm_key("tickets"));
+        let (node, conn) = holder.map_or((String::new(), String::new()), |(n, c)| (n.to_owned(), c.to_string()));
+        inv.arg(&self.prefix).arg(account).arg(node).arg(conn);
+        let reply: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(match (reply.first().map(String::as_str), reply.get(1)) {
+            (Some("pending"), _) => Left::MatchPending,
+            (Some("removed"), Some(raw)) => Left::Removed(ticket_from(raw)?),
+            _ => Left::NoTicket,
+        })
+    }
+
+    async fn position(&self, account: &str) -> StoreResult<Option<(Ticket, u64)>> {
+        let mut inv = MM_SCRIPTS[2].key(self.mm_key("tickets"));
+        inv.arg(&self.prefix).arg(account);
+        let reply: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        match (reply.first(), reply.get(1).and_then(|p| p.parse().ok())) {
+            (Some(raw), Some(position)) => Ok(Some((ticket_from(raw)?, position))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn take(
+        &self,
+        queue: &str,
+        size: usize,
+        match_id: &str,
+        pending_secs: u64,
+        gone: &[String],
+    ) -> StoreResult<Vec<Ticket>> {
+        let mut inv = MM_SCRIPTS[3].key(self.mm_key("tickets"));
+        inv.arg(&self.prefix).arg(queue).arg(size).arg(match_id).arg(pending_secs.max(1));
+        for node in gone {
+            inv.arg(node);
+        }
+        let raw: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        raw.iter().map(|r| ticket_from(r)).collect()
+    }
+
+    async fn settle(&self, accounts: &[String]) -> StoreResult<()> {
+        let keys: Vec<String> = accounts.iter().map(|a| self.mm_key(&format!("pending:{a}"))).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        // One slot: a multi-key DEL is fine on Cluster.
+        self.run(|mut c| async move { c.del(keys).await }).await
+    }
+
+    async fn lease(&self, server: &str, match_id: &str, secs: u64) -> StoreResult<bool> {
+        let key = self.mm_key(&format!("lease:{server}"));
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(match_id).arg("NX").arg("EX").arg(secs.max(1));
+        let set: Option<String> = self.run(|mut c| async move { cmd.query_async(&mut c).await }).await?;
+        Ok(set.is_some())
     }
 }

@@ -1,0 +1,43 @@
+//! `join_queue`: one ticket per account, cluster-wide. Joining again keeps the
+//! account's place; joining from another connection moves the ticket there and tells
+//! the earlier connection `dequeued`.
+
+use serde_json::value::RawValue;
+
+use super::Outcome;
+use crate::cluster;
+use crate::error::Error;
+use crate::node::Node;
+use crate::protocol::{QueueChoice, Reply};
+use crate::session::Session;
+use crate::store::{BusEvent, FrameTarget, Joined, Ticket};
+
+pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
+    let choice = match payload.map(RawValue::get) {
+        None | Some("null") => QueueChoice::default(),
+        Some(raw) if raw.starts_with('{') => serde_json::from_str(raw).map_err(|_| Error::BadMessage)?,
+        Some(_) => return Err(Error::BadMessage),
+    };
+    let queue = node.matchmaker.queue(choice.queue.as_deref()).ok_or(Error::UnknownQueue)?;
+    let player = session.player();
+    let ticket = Ticket {
+        account: player.username.to_lowercase(),
+        username: player.username.clone(),
+        queue: queue.to_owned(),
+        node: node.node_id.clone(),
+        conn: session.id,
+        seq: 0,
+        joined_ms: (crate::store::unix_now() * 1000) as u64,
+    };
+    // Never a queue in one node's memory: that would split the players.
+    match node.stores.queue.join(&ticket).await.map_err(|_| Error::ServerError)? {
+        Joined::MatchPending => return Err(Error::MatchPending),
+        Joined::Kept { node: holder, conn } if (holder.as_str(), conn) != (node.node_id.as_str(), session.id) => {
+            let event = BusEvent::Frame { to: FrameTarget::Connection(conn), text: Reply::Dequeued.to_json() };
+            cluster::send_to_node(node, &holder, &event).await;
+        }
+        Joined::Kept { .. } | Joined::New => {}
+    }
+    session.queued = true;
+    Ok(Some(Reply::Queued.to_json()))
+}

@@ -1,0 +1,197 @@
+//! Matchmaking across the cluster (MATCHMAKING.md), on real nodes, PostgreSQL and Redis.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::*;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+const KEYS: (&str, &str) = ("MATCH_TICKET_KEYS", "k1:0123456789abcdef0123456789abcdef");
+const SERVERS: (&str, &str) = ("GAME_SERVERS", "203.0.113.7:7001,203.0.113.7:7002");
+
+/// The next frame of `kind`, skipping others (a `queued` may come first).
+async fn next_of(client: &mut Client, kind: &str) -> Value {
+    loop {
+        match client.next_frame(Duration::from_secs(10)).await {
+            Frame::Text(v) if v["type"] == kind => return v,
+            Frame::Text(_) => continue,
+            other => panic!("no {kind}: {other:?}"),
+        }
+    }
+}
+
+/// Checks a join ticket as a game server would (docs/PROTOCOL.md, "Join ticket").
+fn verify_ticket(ticket: &str, secret: &[u8]) -> Option<Value> {
+    let (signed, signature) = ticket.rsplit_once('.')?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).ok()?;
+    mac.update(signed.as_bytes());
+    mac.verify_slice(&URL_SAFE_NO_PAD.decode(signature).ok()?).ok()?;
+    let claims = signed.rsplit('.').next()?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()
+}
+
+/// The original server's `tests/test_queue.py` flow: two players queue, both get the
+/// same `port` and `containerID`, with both usernames in `players`.
+#[tokio::test]
+async fn two_players_on_different_nodes_are_matched() {
+    let cluster = Cluster::new().await;
+    let (a, b) = (cluster.node_with(&[KEYS, SERVERS]).await, cluster.node_with(&[KEYS, SERVERS]).await);
+    let (alice, bob) = (unique_name("alice"), unique_name("bob"));
+    let mut on_a = a.client().await;
+    on_a.signed_up(&alice).await;
+    let mut on_b = b.client().await;
+    on_b.signed_up(&bob).await;
+
+    assert_eq!(on_a.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    let status = on_a.request(json!({"type": "queue_status"})).await;
+    assert_eq!(status["payload"]["queued"], true, "{status}");
+    assert_eq!(status["payload"]["position"], 1);
+    assert_eq!(
+        on_b.request(json!({"type": "join_queue", "payload": {"queue": "default"}})).await,
+        json!({"type": "queued"})
+    );
+
+    let (found_a, found_b) = (next_of(&mut on_a, "match_found").await, next_of(&mut on_b, "match_found").await);
+    for found in [&found_a, &found_b] {
+        assert_eq!(found["payload"]["players"], json!([alice, bob]));
+        assert_eq!(found["payload"]["host"], "203.0.113.7");
+    }
+    assert_eq!(found_a["payload"]["port"], found_b["payload"]["port"]);
+    assert_eq!(found_a["payload"]["containerID"], found_b["payload"]["containerID"]);
+    assert_eq!(found_a["payload"]["match_id"], found_b["payload"]["match_id"]);
+    assert!(found_a["payload"]["port"].is_u64());
+
+    // Each player's ticket verifies with the cluster's key, and names that player.
+    let claims = verify_ticket(found_a["payload"]["ticket"].as_str().unwrap(), &KEYS.1.as_bytes()[3..]).unwrap();
+    assert_eq!(claims["sub"], alice);
+    assert_eq!(claims["mid"], found_a["payload"]["match_id"]);
+    let forged = found_a["payload"]["ticket"].as_str().unwrap().replace("v1.k1.", "v1.k1.x");
+    assert!(verify_ticket(&forged, &KEYS.1.as_bytes()[3..]).is_none());
+    assert!(verify_ticket(found_b["payload"]["ticket"].as_str().unwrap(), b"another key entirely!").is_none());
+
+    // After the match the tickets are gone, and leaving is refused while it is on.
+    assert_eq!(on_a.request(json!({"type": "queue_status"})).await["payload"], json!({"queued": false}));
+    assert_eq!(on_b.request(json!({"type": "leave_queue"})).await, error("Match already found", "MATCH_PENDING"));
+}
+
+#[tokio::test]
+async fn one_ticket_per_account_and_it_ends_with_leave_or_disconnect() {
+    let cluster = Cluster::new().await;
+    let (a, b) = (cluster.node_with(&[KEYS, SERVERS]).await, cluster.node_with(&[KEYS, SERVERS]).await);
+    let jane = unique_name("jane");
+    let token = a.client().await.signed_up(&jane).await;
+    let mut first = a.client().await;
+    first.token_auth(&token).await;
+    let mut second = b.client().await;
+    second.token_auth(&token).await;
+
+    assert_eq!(first.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    assert_eq!(second.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    // The ticket moved to the second connection; the first is told.
+    assert_eq!(next_of(&mut first, "dequeued").await, json!({"type": "dequeued"}));
+    assert_eq!(second.request(json!({"type": "queue_status"})).await["payload"]["position"], 1);
+
+    // leave_queue from the first connection, on the other node, removes it.
+    assert_eq!(first.request(json!({"type": "leave_queue"})).await, json!({"type": "dequeued"}));
+    assert_eq!(second.request(json!({"type": "queue_status"})).await["payload"], json!({"queued": false}));
+    first.send(json!({"type": "leave_queue"})).await;
+    first.expect_silence(Duration::from_millis(300)).await;
+
+    // A disconnect ends the ticket too.
+    assert_eq!(second.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    second.close().await;
+    let mut third = a.client().await;
+    third.token_auth(&token).await;
+    let gone = eventually(Duration::from_secs(5), || {
+        let url = a.ws_url();
+        let token = token.clone();
+        async move {
+            let mut c = Client::connect(&url).await;
+            c.token_auth(&token).await;
+            c.request(json!({"type": "queue_status"})).await["payload"] == json!({"queued": false})
+        }
+    })
+    .await;
+    assert!(gone, "the disconnected player's ticket is still queued");
+
+    // Bad requests.
+    assert_eq!(
+        third.request(json!({"type": "join_queue", "payload": {"queue": "nope"}})).await,
+        error("Unknown queue", "BAD_QUEUE")
+    );
+    for payload in [json!("default"), json!(5), json!({"queue": 5})] {
+        let reply = third.request(json!({"type": "join_queue", "payload": payload})).await;
+        assert_eq!(reply, error("Invalid message format", "BAD_MESSAGE"), "{payload}");
+    }
+    let mut anonymous = a.client().await;
+    assert_eq!(
+        anonymous.request(json!({"type": "join_queue"})).await,
+        error("Authentication required", "AUTH_REQUIRED")
+    );
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_gives_match_error_and_frees_the_players() {
+    let cluster = Cluster::new().await;
+    let one_server = [KEYS, ("GAME_SERVERS", "203.0.113.9:7100"), ("ALLOCATION_ATTEMPTS", "2")];
+    let node = cluster.node_with(&one_server).await;
+    let mut players = Vec::new();
+    for i in 0..4 {
+        let mut p = node.client().await;
+        p.signed_up(&unique_name(&format!("p{i}"))).await;
+        players.push(p);
+    }
+    for p in &mut players[..2] {
+        assert_eq!(p.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    }
+    for p in &mut players[..2] {
+        assert_eq!(next_of(p, "match_found").await["payload"]["port"], 7100);
+    }
+    // The only server is leased: the next match cannot start.
+    for p in &mut players[2..] {
+        assert_eq!(p.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    }
+    for p in &mut players[2..] {
+        let failed = next_of(p, "match_error").await;
+        assert_eq!(failed, json!({"type": "match_error", "payload": {"message": "Failed to start game server"}}));
+        // Free again: may queue anew.
+        assert_eq!(p.request(json!({"type": "queue_status"})).await["payload"], json!({"queued": false}));
+        assert_eq!(p.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    }
+}
+
+/// Three nodes race to form matches over 60 players: each player ends in exactly one match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_nodes_put_every_player_in_exactly_one_match() {
+    let cluster = Cluster::new().await;
+    let servers: Vec<String> = (0..40).map(|i| format!("198.51.100.1:{}", 7000 + i)).collect();
+    let servers = servers.join(",");
+    let settings = [KEYS, ("GAME_SERVERS", servers.as_str())];
+    let nodes =
+        [cluster.node_with(&settings).await, cluster.node_with(&settings).await, cluster.node_with(&settings).await];
+    let mut players = Vec::new();
+    for i in 0..60 {
+        let name = unique_name(&format!("r{i}"));
+        let mut p = nodes[i % 3].client().await;
+        p.signed_up(&name).await;
+        players.push((name, p));
+    }
+    for (_, p) in &mut players {
+        p.send(json!({"type": "join_queue"})).await;
+    }
+    let mut matches: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for (name, p) in &mut players {
+        let found = next_of(p, "match_found").await;
+        let id = found["payload"]["match_id"].as_str().unwrap().to_owned();
+        let listed: Vec<String> = serde_json::from_value(found["payload"]["players"].clone()).unwrap();
+        assert!(listed.contains(name), "{name} not in its own match {listed:?}");
+        matches.entry(id).or_default().push(name.clone());
+    }
+    assert_eq!(matches.len(), 30, "60 players in pairs make 30 matches");
+    assert!(matches.values().all(|m| m.len() == 2));
+}
