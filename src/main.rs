@@ -1,7 +1,7 @@
 use clap::{Parser, Subcommand};
 use openchampps::config::Config;
 use openchampps::store::takeover;
-use openchampps::{loadgen, revoke, server};
+use openchampps::{loadgen, matchmaking, revoke, server};
 
 #[derive(Debug, Parser)]
 #[command(name = "openchampps", version, about = "OpenChampPS login/lobby node")]
@@ -23,6 +23,8 @@ enum Command {
     /// Apply the database migrations without serving, first taking over a Go
     /// OpenChampPS database in place; `--check` only reports what that would do.
     Migrate(takeover::MigrateArgs),
+    /// Check a match join ticket with the MATCH_TICKET_KEYS, as a game server would.
+    Ticket(matchmaking::TicketArgs),
 }
 
 #[tokio::main]
@@ -49,6 +51,7 @@ async fn main() {
         Command::Bench(args) => loadgen::run(args).await,
         Command::Revoke(args) => revoke::run(&cli.config, args).await,
         Command::Migrate(args) => takeover::run(&cli.config, args).await,
+        Command::Ticket(args) => matchmaking::ticket_command(&cli.config, args),
     };
     if let Err(e) = result {
         eprintln!("openchampps: {e}");
