@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster;
 use crate::config::Config;
+use crate::metrics as m;
 use crate::node::Node;
 use crate::protocol::{MatchFound, Reply};
-use crate::store::{unix_now, BusEvent, FrameTarget, Ticket};
+use crate::store::{unix_now, BusEvent, FrameTarget, Left, Ticket};
 
 /// How often each node looks for matches to form.
 const FORM_EVERY: Duration = Duration::from_millis(500);
@@ -126,7 +127,8 @@ pub struct TicketArgs {
 
 /// `openchampps ticket verify TICKET`: prints the claims of a valid ticket, or why not.
 pub fn ticket_command(config: &Config, args: TicketArgs) -> Result<(), String> {
-    let claims = verify(&config.match_ticket_keys.0, &args.ticket, unix_now()).map_err(|e| format!("ticket refused: {e}"))?;
+    let claims =
+        verify(&config.match_ticket_keys.0, &args.ticket, unix_now()).map_err(|e| format!("ticket refused: {e}"))?;
     println!("valid: {claims}");
     Ok(())
 }
@@ -136,16 +138,22 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let Some(mut released) = node.matchmaker.released_rx.lock().unwrap().take() else {
         return;
     };
+    m::register_matchmaking(&node.matchmaker.queues);
     let mut tick = tokio::time::interval(FORM_EVERY);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             Some((account, conn)) = released.recv() => {
-                let _ = node.stores.queue.leave(&account, Some((&node.node_id, conn))).await;
+                if let Ok(Left::Removed(_)) = node.stores.queue.leave(&account, Some((&node.node_id, conn))).await {
+                    m::ticket_ended("disconnected", 1);
+                }
             }
             _ = tick.tick() => {
                 for (queue, size) in node.matchmaker.queues.clone() {
                     while form(&node, &queue, size).await {}
+                    if let Ok(length) = node.stores.queue.length(&queue).await {
+                        m::queue_length(&queue, length);
+                    }
                 }
             }
         }
@@ -162,7 +170,12 @@ async fn form(node: &Node, queue: &str, size: usize) -> bool {
         _ => return false,
     };
     tracing::info!(%match_id, queue, players = tickets.len(), "match formed");
+    let now_ms = (unix_now() * 1000) as u64;
+    m::match_formed(queue, tickets.iter().map(|t| Duration::from_millis(now_ms.saturating_sub(t.joined_ms))));
+    m::ticket_ended("matched", tickets.len() as u64);
+    let started = std::time::Instant::now();
     let server = allocate(node, &match_id).await;
+    m::allocation(if server.is_some() { "ok" } else { "exhausted" }, started.elapsed());
     let accounts: Vec<String> = tickets.iter().map(|t| t.account.clone()).collect();
     match server {
         Some((host, port)) => announce(node, &match_id, &tickets, &host, port).await,

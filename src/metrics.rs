@@ -79,7 +79,11 @@ fn describe() {
     );
     describe_counter!("openchampps_token_cache_lookups_total", "Token cache lookups in Redis, by outcome");
     describe_gauge!("openchampps_hash_queue_depth", "Password hashes waiting for a hash worker");
-    describe_histogram!("openchampps_hash_duration_seconds", Unit::Seconds, "CPU time of one password hash or verify (argon2id; bcrypt for accounts taken over from the Go server)");
+    describe_histogram!(
+        "openchampps_hash_duration_seconds",
+        Unit::Seconds,
+        "CPU time of one password hash or verify (argon2id; bcrypt for accounts taken over from the Go server)"
+    );
     describe_counter!(
         "openchampps_chat_messages_relayed_total",
         "Chat messages delivered to local connections, by kind"
@@ -93,6 +97,16 @@ fn describe() {
     describe_gauge!("openchampps_redis_degraded", "1 while Redis is unreachable and the node works alone");
     describe_counter!("openchampps_connections_closed_total", "Connections closed by the server, by reason");
     describe_gauge!("openchampps_build_info", "Build and node identity");
+    describe_gauge!("openchampps_queue_length", "Matchmaking tickets waiting, by queue");
+    describe_counter!("openchampps_matches_formed_total", "Matches formed by this node, by queue");
+    describe_histogram!("openchampps_queue_wait_seconds", Unit::Seconds, "Time from join_queue to a match, by queue");
+    describe_counter!("openchampps_queue_tickets_total", "Matchmaking tickets ended, by outcome");
+    describe_counter!("openchampps_allocations_total", "Game server allocations, by allocator and result");
+    describe_histogram!(
+        "openchampps_allocation_duration_seconds",
+        Unit::Seconds,
+        "Time to get a game server for a match, by allocator"
+    );
 }
 
 pub fn build_info(node_id: &str) {
@@ -231,6 +245,46 @@ pub fn pool_connections(pool: &'static str, size: usize, available: usize, waiti
 
 pub fn heartbeat_age(age: Duration) {
     gauge!("openchampps_presence_heartbeat_age_seconds").set(age.as_secs_f64());
+}
+
+/// How a matchmaking ticket ended (the `outcome` label).
+pub const TICKET_OUTCOMES: [&str; 4] = ["matched", "left", "disconnected", "node_died"];
+
+/// Exports the matchmaking series of these queues at 0.
+pub fn register_matchmaking(queues: &[(String, usize)]) {
+    for (queue, _) in queues {
+        gauge!("openchampps_queue_length", "queue" => queue.clone()).increment(0.0);
+        counter!("openchampps_matches_formed_total", "queue" => queue.clone()).increment(0);
+        let _ = histogram!("openchampps_queue_wait_seconds", "queue" => queue.clone());
+    }
+    for outcome in TICKET_OUTCOMES {
+        counter!("openchampps_queue_tickets_total", "outcome" => outcome).increment(0);
+    }
+    for result in ["ok", "exhausted"] {
+        counter!("openchampps_allocations_total", "allocator" => "static", "result" => result).increment(0);
+    }
+    let _ = histogram!("openchampps_allocation_duration_seconds", "allocator" => "static");
+}
+
+pub fn queue_length(queue: &str, length: u64) {
+    gauge!("openchampps_queue_length", "queue" => queue.to_owned()).set(length as f64);
+}
+
+pub fn ticket_ended(outcome: &'static str, n: u64) {
+    counter!("openchampps_queue_tickets_total", "outcome" => outcome).increment(n);
+}
+
+pub fn match_formed(queue: &str, waits: impl IntoIterator<Item = Duration>) {
+    counter!("openchampps_matches_formed_total", "queue" => queue.to_owned()).increment(1);
+    let histogram = histogram!("openchampps_queue_wait_seconds", "queue" => queue.to_owned());
+    for wait in waits {
+        histogram.record(wait.as_secs_f64());
+    }
+}
+
+pub fn allocation(result: &'static str, elapsed: Duration) {
+    counter!("openchampps_allocations_total", "allocator" => "static", "result" => result).increment(1);
+    histogram!("openchampps_allocation_duration_seconds", "allocator" => "static").record(elapsed.as_secs_f64());
 }
 
 pub fn redis_degraded(down: bool) {

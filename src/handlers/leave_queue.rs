@@ -13,6 +13,7 @@ pub async fn apply(node: &Node, session: &mut Session, _payload: Option<&RawValu
     let account = session.player().username.to_lowercase();
     match node.stores.queue.leave(&account, None).await.map_err(|_| Error::ServerError)? {
         Left::Removed(_) => {
+            crate::metrics::ticket_ended("left", 1);
             session.queued = false;
             Ok(Some(Reply::Dequeued.to_json()))
         }

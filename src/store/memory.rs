@@ -501,6 +501,10 @@ impl MatchQueue for MemoryShared {
         Ok(())
     }
 
+    async fn length(&self, queue: &str) -> StoreResult<u64> {
+        Ok(self.inner.lock().unwrap().tickets.values().filter(|t| t.queue == queue).count() as u64)
+    }
+
     async fn lease(&self, server: &str, match_id: &str, secs: u64) -> StoreResult<bool> {
         let mut inner = self.inner.lock().unwrap();
         if live(&inner.leases, server).is_some() {

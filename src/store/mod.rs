@@ -309,6 +309,8 @@ pub trait MatchQueue: Send + Sync + 'static {
     ) -> StoreResult<Vec<Ticket>>;
     /// Ends the pending state of these accounts (the match started or failed).
     async fn settle(&self, accounts: &[String]) -> StoreResult<()>;
+    /// Tickets waiting in `queue`.
+    async fn length(&self, queue: &str) -> StoreResult<u64>;
     /// Leases game server `server` to `match_id` for `secs`, unless another match holds it.
     async fn lease(&self, server: &str, match_id: &str, secs: u64) -> StoreResult<bool>;
 }

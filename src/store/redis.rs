@@ -574,6 +574,11 @@ impl MatchQueue for RedisStore {
         self.run(|mut c| async move { c.del(keys).await }).await
     }
 
+    async fn length(&self, queue: &str) -> StoreResult<u64> {
+        let key = self.mm_key(&format!("q:{queue}"));
+        self.run(|mut c| async move { c.zcard(key).await }).await
+    }
+
     async fn lease(&self, server: &str, match_id: &str, secs: u64) -> StoreResult<bool> {
         let key = self.mm_key(&format!("lease:{server}"));
         let mut cmd = redis::cmd("SET");
