@@ -135,9 +135,14 @@ pub struct Config {
     /// Matchmaking queues, comma-separated `name:players per match`.
     #[arg(long, env = "MATCH_QUEUES", default_value = "default:2", global = true)]
     pub match_queues: MatchQueues,
-    /// Where game servers come from: `static` (the GAME_SERVERS pool).
-    #[arg(long, env = "ALLOCATOR", default_value = "static", value_parser = ["static"], global = true)]
+    /// Where game servers come from: `static` (the GAME_SERVERS pool) or `command`
+    /// (ALLOCATOR_COMMAND).
+    #[arg(long, env = "ALLOCATOR", default_value = "static", value_parser = ["static", "command"], global = true)]
     pub allocator: String,
+    /// For `ALLOCATOR=command`: a program run (through `sh -c`) once per match, with
+    /// the match as JSON on stdin, printing `{"server_id","host","port"}` on stdout.
+    #[arg(long, env = "ALLOCATOR_COMMAND", default_value = "", global = true)]
+    pub allocator_command: String,
     /// The static pool: comma-separated `host:port` game servers, each leased to one
     /// match at a time.
     #[arg(long, env = "GAME_SERVERS", default_value = "", global = true)]
@@ -227,6 +232,9 @@ impl Config {
         self.database_url()
             .parse::<tokio_postgres::Config>()
             .map_err(|e| format!("invalid PostgreSQL URL (DB_CONN/DATABASE_URL): {e}"))?;
+        if self.allocator == "command" && self.allocator_command.trim().is_empty() {
+            return Err("ALLOCATOR=command needs ALLOCATOR_COMMAND".into());
+        }
         if let Some(url) = &self.db_migration_url {
             url.parse::<tokio_postgres::Config>().map_err(|e| format!("invalid DB_MIGRATION_URL: {e}"))?;
         }

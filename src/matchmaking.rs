@@ -174,11 +174,11 @@ async fn form(node: &Node, queue: &str, size: usize) -> bool {
     m::match_formed(queue, tickets.iter().map(|t| Duration::from_millis(now_ms.saturating_sub(t.joined_ms))));
     m::ticket_ended("matched", tickets.len() as u64);
     let started = std::time::Instant::now();
-    let server = allocate(node, &match_id).await;
+    let server = allocate(node, &match_id, &tickets).await;
     m::allocation(if server.is_some() { "ok" } else { "exhausted" }, started.elapsed());
     let accounts: Vec<String> = tickets.iter().map(|t| t.account.clone()).collect();
     match server {
-        Some((host, port)) => announce(node, &match_id, &tickets, &host, port).await,
+        Some((host, port, server_id)) => announce(node, &match_id, &tickets, &host, port, &server_id).await,
         None => {
             tracing::warn!(%match_id, "no game server after {} attempts", node.config.allocation_attempts);
             let _ = node.stores.queue.settle(&accounts).await;
@@ -191,30 +191,80 @@ async fn form(node: &Node, queue: &str, size: usize) -> bool {
     true
 }
 
-/// A game server from the static pool, leased to the match; tried
-/// `ALLOCATION_ATTEMPTS` times.
-async fn allocate(node: &Node, match_id: &str) -> Option<(String, u16)> {
-    let servers = &node.config.game_servers.0;
+/// A game server for the match, from the configured allocator; tried
+/// `ALLOCATION_ATTEMPTS` times. Returns (host, port, server id).
+async fn allocate(node: &Node, match_id: &str, tickets: &[Ticket]) -> Option<(String, u16, String)> {
     for attempt in 0..node.config.allocation_attempts {
         if attempt > 0 {
             tokio::time::sleep(RETRY_AFTER).await;
         }
-        // Start at a random server, so nodes do not all race for the first.
-        let start = if servers.is_empty() { 0 } else { rand::random::<u32>() as usize % servers.len() };
-        for (host, port) in servers.iter().cycle().skip(start).take(servers.len()) {
-            let server_id = format!("{host}:{port}");
-            let leased = node.stores.queue.lease(&server_id, match_id, node.config.game_server_lease_secs).await;
-            if leased.unwrap_or(false) {
-                return Some((host.clone(), *port));
-            }
+        let server = match node.config.allocator.as_str() {
+            "command" => run_command(&node.config.allocator_command, match_id, tickets).await,
+            _ => lease_static(node, match_id).await,
+        };
+        match server {
+            Ok(server) => return Some(server),
+            Err(e) => tracing::warn!(%match_id, attempt = attempt + 1, error = %e, "no game server"),
         }
     }
     None
 }
 
-async fn announce(node: &Node, match_id: &str, tickets: &[Ticket], host: &str, port: u16) {
+/// A server of the static pool nobody else holds, leased to the match.
+async fn lease_static(node: &Node, match_id: &str) -> Result<(String, u16, String), String> {
+    let servers = &node.config.game_servers.0;
+    // Start at a random server, so nodes do not all race for the first.
+    let start = if servers.is_empty() { 0 } else { rand::random::<u32>() as usize % servers.len() };
+    for (host, port) in servers.iter().cycle().skip(start).take(servers.len()) {
+        let server_id = format!("{host}:{port}");
+        let leased = node.stores.queue.lease(&server_id, match_id, node.config.game_server_lease_secs).await;
+        if leased.unwrap_or(false) {
+            return Ok((host.clone(), *port, server_id));
+        }
+    }
+    Err("every server of the pool is leased".into())
+}
+
+/// What `ALLOCATOR_COMMAND` prints.
+#[derive(serde::Deserialize)]
+struct Allocated {
+    server_id: String,
+    host: String,
+    port: u16,
+}
+
+/// Runs `ALLOCATOR_COMMAND` with the match on stdin (`{"match_id","queue","players"}`),
+/// within a minute.
+async fn run_command(command: &str, match_id: &str, tickets: &[Ticket]) -> Result<(String, u16, String), String> {
+    use tokio::io::AsyncWriteExt;
+    let players: Vec<&str> = tickets.iter().map(|t| t.username.as_str()).collect();
+    let queue = tickets.first().map_or("", |t| t.queue.as_str());
+    let input = serde_json::json!({"match_id": match_id, "queue": queue, "players": players}).to_string();
+    let mut child = tokio::process::Command::new("sh")
+        .args(["-c", command])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run ALLOCATOR_COMMAND: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let _ = stdin.write_all(input.as_bytes()).await;
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .map_err(|_| "ALLOCATOR_COMMAND did not answer within 60 s".to_owned())?
+        .map_err(|e| format!("ALLOCATOR_COMMAND failed: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("ALLOCATOR_COMMAND exited with {}", output.status));
+    }
+    let Allocated { server_id, host, port } = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("ALLOCATOR_COMMAND printed no {{server_id, host, port}}: {e}"))?;
+    Ok((host, port, server_id))
+}
+
+async fn announce(node: &Node, match_id: &str, tickets: &[Ticket], host: &str, port: u16, server_id: &str) {
     let players: Vec<String> = tickets.iter().map(|t| t.username.clone()).collect();
-    let server_id = format!("{host}:{port}");
     let expires_at = unix_now() + node.config.match_ticket_ttl_secs as i64;
     for ticket in tickets {
         let found = MatchFound {
@@ -222,8 +272,8 @@ async fn announce(node: &Node, match_id: &str, tickets: &[Ticket], host: &str, p
             players: players.clone(),
             host: host.to_owned(),
             port,
-            container_id: server_id.clone(),
-            ticket: node.matchmaker.sign(match_id, &ticket.username, &server_id, expires_at),
+            container_id: server_id.to_owned(),
+            ticket: node.matchmaker.sign(match_id, &ticket.username, server_id, expires_at),
         };
         send(node, ticket, Reply::MatchFound(found).to_json()).await;
     }

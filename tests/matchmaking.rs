@@ -165,17 +165,73 @@ async fn an_exhausted_pool_gives_match_error_and_frees_the_players() {
     }
 }
 
-/// Three nodes race to form matches over 60 players: each player ends in exactly one match.
+/// The command allocator: the match on stdin, the server on stdout.
+#[tokio::test]
+async fn the_command_allocator_gets_a_server_from_a_program() {
+    let cluster = Cluster::new().await;
+    let dir = std::env::temp_dir().join(format!("ocps-alloc-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    std::fs::create_dir(&dir).unwrap();
+    let script = dir.join("allocate.sh");
+    let seen = dir.join("match.json");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat > {}\necho '{{\"server_id\":\"container-42\",\"host\":\"192.0.2.10\",\"port\":7777}}'\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    let command = format!("sh {}", script.display());
+    let node = cluster.node_with(&[KEYS, ("ALLOCATOR", "command"), ("ALLOCATOR_COMMAND", command.as_str())]).await;
+    let (alice, bob) = (unique_name("alice"), unique_name("bob"));
+    let mut a = node.client().await;
+    a.signed_up(&alice).await;
+    let mut b = node.client().await;
+    b.signed_up(&bob).await;
+    a.request(json!({"type": "join_queue"})).await;
+    b.request(json!({"type": "join_queue"})).await;
+    let found = next_of(&mut a, "match_found").await;
+    assert_eq!(found["payload"]["host"], "192.0.2.10");
+    assert_eq!(found["payload"]["port"], 7777);
+    assert_eq!(found["payload"]["containerID"], "container-42");
+    let input: Value = serde_json::from_str(&std::fs::read_to_string(&seen).unwrap()).unwrap();
+    assert_eq!(input["players"], json!([alice, bob]));
+    assert_eq!(input["match_id"], found["payload"]["match_id"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A node killed with queued players: their tickets go with it (within the
+/// heartbeat's stale time), and nobody is matched with a dead player.
+#[tokio::test]
+async fn the_tickets_of_a_killed_node_are_dropped() {
+    let cluster = Cluster::new().await;
+    let mut doomed = cluster.node_with(&[KEYS, SERVERS]).await;
+    let survivor = cluster.node_with(&[KEYS, SERVERS]).await;
+    let mut ghost = doomed.client().await;
+    ghost.signed_up(&unique_name("ghost")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // each node has seen the other
+    assert_eq!(ghost.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    doomed.kill();
+    tokio::time::sleep(Duration::from_secs(8)).await; // past the stale time
+    let mut alive = survivor.client().await;
+    alive.signed_up(&unique_name("alive")).await;
+    assert_eq!(alive.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    alive.expect_silence(Duration::from_secs(2)).await;
+    let status = alive.request(json!({"type": "queue_status"})).await;
+    assert_eq!(status["payload"]["position"], 1, "{status}");
+}
+
+/// Three nodes race to form matches over 300 players: each player ends in exactly one match.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_nodes_put_every_player_in_exactly_one_match() {
     let cluster = Cluster::new().await;
-    let servers: Vec<String> = (0..40).map(|i| format!("198.51.100.1:{}", 7000 + i)).collect();
+    let servers: Vec<String> = (0..160).map(|i| format!("198.51.100.1:{}", 7000 + i)).collect();
     let servers = servers.join(",");
     let settings = [KEYS, ("GAME_SERVERS", servers.as_str())];
     let nodes =
         [cluster.node_with(&settings).await, cluster.node_with(&settings).await, cluster.node_with(&settings).await];
     let mut players = Vec::new();
-    for i in 0..60 {
+    for i in 0..300 {
         let name = unique_name(&format!("r{i}"));
         let mut p = nodes[i % 3].client().await;
         p.signed_up(&name).await;
@@ -192,6 +248,6 @@ async fn racing_nodes_put_every_player_in_exactly_one_match() {
         assert!(listed.contains(name), "{name} not in its own match {listed:?}");
         matches.entry(id).or_default().push(name.clone());
     }
-    assert_eq!(matches.len(), 30, "60 players in pairs make 30 matches");
+    assert_eq!(matches.len(), 150, "300 players in pairs make 150 matches");
     assert!(matches.values().all(|m| m.len() == 2));
 }
