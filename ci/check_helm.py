@@ -31,7 +31,9 @@ TRUSTED_PROXIES_REQUIRED = (
 # made the way the README's command line makes it.
 EXPLICIT_TRUSTED_PROXIES = "config.trustedProxies=[]"
 # The node settings the ConfigMap passes (one per config.* value, plus the listen
-# addresses); TRUSTED_PROXIES only when config.trustedProxies is not [].
+# addresses); TRUSTED_PROXIES only when config.trustedProxies is not [], and
+# ALLOCATOR_COMMAND / GAME_SERVERS only when config.allocatorCommand / config.gameServers
+# are not empty (OPTIONAL_CONFIG_MAP_KEYS).
 CONFIG_MAP_KEYS = {
     "REDIS_KEY_PREFIX", "TOKEN_TTL_SECS", "TOKEN_CACHE_TTL_SECS", "TOKEN_NEGATIVE_TTL_SECS",
     "OC_EMAIL_VALIDATION", "MAX_FRAME_BYTES", "PING_INTERVAL_SECS", "PING_TIMEOUT_SECS",
@@ -42,9 +44,47 @@ CONFIG_MAP_KEYS = {
     "HTTP_BODY_TIMEOUT_SECS", "SESSION_CHECK_SECS", "MAX_TOKENS_PER_ACCOUNT",
     "ARGON2_MEMORY_KIB", "ARGON2_ITERATIONS", "ARGON2_PARALLELISM", "HASH_WORKERS", "HASH_QUEUE",
     "DB_POOL_SIZE", "REDIS_POOL_SIZE", "SHUTDOWN_DRAIN_SECS", "RUST_LOG", "LISTEN_ADDR", "METRICS_ADDR",
+    "MATCH_QUEUES", "ALLOCATOR", "ALLOCATION_ATTEMPTS", "GAME_SERVER_LEASE_SECS", "MATCH_TICKET_TTL_SECS",
+}
+# ConfigMap key -> (config.* value, how the chart renders it), each only when the value is not empty.
+OPTIONAL_CONFIG_MAP_KEYS = {
+    "TRUSTED_PROXIES": ("trustedProxies", ",".join),
+    "ALLOCATOR_COMMAND": ("allocatorCommand", str),
+    "GAME_SERVERS": ("gameServers", ",".join),
+}
+# Secret settings: never in the ConfigMap; read from the Secret through an optional
+# secretKeyRef (a Secret without the key leaves the variable unset).
+# env var -> (existingSecretKeys.* and top-level value rendered into the chart's Secret).
+OPTIONAL_SECRET_ENV = {"MATCH_TICKET_KEYS": "matchTicketKeys", "DB_MIGRATION_URL": "dbMigrationUrl"}
+# A render exercising the matchmaking settings: the command allocator, a static pool
+# (rendered even though this allocator does not use it), and both optional secret values.
+MATCHMAKING_VALUES = {
+    "config": {
+        "matchQueues": "duel:2,team:10",
+        "allocator": "command",
+        "allocatorCommand": "/usr/local/bin/allocate-podman --network games",
+        "gameServers": ["gs-0.games.svc:7001", "203.0.113.7:7002", "[fd00::7]:7003"],
+        "allocationAttempts": 5,
+        "gameServerLeaseSecs": 1800,
+        "matchTicketTtlSecs": 120,
+    },
+    "matchTicketKeys": "k2:0123456789abcdef0123456789abcdef,k1:fedcba9876543210fedcba9876543210",
+    "dbMigrationUrl": "postgres://openchampps:secret@postgresql-direct:5432/openchampps",
+}
+# What the ConfigMap must hold for MATCHMAKING_VALUES.
+MATCHMAKING_ENV = {
+    "MATCH_QUEUES": "duel:2,team:10",
+    "ALLOCATOR": "command",
+    "ALLOCATOR_COMMAND": "/usr/local/bin/allocate-podman --network games",
+    "GAME_SERVERS": "gs-0.games.svc:7001,203.0.113.7:7002,[fd00::7]:7003",
+    "ALLOCATION_ATTEMPTS": "5",
+    "GAME_SERVER_LEASE_SECS": "1800",
+    "MATCH_TICKET_TTL_SECS": "120",
 }
 
 problems: list[str] = []
+# The chart's values.yaml, loaded in main(): what a render's values are laid over.
+chart_defaults: dict = {}
 
 
 def problem(message: str) -> None:
@@ -69,7 +109,10 @@ def explicit(values: dict | None = None) -> dict:
 
 
 def value_sets(chart: pathlib.Path) -> list[tuple[str, dict | None]]:
-    sets: list[tuple[str, dict | None]] = [(f"defaults + --set-json {EXPLICIT_TRUSTED_PROXIES}", explicit())]
+    sets: list[tuple[str, dict | None]] = [
+        (f"defaults + --set-json {EXPLICIT_TRUSTED_PROXIES}", explicit()),
+        ("matchmaking: allocator=command, allocatorCommand, gameServers, ticket keys", explicit(MATCHMAKING_VALUES)),
+    ]
     for path in sorted((chart / "ci").glob("*.yaml")):
         sets.append((f"ci/{path.name}", helm.values_from_yaml(path.read_text())))
     return sets
@@ -148,7 +191,21 @@ def check_policy(label: str, docs: list[dict], values: dict) -> None:
         problem(f"[{label}] rendered without an explicit config.trustedProxies list")
     elif env.get("TRUSTED_PROXIES", "") != ",".join(proxies):
         problem(f"[{label}] TRUSTED_PROXIES is {env.get('TRUSTED_PROXIES')!r}, expected {','.join(proxies)!r}")
-    expected_keys = CONFIG_MAP_KEYS | ({"TRUSTED_PROXIES"} if proxies else set())
+    effective = merged(chart_defaults, values or {})
+    config = effective.get("config") or {}
+    expected_keys = set(CONFIG_MAP_KEYS)
+    for key, (name, render_value) in OPTIONAL_CONFIG_MAP_KEYS.items():
+        if config.get(name):
+            expected_keys.add(key)
+            if env.get(key) != render_value(config[name]):
+                problem(f"[{label}] {key} is {env.get(key)!r}, expected {render_value(config[name])!r}")
+    for key, name in (("MATCH_QUEUES", "matchQueues"), ("ALLOCATOR", "allocator")):
+        if env.get(key) != config.get(name):
+            problem(f"[{label}] {key} is {env.get(key)!r}, expected config.{name} {config.get(name)!r}")
+    for key, name in (("ALLOCATION_ATTEMPTS", "allocationAttempts"), ("GAME_SERVER_LEASE_SECS", "gameServerLeaseSecs"),
+                      ("MATCH_TICKET_TTL_SECS", "matchTicketTtlSecs")):
+        if env.get(key) != str(config.get(name)):
+            problem(f"[{label}] {key} is {env.get(key)!r}, expected config.{name} {config.get(name)!r}")
     if set(env) != expected_keys:
         missing, extra = sorted(expected_keys - set(env)), sorted(set(env) - expected_keys)
         problem(f"[{label}] ConfigMap keys differ from the node's settings: missing {missing}, unexpected {extra}")
@@ -168,6 +225,24 @@ def check_policy(label: str, docs: list[dict], values: dict) -> None:
 
     secrets = [d for d in docs if d["kind"] == "Secret"]
     existing = (values or {}).get("existingSecret")
+    container_env = {e["name"]: e for e in container.get("env", [])}
+    secret_keys = effective.get("existingSecretKeys") or {}
+    for var, name in OPTIONAL_SECRET_ENV.items():
+        if var in env:
+            problem(f"[{label}] the secret {var} is in the ConfigMap")
+        ref = (container_env.get(var) or {}).get("valueFrom", {}).get("secretKeyRef")
+        if not ref:
+            problem(f"[{label}] the container does not read {var} from a Secret")
+        elif ref.get("key") != secret_keys.get(name) or ref.get("optional") is not True:
+            problem(f"[{label}] {var} reads key {ref.get('key')!r} (optional: {ref.get('optional')}), "
+                    f"expected existingSecretKeys.{name} {secret_keys.get(name)!r}, optional: true")
+        if not existing and len(secrets) == 1:
+            data = secrets[0].get("stringData") or {}
+            if effective.get(name):
+                if data.get(secret_keys.get(name)) != effective[name]:
+                    problem(f"[{label}] the Secret lacks {name} under {secret_keys.get(name)!r}")
+            elif secret_keys.get(name) in data:
+                problem(f"[{label}] {name} is empty but the Secret has {secret_keys.get(name)!r}")
     refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
     if existing:
         if secrets:
@@ -186,6 +261,18 @@ def check_policy(label: str, docs: list[dict], values: dict) -> None:
         problem(f"[{label}] autoscaling enabled but no HorizontalPodAutoscaler")
     if autoscaling and "replicas" in deployments[0]["spec"]:
         problem(f"[{label}] the Deployment sets replicas while the HPA owns them")
+
+
+def check_matchmaking_env(chart: helm.Chart) -> None:
+    """The matchmaking render's ConfigMap, against literal expected strings."""
+    label = "matchmaking env"
+    docs = render(chart, explicit(MATCHMAKING_VALUES))
+    env = {k: v for d in docs if d["kind"] == "ConfigMap" for k, v in (d.get("data") or {}).items()}
+    wrong = {k: env.get(k) for k, v in MATCHMAKING_ENV.items() if env.get(k) != v}
+    if wrong:
+        problem(f"[{label}] ConfigMap values differ: {wrong}, expected {MATCHMAKING_ENV}")
+    else:
+        print(f"ok   [{label}] ConfigMap has {', '.join(f'{k}={v}' for k, v in MATCHMAKING_ENV.items())}")
 
 
 def expect_rejected(chart: helm.Chart, label: str, values: dict | None, pattern: str) -> None:
@@ -211,6 +298,7 @@ def main() -> int:
     kube = args.kubernetes_version
     print(f"helm-python-sdk {helm.__version__}, Helm SDK {helm.helm_sdk_version()}")
 
+    chart_defaults.update(yaml.safe_load((args.chart / "values.yaml").read_text()) or {})
     files: list[pathlib.Path] = []
     with helm.Chart.load(args.chart) as chart:
         for label, values in value_sets(args.chart):
@@ -235,10 +323,20 @@ def main() -> int:
                 files.append(path)
             print(f"ok   [{label}] rendered {len(docs)} objects: {', '.join(sorted(d['kind'] for d in docs))}")
 
+        check_matchmaking_env(chart)
         expect_rejected(chart, "unknown top-level value", explicit({"replicas": 3}), r"replicas|additional")
         expect_rejected(chart, "grace period shorter than the drain", explicit({"terminationGracePeriodSeconds": 12}), r"terminationGracePeriodSeconds")
         expect_rejected(chart, "removed config.loginMaxFailuresPerAddress", explicit({"config": {"loginMaxFailuresPerAddress": 50}}), r"loginMaxFailuresPerAddress|additional")
         expect_rejected(chart, "config.loginFreeFailures above 30", explicit({"config": {"loginFreeFailures": 31}}), r"loginFreeFailures")
+        expect_rejected(chart, "allocator=command without allocatorCommand", explicit({"config": {"allocator": "command"}}), r"allocatorCommand")
+        expect_rejected(chart, "unknown config.allocator", explicit({"config": {"allocator": "agones"}}), r"allocator|enum|must be one of")
+        expect_rejected(chart, "config.gameServers entry without a port", explicit({"config": {"gameServers": ["gs-0.games.svc"]}}), r"gameServers")
+        expect_rejected(chart, "config.gameServers a string, not a list", explicit({"config": {"gameServers": "gs-0:7001"}}), r"gameServers")
+        expect_rejected(chart, "config.allocationAttempts 0", explicit({"config": {"allocationAttempts": 0}}), r"allocationAttempts")
+        expect_rejected(chart, "config.matchQueues without a size", explicit({"config": {"matchQueues": "default"}}), r"matchQueues")
+        expect_rejected(chart, "matchTicketKeys with a short secret", explicit({"matchTicketKeys": "k1:short"}), r"matchTicketKeys")
+        expect_rejected(chart, "matchTicketKeys next to existingSecret", explicit({"existingSecret": "stores", "matchTicketKeys": MATCHMAKING_VALUES["matchTicketKeys"]}), r"matchTicketKeys")
+        expect_rejected(chart, "dbMigrationUrl next to existingSecret", explicit({"existingSecret": "stores", "dbMigrationUrl": MATCHMAKING_VALUES["dbMigrationUrl"]}), r"dbMigrationUrl")
         expect_rejected(chart, "bad preStopMode", explicit({"lifecycle": {"preStopMode": "shell"}}), r"preStopMode|enum|must be one of")
         # Only rendering can be guarded: helm lint turns fail and required into an INFO
         # log line by design (helm/helm#4221, #9035), so it passes with the bare defaults.

@@ -42,7 +42,8 @@ app.kubernetes.io/component: node
 {{- end }}
 {{- end }}
 
-{{/* The Secret holding DB_CONN and REDIS_URL: the user's, or the one this chart renders. */}}
+{{/* The Secret holding DB_CONN, REDIS_URL and the optional MATCH_TICKET_KEYS and
+DB_MIGRATION_URL: the user's, or the one this chart renders. */}}
 {{- define "openchampps.secretName" -}}
 {{- default (include "openchampps.fullname" .) .Values.existingSecret }}
 {{- end }}
@@ -74,4 +75,25 @@ fail, not required: helm lint only warns about a missing required value.
 {{- fail "config.trustedProxies must be set: the CIDRs of your ingress/load balancer (e.g. [10.0.0.0/8]), or [] if players connect to the pods directly (then every player behind a proxy shares one address for rate limits)" }}
 {{- end }}
 {{- join "," $proxies }}
+{{- end }}
+
+{{/*
+Refuses what the node would refuse at start-up or silently ignore:
+allocator=command without allocatorCommand (the node exits with
+"ALLOCATOR=command needs ALLOCATOR_COMMAND"), and matchTicketKeys / dbMigrationUrl
+values next to existingSecret (they would not reach the node: the chart then renders
+no Secret).
+*/}}
+{{- define "openchampps.checkMatchmaking" -}}
+{{- if and (eq .Values.config.allocator "command") (not (trim .Values.config.allocatorCommand)) }}
+{{- fail "config.allocator is command but config.allocatorCommand is empty: set the program run per match, or use allocator static with config.gameServers" }}
+{{- end }}
+{{- if .Values.existingSecret }}
+{{- if .Values.matchTicketKeys }}
+{{- fail (printf "matchTicketKeys is set, but existingSecret is too: put the keys in the Secret %s under %s instead" .Values.existingSecret (.Values.existingSecretKeys.matchTicketKeys | default "MATCH_TICKET_KEYS")) }}
+{{- end }}
+{{- if .Values.dbMigrationUrl }}
+{{- fail (printf "dbMigrationUrl is set, but existingSecret is too: put the URL in the Secret %s under %s instead" .Values.existingSecret (.Values.existingSecretKeys.dbMigrationUrl | default "DB_MIGRATION_URL")) }}
+{{- end }}
+{{- end }}
 {{- end }}
