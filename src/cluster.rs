@@ -69,10 +69,7 @@ pub async fn publish(node: &Node, event: ChatEvent) {
 /// hold them.
 pub async fn send_private(node: &Node, from: String, account: String, target: String, message: String) {
     let lower = target.to_lowercase();
-    let (known, account_nodes) = match node.stores.directory.account_route(&lower).await {
-        Ok(found) => found,
-        Err(_) => (None, Vec::new()),
-    };
+    let (known, account_nodes) = node.stores.directory.account_route(&lower).await.unwrap_or_default();
     let is_account = match known {
         Some(is_account) => is_account,
         None => match node.stores.users.find_user(&target).await {

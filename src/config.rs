@@ -285,7 +285,10 @@ impl RedisTarget {
             let mut parts = path.split('/');
             let master_name = parts.next().unwrap_or_default();
             if master_name.is_empty() {
-                return Err("redis+sentinel:// needs the master's name: redis+sentinel://h1:26379,h2:26379/<master-name>[/db]".into());
+                return Err(
+                    "redis+sentinel:// needs the master's name: redis+sentinel://h1:26379,h2:26379/<master-name>[/db]"
+                        .into(),
+                );
             }
             let db = match parts.next() {
                 None | Some("") => 0,
@@ -370,7 +373,10 @@ mod redis_url_tests {
 
     #[test]
     fn each_topology_parses() {
-        assert_eq!(RedisTarget::parse("redis://127.0.0.1:6379/0"), Ok(RedisTarget::Single("redis://127.0.0.1:6379/0".into())));
+        assert_eq!(
+            RedisTarget::parse("redis://127.0.0.1:6379/0"),
+            Ok(RedisTarget::Single("redis://127.0.0.1:6379/0".into()))
+        );
         assert_eq!(
             RedisTarget::parse("redis+sentinel://:pw@a:1,b,c:3/mymaster/2"),
             Ok(RedisTarget::Sentinel {

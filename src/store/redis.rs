@@ -31,7 +31,10 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{AsyncCommands, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushKind, RedisFuture, RedisResult, Script, Value};
+use redis::{
+    AsyncCommands, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushKind, RedisFuture, RedisResult, Script,
+    Value,
+};
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;

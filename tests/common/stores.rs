@@ -394,7 +394,8 @@ struct ServerSet {
 
 impl ServerSet {
     fn new(kind: &str) -> ServerSet {
-        let dir = std::env::temp_dir().join(format!("ocps-{kind}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        let dir =
+            std::env::temp_dir().join(format!("ocps-{kind}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
         std::fs::create_dir(&dir).unwrap();
         ServerSet { dir, children: Vec::new(), watchdog: None }
     }
@@ -419,7 +420,8 @@ impl ServerSet {
     fn rearm(&mut self) {
         kill_watchdog(&mut self.watchdog);
         let pids: Vec<String> = self.children.iter().map(|(_, c)| c.id().to_string()).collect();
-        self.watchdog = Some(watchdog(&format!("kill -9 {} 2>/dev/null; rm -rf {}", pids.join(" "), self.dir.display())));
+        self.watchdog =
+            Some(watchdog(&format!("kill -9 {} 2>/dev/null; rm -rf {}", pids.join(" "), self.dir.display())));
     }
 
     fn wait_answering(&self) {
@@ -468,7 +470,7 @@ impl PrivateRedisCluster {
     pub fn start(masters: usize, replicas: usize) -> PrivateRedisCluster {
         let mut servers = ServerSet::new("rcluster");
         for _ in 0..masters * (1 + replicas) {
-            let port = free_port();
+            let (port, bus) = (free_port(), free_port());
             let conf = servers.dir.join(format!("nodes-{port}.conf"));
             let args: Vec<String> = [
                 "--port",
@@ -477,6 +479,9 @@ impl PrivateRedisCluster {
                 "127.0.0.1",
                 "--cluster-enabled",
                 "yes",
+                // Not port + 10000, which may be taken or past 65535.
+                "--cluster-port",
+                &bus.to_string(),
                 "--cluster-config-file",
                 &conf.display().to_string(),
                 "--cluster-node-timeout",
@@ -517,6 +522,10 @@ impl PrivateRedisCluster {
             ports.iter().all(|p| {
                 let info = redis_cli(*p, &["CLUSTER", "INFO"]);
                 info.contains("cluster_state:ok") && info.contains(&format!("cluster_known_nodes:{}", ports.len()))
+            }) && ports.iter().all(|p| {
+                // A replica that never synced would refuse to take over (its data too old).
+                let replication = redis_cli(*p, &["INFO", "replication"]);
+                replication.contains("role:master") || replication.contains("master_link_status:up")
             })
         });
     }
@@ -528,6 +537,11 @@ impl PrivateRedisCluster {
 
     pub fn ports(&self) -> Vec<u16> {
         self.servers.ports()
+    }
+
+    /// `CLUSTER NODES` as a live server sees it.
+    pub fn nodes(&self) -> String {
+        self.ports().first().map(|p| redis_cli(*p, &["CLUSTER", "NODES"])).unwrap_or_default()
     }
 
     /// The ports of the servers that are masters now.
