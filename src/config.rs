@@ -31,11 +31,16 @@ pub struct Config {
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, global = true)]
     pub db_pool_size: usize,
 
+    /// Redis: `redis://host:port/db` (one server),
+    /// `redis+sentinel://h1:26379,h2:26379/<master-name>[/db]` (Sentinel) or
+    /// `redis+cluster://h1:7000,h2:7001` (Redis Cluster); see docs/SCALING.md.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0", global = true, hide_env_values = true)]
     pub redis_url: String,
     /// Prefix of every Redis key and channel, so several clusters can share one Redis.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "ocps:", global = true)]
     pub redis_key_prefix: String,
+    /// Redis connections in the pool (one server only: Sentinel and Cluster use one
+    /// shared connection).
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 32, global = true)]
     pub redis_pool_size: usize,
 
