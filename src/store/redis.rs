@@ -297,8 +297,9 @@ impl RedisStore {
                 return Err(StoreError::RedisUnreachable);
             }
         }
-        // No timer of our own per command: the pool bounds waiting for and making a
-        // connection, and the redis client gives up on a reply after 500 ms.
+        // No timer of our own per command: making a connection is bounded (the pool's
+        // timeouts, or 2 s for asking the sentinels / joining the cluster), and the
+        // redis client gives up on a reply after 500 ms (1 s with a cluster's retries).
         let result = match self.connection().await {
             Ok(conn) => op(conn).await.map_err(StoreError::from),
             Err(e) => Err(e),
