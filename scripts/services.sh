@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL (127.0.0.1:5432, user postgres) and Redis (127.0.0.1:6379) answer:
 # leaves running ones alone, starts stopped ones, installs missing ones from Debian's
-# packages; installs PgBouncer for the tests. Source it or run it; it is idempotent.
+# packages; installs PgBouncer, redis-sentinel and redis-tools (redis-cli --cluster) for the
+# tests, which start private Sentinel and Cluster setups. Source it or run it; it is idempotent.
 set -euo pipefail
 
 PGHOST_ADDR=${PGHOST_ADDR:-127.0.0.1}
@@ -62,6 +63,23 @@ ensure_pgbouncer() {
   apt_install pgbouncer
 }
 
+# tests/topologies.rs starts its own Redis Cluster (redis-server --cluster-enabled,
+# redis-cli --cluster create) and Sentinel (redis-server --sentinel) processes: only the
+# binaries are needed, not Debian's services.
+ensure_redis_topologies() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-cli >/dev/null || missing+=(redis-tools)
+  command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
+  if [ ${#missing[@]} -eq 0 ]; then return; fi
+  log "installing ${missing[*]}"
+  apt_install "${missing[@]}"
+  # Debian starts a sentinel service on 26379 on install: the tests run their own.
+  if command -v systemctl >/dev/null && systemctl is-active -q redis-sentinel 2>/dev/null; then
+    as_root systemctl stop redis-sentinel || true
+  fi
+}
+
 # Creates database $1 when it does not exist.
 ensure_database() {
   local db=$1
@@ -74,4 +92,5 @@ ensure_database() {
 ensure_postgres
 ensure_redis
 ensure_pgbouncer
+ensure_redis_topologies
 if [ "${1:-}" != "" ]; then ensure_database "$1"; fi

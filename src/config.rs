@@ -31,11 +31,16 @@ pub struct Config {
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, global = true)]
     pub db_pool_size: usize,
 
+    /// Redis: `redis://host:port/db` (one server),
+    /// `redis+sentinel://h1:26379,h2:26379/<master-name>[/db]` (Sentinel) or
+    /// `redis+cluster://h1:7000,h2:7001` (Redis Cluster); see docs/SCALING.md.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0", global = true, hide_env_values = true)]
     pub redis_url: String,
     /// Prefix of every Redis key and channel, so several clusters can share one Redis.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "ocps:", global = true)]
     pub redis_key_prefix: String,
+    /// Redis connections in the pool (one server only: Sentinel and Cluster use one
+    /// shared connection).
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 32, global = true)]
     pub redis_pool_size: usize,
 
@@ -238,7 +243,7 @@ impl Config {
         if let Some(url) = &self.db_migration_url {
             url.parse::<tokio_postgres::Config>().map_err(|e| format!("invalid DB_MIGRATION_URL: {e}"))?;
         }
-        redis::Client::open(self.redis_url.as_str()).map_err(|e| format!("invalid REDIS_URL: {e}"))?;
+        RedisTarget::parse(&self.redis_url).map_err(|e| format!("invalid REDIS_URL: {e}"))?;
         if self.ping_timeout_secs <= self.ping_interval_secs {
             return Err("PING_TIMEOUT_SECS must be greater than PING_INTERVAL_SECS".into());
         }
@@ -370,4 +375,151 @@ fn percent_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Where Redis is, from `REDIS_URL`: one server, a Sentinel-watched master, or a
+/// Redis Cluster. Each part is kept as a plain `redis://` URL for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `redis://host:port/db` or `rediss://…`.
+    Single(String),
+    /// `redis+sentinel://[user:pass@]h1:p1,h2:p2/<master-name>[/db]`: `sentinels`
+    /// are the sentinels' URLs (no credentials), `master_settings` a URL carrying
+    /// the credentials and database used on the master (its host is a placeholder).
+    Sentinel { sentinels: Vec<String>, master_name: String, master_settings: String },
+    /// `redis+cluster://[user:pass@]h1:p1,h2:p2`: the seed nodes' URLs, with the credentials.
+    Cluster { nodes: Vec<String> },
+}
+
+impl RedisTarget {
+    /// Parses and checks a `REDIS_URL` without connecting; the error is one line.
+    pub fn parse(url: &str) -> Result<RedisTarget, String> {
+        let target = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            let (userinfo, hosts, path) = split_multi_host(rest, 26379)?;
+            let mut parts = path.split('/');
+            let master_name = parts.next().unwrap_or_default();
+            if master_name.is_empty() {
+                return Err(
+                    "redis+sentinel:// needs the master's name: redis+sentinel://h1:26379,h2:26379/<master-name>[/db]"
+                        .into(),
+                );
+            }
+            let db = match parts.next() {
+                None | Some("") => 0,
+                Some(db) => db.parse::<u32>().map_err(|_| format!("database {db:?} is not a number"))?,
+            };
+            if parts.any(|p| !p.is_empty()) {
+                return Err("redis+sentinel:// takes /<master-name>[/db] and nothing more".into());
+            }
+            let sentinels = hosts.iter().map(|h| format!("redis://{h}")).collect();
+            RedisTarget::Sentinel {
+                sentinels,
+                master_name: master_name.to_owned(),
+                master_settings: format!("redis://{userinfo}127.0.0.1/{db}"),
+            }
+        } else if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let (userinfo, hosts, path) = split_multi_host(rest, 6379)?;
+            if !path.is_empty() && path != "0" {
+                return Err("redis+cluster:// takes no database (Redis Cluster has only database 0)".into());
+            }
+            RedisTarget::Cluster { nodes: hosts.iter().map(|h| format!("redis://{userinfo}{h}")).collect() }
+        } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+            RedisTarget::Single(url.to_owned())
+        } else {
+            return Err(format!(
+                "unknown scheme in {:?}: use redis://, rediss://, redis+sentinel:// or redis+cluster://",
+                url.split("://").next().unwrap_or(url)
+            ));
+        };
+        for each in target.urls() {
+            if each.starts_with("rediss://") {
+                return Err("TLS (rediss://) is not supported by this build".into());
+            }
+            redis::Client::open(each).map_err(|e| e.to_string().replace('\n', " "))?;
+        }
+        Ok(target)
+    }
+
+    fn urls(&self) -> Vec<&str> {
+        match self {
+            RedisTarget::Single(url) => vec![url],
+            RedisTarget::Sentinel { sentinels, master_settings, .. } => {
+                sentinels.iter().map(String::as_str).chain([master_settings.as_str()]).collect()
+            }
+            RedisTarget::Cluster { nodes } => nodes.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// `[userinfo@]h1[:p1],h2[:p2]…[/path]` → (`"userinfo@"` or `""`, `["h1:p1", …]`, path).
+fn split_multi_host(rest: &str, default_port: u16) -> Result<(String, Vec<String>, &str), String> {
+    if rest.contains('?') {
+        return Err("query parameters are not supported in redis+sentinel:// and redis+cluster:// URLs".into());
+    }
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), authority),
+    };
+    let mut out = Vec::new();
+    for host in hosts.split(',') {
+        if host.is_empty() {
+            return Err("empty host in the list (h1:port,h2:port,…)".into());
+        }
+        // `[v6]:port`, `[v6]`, `name:port`, `name`.
+        let (name, port) = match host.rsplit_once(':') {
+            Some((name, port)) if !port.ends_with(']') && (!name.starts_with('[') || name.ends_with(']')) => {
+                (name, port.parse::<u16>().map_err(|_| format!("bad port in {host:?}"))?)
+            }
+            _ => (host, default_port),
+        };
+        if name.is_empty() || name.contains('@') {
+            return Err(format!("bad host {host:?}"));
+        }
+        out.push(format!("{name}:{port}"));
+    }
+    Ok((userinfo, out, path.trim_end_matches('/')))
+}
+
+#[cfg(test)]
+mod redis_url_tests {
+    use super::RedisTarget;
+
+    #[test]
+    fn each_topology_parses() {
+        assert_eq!(
+            RedisTarget::parse("redis://127.0.0.1:6379/0"),
+            Ok(RedisTarget::Single("redis://127.0.0.1:6379/0".into()))
+        );
+        assert_eq!(
+            RedisTarget::parse("redis+sentinel://:pw@a:1,b,c:3/mymaster/2"),
+            Ok(RedisTarget::Sentinel {
+                sentinels: vec!["redis://a:1".into(), "redis://b:26379".into(), "redis://c:3".into()],
+                master_name: "mymaster".into(),
+                master_settings: "redis://:pw@127.0.0.1/2".into(),
+            })
+        );
+        assert_eq!(
+            RedisTarget::parse("redis+cluster://u:p@h1:7000,h2:7001/"),
+            Ok(RedisTarget::Cluster { nodes: vec!["redis://u:p@h1:7000".into(), "redis://u:p@h2:7001".into()] })
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_on_one_line() {
+        for bad in [
+            "http://x",
+            "redis+sentinel://a:1,b:2",
+            "redis+sentinel://a:1/m/x",
+            "redis+sentinel://a:1/m/1/2",
+            "redis+sentinel://a:notaport/m",
+            "redis+cluster://a:1,,b:2",
+            "redis+cluster://a:1/3",
+            "redis+cluster://a:1?x=1",
+            "redis+cluster://",
+        ] {
+            let e = RedisTarget::parse(bad).expect_err(bad);
+            assert!(!e.contains('\n'), "{bad}: {e}");
+        }
+    }
 }

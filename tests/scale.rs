@@ -27,8 +27,9 @@ async fn reset_stats(redis: &mut redis::aio::MultiplexedConnection) {
 }
 
 /// What a node does by itself every second may run during a measurement: its
-/// heartbeat script (counted as its 6 commands) and a cache refresh now and then.
-const BACKGROUND_PER_SEC: u64 = 8;
+/// heartbeat script (counted as its 6 commands), two matchmaking rounds (a script
+/// and its range, a queue length: 6) and a cache refresh now and then.
+const BACKGROUND_PER_SEC: u64 = 16;
 
 #[tokio::test]
 async fn count_asks_redis_nothing_and_an_offline_target_costs_no_publish() {

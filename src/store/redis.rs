@@ -13,6 +13,12 @@
 //! - `{rl:<key>}`            rate-limit counter, per window
 //! - channel `chat`          the chat bus to every node (JSON [`BusEvent`]s)
 //! - channel `chat:<node id>` private messages routed to one node
+//!
+//! Topologies (`REDIS_URL`, see [`RedisTarget`]): one server, a master found through
+//! Sentinel, or a Redis Cluster. All three share one connection type ([`Conn`]),
+//! so every command below is written once. On Cluster no command or pipeline spans
+//! two slots (the hash tags above), and the bus uses sharded pub/sub (`SPUBLISH`,
+//! `SSUBSCRIBE`), never `PUBLISH`, which a cluster copies to every shard.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,8 +27,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_redis::{Config, Pool, Runtime};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, RedisResult, Script};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{
+    AsyncCommands, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushKind, RedisFuture, RedisResult, Script,
+    Value,
+};
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
@@ -32,6 +44,7 @@ use super::{
     Route, Sessions, StoreResult, Ticket, TokenCache, TokenRecord,
 };
 use crate::auth::TokenHash;
+use crate::config::RedisTarget;
 use crate::error::StoreError;
 use crate::metrics as m;
 
@@ -76,15 +89,83 @@ redis.call('PEXPIRE', KEYS[1], math.floor(wait + tonumber(ARGV[4])))
 return 1
 ";
 
+/// A connection to whichever topology is configured: commands, pipelines and
+/// scripts run on it unchanged (the cluster client routes each by its key's slot).
+#[derive(Clone)]
+pub enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How connections are made, per topology.
+enum Topology {
+    /// One server: a deadpool pool makes and health-checks connections (its gauges
+    /// are exported); the bus subscribes through `client`.
+    Single { pool: Pool, client: redis::Client },
+    /// Each new connection (shared or bus) first asks the sentinels for the current
+    /// master, so a broken connection is replaced by one to the new master.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// The cluster client follows MOVED/ASK and failovers by itself.
+    Cluster { nodes: Vec<redis::ConnectionInfo> },
+}
+
+impl Topology {
+    fn cluster_builder(nodes: &[redis::ConnectionInfo]) -> ClusterClientBuilder {
+        ClusterClient::builder(nodes.to_vec())
+            .use_protocol(ProtocolVersion::RESP3)
+            .connection_timeout(TIMEOUT)
+            .response_timeout(Duration::from_millis(500))
+            .overall_response_timeout(Some(TIMEOUT))
+            .retries(3)
+            .min_retry_wait(50)
+            .max_retry_wait(200)
+    }
+
+    /// The current master's client (Sentinel), asked of the sentinels.
+    async fn master(sentinel: &tokio::sync::Mutex<SentinelClient>) -> StoreResult<redis::Client> {
+        let mut sentinel = sentinel.lock().await;
+        match tokio::time::timeout(TIMEOUT * 2, sentinel.async_get_client()).await {
+            Ok(client) => Ok(client?),
+            Err(_) => Err(StoreError::RedisUnreachable),
+        }
+    }
+}
+
 pub struct RedisStore {
-    /// Makes and health-checks connections. It checks each one it hands out with a
-    /// PING, so the hot path does not borrow from it per command: see `shared`.
-    pool: Pool,
-    /// One multiplexed connection every task shares: concurrent commands are
-    /// pipelined on it, one round trip each. Replaced from the pool when it breaks.
-    shared: RwLock<Option<MultiplexedConnection>>,
-    client: redis::Client,
+    topology: Topology,
+    /// One connection every task shares: concurrent commands are pipelined on it,
+    /// one round trip each (on Cluster, one per shard). Replaced when it breaks.
+    shared: RwLock<Option<Conn>>,
     prefix: String,
+    cluster: bool,
     beat: Script,
     guess: Script,
     down: AtomicBool,
@@ -94,22 +175,39 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
+    /// `url` is any `REDIS_URL` form ([`RedisTarget`]); nothing connects until first use.
     pub fn connect(url: &str, prefix: &str, max_size: usize) -> Result<RedisStore, StoreError> {
-        let pool = Config::from_url(url)
-            .builder()
-            .map_err(|e| StoreError::Other(format!("Redis pool: {e}")))?
-            .max_size(max_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(TIMEOUT))
-            .create_timeout(Some(TIMEOUT))
-            .recycle_timeout(Some(TIMEOUT))
-            .build()
-            .map_err(|e| StoreError::Other(format!("Redis pool: {e}")))?;
+        let topology = match RedisTarget::parse(url).map_err(|e| StoreError::Other(format!("REDIS_URL: {e}")))? {
+            RedisTarget::Single(url) => {
+                let pool = Config::from_url(url.as_str())
+                    .builder()
+                    .map_err(|e| StoreError::Other(format!("Redis pool: {e}")))?
+                    .max_size(max_size)
+                    .runtime(Runtime::Tokio1)
+                    .wait_timeout(Some(TIMEOUT))
+                    .create_timeout(Some(TIMEOUT))
+                    .recycle_timeout(Some(TIMEOUT))
+                    .build()
+                    .map_err(|e| StoreError::Other(format!("Redis pool: {e}")))?;
+                Topology::Single { pool, client: redis::Client::open(url)? }
+            }
+            RedisTarget::Sentinel { sentinels, master_name, master_settings } => {
+                let settings = master_settings.as_str().into_connection_info()?.redis_settings().clone();
+                let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(settings);
+                let client = SentinelClient::build(sentinels, master_name, Some(node), SentinelServerType::Master)?;
+                Topology::Sentinel(tokio::sync::Mutex::new(client))
+            }
+            RedisTarget::Cluster { nodes } => {
+                let nodes = nodes.iter().map(|n| n.as_str().into_connection_info()).collect::<RedisResult<Vec<_>>>()?;
+                Topology::cluster_builder(&nodes).build()?;
+                Topology::Cluster { nodes }
+            }
+        };
         m::redis_degraded(false);
         Ok(RedisStore {
-            pool,
+            cluster: matches!(topology, Topology::Cluster { .. }),
+            topology,
             shared: RwLock::new(None),
-            client: redis::Client::open(url)?,
             prefix: prefix.to_owned(),
             beat: Script::new(BEAT),
             guess: Script::new(GUESS),
@@ -159,11 +257,24 @@ impl RedisStore {
         format!("{}{{rl:{key}}}", self.prefix)
     }
 
-    async fn connection(&self) -> StoreResult<MultiplexedConnection> {
+    async fn connection(&self) -> StoreResult<Conn> {
         if let Some(conn) = self.shared.read().unwrap().as_ref() {
             return Ok(conn.clone());
         }
-        let fresh = deadpool_redis::Connection::take(self.pool.get().await?);
+        let fresh = match &self.topology {
+            Topology::Single { pool, .. } => Conn::Single(deadpool_redis::Connection::take(pool.get().await?)),
+            Topology::Sentinel(sentinel) => {
+                let master = Topology::master(sentinel).await?;
+                Conn::Single(master.get_multiplexed_async_connection().await?)
+            }
+            Topology::Cluster { nodes } => {
+                let client = Topology::cluster_builder(nodes).build()?;
+                match tokio::time::timeout(TIMEOUT * 2, client.get_async_connection()).await {
+                    Ok(conn) => Conn::Cluster(conn?),
+                    Err(_) => return Err(StoreError::RedisUnreachable),
+                }
+            }
+        };
         Ok(self.shared.write().unwrap().get_or_insert(fresh).clone())
     }
 
@@ -171,7 +282,7 @@ impl RedisStore {
     /// whether Redis is reachable (logged and exported on each change).
     async fn run<T, F, Fut>(&self, op: F) -> StoreResult<T>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         if self.down.load(Ordering::Relaxed) {
@@ -186,8 +297,9 @@ impl RedisStore {
                 return Err(StoreError::RedisUnreachable);
             }
         }
-        // No timer of our own per command: the pool bounds waiting for and making a
-        // connection, and the redis client gives up on a reply after 500 ms.
+        // No timer of our own per command: making a connection is bounded (the pool's
+        // timeouts, or 2 s for asking the sentinels / joining the cluster), and the
+        // redis client gives up on a reply after 500 ms (1 s with a cluster's retries).
         let result = match self.connection().await {
             Ok(conn) => op(conn).await.map_err(StoreError::from),
             Err(e) => Err(e),
@@ -196,8 +308,12 @@ impl RedisStore {
         if result.is_err() {
             m::store_error("redis");
         }
-        if failed {
+        // A master demoted by a failover answers READONLY: reconnect (Sentinel asks again).
+        let demoted = matches!(&result, Err(StoreError::Redis(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly));
+        if failed || demoted {
             self.shared.write().unwrap().take();
+        }
+        if failed {
             let now = self.epoch.elapsed().as_millis() as u64;
             self.next_probe_ms.store(now + PROBE_EVERY.as_millis() as u64, Ordering::Relaxed);
         }
@@ -376,31 +492,80 @@ impl Directory for RedisStore {
     }
 }
 
+impl RedisStore {
+    /// One message on a channel: `SPUBLISH` on Cluster (only the channel's shard
+    /// carries it), `PUBLISH` elsewhere.
+    async fn send(&self, channel: String, event: &BusEvent) -> StoreResult<()> {
+        let body = serde_json::to_string(event).expect("chat events serialize");
+        let verb = if self.cluster { "SPUBLISH" } else { "PUBLISH" };
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(channel).arg(body);
+        self.run(|mut c| async move { cmd.query_async::<i64>(&mut c).await.map(|_| ()) }).await
+    }
+}
+
+fn decode_event(payload: &[u8]) -> Option<BusEvent> {
+    serde_json::from_slice::<BusEvent>(payload)
+        .inspect_err(|e| tracing::warn!(error = %e, "ignoring malformed chat bus message"))
+        .ok()
+}
+
 #[async_trait]
 impl Bus for RedisStore {
     async fn publish(&self, event: &BusEvent) -> StoreResult<()> {
-        let channel = self.chat_channel();
-        let body = serde_json::to_string(event).expect("chat events serialize");
-        self.run(|mut c| async move { c.publish(channel, body).await }).await
+        self.send(self.chat_channel(), event).await
     }
 
     async fn publish_to(&self, node_id: &str, event: &BusEvent) -> StoreResult<()> {
-        let channel = self.node_channel(node_id);
-        let body = serde_json::to_string(event).expect("chat events serialize");
-        self.run(|mut c| async move { c.publish(channel, body).await }).await
+        self.send(self.node_channel(node_id), event).await
     }
 
     async fn subscribe(&self, node_id: &str) -> StoreResult<BoxStream<'static, BusEvent>> {
-        // A pooled connection cannot subscribe: the bus has a dedicated one.
-        let mut pubsub = self.client.get_async_pubsub().await?;
         let channels = [self.chat_channel(), self.node_channel(node_id)];
+        let client = match &self.topology {
+            Topology::Single { client, .. } => client.clone(),
+            Topology::Sentinel(sentinel) => Topology::master(sentinel).await?,
+            Topology::Cluster { nodes } => {
+                // Sharded pub/sub: each channel is subscribed on its own shard (one
+                // SSUBSCRIBE per channel: they hash to different slots); messages
+                // arrive as RESP3 pushes. The stream ends when a shard drops the
+                // subscription (failover, slot moved) or a connection is lost.
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let client = Topology::cluster_builder(nodes).push_sender(tx).build()?;
+                let mut conn = match tokio::time::timeout(TIMEOUT * 2, client.get_async_connection()).await {
+                    Ok(conn) => conn?,
+                    Err(_) => return Err(StoreError::RedisUnreachable),
+                };
+                for channel in &channels {
+                    conn.ssubscribe(channel).await?;
+                }
+                tracing::info!(?channels, "subscribed to the chat bus (sharded)");
+                let events = futures_util::stream::unfold((conn, rx), |(conn, mut rx)| async move {
+                    loop {
+                        let push = rx.recv().await?;
+                        match push.kind {
+                            PushKind::SMessage => {
+                                let event = match push.data.get(1) {
+                                    Some(Value::BulkString(payload)) => decode_event(payload),
+                                    _ => None,
+                                };
+                                if let Some(event) = event {
+                                    return Some((event, (conn, rx)));
+                                }
+                            }
+                            PushKind::SUnsubscribe | PushKind::Disconnection => return None,
+                            _ => {}
+                        }
+                    }
+                });
+                return Ok(events.boxed());
+            }
+        };
+        // A shared connection cannot subscribe: the bus has a dedicated one.
+        let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&channels).await?;
         tracing::info!(?channels, "subscribed to the chat bus");
-        let events = pubsub.into_on_message().filter_map(|msg| async move {
-            serde_json::from_slice::<BusEvent>(msg.get_payload_bytes())
-                .inspect_err(|e| tracing::warn!(error = %e, "ignoring malformed chat bus message"))
-                .ok()
-        });
+        let events = pubsub.into_on_message().filter_map(|msg| async move { decode_event(msg.get_payload_bytes()) });
         Ok(events.boxed())
     }
 }
@@ -411,9 +576,13 @@ impl Health for RedisStore {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) }).await
     }
 
+    /// Standalone only: Sentinel and Cluster keep no pool (one shared connection,
+    /// one per shard on Cluster), so their gauges are not exported.
     fn export_pool_gauges(&self) {
-        let s = self.pool.status();
-        m::pool_connections("redis", s.size, s.available, s.waiting);
+        if let Topology::Single { pool, .. } = &self.topology {
+            let s = pool.status();
+            m::pool_connections("redis", s.size, s.available, s.waiting);
+        }
     }
 }
 

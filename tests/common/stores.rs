@@ -360,3 +360,292 @@ impl Client {
         Client { ws }
     }
 }
+
+/// `redis-cli -p PORT ARGS…` on loopback; its stdout (empty when it failed).
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Counts per error from `INFO errorstats` (`CROSSSLOT`, `MOVED`, `ASK`, …).
+pub fn error_stats(port: u16) -> std::collections::HashMap<String, u64> {
+    redis_cli(port, &["INFO", "errorstats"])
+        .lines()
+        .filter_map(|line| {
+            let (name, stats) = line.trim().strip_prefix("errorstat_")?.split_once(':')?;
+            Some((name.to_owned(), stats.strip_prefix("count=")?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A set of `redis-server` processes in one temporary directory, each SIGKILLed on
+/// drop (or by the watchdog if the test process dies first).
+struct ServerSet {
+    dir: PathBuf,
+    children: Vec<(u16, Child)>,
+    watchdog: Option<Child>,
+}
+
+impl ServerSet {
+    fn new(kind: &str) -> ServerSet {
+        let dir =
+            std::env::temp_dir().join(format!("ocps-{kind}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        std::fs::create_dir(&dir).unwrap();
+        ServerSet { dir, children: Vec::new(), watchdog: None }
+    }
+
+    /// Starts `redis-server ARGS` (run in its own directory) that listens on `port`.
+    fn spawn(&mut self, port: u16, args: &[String]) {
+        let dir = self.dir.join(port.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (is Redis installed? scripts/services.sh)");
+        self.children.push((port, child));
+        self.rearm();
+    }
+
+    /// (Re)writes the watchdog for the processes alive now.
+    fn rearm(&mut self) {
+        kill_watchdog(&mut self.watchdog);
+        let pids: Vec<String> = self.children.iter().map(|(_, c)| c.id().to_string()).collect();
+        self.watchdog =
+            Some(watchdog(&format!("kill -9 {} 2>/dev/null; rm -rf {}", pids.join(" "), self.dir.display())));
+    }
+
+    fn wait_answering(&self) {
+        for (port, _) in &self.children {
+            let addr: SocketAddr = ([127, 0, 0, 1], *port).into();
+            wait_until(Duration::from_secs(10), "private Redis server", || redis_answers(addr));
+        }
+    }
+
+    /// SIGKILL one server.
+    fn kill(&mut self, port: u16) {
+        if let Some(i) = self.children.iter().position(|(p, _)| *p == port) {
+            let (_, mut child) = self.children.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+            self.rearm();
+        }
+    }
+
+    fn ports(&self) -> Vec<u16> {
+        self.children.iter().map(|(p, _)| *p).collect()
+    }
+}
+
+impl Drop for ServerSet {
+    fn drop(&mut self) {
+        kill_watchdog(&mut self.watchdog);
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of its own: `masters` masters, each with `replicas` replicas,
+/// made with `redis-cli --cluster create`. A short `cluster-node-timeout` (2 s) keeps
+/// failovers quick.
+pub struct PrivateRedisCluster {
+    servers: ServerSet,
+}
+
+pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 2000;
+
+impl PrivateRedisCluster {
+    pub fn start(masters: usize, replicas: usize) -> PrivateRedisCluster {
+        let mut servers = ServerSet::new("rcluster");
+        for _ in 0..masters * (1 + replicas) {
+            let (port, bus) = (free_port(), free_port());
+            let conf = servers.dir.join(format!("nodes-{port}.conf"));
+            let args: Vec<String> = [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                // Not port + 10000, which may be taken or past 65535.
+                "--cluster-port",
+                &bus.to_string(),
+                "--cluster-config-file",
+                &conf.display().to_string(),
+                "--cluster-node-timeout",
+                &CLUSTER_NODE_TIMEOUT_MS.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+            ]
+            .map(String::from)
+            .to_vec();
+            servers.spawn(port, &args);
+        }
+        servers.wait_answering();
+        let nodes: Vec<String> = servers.ports().iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let cluster = PrivateRedisCluster { servers };
+        cluster.wait_ok(Duration::from_secs(20));
+        cluster
+    }
+
+    /// Waits until every live server says `cluster_state:ok` and knows every live server.
+    pub fn wait_ok(&self, limit: Duration) {
+        let ports = self.servers.ports();
+        wait_until(limit, "Redis Cluster state ok", || {
+            ports.iter().all(|p| {
+                let info = redis_cli(*p, &["CLUSTER", "INFO"]);
+                info.contains("cluster_state:ok") && info.contains(&format!("cluster_known_nodes:{}", ports.len()))
+            }) && ports.iter().all(|p| {
+                // A replica that never synced would refuse to take over (its data too old).
+                let replication = redis_cli(*p, &["INFO", "replication"]);
+                replication.contains("role:master") || replication.contains("master_link_status:up")
+            })
+        });
+    }
+
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self.servers.ports().iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.servers.ports()
+    }
+
+    /// `CLUSTER NODES` as a live server sees it.
+    pub fn nodes(&self) -> String {
+        self.ports().first().map(|p| redis_cli(*p, &["CLUSTER", "NODES"])).unwrap_or_default()
+    }
+
+    /// The ports of the servers that are masters now.
+    pub fn masters(&self) -> Vec<u16> {
+        self.ports().into_iter().filter(|p| redis_cli(*p, &["ROLE"]).starts_with("master")).collect()
+    }
+
+    /// SIGKILL one server.
+    pub fn kill(&mut self, port: u16) {
+        self.servers.kill(port);
+    }
+}
+
+/// A master, one replica and three sentinels watching them as `MASTER_NAME`, with
+/// short timeouts (down after 1 s) so a failover takes a few seconds.
+pub struct PrivateRedisSentinel {
+    servers: ServerSet,
+    pub master: u16,
+    pub replica: u16,
+    pub sentinels: Vec<u16>,
+}
+
+pub const SENTINEL_MASTER_NAME: &str = "ocpsmaster";
+pub const SENTINEL_DOWN_AFTER_MS: u64 = 1000;
+pub const SENTINEL_FAILOVER_TIMEOUT_MS: u64 = 5000;
+
+impl PrivateRedisSentinel {
+    pub fn start() -> PrivateRedisSentinel {
+        let mut servers = ServerSet::new("rsentinel");
+        let (master, replica) = (free_port(), free_port());
+        let plain = |port: u16| -> Vec<String> {
+            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                .into_iter()
+                .chain(["--protected-mode", "no", "--daemonize", "no"])
+                .map(String::from)
+                .collect()
+        };
+        servers.spawn(master, &plain(master));
+        let mut replica_args = plain(replica);
+        replica_args.extend(["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
+        servers.spawn(replica, &replica_args);
+        servers.wait_answering();
+        let sentinels: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        for &port in &sentinels {
+            // Sentinel rewrites its configuration file: it must be writable.
+            let conf = servers.dir.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {dir}\n\
+                     sentinel monitor {SENTINEL_MASTER_NAME} 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER_NAME} {SENTINEL_DOWN_AFTER_MS}\n\
+                     sentinel failover-timeout {SENTINEL_MASTER_NAME} {SENTINEL_FAILOVER_TIMEOUT_MS}\n\
+                     sentinel parallel-syncs {SENTINEL_MASTER_NAME} 1\n",
+                    dir = servers.dir.display()
+                ),
+            )
+            .unwrap();
+            servers.spawn(port, &[conf.display().to_string(), "--sentinel".into()]);
+        }
+        servers.wait_answering();
+        // Ready when each sentinel knows the replica and the two other sentinels, and
+        // the replica is in sync.
+        wait_until(Duration::from_secs(30), "sentinels", || {
+            sentinels.iter().all(|p| redis_cli(*p, &["INFO", "sentinel"]).contains("status=ok,address=127.0.0.1"))
+                && sentinels.iter().all(|p| {
+                    let info = redis_cli(*p, &["INFO", "sentinel"]);
+                    info.contains(&format!(":{master},slaves=1,sentinels=3"))
+                })
+                && redis_cli(replica, &["INFO", "replication"]).contains("master_link_status:up")
+        });
+        PrivateRedisSentinel { servers, master, replica, sentinels }
+    }
+
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.sentinels.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!("redis+sentinel://{}/{SENTINEL_MASTER_NAME}/0", hosts.join(","))
+    }
+
+    /// The data servers (master and replica) still running.
+    pub fn data_ports(&self) -> Vec<u16> {
+        self.servers.ports().into_iter().filter(|p| !self.sentinels.contains(p)).collect()
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.servers.ports()
+    }
+
+    /// SIGKILL one server.
+    pub fn kill(&mut self, port: u16) {
+        self.servers.kill(port);
+    }
+
+    /// The master the sentinels name now.
+    pub fn current_master(&self) -> Option<u16> {
+        self.sentinels.iter().find_map(|p| {
+            let out = redis_cli(*p, &["SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER_NAME]);
+            out.lines().nth(1)?.trim().parse().ok()
+        })
+    }
+}
+
+impl PrivateRedis {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
