@@ -15,8 +15,12 @@ use common::*;
 use serde_json::json;
 
 /// The nodes re-check live sessions' tokens every second, and let chat through unthrottled.
-const NODE_ENV: [(&str, &str); 3] =
-    [("SESSION_CHECK_SECS", "1"), ("MAX_MESSAGES_PER_SEC", "0"), ("CHAT_MESSAGES_PER_SEC", "0")];
+const NODE_ENV: [(&str, &str); 4] = [
+    ("SESSION_CHECK_SECS", "1"),
+    ("MAX_MESSAGES_PER_SEC", "0"),
+    ("CHAT_MESSAGES_PER_SEC", "0"),
+    ("GAME_SERVERS", "203.0.113.7:7001"),
+];
 
 /// Redirections a cluster client may see while it learns the slot map.
 const STARTUP_REDIRECTS: u64 = 10;
@@ -131,6 +135,20 @@ async fn two_nodes_are_one_server(redis_url: &str) {
     }
     eprintln!("revoked session ended after {:?}", started.elapsed());
     assert_eq!(bob_a.request(json!({"type": "count"})).await["type"], "player_count");
+
+    // Matchmaking: bob on A and jane on B are matched with each other.
+    assert_eq!(bob_a.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    assert_eq!(jane_b.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    for client in [&mut bob_a, &mut jane_b] {
+        let found = loop {
+            match client.next_frame(Duration::from_secs(10)).await {
+                Frame::Text(v) if v["type"] == "match_found" => break v,
+                Frame::Text(_) => continue,
+                other => panic!("no match_found: {other:?}"),
+            }
+        };
+        assert_eq!(found["payload"]["port"], 7001, "{found}");
+    }
 }
 
 #[tokio::test]
