@@ -182,7 +182,7 @@ pub async fn run_directory(node: Arc<Node>, shutdown: CancellationToken) {
     let (directory, node_id) = (&node.stores.directory, node.node_id.as_str());
     let mut missed = false;
     loop {
-        let change = tokio::select! {
+        let first = tokio::select! {
             _ = shutdown.cancelled() => break,
             change = changes.recv() => match change { Some(change) => change, None => break },
         };
@@ -191,17 +191,43 @@ pub async fn run_directory(node: Arc<Node>, shutdown: CancellationToken) {
             let resent = futures_util::future::join_all(routes.iter().map(|route| directory.join(route, node_id)));
             missed = resent.await.iter().any(Result::is_err);
         }
-        let applied = match &change {
-            RouteChange::Join(route) => directory.join(route, node_id).await,
-            RouteChange::Leave(route) => directory.leave(route, node_id).await,
-        };
-        missed |= applied.is_err();
+        for change in coalesce(first, &mut changes) {
+            let applied = match &change {
+                RouteChange::Join(route) => directory.join(route, node_id).await,
+                RouteChange::Leave(route) => directory.leave(route, node_id).await,
+            };
+            missed |= applied.is_err();
+        }
     }
     for route in node.registry.routes() {
         let _ = directory.leave(&route, node_id).await;
     }
 }
 
+/// The net effect of `first` and every change already waiting: a route joined and
+/// left again (a player renaming through many names) costs Redis nothing. A route's
+/// changes alternate, so an even number of them cancels out.
+fn coalesce(first: RouteChange, waiting: &mut tokio::sync::mpsc::UnboundedReceiver<RouteChange>) -> Vec<RouteChange> {
+    let mut net: Vec<(RouteChange, usize)> = Vec::new();
+    let mut index: std::collections::HashMap<Route, usize> = std::collections::HashMap::new();
+    let mut add = |change: RouteChange| {
+        let route = match &change {
+            RouteChange::Join(route) | RouteChange::Leave(route) => route.clone(),
+        };
+        match index.get(&route) {
+            Some(&i) => net[i].1 += 1,
+            None => {
+                index.insert(route, net.len());
+                net.push((change, 1));
+            }
+        }
+    };
+    add(first);
+    while let Ok(change) = waiting.try_recv() {
+        add(change);
+    }
+    net.into_iter().filter(|(_, n)| n % 2 == 1).map(|(change, _)| change).collect()
+}
 /// Listens to the chat bus, subscribing again after any loss.
 pub async fn run_chat_subscriber(node: Arc<Node>, shutdown: CancellationToken) {
     loop {
@@ -226,5 +252,29 @@ pub async fn run_chat_subscriber(node: Arc<Node>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_changes_that_cancel_out_cost_nothing() {
+        let name = |n: &str| Route::DisplayName(n.to_owned());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for change in [
+            RouteChange::Leave(name("a")),
+            RouteChange::Join(name("b")),
+            RouteChange::Leave(name("b")),
+            RouteChange::Join(name("c")),
+            RouteChange::Leave(name("c")),
+            RouteChange::Join(name("d")),
+        ] {
+            tx.send(change).unwrap();
+        }
+        let first = RouteChange::Join(name("a"));
+        // a joined then left, b and c came and went: only d remains.
+        assert_eq!(coalesce(first, &mut rx), vec![RouteChange::Join(name("d"))]);
     }
 }

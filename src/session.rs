@@ -66,8 +66,12 @@ impl Session {
     }
 
     /// Starts a session (ending the one before, if any) and makes it reachable by chat.
+    /// The same account authenticating again keeps its session going: only its token
+    /// and display name change.
     pub fn begin(&mut self, node: &Node, auth: Auth) {
-        self.end(node);
+        if self.auth.as_ref().is_none_or(|old| old.user_id != auth.user_id) {
+            self.end(node);
+        }
         let peer = Peer {
             display_name: auth.display_name.clone(),
             account: auth.username.as_str().into(),
