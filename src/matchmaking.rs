@@ -138,7 +138,6 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let Some(mut released) = node.matchmaker.released_rx.lock().unwrap().take() else {
         return;
     };
-    m::register_matchmaking(&node.matchmaker.queues);
     let mut tick = tokio::time::interval(FORM_EVERY);
     loop {
         tokio::select! {

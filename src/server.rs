@@ -79,6 +79,7 @@ pub async fn run(
     m::build_info(&node_id);
     handlers::register_metrics();
     connection::register_metrics();
+    m::register_matchmaking(&config.match_queues.0);
 
     let public_addr = listeners.public.local_addr().map_err(|e| e.to_string())?;
     let metrics_addr = listeners.metrics.local_addr().map_err(|e| e.to_string())?;
