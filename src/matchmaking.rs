@@ -165,9 +165,15 @@ async fn form(node: &Node, queue: &str, size: usize) -> bool {
     let ttl = node.config.match_ticket_ttl_secs;
     let gone = node.view.gone_nodes();
     let tickets = match node.stores.queue.take(queue, size, &match_id, ttl, &gone).await {
-        Ok(tickets) if !tickets.is_empty() => tickets,
-        _ => return false,
+        Ok((tickets, dropped)) => {
+            m::ticket_ended("node_died", dropped);
+            tickets
+        }
+        Err(_) => return false,
     };
+    if tickets.is_empty() {
+        return false;
+    }
     tracing::info!(%match_id, queue, players = tickets.len(), "match formed");
     let now_ms = (unix_now() * 1000) as u64;
     m::match_formed(queue, tickets.iter().map(|t| Duration::from_millis(now_ms.saturating_sub(t.joined_ms))));

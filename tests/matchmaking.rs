@@ -219,6 +219,8 @@ async fn the_tickets_of_a_killed_node_are_dropped() {
     alive.expect_silence(Duration::from_secs(2)).await;
     let status = alive.request(json!({"type": "queue_status"})).await;
     assert_eq!(status["payload"]["position"], 1, "{status}");
+    let scrape = survivor.metrics_text().await;
+    assert!(scrape.contains(r#"openchampps_queue_tickets_total{outcome="node_died"} 1"#), "{scrape}");
 }
 
 /// Three nodes race to form matches over 300 players: each player ends in exactly one match.

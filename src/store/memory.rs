@@ -477,12 +477,14 @@ impl MatchQueue for MemoryShared {
         match_id: &str,
         pending_secs: u64,
         gone: &[String],
-    ) -> StoreResult<Vec<Ticket>> {
+    ) -> StoreResult<(Vec<Ticket>, u64)> {
         let mut inner = self.inner.lock().unwrap();
-        inner.tickets.retain(|_, t| !gone.contains(&t.node));
+        let before = inner.tickets.len();
+        inner.tickets.retain(|_, t| t.queue != queue || !gone.contains(&t.node));
+        let dropped = (before - inner.tickets.len()) as u64;
         let mut queued: Vec<&Ticket> = inner.tickets.values().filter(|t| t.queue == queue).collect();
         if queued.len() < size {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), dropped));
         }
         queued.sort_by_key(|t| t.seq);
         let taken: Vec<Ticket> = queued.into_iter().take(size).cloned().collect();
@@ -490,7 +492,7 @@ impl MatchQueue for MemoryShared {
             inner.tickets.remove(&t.account);
             inner.pending.insert(t.account.clone(), Expiring::new(match_id.to_owned(), pending_secs));
         }
-        Ok(taken)
+        Ok((taken, dropped))
     }
 
     async fn settle(&self, accounts: &[String]) -> StoreResult<()> {

@@ -298,7 +298,7 @@ pub trait MatchQueue: Send + Sync + 'static {
     async fn position(&self, account: &str) -> StoreResult<Option<(Ticket, u64)>>;
     /// Takes the first `size` tickets of `queue` for match `match_id`, if there are
     /// that many, dropping tickets held by `gone` nodes; marks their accounts as having
-    /// a pending match for `pending_secs`.
+    /// a pending match for `pending_secs`. Returns the tickets and how many were dropped.
     async fn take(
         &self,
         queue: &str,
@@ -306,7 +306,7 @@ pub trait MatchQueue: Send + Sync + 'static {
         match_id: &str,
         pending_secs: u64,
         gone: &[String],
-    ) -> StoreResult<Vec<Ticket>>;
+    ) -> StoreResult<(Vec<Ticket>, u64)>;
     /// Ends the pending state of these accounts (the match started or failed).
     async fn settle(&self, accounts: &[String]) -> StoreResult<()>;
     /// Tickets waiting in `queue`.

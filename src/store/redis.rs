@@ -654,13 +654,14 @@ for _, acct in ipairs(dead) do
   redis.call('ZREM', q, acct)
   redis.call('HDEL', KEYS[1], acct)
 end
-if #taken < size then return {} end
+if #taken < size then return {tostring(#dead)} end
 for _, raw in ipairs(taken) do
   local acct = cjson.decode(raw).account
   redis.call('ZREM', q, acct)
   redis.call('HDEL', KEYS[1], acct)
   redis.call('SET', p .. '{mm}:pending:' .. acct, ARGV[4], 'EX', tonumber(ARGV[5]))
 end
+table.insert(taken, 1, tostring(#dead))
 return taken
 ";
 
@@ -724,14 +725,17 @@ impl MatchQueue for RedisStore {
         match_id: &str,
         pending_secs: u64,
         gone: &[String],
-    ) -> StoreResult<Vec<Ticket>> {
+    ) -> StoreResult<(Vec<Ticket>, u64)> {
         let mut inv = MM_SCRIPTS[3].key(self.mm_key("tickets"));
         inv.arg(&self.prefix).arg(queue).arg(size).arg(match_id).arg(pending_secs.max(1));
         for node in gone {
             inv.arg(node);
         }
+        // The number of dropped tickets, then the taken ones.
         let raw: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
-        raw.iter().map(|r| ticket_from(r)).collect()
+        let dropped = raw.first().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let taken = raw.iter().skip(1).map(|r| ticket_from(r)).collect::<StoreResult<_>>()?;
+        Ok((taken, dropped))
     }
 
     async fn settle(&self, accounts: &[String]) -> StoreResult<()> {
