@@ -280,17 +280,6 @@ async fn expect_session_ended(client: &mut Client, within: Duration) {
     assert_eq!(reply, error("Authentication required", "AUTH_REQUIRED"));
 }
 
-fn revoke(cluster: &Cluster, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_openchampps"))
-        .env_clear()
-        .envs(cluster.env())
-        .arg("revoke")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_user_ends_its_live_sessions_on_every_node() {
     let cluster = Cluster::new().await;
@@ -303,8 +292,8 @@ async fn revoking_a_user_ends_its_live_sessions_on_every_node() {
     on_b.login(&jane, PASSWORD).await;
     let mut bystander = b.player("bystander").await;
 
-    let cluster_ref = &cluster;
-    tokio::task::block_in_place(|| revoke(cluster_ref, &["--user", &jane]));
+    let out = cluster.revoke(&["--user", &jane]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     expect_session_ended(&mut on_a, Duration::from_secs(5)).await;
     expect_session_ended(&mut on_b, Duration::from_secs(5)).await;
     // It may log in again, and others were never touched.
@@ -314,7 +303,8 @@ async fn revoking_a_user_ends_its_live_sessions_on_every_node() {
 
     // The other form: one token.
     let token = again["payload"]["token"].as_str().unwrap().to_owned();
-    tokio::task::block_in_place(|| revoke(cluster_ref, &["--token", &token]));
+    let out = cluster.revoke(&["--token", &token]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     expect_session_ended(&mut on_a, Duration::from_secs(5)).await;
 }
 

@@ -12,23 +12,6 @@ use serde_json::{json, Value};
 
 const INVALID_TOKEN: &str = "Invalid or expired token";
 
-/// Runs `openchampps revoke ARGS` with the cluster's store settings, as an operator would.
-async fn revoke(cluster: &Cluster, args: &[&str]) -> Output {
-    let env = cluster.env();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_openchampps"))
-            .env_clear()
-            .envs(env)
-            .arg("revoke")
-            .args(args)
-            .output()
-            .expect("run openchampps revoke")
-    })
-    .await
-    .unwrap()
-}
-
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -68,7 +51,7 @@ async fn revoking_a_user_ends_all_its_cached_tokens_on_every_node_at_once() {
     }
 
     // Account names are case-insensitive for the operator too.
-    let out = revoke(&cluster, &["--user", &jane.to_uppercase()]).await;
+    let out = cluster.revoke(&["--user", &jane.to_uppercase()]).await;
     assert!(out.status.success(), "revoke failed: {}", stderr(&out));
     assert!(stdout(&out).contains("revoked 2 token(s)"), "stdout: {}", stdout(&out));
 
@@ -97,7 +80,7 @@ async fn revoking_one_token_leaves_the_users_other_tokens_working() {
     }
 
     // Any case of the token is the same token.
-    let out = revoke(&cluster, &["--token", &stolen.to_uppercase()]).await;
+    let out = cluster.revoke(&["--token", &stolen.to_uppercase()]).await;
     assert!(out.status.success(), "revoke failed: {}", stderr(&out));
     assert!(stdout(&out).contains("revoked 1 token(s)"), "stdout: {}", stdout(&out));
 
@@ -116,7 +99,7 @@ async fn revoke_refuses_malformed_and_unknown_tokens_with_one_line() {
 
     let unknown = uuid::Uuid::new_v4().to_string();
     for bad in ["not-a-token", "", &token.replace('-', ""), &unknown] {
-        let out = revoke(&cluster, &["--token", bad]).await;
+        let out = cluster.revoke(&["--token", bad]).await;
         assert!(!out.status.success(), "revoke --token {bad:?} succeeded: {}", stdout(&out));
         let message = stderr(&out);
         assert_eq!(message.trim_end().lines().count(), 1, "revoke --token {bad:?}: not one line: {message:?}");

@@ -37,23 +37,6 @@ async fn count(client: &mut Client) -> u64 {
     client.request(json!({"type": "count"})).await["payload"].as_u64().unwrap()
 }
 
-/// Runs `openchampps revoke ARGS` with the cluster's settings.
-async fn revoke(cluster: &Cluster, args: &[&str]) -> std::process::Output {
-    let env = cluster.env();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_openchampps"))
-            .env_clear()
-            .envs(env)
-            .arg("revoke")
-            .args(args)
-            .output()
-            .expect("run openchampps revoke")
-    })
-    .await
-    .unwrap()
-}
-
 /// Asserts no server refused a cross-slot command and none redirected more than a
 /// handful of commands.
 fn assert_clean_error_stats(ports: &[u16]) {
@@ -122,7 +105,7 @@ async fn two_nodes_are_one_server(redis_url: &str) {
 
     // The operator revokes carol: her live session on A ends within 5 s (told so
     // with an auth_error, or closed).
-    let out = revoke(&cluster, &["--user", &carol]).await;
+    let out = cluster.revoke(&["--user", &carol]).await;
     assert!(out.status.success(), "revoke: {}", String::from_utf8_lossy(&out.stderr));
     let started = Instant::now();
     loop {

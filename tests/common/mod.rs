@@ -119,6 +119,23 @@ impl Cluster {
         redis::Client::open(self.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()
     }
 
+    /// Runs `openchampps revoke ARGS` with this cluster's settings, as an operator would.
+    pub async fn revoke(&self, args: &[&str]) -> std::process::Output {
+        let env = self.env();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_openchampps"))
+                .env_clear()
+                .envs(env)
+                .arg("revoke")
+                .args(args)
+                .output()
+                .expect("run openchampps revoke")
+        })
+        .await
+        .unwrap()
+    }
+
     /// Redis keys under this cluster's prefix.
     pub async fn redis_keys(&self) -> Vec<String> {
         let mut conn = self.redis().await;
