@@ -55,9 +55,19 @@ OPTIONAL_CONFIG_MAP_KEYS = {
 # Secret settings: never in the ConfigMap; read from the Secret through an optional
 # secretKeyRef (a Secret without the key leaves the variable unset).
 # env var -> (existingSecretKeys.* and top-level value rendered into the chart's Secret).
-OPTIONAL_SECRET_ENV = {"MATCH_TICKET_KEYS": "matchTicketKeys", "DB_MIGRATION_URL": "dbMigrationUrl"}
+OPTIONAL_SECRET_ENV = {
+    "MATCH_TICKET_KEYS": "matchTicketKeys",
+    "DB_MIGRATION_URL": "dbMigrationUrl",
+    "GAME_SERVER_TOKEN": "gameServerToken",
+}
+# existingSecretKeys all renamed: the container must read (and a rendered Secret must
+# hold) the names given, not the defaults the templates fall back to.
+RENAMED_SECRET_KEYS = {
+    "dbConn": "pg-url", "redisUrl": "redis-url", "matchTicketKeys": "ticket-keys",
+    "dbMigrationUrl": "pg-direct-url", "gameServerToken": "gs-token",
+}
 # A render exercising the matchmaking settings: the command allocator, a static pool
-# (rendered even though this allocator does not use it), and both optional secret values.
+# (rendered even though this allocator does not use it), and every optional secret value.
 MATCHMAKING_VALUES = {
     "config": {
         "matchQueues": "duel:2,team:10",
@@ -70,7 +80,62 @@ MATCHMAKING_VALUES = {
     },
     "matchTicketKeys": "k2:0123456789abcdef0123456789abcdef,k1:fedcba9876543210fedcba9876543210",
     "dbMigrationUrl": "postgres://openchampps:secret@postgresql-direct:5432/openchampps",
+    "gameServerToken": "gst-5f0c9a1e7d3b4a2c8e6f",
 }
+# A render with the Agones allocator over mTLS: the AGONES_* settings, and the
+# tlsSecret mounted where AGONES_CLIENT_CERT / _KEY / AGONES_CA_FILE point.
+AGONES_VALUES = {
+    "config": {
+        "allocator": "agones",
+        "agones": {
+            "allocatorUrl": "https://agones-allocator.agones-system:443",
+            "namespace": "games",
+            "fleet": "openchamp",
+            "selectorLabels": {"tier": "ranked", "region": "eu"},
+            "portName": "game",
+            "timeoutSecs": 5,
+            "tlsSecret": "openchampps-agones",
+            "tlsSecretKeys": {"cert": "client.pem", "key": "client-key.pem", "ca": "allocator-ca.pem"},
+        },
+    },
+}
+AGONES_ENV = {
+    "ALLOCATOR": "agones",
+    "AGONES_VIA": "allocator-service",
+    "AGONES_ALLOCATOR_URL": "https://agones-allocator.agones-system:443",
+    "AGONES_NAMESPACE": "games",
+    "AGONES_FLEET": "openchamp",
+    "AGONES_SELECTOR_LABELS": "region=eu,tier=ranked",
+    "AGONES_PORT_NAME": "game",
+    "AGONES_TIMEOUT_SECS": "5",
+    "AGONES_CLIENT_CERT": "/etc/openchampps/agones/client.crt",
+    "AGONES_CLIENT_KEY": "/etc/openchampps/agones/client.key",
+    "AGONES_CA_FILE": "/etc/openchampps/agones/ca.crt",
+}
+# ConfigMap keys with allocator=agones: always, with via=allocator-service, when
+# config.agones.* is not empty, and with a tlsSecret (via=allocator-service only).
+AGONES_KEYS = {"AGONES_VIA", "AGONES_NAMESPACE", "AGONES_PORT_NAME", "AGONES_TIMEOUT_SECS"}
+AGONES_SERVICE_KEYS = {"AGONES_ALLOCATOR_URL"}
+AGONES_OPTIONAL_KEYS = {"AGONES_FLEET": "fleet", "AGONES_SELECTOR_LABELS": "selectorLabels"}
+AGONES_TLS_KEYS = {"AGONES_CLIENT_CERT", "AGONES_CLIENT_KEY", "AGONES_CA_FILE"}
+# A render with Agones through the Kubernetes API: no allocator URL nor mTLS files,
+# the service account token mounted, and a Role allowing exactly this.
+AGONES_K8S_VALUES = {
+    "config": {
+        "allocator": "agones",
+        "agones": {"via": "kubernetes", "namespace": "games", "fleet": "openchamp"},
+    },
+    "serviceAccount": {"name": "matchmaker"},
+}
+AGONES_K8S_ENV = {
+    "ALLOCATOR": "agones",
+    "AGONES_VIA": "kubernetes",
+    "AGONES_NAMESPACE": "games",
+    "AGONES_FLEET": "openchamp",
+}
+AGONES_K8S_RULES = [
+    {"apiGroups": ["allocation.agones.dev"], "resources": ["gameserverallocations"], "verbs": ["create"]},
+]
 # What the ConfigMap must hold for MATCHMAKING_VALUES.
 MATCHMAKING_ENV = {
     "MATCH_QUEUES": "duel:2,team:10",
@@ -112,6 +177,13 @@ def value_sets(chart: pathlib.Path) -> list[tuple[str, dict | None]]:
     sets: list[tuple[str, dict | None]] = [
         (f"defaults + --set-json {EXPLICIT_TRUSTED_PROXIES}", explicit()),
         ("matchmaking: allocator=command, allocatorCommand, gameServers, ticket keys", explicit(MATCHMAKING_VALUES)),
+        ("rendered Secret with renamed existingSecretKeys",
+         explicit(merged(MATCHMAKING_VALUES, {"existingSecretKeys": RENAMED_SECRET_KEYS}))),
+        ("existingSecret with renamed existingSecretKeys",
+         explicit({"existingSecret": "stores", "existingSecretKeys": RENAMED_SECRET_KEYS})),
+        ("storeCa: the stores' CA from a Secret, REDIS_CA_FILE",
+         explicit({"storeCa": {"secretName": "store-ca"}, "redisUrl": "rediss://redis-master:6380/0"})),
+        ("storeCa: the stores' CA from a ConfigMap", explicit({"storeCa": {"configMapName": "store-ca"}})),
     ]
     for path in sorted((chart / "ci").glob("*.yaml")):
         sets.append((f"ci/{path.name}", helm.values_from_yaml(path.read_text())))
@@ -199,6 +271,23 @@ def check_policy(label: str, docs: list[dict], values: dict) -> None:
             expected_keys.add(key)
             if env.get(key) != render_value(config[name]):
                 problem(f"[{label}] {key} is {env.get(key)!r}, expected {render_value(config[name])!r}")
+    if config.get("allocator") == "agones":
+        agones = config.get("agones") or {}
+        expected_keys |= AGONES_KEYS
+        expected_keys |= {key for key, name in AGONES_OPTIONAL_KEYS.items() if agones.get(name)}
+        if agones.get("via") == "allocator-service":
+            expected_keys |= AGONES_SERVICE_KEYS
+            if agones.get("tlsSecret"):
+                expected_keys |= AGONES_TLS_KEYS
+    # The service account token is mounted, and RBAC rendered, only for the Kubernetes
+    # API path of the Agones allocator.
+    via_kubernetes = config.get("allocator") == "agones" and (config.get("agones") or {}).get("via") == "kubernetes"
+    if pod.get("automountServiceAccountToken") is not via_kubernetes:
+        problem(f"[{label}] automountServiceAccountToken is {pod.get('automountServiceAccountToken')!r}, "
+                f"expected {via_kubernetes} (only config.agones.via=kubernetes talks to the Kubernetes API)")
+    rbac = sorted(d["kind"] for d in docs if d["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"))
+    if rbac != (["Role", "RoleBinding"] if via_kubernetes else []):
+        problem(f"[{label}] RBAC objects {rbac}, expected {'a Role and a RoleBinding' if via_kubernetes else 'none'}")
     for key, name in (("MATCH_QUEUES", "matchQueues"), ("ALLOCATOR", "allocator")):
         if env.get(key) != config.get(name):
             problem(f"[{label}] {key} is {env.get(key)!r}, expected config.{name} {config.get(name)!r}")
@@ -275,6 +364,111 @@ def check_matchmaking_env(chart: helm.Chart) -> None:
         print(f"ok   [{label}] ConfigMap has {', '.join(f'{k}={v}' for k, v in MATCHMAKING_ENV.items())}")
 
 
+def check_store_ca(chart: helm.Chart) -> None:
+    """storeCa mounts the CA from a Secret or a ConfigMap and points REDIS_CA_FILE at it."""
+    for source, ref in (("secretName", "secret"), ("configMapName", "configMap")):
+        label = f"storeCa from a {ref}"
+        values = explicit({"storeCa": {source: "store-ca", "key": "ca.pem"},
+                           "redisUrl": "rediss://redis-master:6380/0"})
+        docs = render(chart, values)
+        check_policy(label, docs, values)
+        pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        volume = volumes.get("store-ca", {}).get(ref, {})
+        name = volume.get("secretName") if ref == "secret" else volume.get("name")
+        expectations = {
+            "REDIS_CA_FILE is the mounted file": env.get("REDIS_CA_FILE") == "/etc/openchampps/ca/ca.pem",
+            "read-only mount at mountPath": mounts.get("store-ca", {}).get("mountPath") == "/etc/openchampps/ca"
+            and mounts["store-ca"].get("readOnly") is True,
+            f"volume from the {ref}": name == "store-ca" and volume.get("items") == [{"key": "ca.pem", "path": "ca.pem"}],
+        }
+        wrong = [what for what, ok in expectations.items() if not ok]
+        if wrong:
+            problem(f"[{label}] {', '.join(wrong)}")
+        else:
+            print(f"ok   [{label}] mounted at /etc/openchampps/ca, REDIS_CA_FILE set")
+    label = "storeCa without REDIS_CA_FILE"
+    docs = render(chart, explicit({"storeCa": {"secretName": "store-ca", "setRedisCaFile": False}}))
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    if any(e["name"] == "REDIS_CA_FILE" for e in container.get("env", [])) or not container.get("volumeMounts"):
+        problem(f"[{label}] expected the mount without REDIS_CA_FILE")
+    else:
+        print(f"ok   [{label}] mounted, REDIS_CA_FILE unset")
+    docs = render(chart, explicit())
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    if pod.get("volumes") or any(e["name"] == "REDIS_CA_FILE" for e in pod["containers"][0].get("env", [])):
+        problem("[defaults] storeCa unset, yet a CA volume or REDIS_CA_FILE is rendered")
+def check_agones(chart: helm.Chart) -> None:
+    """The Agones render: its ConfigMap against literal strings, and the mTLS Secret
+    mounted read-only where the settings point."""
+    label = "agones"
+    docs = render(chart, explicit(AGONES_VALUES))
+    check_policy(label, docs, explicit(AGONES_VALUES))
+    env = {k: v for d in docs if d["kind"] == "ConfigMap" for k, v in (d.get("data") or {}).items()}
+    wrong = {k: env.get(k) for k, v in AGONES_ENV.items() if env.get(k) != v}
+    if wrong:
+        problem(f"[{label}] ConfigMap values differ: {wrong}, expected {AGONES_ENV}")
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0].get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mount, volume = mounts.get("agones-tls") or {}, (volumes.get("agones-tls") or {}).get("secret") or {}
+    items = {i["key"]: i["path"] for i in volume.get("items", [])}
+    expected_items = {"client.pem": "client.crt", "client-key.pem": "client.key", "allocator-ca.pem": "ca.crt"}
+    if mount.get("mountPath") != "/etc/openchampps/agones" or mount.get("readOnly") is not True:
+        problem(f"[{label}] the mTLS Secret is not mounted read-only at /etc/openchampps/agones: {mount}")
+    elif volume.get("secretName") != "openchampps-agones" or items != expected_items:
+        problem(f"[{label}] the agones-tls volume is {volume}, expected openchampps-agones with {expected_items}")
+    else:
+        print(f"ok   [{label}] ConfigMap has the AGONES_* settings; the mTLS Secret is mounted read-only")
+    plain = render(chart, explicit({"config": {"allocator": "agones", "agones": {"allocatorUrl": "http://127.0.0.1:8000"}}}))
+    check_policy("agones over http", plain, explicit({"config": {"allocator": "agones", "agones": {"allocatorUrl": "http://127.0.0.1:8000"}}}))
+    pod = next(d for d in plain if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    if pod.get("volumes") or pod["containers"][0].get("volumeMounts"):
+        problem("[agones over http] mounts a volume without a tlsSecret")
+
+
+def check_agones_kubernetes(chart: helm.Chart) -> None:
+    """config.agones.via=kubernetes: the settings, the token mounted, and a Role in the
+    GameServers' namespace granting only `create` on gameserverallocations, bound to
+    the chart's ServiceAccount in the release namespace."""
+    label = "agones via kubernetes"
+    values = explicit(AGONES_K8S_VALUES)
+    docs = render(chart, values)
+    check_policy(label, docs, values)
+    env = {k: v for d in docs if d["kind"] == "ConfigMap" for k, v in (d.get("data") or {}).items()}
+    wrong = {k: env.get(k) for k, v in AGONES_K8S_ENV.items() if env.get(k) != v}
+    if wrong:
+        problem(f"[{label}] ConfigMap values differ: {wrong}, expected {AGONES_K8S_ENV}")
+    leftover = sorted((AGONES_SERVICE_KEYS | AGONES_TLS_KEYS) & set(env))
+    if leftover:
+        problem(f"[{label}] allocator-service settings rendered: {leftover}")
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    accounts = [d for d in docs if d["kind"] == "ServiceAccount"]
+    role = next((d for d in docs if d["kind"] == "Role"), {})
+    binding = next((d for d in docs if d["kind"] == "RoleBinding"), {})
+    subjects = binding.get("subjects") or []
+    checks = {
+        "the pod runs as the ServiceAccount matchmaker": pod.get("serviceAccountName") == "matchmaker"
+        and [a["metadata"]["name"] for a in accounts] == ["matchmaker"],
+        "the pod mounts the service account token": pod.get("automountServiceAccountToken") is True,
+        "the Role is in the GameServers' namespace": role.get("metadata", {}).get("namespace") == "games",
+        "the Role grants only create on gameserverallocations": role.get("rules") == AGONES_K8S_RULES,
+        "the RoleBinding is in the GameServers' namespace": binding.get("metadata", {}).get("namespace") == "games",
+        "the RoleBinding refers to the Role": binding.get("roleRef") == {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.get("metadata", {}).get("name")},
+        "the RoleBinding's subject is the ServiceAccount in the release namespace": subjects == [
+            {"kind": "ServiceAccount", "name": "matchmaker", "namespace": NAMESPACE}],
+    }
+    failed = [what for what, ok in checks.items() if not ok]
+    for what in failed:
+        problem(f"[{label}] {what}: Role {role}, RoleBinding {binding}")
+    if not failed:
+        print(f"ok   [{label}] AGONES_VIA=kubernetes, token mounted, Role/RoleBinding allow only create on gameserverallocations")
+
+
 def expect_rejected(chart: helm.Chart, label: str, values: dict | None, pattern: str) -> None:
     """Guards of the chart: a bad value must fail the render, naming the problem."""
     try:
@@ -324,6 +518,21 @@ def main() -> int:
             print(f"ok   [{label}] rendered {len(docs)} objects: {', '.join(sorted(d['kind'] for d in docs))}")
 
         check_matchmaking_env(chart)
+        check_store_ca(chart)
+        expect_rejected(chart, "storeCa from a Secret and a ConfigMap", explicit({"storeCa": {"secretName": "a", "configMapName": "b"}}), r"storeCa")
+        expect_rejected(chart, "storeCa.mountPath not absolute", explicit({"storeCa": {"secretName": "a", "mountPath": "ca"}}), r"mountPath")
+        check_agones(chart)
+        expect_rejected(chart, "allocator agones without allocatorUrl", explicit({"config": {"allocator": "agones"}}), r"allocatorUrl")
+        check_agones_kubernetes(chart)
+        expect_rejected(chart, "agones via kubernetes with a tlsSecret",
+                        explicit({"config": {"allocator": "agones", "agones": {"via": "kubernetes", "tlsSecret": "openchampps-agones"}}}),
+                        r"tlsSecret")
+        expect_rejected(chart, "unknown config.agones.via",
+                        explicit({"config": {"allocator": "agones", "agones": {"via": "kube-api", "allocatorUrl": "http://127.0.0.1:8000"}}}),
+                        r"via|enum|must be one of")
+        expect_rejected(chart, "agones https without tlsSecret",
+                        explicit({"config": {"allocator": "agones", "agones": {"allocatorUrl": "https://agones-allocator.agones-system:443"}}}),
+                        r"tlsSecret")
         expect_rejected(chart, "unknown top-level value", explicit({"replicas": 3}), r"replicas|additional")
         expect_rejected(chart, "grace period shorter than the drain", explicit({"terminationGracePeriodSeconds": 12}), r"terminationGracePeriodSeconds")
         expect_rejected(chart, "removed config.loginMaxFailuresPerAddress", explicit({"config": {"loginMaxFailuresPerAddress": 50}}), r"loginMaxFailuresPerAddress|additional")
@@ -337,6 +546,8 @@ def main() -> int:
         expect_rejected(chart, "matchTicketKeys with a short secret", explicit({"matchTicketKeys": "k1:short"}), r"matchTicketKeys")
         expect_rejected(chart, "matchTicketKeys next to existingSecret", explicit({"existingSecret": "stores", "matchTicketKeys": MATCHMAKING_VALUES["matchTicketKeys"]}), r"matchTicketKeys")
         expect_rejected(chart, "dbMigrationUrl next to existingSecret", explicit({"existingSecret": "stores", "dbMigrationUrl": MATCHMAKING_VALUES["dbMigrationUrl"]}), r"dbMigrationUrl")
+        expect_rejected(chart, "gameServerToken next to existingSecret", explicit({"existingSecret": "stores", "gameServerToken": MATCHMAKING_VALUES["gameServerToken"]}), r"gameServerToken")
+        expect_rejected(chart, "gameServerToken with a trailing newline", explicit({"gameServerToken": "gst-5f0c9a1e7d3b4a2c8e6f\n"}), r"gameServerToken")
         expect_rejected(chart, "bad preStopMode", explicit({"lifecycle": {"preStopMode": "shell"}}), r"preStopMode|enum|must be one of")
         # Only rendering can be guarded: helm lint turns fail and required into an INFO
         # log line by design (helm/helm#4221, #9035), so it passes with the bare defaults.

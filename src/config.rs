@@ -33,9 +33,14 @@ pub struct Config {
 
     /// Redis: `redis://host:port/db` (one server),
     /// `redis+sentinel://h1:26379,h2:26379/<master-name>[/db]` (Sentinel) or
-    /// `redis+cluster://h1:7000,h2:7001` (Redis Cluster); see docs/SCALING.md.
+    /// `redis+cluster://h1:7000,h2:7001` (Redis Cluster); see docs/SCALING.md. TLS:
+    /// `rediss://`, `rediss+sentinel://`, `rediss+cluster://`.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0", global = true, hide_env_values = true)]
     pub redis_url: String,
+    /// PEM file of the CA(s) that sign the Redis servers' certificates, for TLS
+    /// REDIS_URLs; default: the system's trusted roots.
+    #[arg(long, env = "REDIS_CA_FILE", global = true)]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Prefix of every Redis key and channel, so several clusters can share one Redis.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "ocps:", global = true)]
     pub redis_key_prefix: String,
@@ -140,14 +145,62 @@ pub struct Config {
     /// Matchmaking queues, comma-separated `name:players per match`.
     #[arg(long, env = "MATCH_QUEUES", default_value = "default:2", global = true)]
     pub match_queues: MatchQueues,
-    /// Where game servers come from: `static` (the GAME_SERVERS pool) or `command`
-    /// (ALLOCATOR_COMMAND).
-    #[arg(long, env = "ALLOCATOR", default_value = "static", value_parser = ["static", "command"], global = true)]
+    /// Where game servers come from: `static` (the GAME_SERVERS pool), `command`
+    /// (ALLOCATOR_COMMAND) or `agones` (Agones, AGONES_*: its allocator service or a
+    /// GameServerAllocation through the Kubernetes API, as AGONES_VIA says).
+    #[arg(long, env = "ALLOCATOR", default_value = "static", value_parser = ["static", "command", "agones"], global = true)]
     pub allocator: String,
     /// For `ALLOCATOR=command`: a program run (through `sh -c`) once per match, with
     /// the match as JSON on stdin, printing `{"server_id","host","port"}` on stdout.
     #[arg(long, env = "ALLOCATOR_COMMAND", default_value = "", global = true)]
     pub allocator_command: String,
+    /// For `ALLOCATOR=agones`, how to allocate: `allocator-service` (a `POST
+    /// /gameserverallocation` to AGONES_ALLOCATOR_URL) or `kubernetes` (a
+    /// GameServerAllocation created through AGONES_KUBERNETES_API with the service
+    /// account token of AGONES_KUBERNETES_TOKEN_FILE).
+    #[arg(long, env = "AGONES_VIA", default_value = "allocator-service", value_parser = ["allocator-service", "kubernetes"], global = true)]
+    pub agones_via: String,
+    /// For `AGONES_VIA=kubernetes`: the Kubernetes API server (`http://` only for
+    /// tests and local proxies).
+    #[arg(long, env = "AGONES_KUBERNETES_API", default_value = "https://kubernetes.default.svc", global = true)]
+    pub agones_kubernetes_api: String,
+    /// For `AGONES_VIA=kubernetes`: the bearer token file, re-read on each
+    /// allocation (projected tokens rotate).
+    #[arg(long, env = "AGONES_KUBERNETES_TOKEN_FILE", default_value = SA_TOKEN, global = true)]
+    pub agones_kubernetes_token_file: String,
+    /// For `AGONES_VIA=allocator-service`: the Agones allocator service, e.g.
+    /// `https://agones-allocator.agones-system:443` (mTLS: AGONES_CLIENT_CERT,
+    /// AGONES_CLIENT_KEY, AGONES_CA_FILE) or `http://` (a local proxy or sidecar).
+    #[arg(long, env = "AGONES_ALLOCATOR_URL", default_value = "", global = true)]
+    pub agones_allocator_url: String,
+    /// The Kubernetes namespace of the game servers Agones allocates.
+    #[arg(long, env = "AGONES_NAMESPACE", default_value = "default", global = true)]
+    pub agones_namespace: String,
+    /// The Fleet to allocate from (the selector label `agones.dev/fleet`); empty:
+    /// any GameServer of the namespace that AGONES_SELECTOR_LABELS matches.
+    #[arg(long, env = "AGONES_FLEET", default_value = "", global = true)]
+    pub agones_fleet: String,
+    /// More labels the allocated GameServer must have, comma-separated `key=value`.
+    #[arg(long, env = "AGONES_SELECTOR_LABELS", default_value = "", global = true)]
+    pub agones_selector_labels: Labels,
+    /// PEM client certificate (chain) this node shows the allocator service.
+    #[arg(long, env = "AGONES_CLIENT_CERT", default_value = "", global = true)]
+    pub agones_client_cert: String,
+    /// PEM private key of AGONES_CLIENT_CERT.
+    #[arg(long, env = "AGONES_CLIENT_KEY", default_value = "", global = true)]
+    pub agones_client_key: String,
+    /// PEM CA certificate(s) the allocator service's certificate must chain to; with
+    /// `AGONES_VIA=kubernetes`, the API server's (default: the service account's
+    /// ca.crt).
+    #[arg(long, env = "AGONES_CA_FILE", default_value = "", global = true)]
+    pub agones_ca_file: String,
+    /// The GameServer port players connect to, by name; when the allocated server
+    /// has no port of that name, its first port.
+    #[arg(long, env = "AGONES_PORT_NAME", default_value = "default", global = true)]
+    pub agones_port_name: String,
+    /// Seconds one allocation request may take before it counts as a failed try.
+    #[arg(long, env = "AGONES_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub agones_timeout_secs: u64,
     /// The static pool: comma-separated `host:port` game servers, each leased to one
     /// match at a time.
     #[arg(long, env = "GAME_SERVERS", default_value = "", global = true)]
@@ -162,6 +215,12 @@ pub struct Config {
     /// a random key per node (game servers cannot verify such tickets).
     #[arg(long, env = "MATCH_TICKET_KEYS", default_value = "", global = true, hide_env_values = true)]
     pub match_ticket_keys: TicketKeys,
+    /// Game servers end their match with `POST /matches/<match_id>/end` on the metrics
+    /// port and `Authorization: Bearer <this>`, which frees a static server's lease at
+    /// once and stops re-sending its `match_found`. Empty: the endpoint is off and
+    /// leases end when GAME_SERVER_LEASE_SECS pass.
+    #[arg(long, env = "GAME_SERVER_TOKEN", default_value = "", global = true, hide_env_values = true)]
+    pub game_server_token: String,
     /// How long a join ticket (and the match it names) stays valid.
     #[arg(long, env = "MATCH_TICKET_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub match_ticket_ttl_secs: u64,
@@ -234,16 +293,31 @@ impl Config {
     /// Checks what clap's per-field parsers cannot: relations between fields and
     /// values that only a store client can judge. Returns a one-line error.
     pub fn validate(&self) -> Result<(), String> {
-        self.database_url()
-            .parse::<tokio_postgres::Config>()
+        // With its TLS settings: a missing or unreadable sslrootcert stops the node here.
+        crate::tls::pg_target(&self.database_url())
             .map_err(|e| format!("invalid PostgreSQL URL (DB_CONN/DATABASE_URL): {e}"))?;
         if self.allocator == "command" && self.allocator_command.trim().is_empty() {
             return Err("ALLOCATOR=command needs ALLOCATOR_COMMAND".into());
         }
-        if let Some(url) = &self.db_migration_url {
-            url.parse::<tokio_postgres::Config>().map_err(|e| format!("invalid DB_MIGRATION_URL: {e}"))?;
+        if self.allocator == "agones" {
+            self.agones_endpoint()?;
+            self.agones_tls()?;
+            if let Some(token) = self.agones_token_file() {
+                read_token(&token)?;
+            }
         }
-        RedisTarget::parse(&self.redis_url).map_err(|e| format!("invalid REDIS_URL: {e}"))?;
+        if let Some(url) = &self.db_migration_url {
+            crate::tls::pg_target(url).map_err(|e| format!("invalid DB_MIGRATION_URL: {e}"))?;
+        }
+        let redis = RedisTarget::parse(&self.redis_url).map_err(|e| format!("invalid REDIS_URL: {e}"))?;
+        if let Some(path) = &self.redis_ca_file {
+            crate::tls::read_ca_file(path, "REDIS_CA_FILE")?;
+            if !redis.tls() {
+                return Err("REDIS_CA_FILE is set but REDIS_URL does not use TLS (rediss://, rediss+sentinel://, \
+                     rediss+cluster://)"
+                    .into());
+            }
+        }
         if self.ping_timeout_secs <= self.ping_interval_secs {
             return Err("PING_TIMEOUT_SECS must be greater than PING_INTERVAL_SECS".into());
         }
@@ -254,9 +328,130 @@ impl Config {
         Ok(())
     }
 
+    /// Whether AGONES_VIA is `kubernetes`.
+    pub fn agones_via_kubernetes(&self) -> bool {
+        self.agones_via == "kubernetes"
+    }
+
+    /// Where each allocation is POSTed: the allocator service's
+    /// `/gameserverallocation` (AGONES_ALLOCATOR_URL), or with AGONES_VIA=kubernetes
+    /// the namespace's `gameserverallocations` collection on AGONES_KUBERNETES_API.
+    pub fn agones_endpoint(&self) -> Result<hyper::Uri, String> {
+        let (setting, url, path) = if self.agones_via_kubernetes() {
+            let namespace = self.agones_namespace.trim();
+            if namespace.is_empty() || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(format!("invalid AGONES_NAMESPACE {namespace:?}: expected a Kubernetes namespace name"));
+            }
+            let path = format!("/apis/allocation.agones.dev/v1/namespaces/{namespace}/gameserverallocations");
+            ("AGONES_KUBERNETES_API", self.agones_kubernetes_api.trim(), path)
+        } else {
+            ("AGONES_ALLOCATOR_URL", self.agones_allocator_url.trim(), "/gameserverallocation".to_owned())
+        };
+        if url.is_empty() {
+            return Err(format!("ALLOCATOR=agones needs {setting}"));
+        }
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid {setting}: {e}"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(format!("invalid {setting}: expected http(s)://host[:port]"));
+        }
+        let base = url.split(['?', '#']).next().unwrap_or(url).trim_end_matches('/');
+        format!("{base}{path}").parse().map_err(|e| format!("invalid {setting}: {e}"))
+    }
+
+    /// The TLS client configuration for an `https` endpoint (ring provider); `None`
+    /// for `http`. The allocator service: mTLS from AGONES_CLIENT_CERT,
+    /// AGONES_CLIENT_KEY and AGONES_CA_FILE. The Kubernetes API: no client
+    /// certificate (the bearer token authenticates), trusting AGONES_CA_FILE or else
+    /// the service account's ca.crt.
+    pub fn agones_tls(&self) -> Result<Option<rustls::ClientConfig>, String> {
+        let (cert, key, ca) =
+            (self.agones_client_cert.trim(), self.agones_client_key.trim(), self.agones_ca_file.trim());
+        let path = |setting, path| (setting, std::path::Path::new(path));
+        if self.agones_via_kubernetes() {
+            if !(cert.is_empty() && key.is_empty()) {
+                return Err(
+                    "AGONES_CLIENT_CERT/AGONES_CLIENT_KEY are set but AGONES_VIA=kubernetes does not use them \
+                     (the service account token authenticates)"
+                        .into(),
+                );
+            }
+            if self.agones_endpoint()?.scheme_str() != Some("https") {
+                if !ca.is_empty() {
+                    return Err("AGONES_CA_FILE is set but AGONES_KUBERNETES_API is not https".into());
+                }
+                return Ok(None);
+            }
+            let ca = if ca.is_empty() { path("the service account CA", SA_CA) } else { path("AGONES_CA_FILE", ca) };
+            return crate::tls::ca_client(ca).map(Some);
+        }
+        if self.agones_endpoint()?.scheme_str() != Some("https") {
+            if !(cert.is_empty() && key.is_empty() && ca.is_empty()) {
+                return Err(
+                    "AGONES_CLIENT_CERT/AGONES_CLIENT_KEY/AGONES_CA_FILE are set but AGONES_ALLOCATOR_URL is not https"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        }
+        if cert.is_empty() || key.is_empty() {
+            return Err("an https AGONES_ALLOCATOR_URL needs AGONES_CLIENT_CERT and AGONES_CLIENT_KEY (mTLS)".into());
+        }
+        if ca.is_empty() {
+            return Err("an https AGONES_ALLOCATOR_URL needs AGONES_CA_FILE (the allocator service's CA)".into());
+        }
+        crate::tls::mtls_client(
+            path("AGONES_CA_FILE", ca),
+            path("AGONES_CLIENT_CERT", cert),
+            path("AGONES_CLIENT_KEY", key),
+        )
+        .map(Some)
+    }
+
+    /// With AGONES_VIA=kubernetes, the bearer token file.
+    pub fn agones_token_file(&self) -> Option<std::path::PathBuf> {
+        self.agones_via_kubernetes().then(|| self.agones_kubernetes_token_file.trim().into())
+    }
+
     pub fn argon2_params(&self) -> Result<argon2::Params, String> {
         argon2::Params::new(self.argon2_memory_kib, self.argon2_iterations, self.argon2_parallelism, None)
             .map_err(|e| format!("invalid argon2 parameters: {e}"))
+    }
+}
+
+/// The service account token Kubernetes mounts in a pod (AGONES_KUBERNETES_TOKEN_FILE).
+pub const SA_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+/// The CA of the API server, mounted next to the token.
+pub const SA_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+
+/// The bearer token in `path` (trimmed, not empty). The error names the file, never
+/// the token.
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let token =
+        std::fs::read_to_string(path).map_err(|e| format!("AGONES_KUBERNETES_TOKEN_FILE {}: {e}", path.display()))?;
+    let token = token.trim();
+    if token.is_empty() || token.chars().any(|c| c.is_control()) {
+        return Err(format!("AGONES_KUBERNETES_TOKEN_FILE {}: no token in the file", path.display()));
+    }
+    Ok(token.to_owned())
+}
+
+/// Comma-separated `key=value` labels (an empty value: none).
+#[derive(Debug, Clone, Default)]
+pub struct Labels(pub std::collections::BTreeMap<String, String>);
+
+impl std::str::FromStr for Labels {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| match part.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+                _ => Err(format!("'{part}' is not key=value")),
+            })
+            .collect::<Result<_, _>>()
+            .map(Labels)
     }
 }
 
@@ -394,6 +589,13 @@ pub enum RedisTarget {
 impl RedisTarget {
     /// Parses and checks a `REDIS_URL` without connecting; the error is one line.
     pub fn parse(url: &str) -> Result<RedisTarget, String> {
+        // `rediss+sentinel://` and `rediss+cluster://`: every connection (sentinels,
+        // master, cluster nodes) over TLS.
+        let (url, scheme) = match url.strip_prefix("rediss+") {
+            Some(rest) => (format!("redis+{rest}"), "rediss"),
+            None => (url.to_owned(), "redis"),
+        };
+        let url = url.as_str();
         let target = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
             let (userinfo, hosts, path) = split_multi_host(rest, 26379)?;
             let mut parts = path.split('/');
@@ -411,33 +613,36 @@ impl RedisTarget {
             if parts.any(|p| !p.is_empty()) {
                 return Err("redis+sentinel:// takes /<master-name>[/db] and nothing more".into());
             }
-            let sentinels = hosts.iter().map(|h| format!("redis://{h}")).collect();
+            let sentinels = hosts.iter().map(|h| format!("{scheme}://{h}")).collect();
             RedisTarget::Sentinel {
                 sentinels,
                 master_name: master_name.to_owned(),
-                master_settings: format!("redis://{userinfo}127.0.0.1/{db}"),
+                master_settings: format!("{scheme}://{userinfo}127.0.0.1/{db}"),
             }
         } else if let Some(rest) = url.strip_prefix("redis+cluster://") {
             let (userinfo, hosts, path) = split_multi_host(rest, 6379)?;
             if !path.is_empty() && path != "0" {
                 return Err("redis+cluster:// takes no database (Redis Cluster has only database 0)".into());
             }
-            RedisTarget::Cluster { nodes: hosts.iter().map(|h| format!("redis://{userinfo}{h}")).collect() }
-        } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+            RedisTarget::Cluster { nodes: hosts.iter().map(|h| format!("{scheme}://{userinfo}{h}")).collect() }
+        } else if scheme == "redis" && (url.starts_with("redis://") || url.starts_with("rediss://")) {
             RedisTarget::Single(url.to_owned())
         } else {
             return Err(format!(
-                "unknown scheme in {:?}: use redis://, rediss://, redis+sentinel:// or redis+cluster://",
+                "unknown scheme in {:?}: use redis://, rediss://, redis+sentinel://, redis+cluster:// \
+                 (rediss+… for TLS)",
                 url.split("://").next().unwrap_or(url)
             ));
         };
         for each in target.urls() {
-            if each.starts_with("rediss://") {
-                return Err("TLS (rediss://) is not supported by this build".into());
-            }
             redis::Client::open(each).map_err(|e| e.to_string().replace('\n', " "))?;
         }
         Ok(target)
+    }
+
+    /// Whether the connections are made over TLS.
+    pub fn tls(&self) -> bool {
+        self.urls().iter().all(|u| u.starts_with("rediss://"))
     }
 
     fn urls(&self) -> Vec<&str> {
@@ -503,6 +708,25 @@ mod redis_url_tests {
             RedisTarget::parse("redis+cluster://u:p@h1:7000,h2:7001/"),
             Ok(RedisTarget::Cluster { nodes: vec!["redis://u:p@h1:7000".into(), "redis://u:p@h2:7001".into()] })
         );
+    }
+
+    #[test]
+    fn tls_forms_parse() {
+        let single = RedisTarget::parse("rediss://h:6380/1").unwrap();
+        assert!(single.tls());
+        assert!(!RedisTarget::parse("redis://h:6379/1").unwrap().tls());
+        assert_eq!(
+            RedisTarget::parse("rediss+sentinel://:pw@a:1,b/m/2"),
+            Ok(RedisTarget::Sentinel {
+                sentinels: vec!["rediss://a:1".into(), "rediss://b:26379".into()],
+                master_name: "m".into(),
+                master_settings: "rediss://:pw@127.0.0.1/2".into(),
+            })
+        );
+        let cluster = RedisTarget::parse("rediss+cluster://h1:7000,h2:7001").unwrap();
+        assert_eq!(cluster, RedisTarget::Cluster { nodes: vec!["rediss://h1:7000".into(), "rediss://h2:7001".into()] });
+        assert!(cluster.tls());
+        assert!(RedisTarget::parse("rediss+redis://h").is_err());
     }
 
     #[test]

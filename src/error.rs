@@ -122,9 +122,9 @@ impl std::error::Error for Error {}
 /// A failure of a shared store (PostgreSQL or Redis): the caller picks the reply.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", pg_error(.0))]
     Postgres(#[from] tokio_postgres::Error),
-    #[error("postgres pool: {0}")]
+    #[error("postgres pool: {}", pg_pool_error(.0))]
     PostgresPool(#[from] deadpool_postgres::PoolError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -141,4 +141,21 @@ pub enum StoreError {
     Refused(String),
     #[error("{0}")]
     Other(String),
+}
+
+/// A PostgreSQL client error with its cause ("error performing TLS handshake" alone
+/// does not say that the certificate was refused). A server's error is left as it
+/// was: its detail may quote the row (a username, an email).
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        _ => e.to_string(),
+    }
+}
+
+fn pg_pool_error(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg_error(e),
+        other => other.to_string(),
+    }
 }

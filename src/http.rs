@@ -1,5 +1,5 @@
 //! HTTP on the public port (`/ws`, `/health`, `/ready`, `POST /register`) and on the
-//! metrics port (`/metrics`).
+//! metrics port (`/metrics`, `POST /matches/<id>/end`).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -55,8 +56,20 @@ pub async fn public(
     Ok(response)
 }
 
-pub async fn metrics(handle: PrometheusHandle, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    Ok(match (req.method(), req.uri().path()) {
+pub async fn metrics(
+    handle: PrometheusHandle,
+    node: Arc<Node>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path();
+    if let Some(match_id) = path.strip_prefix("/matches/").and_then(|rest| rest.strip_suffix("/end")) {
+        return Ok(if req.method() == Method::POST {
+            end_match(&node, req.headers(), match_id).await
+        } else {
+            text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+        });
+    }
+    Ok(match (req.method(), path) {
         (&Method::GET, "/metrics") => {
             let mut response = Response::new(Full::new(Bytes::from(handle.render())));
             response
@@ -66,6 +79,28 @@ pub async fn metrics(handle: PrometheusHandle, req: Request<Incoming>) -> Result
         }
         _ => text(StatusCode::NOT_FOUND, "Not found"),
     })
+}
+
+/// `POST /matches/<match_id>/end` from the match's game server (GAME_SERVER_TOKEN).
+async fn end_match(node: &Node, headers: &HeaderMap, match_id: &str) -> Response<Body> {
+    let expected = &node.config.game_server_token;
+    if expected.is_empty() {
+        return text(StatusCode::FORBIDDEN, "Ending matches is off: GAME_SERVER_TOKEN is not set");
+    }
+    let sent = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    // Compared as digests: the time taken says nothing about the token.
+    let digest = |s: &str| Sha256::digest(s.as_bytes());
+    if sent.is_none_or(|sent| digest(sent) != digest(expected)) {
+        return text(StatusCode::UNAUTHORIZED, "Bad or missing bearer token");
+    }
+    match node.stores.queue.end(match_id).await {
+        Ok(true) => {
+            tracing::info!(%match_id, "match ended by its game server");
+            text(StatusCode::OK, "Match ended")
+        }
+        Ok(false) => text(StatusCode::NOT_FOUND, "No such match"),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "Shared store unavailable, try again"),
+    }
 }
 
 fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Response<Body> {

@@ -19,6 +19,7 @@ pub mod revoke;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tls;
 
 /// The log filter: `RUST_LOG` (default `info`), except that the libraries that would
 /// log frames or query parameters (passwords, tokens, hashes, emails) never log

@@ -101,6 +101,10 @@ fn describe() {
     describe_counter!("openchampps_matches_formed_total", "Matches formed by this node, by queue");
     describe_histogram!("openchampps_queue_wait_seconds", Unit::Seconds, "Time from join_queue to a match, by queue");
     describe_counter!("openchampps_queue_tickets_total", "Matchmaking tickets ended, by outcome");
+    describe_counter!(
+        "openchampps_queue_put_back_total",
+        "Players put back at their places in a queue (no server this try, or their match's node died)"
+    );
     describe_counter!("openchampps_allocations_total", "Game server allocations, by allocator and result");
     describe_histogram!(
         "openchampps_allocation_duration_seconds",
@@ -251,19 +255,22 @@ pub fn heartbeat_age(age: Duration) {
 pub const TICKET_OUTCOMES: [&str; 4] = ["matched", "left", "disconnected", "node_died"];
 
 /// Exports the matchmaking series of these queues at 0.
-pub fn register_matchmaking(queues: &[(String, usize)]) {
+pub fn register_matchmaking(queues: &[(String, usize)], allocators: &[&'static str]) {
     for (queue, _) in queues {
         gauge!("openchampps_queue_length", "queue" => queue.clone()).increment(0.0);
         counter!("openchampps_matches_formed_total", "queue" => queue.clone()).increment(0);
         let _ = histogram!("openchampps_queue_wait_seconds", "queue" => queue.clone());
     }
+    counter!("openchampps_queue_put_back_total").increment(0);
     for outcome in TICKET_OUTCOMES {
         counter!("openchampps_queue_tickets_total", "outcome" => outcome).increment(0);
     }
-    for result in ["ok", "exhausted"] {
-        counter!("openchampps_allocations_total", "allocator" => "static", "result" => result).increment(0);
+    for &allocator in allocators {
+        for result in ["ok", "exhausted", "failed"] {
+            counter!("openchampps_allocations_total", "allocator" => allocator, "result" => result).increment(0);
+        }
+        let _ = histogram!("openchampps_allocation_duration_seconds", "allocator" => allocator);
     }
-    let _ = histogram!("openchampps_allocation_duration_seconds", "allocator" => "static");
 }
 
 pub fn queue_length(queue: &str, length: u64) {
@@ -274,6 +281,12 @@ pub fn ticket_ended(outcome: &'static str, n: u64) {
     counter!("openchampps_queue_tickets_total", "outcome" => outcome).increment(n);
 }
 
+/// Players put back at their places: their match found no server this time, or the
+/// node forming it died.
+pub fn put_back(n: u64) {
+    counter!("openchampps_queue_put_back_total").increment(n);
+}
+
 pub fn match_formed(queue: &str, waits: impl IntoIterator<Item = Duration>) {
     counter!("openchampps_matches_formed_total", "queue" => queue.to_owned()).increment(1);
     let histogram = histogram!("openchampps_queue_wait_seconds", "queue" => queue.to_owned());
@@ -282,9 +295,9 @@ pub fn match_formed(queue: &str, waits: impl IntoIterator<Item = Duration>) {
     }
 }
 
-pub fn allocation(result: &'static str, elapsed: Duration) {
-    counter!("openchampps_allocations_total", "allocator" => "static", "result" => result).increment(1);
-    histogram!("openchampps_allocation_duration_seconds", "allocator" => "static").record(elapsed.as_secs_f64());
+pub fn allocation(allocator: &'static str, result: &'static str, elapsed: Duration) {
+    counter!("openchampps_allocations_total", "allocator" => allocator, "result" => result).increment(1);
+    histogram!("openchampps_allocation_duration_seconds", "allocator" => allocator).record(elapsed.as_secs_f64());
 }
 
 pub fn redis_degraded(down: bool) {

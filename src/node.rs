@@ -40,7 +40,7 @@ impl Node {
         let hasher = HashPool::new(params, config.hash_workers, config.hash_queue);
         let logins = LoginThrottle::new(stores.limits.clone(), &config);
         let chat = ChatLimiter::new(&config);
-        let matchmaker = Matchmaker::new(&config);
+        let matchmaker = Matchmaker::new(&config, stores.queue.clone());
         Node {
             config,
             node_id,

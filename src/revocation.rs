@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenHash;
@@ -20,6 +21,8 @@ use crate::node::Node;
 
 /// Tokens asked about per query.
 const BATCH: usize = 5_000;
+/// Cache writes in flight at once while refreshing.
+const REFRESH_IN_FLIGHT: usize = 64;
 
 pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(node.config.session_check_secs));
@@ -44,13 +47,19 @@ async fn check(node: &Node, cached: &mut HashMap<TokenHash, Instant>) {
             return;
         };
         let live: HashMap<TokenHash, _> = live.into_iter().collect();
-        for (token, record) in &live {
-            if cached.get(token).is_none_or(|at| at.elapsed() >= refresh_after) {
+        // Many writes in flight at once: one at a time, thousands of players would take
+        // longer than the cache's lifetime on a slow link.
+        let due: Vec<_> = live
+            .iter()
+            .filter(|(token, _)| cached.get(*token).is_none_or(|at| at.elapsed() >= refresh_after))
+            .collect();
+        for chunk in due.chunks(REFRESH_IN_FLIGHT) {
+            let writes = chunk.iter().map(|&(token, record)| async move {
                 let ttl = node.cache_ttl(record.expires_at);
-                if node.stores.tokens.cache(token, record, ttl, None).await.is_ok() {
-                    cached.insert(*token, Instant::now());
-                }
-            }
+                node.stores.tokens.cache(token, record, ttl, None).await.ok().map(|()| *token)
+            });
+            let now = Instant::now();
+            cached.extend(join_all(writes).await.into_iter().flatten().map(|token| (token, now)));
         }
         let ended: Vec<_> = batch.iter().filter(|t| !live.contains_key(t)).copied().collect();
         if ended.is_empty() {

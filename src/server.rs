@@ -79,7 +79,7 @@ pub async fn run(
     m::build_info(&node_id);
     handlers::register_metrics();
     connection::register_metrics();
-    m::register_matchmaking(&config.match_queues.0);
+    m::register_matchmaking(&config.match_queues.0, &crate::matchmaking::ALLOCATORS);
 
     let public_addr = listeners.public.local_addr().map_err(|e| e.to_string())?;
     let metrics_addr = listeners.metrics.local_addr().map_err(|e| e.to_string())?;
@@ -103,10 +103,10 @@ pub async fn run(
         }
     }));
     servers.spawn(accept_loop(listeners.metrics, {
-        let handle = handle.clone();
+        let (handle, node) = (handle.clone(), node.clone());
         move |_| {
-            let handle = handle.clone();
-            service_fn(move |req| http::metrics(handle.clone(), req))
+            let (handle, node) = (handle.clone(), node.clone());
+            service_fn(move |req| http::metrics(handle.clone(), node.clone(), req))
         }
     }));
     tracing::info!(%node_id, %public_addr, %metrics_addr, "listening");

@@ -69,8 +69,11 @@ impl Session {
     /// The same account authenticating again keeps its session going: only its token
     /// and display name change.
     pub fn begin(&mut self, node: &Node, auth: Auth) {
-        if self.auth.as_ref().is_none_or(|old| old.user_id != auth.user_id) {
+        let fresh = self.auth.as_ref().is_none_or(|old| old.user_id != auth.user_id);
+        if fresh {
             self.end(node);
+            // A player back on a new connection: its match, if it is still on.
+            crate::matchmaking::resend_joinable(node, auth.username.to_lowercase(), self.outbox.clone());
         }
         let peer = Peer {
             display_name: auth.display_name.clone(),

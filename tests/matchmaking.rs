@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use common::stores::TempDir;
 use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -13,17 +14,6 @@ use sha2::Sha256;
 
 const KEYS: (&str, &str) = ("MATCH_TICKET_KEYS", "k1:0123456789abcdef0123456789abcdef");
 const SERVERS: (&str, &str) = ("GAME_SERVERS", "203.0.113.7:7001,203.0.113.7:7002");
-
-/// The next frame of `kind`, skipping others (a `queued` may come first).
-async fn next_of(client: &mut Client, kind: &str) -> Value {
-    loop {
-        match client.next_frame(Duration::from_secs(10)).await {
-            Frame::Text(v) if v["type"] == kind => return v,
-            Frame::Text(_) => continue,
-            other => panic!("no {kind}: {other:?}"),
-        }
-    }
-}
 
 /// Checks a join ticket as a game server would (docs/PROTOCOL.md, "Join ticket").
 fn verify_ticket(ticket: &str, secret: &[u8]) -> Option<Value> {
@@ -56,7 +46,7 @@ async fn two_players_on_different_nodes_are_matched() {
         json!({"type": "queued"})
     );
 
-    let (found_a, found_b) = (next_of(&mut on_a, "match_found").await, next_of(&mut on_b, "match_found").await);
+    let (found_a, found_b) = (on_a.next_of("match_found").await, on_b.next_of("match_found").await);
     for found in [&found_a, &found_b] {
         assert_eq!(found["payload"]["players"], json!([alice, bob]));
         assert_eq!(found["payload"]["host"], "203.0.113.7");
@@ -93,7 +83,7 @@ async fn one_ticket_per_account_and_it_ends_with_leave_or_disconnect() {
     assert_eq!(first.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
     assert_eq!(second.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
     // The ticket moved to the second connection; the first is told.
-    assert_eq!(next_of(&mut first, "dequeued").await, json!({"type": "dequeued"}));
+    assert_eq!(first.next_of("dequeued").await, json!({"type": "dequeued"}));
     assert_eq!(second.request(json!({"type": "queue_status"})).await["payload"]["position"], 1);
 
     // leave_queue from the first connection, on the other node, removes it.
@@ -150,29 +140,143 @@ async fn an_exhausted_pool_gives_match_error_and_frees_the_players() {
         assert_eq!(p.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
     }
     for p in &mut players[..2] {
-        assert_eq!(next_of(p, "match_found").await["payload"]["port"], 7100);
+        assert_eq!(p.next_of("match_found").await["payload"]["port"], 7100);
     }
     // The only server is leased: the next match cannot start.
     for p in &mut players[2..] {
         assert_eq!(p.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
     }
     for p in &mut players[2..] {
-        let failed = next_of(p, "match_error").await;
+        let failed = p.next_of("match_error").await;
         assert_eq!(failed, json!({"type": "match_error", "payload": {"message": "Failed to start game server"}}));
         // Free again: may queue anew.
         assert_eq!(p.request(json!({"type": "queue_status"})).await["payload"], json!({"queued": false}));
         assert_eq!(p.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
     }
+    // The first failed try put both back at their places for the second.
+    let scrape = node.metrics_text().await;
+    assert!(scrape.contains("openchampps_queue_put_back_total 2"), "{scrape}");
+    assert!(scrape.contains(r#"openchampps_allocations_total{allocator="static",result="exhausted"} 2"#), "{scrape}");
+}
+
+/// A player who reconnects while the match is joinable gets its `match_found` again,
+/// after the auth reply, on any node; the game server ends the match with an
+/// authenticated POST, which frees its server at once and stops the re-sending.
+#[tokio::test]
+async fn match_found_again_on_reconnect_until_the_game_server_ends_the_match() {
+    let cluster = Cluster::new().await;
+    let token = ("GAME_SERVER_TOKEN", "s3cret-game-server-token");
+    let one_server = [KEYS, ("GAME_SERVERS", "203.0.113.9:7200"), token];
+    let (a, b) = (cluster.node_with(&one_server).await, cluster.node_with(&one_server).await);
+    let alice = unique_name("alice");
+    let mut on_a = a.client().await;
+    let alice_token = on_a.signed_up(&alice).await;
+    let mut bob = b.player("bob").await;
+    on_a.request(json!({"type": "join_queue"})).await;
+    bob.request(json!({"type": "join_queue"})).await;
+    let found = on_a.next_of("match_found").await;
+    let match_id = found["payload"]["match_id"].as_str().unwrap().to_owned();
+    on_a.close().await;
+
+    // Back through token_auth on the other node: the auth reply, then the same match.
+    let mut back = b.client().await;
+    assert_eq!(back.token_auth(&alice_token).await["type"], "auth_success");
+    assert_eq!(back.next_of("match_found").await, found);
+    // And through login.
+    let mut again = a.client().await;
+    assert_eq!(again.login(&alice, PASSWORD).await["type"], "auth_success");
+    assert_eq!(again.next_of("match_found").await, found);
+    // Still in the match: queueing is refused.
+    assert_eq!(again.request(json!({"type": "join_queue"})).await, error("Match already found", "MATCH_PENDING"));
+
+    // Only the game server may end it.
+    let path = format!("/matches/{match_id}/end");
+    let post = |headers: &'static [(&'static str, &'static str)]| {
+        let path = path.clone();
+        let metrics = a.metrics;
+        async move { http(metrics, "POST", &path, None, headers).await.unwrap().0 }
+    };
+    assert_eq!(post(&[]).await, 401);
+    assert_eq!(post(&[("Authorization", "Bearer guessed")]).await, 401);
+    assert_eq!(post(&[("Authorization", "Bearer s3cret-game-server-token")]).await, 200);
+    assert_eq!(post(&[("Authorization", "Bearer s3cret-game-server-token")]).await, 404);
+
+    // Over: no match_found on reconnect, and the one server is free for the next match.
+    let mut after = b.client().await;
+    assert_eq!(after.token_auth(&alice_token).await["type"], "auth_success");
+    after.expect_silence(Duration::from_secs(1)).await;
+    assert_eq!(after.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    let mut carol = a.player("carol").await;
+    carol.request(json!({"type": "join_queue"})).await;
+    assert_eq!(carol.next_of("match_found").await["payload"]["port"], 7200);
+}
+
+/// A node ending matches without GAME_SERVER_TOKEN refuses every request.
+#[tokio::test]
+async fn ending_a_match_is_off_without_a_game_server_token() {
+    let cluster = Cluster::new().await;
+    let node = cluster.node_with(&[KEYS, SERVERS]).await;
+    let (status, body) =
+        http(node.metrics, "POST", "/matches/x/end", None, &[("Authorization", "Bearer ")]).await.unwrap();
+    assert_eq!((status, body.as_str()), (403, "Ending matches is off: GAME_SERVER_TOKEN is not set"));
+}
+
+/// The node forming a match dies while it allocates: another node puts the players
+/// back at their places, in order, without those who left meanwhile; the next node
+/// able to form matches seats them.
+#[tokio::test]
+async fn a_match_whose_forming_node_dies_is_put_back_in_order() {
+    let cluster = Cluster::new().await;
+    let dir = TempDir::new("forming");
+    let marker = dir.path().join("allocating");
+    // Hangs while its node lives ($PPID: the node), so nothing outlives the test.
+    let hang = format!("touch {}; while kill -0 $PPID 2>/dev/null; do sleep 0.2; done", marker.display());
+    // Only `former` can form a match of three; `holder` (queues of four) holds the players.
+    let mut former = cluster
+        .node_with(&[KEYS, ("MATCH_QUEUES", "default:3"), ("ALLOCATOR", "command"), ("ALLOCATOR_COMMAND", &hang)])
+        .await;
+    let holder = cluster.node_with(&[KEYS, SERVERS, ("MATCH_QUEUES", "default:4")]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // each node has seen the other
+    let (mut alice, mut bob, mut carol) =
+        (holder.player("alice").await, holder.player("bob").await, holder.player("carol").await);
+    for p in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(p.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    }
+    assert!(eventually(Duration::from_secs(10), || async { marker.exists() }).await, "no match formed");
+    assert_eq!(bob.request(json!({"type": "leave_queue"})).await, error("Match already found", "MATCH_PENDING"));
+    carol.close().await; // leaves while the match forms: not put back
+
+    former.kill();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            holder.metrics_text().await.contains("openchampps_queue_put_back_total 2")
+        })
+        .await,
+        "the match was not put back: {}",
+        holder.metrics_text().await
+    );
+    let (first, second) =
+        (alice.request(json!({"type": "queue_status"})).await, bob.request(json!({"type": "queue_status"})).await);
+    assert_eq!(
+        (first["payload"]["position"].as_u64(), second["payload"]["position"].as_u64()),
+        (Some(1), Some(2)),
+        "{first} {second}"
+    );
+
+    // A node forming matches of two seats them.
+    let _seater = cluster.node_with(&[KEYS, SERVERS]).await;
+    let (to_alice, to_bob) = (alice.next_of("match_found").await, bob.next_of("match_found").await);
+    assert_eq!(to_alice["payload"]["match_id"], to_bob["payload"]["match_id"]);
+    assert_eq!(to_alice["payload"]["players"].as_array().unwrap().len(), 2);
 }
 
 /// The command allocator: the match on stdin, the server on stdout.
 #[tokio::test]
 async fn the_command_allocator_gets_a_server_from_a_program() {
     let cluster = Cluster::new().await;
-    let dir = std::env::temp_dir().join(format!("ocps-alloc-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
-    std::fs::create_dir(&dir).unwrap();
-    let script = dir.join("allocate.sh");
-    let seen = dir.join("match.json");
+    let dir = TempDir::new("alloc");
+    let script = dir.path().join("allocate.sh");
+    let seen = dir.path().join("match.json");
     std::fs::write(
         &script,
         format!(
@@ -190,14 +294,13 @@ async fn the_command_allocator_gets_a_server_from_a_program() {
     b.signed_up(&bob).await;
     a.request(json!({"type": "join_queue"})).await;
     b.request(json!({"type": "join_queue"})).await;
-    let found = next_of(&mut a, "match_found").await;
+    let found = a.next_of("match_found").await;
     assert_eq!(found["payload"]["host"], "192.0.2.10");
     assert_eq!(found["payload"]["port"], 7777);
     assert_eq!(found["payload"]["containerID"], "container-42");
     let input: Value = serde_json::from_str(&std::fs::read_to_string(&seen).unwrap()).unwrap();
     assert_eq!(input["players"], json!([alice, bob]));
     assert_eq!(input["match_id"], found["payload"]["match_id"]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A node killed with queued players: their tickets go with it (within the
@@ -244,7 +347,7 @@ async fn racing_nodes_put_every_player_in_exactly_one_match() {
     }
     let mut matches: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
     for (name, p) in &mut players {
-        let found = next_of(p, "match_found").await;
+        let found = p.next_of("match_found").await;
         let id = found["payload"]["match_id"].as_str().unwrap().to_owned();
         let listed: Vec<String> = serde_json::from_value(found["payload"]["players"].clone()).unwrap();
         assert!(listed.contains(name), "{name} not in its own match {listed:?}");

@@ -258,28 +258,12 @@ async fn old_tokens_work_on_any_node_until_their_original_expiry() {
     }
 
     // The expiry is the one the Go server set, read in the database's time zone.
-    let row = db
-        .query_one(
-            "SELECT extract(epoch FROM expires_at - now())::float8 FROM auth_tokens \
-             WHERE token_hash = sha256(convert_to($1, 'UTF8'))",
-            &[&live],
-        )
-        .await
-        .unwrap();
-    let left: f64 = row.get(0);
+    let left = seconds_left(&db, &live).await;
     assert!((3500.0..3601.0).contains(&left), "the live token has {left} s left, not about an hour");
 
     // A token good for seconds works until then, and not after, on either node.
     assert_eq!(a.client().await.token_auth(&brief).await["type"], "auth_success");
-    let row = db
-        .query_one(
-            "SELECT extract(epoch FROM expires_at - now())::float8 FROM auth_tokens \
-             WHERE token_hash = sha256(convert_to($1, 'UTF8'))",
-            &[&brief],
-        )
-        .await
-        .unwrap();
-    let left: f64 = row.get(0);
+    let left = seconds_left(&db, &brief).await;
     assert!(left < 9.0, "the brief token has {left} s left");
     tokio::time::sleep(Duration::from_secs_f64(left.max(0.0) + 1.1)).await;
     assert_eq!(a.client().await.token_auth(&brief).await, refused);
@@ -523,4 +507,16 @@ async fn a_hundred_thousand_users_and_two_hundred_thousand_tokens_convert_in_sec
     let reply = node.client().await.token_auth(&known).await;
     assert_eq!(reply, json!({"type": "auth_success", "payload": {"username": "player1", "token": known}}));
     assert_eq!(node.client().await.login("player2", BCRYPT_2B_PASSWORD).await["type"], "auth_success");
+}
+
+/// Seconds until `token` expires, as stored.
+async fn seconds_left(db: &tokio_postgres::Client, token: &str) -> f64 {
+    db.query_one(
+        "SELECT extract(epoch FROM expires_at - now())::float8 FROM auth_tokens \
+         WHERE token_hash = sha256(convert_to($1, 'UTF8'))",
+        &[&token],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }

@@ -28,6 +28,8 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
         conn: session.id,
         seq: 0,
         joined_ms: (crate::store::unix_now() * 1000) as u64,
+        tries: 0,
+        left: false,
     };
     // Never a queue in one node's memory: that would split the players.
     match node.stores.queue.join(&ticket).await.map_err(|_| Error::ServerError)? {

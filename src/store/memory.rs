@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 
 use super::{
     unix_now, Backoff, Bus, BusEvent, CacheLookup, Conflict, Directory, Health, Joined, Left, Limits, MatchQueue,
-    Presence, Route, Sessions, StoreResult, Ticket, TokenCache, TokenRecord, UserRecord, UserStore,
+    Presence, Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord, UserRecord, UserStore,
 };
 use crate::auth::TokenHash;
 
@@ -200,7 +200,51 @@ struct Shared {
     tickets: HashMap<String, Ticket>,
     seq: u64,
     pending: HashMap<String, Expiring<String>>,
+    forming: HashMap<String, Forming>,
+    found: HashMap<String, Expiring<String>>,
+    matches: HashMap<String, Expiring<(String, Vec<String>)>>,
     leases: HashMap<String, Expiring<String>>,
+}
+
+/// A match being formed: by which node, since when, with which tickets.
+struct Forming {
+    node: String,
+    since: Instant,
+    tickets: Vec<Ticket>,
+}
+
+impl Shared {
+    /// As the Redis script `restore`: puts the forming match's players back at their
+    /// places, adding `tries`; returns (put back, lost).
+    fn restore(&mut self, match_id: &str, gone: &[String], tries: u32) -> (u64, u64) {
+        let Some(forming) = self.forming.remove(match_id) else {
+            return (0, 0);
+        };
+        let (mut back, mut lost) = (0, 0);
+        for mut ticket in forming.tickets {
+            if live(&self.pending, ticket.account.as_str()) == Some(&match_id.to_owned()) {
+                self.pending.remove(&ticket.account);
+            }
+            if ticket.left {
+                continue;
+            } else if gone.contains(&ticket.node) {
+                lost += 1;
+            } else if !self.tickets.contains_key(&ticket.account) {
+                ticket.tries += tries;
+                self.tickets.insert(ticket.account.clone(), ticket);
+                back += 1;
+            }
+        }
+        (back, lost)
+    }
+
+    fn end_pending(&mut self, match_id: &str, accounts: impl IntoIterator<Item = String>) {
+        for account in accounts {
+            if live(&self.pending, account.as_str()).is_some_and(|m| m == match_id) {
+                self.pending.remove(&account);
+            }
+        }
+    }
 }
 
 /// One key's guesses: how many, when the next may come, when it is forgotten.
@@ -439,7 +483,7 @@ impl MatchQueue for MemoryShared {
         let mut ticket = ticket.clone();
         if let Some(old) = inner.tickets.get(&ticket.account).filter(|old| old.queue == ticket.queue) {
             let held = Joined::Kept { node: old.node.clone(), conn: old.conn };
-            (ticket.seq, ticket.joined_ms) = (old.seq, old.joined_ms);
+            (ticket.seq, ticket.joined_ms, ticket.tries) = (old.seq, old.joined_ms, old.tries);
             inner.tickets.insert(ticket.account.clone(), ticket);
             return Ok(held);
         }
@@ -451,10 +495,19 @@ impl MatchQueue for MemoryShared {
 
     async fn leave(&self, account: &str, holder: Option<(&str, u64)>) -> StoreResult<Left> {
         let mut inner = self.inner.lock().unwrap();
-        if live(&inner.pending, account).is_some() {
-            return Ok(Left::MatchPending);
-        }
         let held = |t: &Ticket| holder.is_none_or(|(node, conn)| t.node == node && t.conn == conn);
+        if let Some(match_id) = live(&inner.pending, account).cloned() {
+            let forming = inner.forming.get_mut(&match_id).filter(|_| holder.is_some());
+            let ticket =
+                forming.and_then(|f| f.tickets.iter_mut().find(|t| t.account == account && held(t) && !t.left));
+            return Ok(match ticket {
+                Some(ticket) => {
+                    ticket.left = true;
+                    Left::Removed(ticket.clone())
+                }
+                None => Left::MatchPending,
+            });
+        }
         if !inner.tickets.get(account).is_some_and(held) {
             return Ok(Left::NoTicket);
         }
@@ -475,32 +528,94 @@ impl MatchQueue for MemoryShared {
         queue: &str,
         size: usize,
         match_id: &str,
+        node: &str,
         pending_secs: u64,
         gone: &[String],
-    ) -> StoreResult<(Vec<Ticket>, u64)> {
+    ) -> StoreResult<Taken> {
         let mut inner = self.inner.lock().unwrap();
+        let (mut put_back, mut dropped) = (0, 0);
+        let ids: Vec<String> = inner.forming.keys().cloned().collect();
+        for id in ids {
+            let forming = &inner.forming[&id];
+            if gone.contains(&forming.node) {
+                let (back, lost) = inner.restore(&id, gone, 0);
+                (put_back, dropped) = (put_back + back, dropped + lost);
+            } else if forming.since.elapsed() > Duration::from_secs(pending_secs) {
+                inner.forming.remove(&id);
+            }
+        }
         let before = inner.tickets.len();
         inner.tickets.retain(|_, t| t.queue != queue || !gone.contains(&t.node));
-        let dropped = (before - inner.tickets.len()) as u64;
+        dropped += (before - inner.tickets.len()) as u64;
         let mut queued: Vec<&Ticket> = inner.tickets.values().filter(|t| t.queue == queue).collect();
         if queued.len() < size {
-            return Ok((Vec::new(), dropped));
+            return Ok(Taken { tickets: Vec::new(), dropped, put_back });
         }
         queued.sort_by_key(|t| t.seq);
-        let taken: Vec<Ticket> = queued.into_iter().take(size).cloned().collect();
-        for t in &taken {
+        let tickets: Vec<Ticket> = queued.into_iter().take(size).cloned().collect();
+        for t in &tickets {
             inner.tickets.remove(&t.account);
             inner.pending.insert(t.account.clone(), Expiring::new(match_id.to_owned(), pending_secs));
         }
-        Ok((taken, dropped))
+        let forming = Forming { node: node.to_owned(), since: Instant::now(), tickets: tickets.clone() };
+        inner.forming.insert(match_id.to_owned(), forming);
+        Ok(Taken { tickets, dropped, put_back })
     }
 
-    async fn settle(&self, accounts: &[String]) -> StoreResult<()> {
+    async fn put_back(&self, match_id: &str) -> StoreResult<u64> {
+        Ok(self.inner.lock().unwrap().restore(match_id, &[], 1).0)
+    }
+
+    async fn abandon(&self, match_id: &str) -> StoreResult<()> {
         let mut inner = self.inner.lock().unwrap();
-        for account in accounts {
-            inner.pending.remove(account);
+        if let Some(forming) = inner.forming.remove(match_id) {
+            inner.end_pending(match_id, forming.tickets.into_iter().map(|t| t.account));
         }
         Ok(())
+    }
+
+    async fn start(
+        &self,
+        match_id: &str,
+        server: &str,
+        frames: &[(String, String)],
+        joinable_secs: u64,
+        record_secs: u64,
+    ) -> StoreResult<bool> {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.forming.remove(match_id).is_none() {
+            return Ok(false);
+        }
+        let accounts: Vec<String> = frames.iter().map(|(account, _)| account.clone()).collect();
+        for (account, frame) in frames {
+            // Still "Match already found" while the match is joinable.
+            inner.pending.insert(account.clone(), Expiring::new(match_id.to_owned(), joinable_secs));
+            inner.found.insert(account.clone(), Expiring::new(frame.clone(), joinable_secs));
+        }
+        inner.matches.insert(match_id.to_owned(), Expiring::new((server.to_owned(), accounts), record_secs));
+        Ok(true)
+    }
+
+    async fn joinable(&self, account: &str) -> StoreResult<Option<String>> {
+        Ok(live(&self.inner.lock().unwrap().found, account).cloned())
+    }
+
+    async fn end(&self, match_id: &str) -> StoreResult<bool> {
+        let mut inner = self.inner.lock().unwrap();
+        let Some((server, accounts)) = live(&inner.matches, match_id).cloned() else {
+            return Ok(false);
+        };
+        inner.matches.remove(match_id);
+        inner.end_pending(match_id, accounts.clone());
+        for account in accounts {
+            if live(&inner.found, account.as_str()).is_some_and(|frame| frame.contains(match_id)) {
+                inner.found.remove(&account);
+            }
+        }
+        if live(&inner.leases, server.as_str()).is_some_and(|m| m == match_id) {
+            inner.leases.remove(&server);
+        }
+        Ok(true)
     }
 
     async fn length(&self, queue: &str) -> StoreResult<u64> {

@@ -263,6 +263,23 @@ pub struct Ticket {
     pub seq: u64,
     /// Unix milliseconds.
     pub joined_ms: u64,
+    /// Allocation tries already failed for matches this ticket was in.
+    #[serde(default)]
+    pub tries: u32,
+    /// Its connection ended while its match was forming: not put back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub left: bool,
+}
+
+/// What `take` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Taken {
+    /// The match's tickets, in queue order (empty: not enough players).
+    pub tickets: Vec<Ticket>,
+    /// Tickets dropped because the node holding them is gone.
+    pub dropped: u64,
+    /// Players put back in their queues because the node forming their match is gone.
+    pub put_back: u64,
 }
 
 /// What `join` did.
@@ -296,19 +313,44 @@ pub trait MatchQueue: Send + Sync + 'static {
     async fn leave(&self, account: &str, holder: Option<(&str, u64)>) -> StoreResult<Left>;
     /// The account's ticket and its position (1 = next out).
     async fn position(&self, account: &str) -> StoreResult<Option<(Ticket, u64)>>;
-    /// Takes the first `size` tickets of `queue` for match `match_id`, if there are
-    /// that many, dropping tickets held by `gone` nodes; marks their accounts as having
-    /// a pending match for `pending_secs`. Returns the tickets and how many were dropped.
+    /// Takes the first `size` tickets of `queue`, if there are that many, into match
+    /// `match_id` formed by `node`: a forming record that marks their accounts as
+    /// having a pending match (for at most `pending_secs`). First drops the tickets
+    /// of `gone` nodes and puts back, at their places, the players of matches that
+    /// `gone` nodes were forming.
     async fn take(
         &self,
         queue: &str,
         size: usize,
         match_id: &str,
+        node: &str,
         pending_secs: u64,
         gone: &[String],
-    ) -> StoreResult<(Vec<Ticket>, u64)>;
-    /// Ends the pending state of these accounts (the match started or failed).
-    async fn settle(&self, accounts: &[String]) -> StoreResult<()>;
+    ) -> StoreResult<Taken>;
+    /// Puts the players of forming match `match_id` back at their places, counting one
+    /// more failed try on each ticket; returns how many went back (not those whose
+    /// connection ended meanwhile).
+    async fn put_back(&self, match_id: &str) -> StoreResult<u64>;
+    /// Forming match `match_id` failed for good: its players are free again.
+    async fn abandon(&self, match_id: &str) -> StoreResult<()>;
+    /// Forming match `match_id` got game server `server`: `frames` (account, its
+    /// `match_found`) are kept for reconnecting players for `joinable_secs` (their
+    /// accounts keep a pending match as long), and the
+    /// match for `record_secs` (until it ends). `false` when the match is no longer
+    /// forming (its players were put back meanwhile): it must not be announced.
+    async fn start(
+        &self,
+        match_id: &str,
+        server: &str,
+        frames: &[(String, String)],
+        joinable_secs: u64,
+        record_secs: u64,
+    ) -> StoreResult<bool>;
+    /// The `match_found` of the account's match while it is joinable.
+    async fn joinable(&self, account: &str) -> StoreResult<Option<String>>;
+    /// Match `match_id` is over: its game-server lease is freed, its `match_found` no
+    /// longer sent again and its players may queue again. `false` when no such match is known.
+    async fn end(&self, match_id: &str) -> StoreResult<bool>;
     /// Tickets waiting in `queue`.
     async fn length(&self, queue: &str) -> StoreResult<u64>;
     /// Leases game server `server` to `match_id` for `secs`, unless another match holds it.
@@ -350,8 +392,12 @@ impl Stores {
         let url = config.database_url();
         let migration_url = config.db_migration_url.as_deref().unwrap_or(&url);
         let users = Arc::new(postgres::PgStore::connect(&url, migration_url, config.db_pool_size)?);
-        let shared =
-            Arc::new(redis::RedisStore::connect(&config.redis_url, &config.redis_key_prefix, config.redis_pool_size)?);
+        let shared = Arc::new(redis::RedisStore::connect_with_ca(
+            &config.redis_url,
+            config.redis_ca_file.as_deref(),
+            &config.redis_key_prefix,
+            config.redis_pool_size,
+        )?);
         let mut stores = Stores::from_parts(users, shared.clone());
         stores.limits = Arc::new(WithLocalFallback { shared, local: memory::MemoryShared::default() });
         Ok(stores)

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 use super::{Conflict, Health, StoreResult, TokenRecord, UserRecord, UserStore};
 use crate::auth::TokenHash;
@@ -37,9 +37,10 @@ pub struct PgStore {
 
 impl PgStore {
     pub fn connect(url: &str, migration_url: &str, max_size: usize) -> Result<PgStore, StoreError> {
-        let config = client_config(url)?;
+        let target = client_config(url)?;
         client_config(migration_url)?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(target.config, target.tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(max_size)
             .runtime(Runtime::Tokio1)
@@ -65,15 +66,16 @@ impl PgStore {
     }
 }
 
-fn client_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
-    let mut config: tokio_postgres::Config =
-        url.parse().map_err(|e| StoreError::Other(format!("invalid PostgreSQL URL: {e}")))?;
+/// The URL's configuration and TLS connector (`sslmode`, `sslrootcert`: crate::tls).
+fn client_config(url: &str) -> Result<crate::tls::PgTarget, StoreError> {
+    let mut target =
+        crate::tls::pg_target(url).map_err(|e| StoreError::Other(format!("invalid PostgreSQL URL: {e}")))?;
     // Fail fast when PostgreSQL is unreachable instead of hanging a login.
-    config.connect_timeout(Duration::from_secs(2));
-    if config.get_application_name().is_none() {
-        config.application_name("openchampps");
+    target.config.connect_timeout(Duration::from_secs(2));
+    if target.config.get_application_name().is_none() {
+        target.config.application_name("openchampps");
     }
-    Ok(config)
+    Ok(target)
 }
 
 /// The token hashes in the first column of `rows`.
@@ -107,8 +109,8 @@ impl UserStore for PgStore {
     /// Applies pending migrations over a direct connection, under an advisory lock,
     /// so nodes starting together run each migration exactly once.
     async fn migrate(&self) -> StoreResult<()> {
-        let config = client_config(&self.migration_url)?;
-        let (mut client, connection) = config.connect(NoTls).await?;
+        let target = client_config(&self.migration_url)?;
+        let (mut client, connection) = target.config.connect(target.tls).await?;
         let connection = tokio::spawn(connection);
         client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
         // A Go server's database is converted first, under the same lock (takeover.rs).

@@ -26,14 +26,14 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deadpool_redis::{Config, Pool, Runtime};
+use deadpool_redis::{Manager, Pool, Runtime};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
     AsyncCommands, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushKind, RedisFuture, RedisResult, Script,
-    Value,
+    TlsCertificates, TlsMode, Value,
 };
 
 use futures_util::stream::BoxStream;
@@ -41,7 +41,7 @@ use futures_util::StreamExt;
 
 use super::{
     seconds_until, Backoff, Bus, BusEvent, CacheLookup, Directory, Health, Joined, Left, Limits, MatchQueue, Presence,
-    Route, Sessions, StoreResult, Ticket, TokenCache, TokenRecord,
+    Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord,
 };
 use crate::auth::TokenHash;
 use crate::config::RedisTarget;
@@ -133,13 +133,19 @@ enum Topology {
     /// Each new connection (shared or bus) first asks the sentinels for the current
     /// master, so a broken connection is replaced by one to the new master.
     Sentinel(tokio::sync::Mutex<SentinelClient>),
-    /// The cluster client follows MOVED/ASK and failovers by itself.
-    Cluster { nodes: Vec<redis::ConnectionInfo> },
+    /// The cluster client follows MOVED/ASK and failovers by itself. `certs`: the
+    /// CA to trust over TLS (`rediss+cluster://` with REDIS_CA_FILE).
+    Cluster { nodes: Vec<redis::ConnectionInfo>, certs: Option<TlsCertificates> },
 }
 
 impl Topology {
-    fn cluster_builder(nodes: &[redis::ConnectionInfo]) -> ClusterClientBuilder {
-        ClusterClient::builder(nodes.to_vec())
+    fn cluster_builder(nodes: &[redis::ConnectionInfo], certs: &Option<TlsCertificates>) -> ClusterClientBuilder {
+        let builder = ClusterClient::builder(nodes.to_vec());
+        let builder = match certs {
+            Some(certs) => builder.certs(certs.clone()),
+            None => builder,
+        };
+        builder
             .use_protocol(ProtocolVersion::RESP3)
             .connection_timeout(TIMEOUT)
             .response_timeout(Duration::from_millis(500))
@@ -177,11 +183,30 @@ pub struct RedisStore {
 impl RedisStore {
     /// `url` is any `REDIS_URL` form ([`RedisTarget`]); nothing connects until first use.
     pub fn connect(url: &str, prefix: &str, max_size: usize) -> Result<RedisStore, StoreError> {
-        let topology = match RedisTarget::parse(url).map_err(|e| StoreError::Other(format!("REDIS_URL: {e}")))? {
+        RedisStore::connect_with_ca(url, None, prefix, max_size)
+    }
+
+    /// Like [`connect`](Self::connect); a TLS `url` trusts the CAs in `ca_file` (PEM)
+    /// instead of the system's.
+    pub fn connect_with_ca(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+        prefix: &str,
+        max_size: usize,
+    ) -> Result<RedisStore, StoreError> {
+        let target = RedisTarget::parse(url).map_err(|e| StoreError::Other(format!("REDIS_URL: {e}")))?;
+        let certs = if target.tls() { crate::tls::redis_certs(ca_file).map_err(StoreError::Other)? } else { None };
+        // A `rediss://` URL with the CA's certificates attached (else the system roots).
+        let info = |url: &str| -> RedisResult<redis::ConnectionInfo> {
+            match &certs {
+                Some(certs) => Ok(redis::Client::build_with_tls(url, certs.clone())?.get_connection_info().clone()),
+                None => url.into_connection_info(),
+            }
+        };
+        let topology = match target {
             RedisTarget::Single(url) => {
-                let pool = Config::from_url(url.as_str())
-                    .builder()
-                    .map_err(|e| StoreError::Other(format!("Redis pool: {e}")))?
+                let info = info(&url)?;
+                let pool = Pool::builder(Manager::new(info.clone())?)
                     .max_size(max_size)
                     .runtime(Runtime::Tokio1)
                     .wait_timeout(Some(TIMEOUT))
@@ -189,18 +214,42 @@ impl RedisStore {
                     .recycle_timeout(Some(TIMEOUT))
                     .build()
                     .map_err(|e| StoreError::Other(format!("Redis pool: {e}")))?;
-                Topology::Single { pool, client: redis::Client::open(url)? }
+                Topology::Single { pool, client: redis::Client::open(info)? }
             }
             RedisTarget::Sentinel { sentinels, master_name, master_settings } => {
                 let settings = master_settings.as_str().into_connection_info()?.redis_settings().clone();
-                let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(settings);
-                let client = SentinelClient::build(sentinels, master_name, Some(node), SentinelServerType::Master)?;
+                let client = if master_settings.starts_with("rediss://") {
+                    // TLS to the sentinels and to the master they name, both trusting the CA.
+                    let addrs = sentinels
+                        .iter()
+                        .map(|s| s.as_str().into_connection_info().map(|i| i.addr().clone()))
+                        .collect::<RedisResult<Vec<_>>>()?;
+                    let mut builder = SentinelClientBuilder::new(addrs, master_name, SentinelServerType::Master)?
+                        .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                        .set_client_to_redis_tls_mode(TlsMode::Secure)
+                        .set_client_to_redis_db(settings.db());
+                    if let Some(user) = settings.username() {
+                        builder = builder.set_client_to_redis_username(user);
+                    }
+                    if let Some(password) = settings.password() {
+                        builder = builder.set_client_to_redis_password(password);
+                    }
+                    if let Some(certs) = &certs {
+                        builder = builder
+                            .set_client_to_sentinel_certificates(certs.clone())
+                            .set_client_to_redis_certificates(certs.clone());
+                    }
+                    builder.build()?
+                } else {
+                    let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(settings);
+                    SentinelClient::build(sentinels, master_name, Some(node), SentinelServerType::Master)?
+                };
                 Topology::Sentinel(tokio::sync::Mutex::new(client))
             }
             RedisTarget::Cluster { nodes } => {
                 let nodes = nodes.iter().map(|n| n.as_str().into_connection_info()).collect::<RedisResult<Vec<_>>>()?;
-                Topology::cluster_builder(&nodes).build()?;
-                Topology::Cluster { nodes }
+                Topology::cluster_builder(&nodes, &certs).build()?;
+                Topology::Cluster { nodes, certs }
             }
         };
         m::redis_degraded(false);
@@ -267,8 +316,8 @@ impl RedisStore {
                 let master = Topology::master(sentinel).await?;
                 Conn::Single(master.get_multiplexed_async_connection().await?)
             }
-            Topology::Cluster { nodes } => {
-                let client = Topology::cluster_builder(nodes).build()?;
+            Topology::Cluster { nodes, certs } => {
+                let client = Topology::cluster_builder(nodes, certs).build()?;
                 match tokio::time::timeout(TIMEOUT * 2, client.get_async_connection()).await {
                     Ok(conn) => Conn::Cluster(conn?),
                     Err(_) => return Err(StoreError::RedisUnreachable),
@@ -525,13 +574,13 @@ impl Bus for RedisStore {
         let client = match &self.topology {
             Topology::Single { client, .. } => client.clone(),
             Topology::Sentinel(sentinel) => Topology::master(sentinel).await?,
-            Topology::Cluster { nodes } => {
+            Topology::Cluster { nodes, certs } => {
                 // Sharded pub/sub: each channel is subscribed on its own shard (one
                 // SSUBSCRIBE per channel: they hash to different slots); messages
                 // arrive as RESP3 pushes. The stream ends when a shard drops the
                 // subscription (failover, slot moved) or a connection is lost.
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                let client = Topology::cluster_builder(nodes).push_sender(tx).build()?;
+                let client = Topology::cluster_builder(nodes, certs).push_sender(tx).build()?;
                 let mut conn = match tokio::time::timeout(TIMEOUT * 2, client.get_async_connection()).await {
                     Ok(conn) => conn?,
                     Err(_) => return Err(StoreError::RedisUnreachable),
@@ -588,8 +637,11 @@ impl Health for RedisStore {
 
 /// Matchmaking keys, all under one hash tag (one slot: every operation is one atomic
 /// script): `{mm}:tickets` hash account → ticket (JSON), `{mm}:q:<queue>` sorted set
-/// account → place, `{mm}:seq` places handed out, `{mm}:pending:<account>` a formed
-/// match, `{mm}:lease:<server>` the match holding a game server.
+/// account → place, `{mm}:seq` places handed out, `{mm}:pending:<account>` the match
+/// being formed for the account, `{mm}:forming` hash match → `{node, at, tickets}`,
+/// `{mm}:found:<account>` the account's `match_found` while joinable, `{mm}:match:<id>`
+/// a started match's `{server, accounts}`, `{mm}:lease:<server>` the match holding a
+/// game server.
 const MM_JOIN: &str = r"
 local p, acct = ARGV[1], ARGV[2]
 local t = cjson.decode(ARGV[3])
@@ -600,6 +652,7 @@ if old then
   if o.queue == t.queue then
     t.seq = o.seq
     t.joined_ms = o.joined_ms
+    t.tries = o.tries
     redis.call('HSET', KEYS[1], acct, cjson.encode(t))
     return {'kept', o.node, tostring(o.conn)}
   end
@@ -611,9 +664,28 @@ redis.call('ZADD', p .. '{mm}:q:' .. t.queue, t.seq, acct)
 return {'new'}
 ";
 
+/// A disconnect (a holder given) while the account's match is forming marks its
+/// ticket there as left, so it is not put back.
 const MM_LEAVE: &str = r"
 local p, acct = ARGV[1], ARGV[2]
-if redis.call('EXISTS', p .. '{mm}:pending:' .. acct) == 1 then return {'pending'} end
+local pending = redis.call('GET', p .. '{mm}:pending:' .. acct)
+if pending then
+  if ARGV[3] ~= '' then
+    local forming = p .. '{mm}:forming'
+    local raw = redis.call('HGET', forming, pending)
+    if raw then
+      local f = cjson.decode(raw)
+      for _, t in ipairs(f.tickets) do
+        if t.account == acct and t.node == ARGV[3] and tostring(t.conn) == ARGV[4] and not t.left then
+          t.left = true
+          redis.call('HSET', forming, pending, cjson.encode(f))
+          return {'removed', cjson.encode(t)}
+        end
+      end
+    end
+  end
+  return {'pending'}
+end
 local old = redis.call('HGET', KEYS[1], acct)
 if not old then return {'none'} end
 local o = cjson.decode(old)
@@ -632,41 +704,161 @@ if not rank then return {} end
 return {old, tostring(rank + 1)}
 ";
 
+/// Shared by the scripts that end a forming match: `restore(p, match, gone, tries)`
+/// puts its players back at their places (not those that left or whose node is
+/// `gone`, nor those queued again meanwhile), adding `tries` to each ticket, frees
+/// their pending state and deletes the record. Returns (put back, lost).
+const MM_RESTORE: &str = r"
+local function restore(p, mid, gone, tries)
+  local forming = p .. '{mm}:forming'
+  local raw = redis.call('HGET', forming, mid)
+  if not raw then return 0, 0 end
+  local back, lost = 0, 0
+  for _, t in ipairs(cjson.decode(raw).tickets) do
+    local pending = p .. '{mm}:pending:' .. t.account
+    if redis.call('GET', pending) == mid then redis.call('DEL', pending) end
+    if t.left then
+    elseif gone[t.node] then
+      lost = lost + 1
+    elseif redis.call('HEXISTS', KEYS[1], t.account) == 0 then
+      t.tries = (t.tries or 0) + tries
+      redis.call('HSET', KEYS[1], t.account, cjson.encode(t))
+      redis.call('ZADD', p .. '{mm}:q:' .. t.queue, t.seq, t.account)
+      back = back + 1
+    end
+  end
+  redis.call('HDEL', forming, mid)
+  return back, lost
+end
+";
+
 const MM_TAKE: &str = r"
-local p, q, size = ARGV[1], ARGV[1] .. '{mm}:q:' .. ARGV[2], tonumber(ARGV[3])
+local p, q, size, mid, ttl = ARGV[1], ARGV[1] .. '{mm}:q:' .. ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local forming = p .. '{mm}:forming'
 local gone = {}
-for i = 6, #ARGV do gone[ARGV[i]] = true end
-local taken, dead, start = {}, {}, 0
+for i = 7, #ARGV do gone[ARGV[i]] = true end
+local now = redis.call('TIME')
+now = now[1] * 1000 + math.floor(now[2] / 1000)
+-- Matches that dead nodes were forming go back in order; records older than the
+-- pending state they set are forgotten.
+local put_back, dead = 0, 0
+local all = redis.call('HGETALL', forming)
+for i = 1, #all, 2 do
+  local f = cjson.decode(all[i + 1])
+  if gone[f.node] then
+    local back, lost = restore(p, all[i], gone, 0)
+    put_back, dead = put_back + back, dead + lost
+  elseif now - f.at > ttl * 1000 then
+    redis.call('HDEL', forming, all[i])
+  end
+end
+local taken, drop, start = {}, {}, 0
 while #taken < size do
   local batch = redis.call('ZRANGE', q, start, start + 99)
   if #batch == 0 then break end
   for _, acct in ipairs(batch) do
     local raw = redis.call('HGET', KEYS[1], acct)
     if not raw or gone[cjson.decode(raw).node] then
-      table.insert(dead, acct)
+      table.insert(drop, acct)
     elseif #taken < size then
       table.insert(taken, raw)
     end
   end
   start = start + 100
 end
-for _, acct in ipairs(dead) do
+for _, acct in ipairs(drop) do
   redis.call('ZREM', q, acct)
   redis.call('HDEL', KEYS[1], acct)
 end
-if #taken < size then return {tostring(#dead)} end
+local counts = {tostring(dead + #drop), tostring(put_back)}
+if #taken < size then return counts end
+local record = {}
 for _, raw in ipairs(taken) do
-  local acct = cjson.decode(raw).account
-  redis.call('ZREM', q, acct)
-  redis.call('HDEL', KEYS[1], acct)
-  redis.call('SET', p .. '{mm}:pending:' .. acct, ARGV[4], 'EX', tonumber(ARGV[5]))
+  local t = cjson.decode(raw)
+  redis.call('ZREM', q, t.account)
+  redis.call('HDEL', KEYS[1], t.account)
+  redis.call('SET', p .. '{mm}:pending:' .. t.account, mid, 'EX', ttl)
+  table.insert(record, t)
+  table.insert(counts, raw)
 end
-table.insert(taken, 1, tostring(#dead))
-return taken
+redis.call('HSET', forming, mid, cjson.encode({node = ARGV[6], at = now, tickets = record}))
+return counts
 ";
 
-static MM_SCRIPTS: std::sync::LazyLock<[Script; 4]> = std::sync::LazyLock::new(|| {
-    [Script::new(MM_JOIN), Script::new(MM_LEAVE), Script::new(MM_POSITION), Script::new(MM_TAKE)]
+const MM_PUT_BACK: &str = r"
+local back = restore(ARGV[1], ARGV[2], {}, 1)
+return back
+";
+
+const MM_ABANDON: &str = r"
+local p, mid = ARGV[1], ARGV[2]
+local forming = p .. '{mm}:forming'
+local raw = redis.call('HGET', forming, mid)
+if not raw then return 0 end
+for _, t in ipairs(cjson.decode(raw).tickets) do
+  local pending = p .. '{mm}:pending:' .. t.account
+  if redis.call('GET', pending) == mid then redis.call('DEL', pending) end
+end
+redis.call('HDEL', forming, mid)
+return 1
+";
+
+/// ARGV: prefix, match, server, joinable secs, record secs, then account/frame pairs.
+const MM_START: &str = r"
+local p, mid = ARGV[1], ARGV[2]
+local forming = p .. '{mm}:forming'
+if redis.call('HDEL', forming, mid) == 0 then return 0 end
+local accounts = {}
+for i = 6, #ARGV, 2 do
+  local acct = ARGV[i]
+  -- Still 'Match already found' while the match is joinable.
+  redis.call('SET', p .. '{mm}:pending:' .. acct, mid, 'EX', tonumber(ARGV[4]))
+  redis.call('SET', p .. '{mm}:found:' .. acct, ARGV[i + 1], 'EX', tonumber(ARGV[4]))
+  table.insert(accounts, acct)
+end
+redis.call('SET', p .. '{mm}:match:' .. mid, cjson.encode({server = ARGV[3], accounts = accounts}), 'EX', tonumber(ARGV[5]))
+return 1
+";
+
+const MM_END: &str = r"
+local p, mid = ARGV[1], ARGV[2]
+local raw = redis.call('GET', p .. '{mm}:match:' .. mid)
+if not raw then return 0 end
+local m = cjson.decode(raw)
+for _, acct in ipairs(m.accounts) do
+  local found = p .. '{mm}:found:' .. acct
+  local frame = redis.call('GET', found)
+  if frame and string.find(frame, mid, 1, true) then redis.call('DEL', found) end
+  local pending = p .. '{mm}:pending:' .. acct
+  if redis.call('GET', pending) == mid then redis.call('DEL', pending) end
+end
+local lease = p .. '{mm}:lease:' .. m.server
+if redis.call('GET', lease) == mid then redis.call('DEL', lease) end
+redis.call('DEL', p .. '{mm}:match:' .. mid)
+return 1
+";
+
+/// The matchmaking scripts, by name.
+struct MmScripts {
+    join: Script,
+    leave: Script,
+    position: Script,
+    take: Script,
+    put_back: Script,
+    abandon: Script,
+    start: Script,
+    end: Script,
+}
+
+static MM: std::sync::LazyLock<MmScripts> = std::sync::LazyLock::new(|| MmScripts {
+    join: Script::new(MM_JOIN),
+    leave: Script::new(MM_LEAVE),
+    position: Script::new(MM_POSITION),
+    take: Script::new(&format!("{MM_RESTORE}{MM_TAKE}")),
+    put_back: Script::new(&format!("{MM_RESTORE}{MM_PUT_BACK}")),
+    abandon: Script::new(MM_ABANDON),
+    start: Script::new(MM_START),
+    end: Script::new(MM_END),
 });
 
 fn ticket_from(raw: &str) -> StoreResult<Ticket> {
@@ -682,7 +874,7 @@ impl RedisStore {
 #[async_trait]
 impl MatchQueue for RedisStore {
     async fn join(&self, ticket: &Ticket) -> StoreResult<Joined> {
-        let mut inv = MM_SCRIPTS[0].key(self.mm_key("tickets"));
+        let mut inv = MM.join.key(self.mm_key("tickets"));
         let body = serde_json::to_string(ticket).expect("tickets serialize");
         inv.arg(&self.prefix).arg(&ticket.account).arg(body);
         let reply: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
@@ -697,7 +889,7 @@ impl MatchQueue for RedisStore {
     }
 
     async fn leave(&self, account: &str, holder: Option<(&str, u64)>) -> StoreResult<Left> {
-        let mut inv = MM_SCRIPTS[1].key(self.mm_key("tickets"));
+        let mut inv = MM.leave.key(self.mm_key("tickets"));
         let (node, conn) = holder.map_or((String::new(), String::new()), |(n, c)| (n.to_owned(), c.to_string()));
         inv.arg(&self.prefix).arg(account).arg(node).arg(conn);
         let reply: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
@@ -709,7 +901,7 @@ impl MatchQueue for RedisStore {
     }
 
     async fn position(&self, account: &str) -> StoreResult<Option<(Ticket, u64)>> {
-        let mut inv = MM_SCRIPTS[2].key(self.mm_key("tickets"));
+        let mut inv = MM.position.key(self.mm_key("tickets"));
         inv.arg(&self.prefix).arg(account);
         let reply: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
         match (reply.first(), reply.get(1).and_then(|p| p.parse().ok())) {
@@ -723,28 +915,61 @@ impl MatchQueue for RedisStore {
         queue: &str,
         size: usize,
         match_id: &str,
+        node: &str,
         pending_secs: u64,
         gone: &[String],
-    ) -> StoreResult<(Vec<Ticket>, u64)> {
-        let mut inv = MM_SCRIPTS[3].key(self.mm_key("tickets"));
-        inv.arg(&self.prefix).arg(queue).arg(size).arg(match_id).arg(pending_secs.max(1));
+    ) -> StoreResult<Taken> {
+        let mut inv = MM.take.key(self.mm_key("tickets"));
+        inv.arg(&self.prefix).arg(queue).arg(size).arg(match_id).arg(pending_secs.max(1)).arg(node);
         for node in gone {
             inv.arg(node);
         }
-        // The number of dropped tickets, then the taken ones.
+        // Dropped, put back, then the taken tickets.
         let raw: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
-        let dropped = raw.first().and_then(|n| n.parse().ok()).unwrap_or(0);
-        let taken = raw.iter().skip(1).map(|r| ticket_from(r)).collect::<StoreResult<_>>()?;
-        Ok((taken, dropped))
+        let count = |i: usize| raw.get(i).and_then(|n| n.parse().ok()).unwrap_or(0);
+        let tickets = raw.iter().skip(2).map(|r| ticket_from(r)).collect::<StoreResult<_>>()?;
+        Ok(Taken { tickets, dropped: count(0), put_back: count(1) })
     }
 
-    async fn settle(&self, accounts: &[String]) -> StoreResult<()> {
-        let keys: Vec<String> = accounts.iter().map(|a| self.mm_key(&format!("pending:{a}"))).collect();
-        if keys.is_empty() {
-            return Ok(());
+    async fn put_back(&self, match_id: &str) -> StoreResult<u64> {
+        let mut inv = MM.put_back.key(self.mm_key("tickets"));
+        inv.arg(&self.prefix).arg(match_id);
+        self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await
+    }
+
+    async fn abandon(&self, match_id: &str) -> StoreResult<()> {
+        let mut inv = MM.abandon.key(self.mm_key("tickets"));
+        inv.arg(&self.prefix).arg(match_id);
+        self.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await.map(drop) }).await
+    }
+
+    async fn start(
+        &self,
+        match_id: &str,
+        server: &str,
+        frames: &[(String, String)],
+        joinable_secs: u64,
+        record_secs: u64,
+    ) -> StoreResult<bool> {
+        let mut inv = MM.start.key(self.mm_key("tickets"));
+        inv.arg(&self.prefix).arg(match_id).arg(server).arg(joinable_secs.max(1)).arg(record_secs.max(1));
+        for (account, frame) in frames {
+            inv.arg(account).arg(frame);
         }
-        // One slot: a multi-key DEL is fine on Cluster.
-        self.run(|mut c| async move { c.del(keys).await }).await
+        let started: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(started == 1)
+    }
+
+    async fn joinable(&self, account: &str) -> StoreResult<Option<String>> {
+        let key = self.mm_key(&format!("found:{account}"));
+        self.run(|mut c| async move { c.get(key).await }).await
+    }
+
+    async fn end(&self, match_id: &str) -> StoreResult<bool> {
+        let mut inv = MM.end.key(self.mm_key("tickets"));
+        inv.arg(&self.prefix).arg(match_id);
+        let ended: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(ended == 1)
     }
 
     async fn length(&self, queue: &str) -> StoreResult<u64> {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, GenericClient, IsolationLevel, NoTls};
+use tokio_postgres::{Client, GenericClient, IsolationLevel};
 
 use super::postgres::PgStore;
 use super::{StoreResult, UserStore};
@@ -470,14 +470,14 @@ pub async fn run(config: &Config, args: MigrateArgs) -> Result<(), String> {
 /// `migrate --check`: one read-only snapshot, a line per phase, then what the
 /// takeover would do, or the refusal it would give.
 async fn check(url: &str) -> Result<(), String> {
-    let mut config: tokio_postgres::Config =
-        url.parse().map_err(|e| format!("invalid PostgreSQL URL (DB_CONN/DATABASE_URL): {e}"))?;
+    let crate::tls::PgTarget { mut config, tls, .. } =
+        crate::tls::pg_target(url).map_err(|e| format!("invalid PostgreSQL URL (DB_CONN/DATABASE_URL): {e}"))?;
     config.connect_timeout(Duration::from_secs(5));
     if config.get_application_name().is_none() {
         config.application_name("openchampps migrate --check");
     }
     let (mut client, connection) =
-        config.connect(NoTls).await.map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+        config.connect(tls).await.map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
     let connection = tokio::spawn(connection);
     let result = report(&mut client).await;
     drop(client);

@@ -547,6 +547,18 @@ impl Client {
         reply["payload"]["token"].as_str().unwrap().to_owned()
     }
 
+    /// The next text frame of type `kind`, skipping others (a `queued` may come
+    /// first); panics after 15 s of nothing, or on a close.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            match self.next_frame(Duration::from_secs(15)).await {
+                Frame::Text(v) if v["type"] == kind => return v,
+                Frame::Text(_) => continue,
+                other => panic!("no {kind}: {other:?}"),
+            }
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }

@@ -38,9 +38,28 @@ fn kill_watchdog(watchdog: &mut Option<Child>) {
     }
 }
 
-/// A loopback port nobody listens on right now (the OS picks it).
+/// A loopback port nobody listens on right now, below the OS's source-port range
+/// (32768–60999): a port the OS picks from that range can be taken by any outgoing
+/// connection (the suite opens thousands) between this check and the server's bind,
+/// and the server then never comes up. Each call in this process gets another port.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Test binaries start at different places, so a leftover never lines up with the next.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % COUNT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
@@ -58,19 +77,31 @@ fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
 /// as a replaced Redis would.
 pub struct PrivateRedis {
     port: u16,
+    /// TLS only (`--port 0`): the server's certificate and key files.
+    tls: Option<(PathBuf, PathBuf)>,
     child: Option<Child>,
     watchdog: Option<Child>,
 }
 
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
-        let mut redis = PrivateRedis { port: free_port(), child: None, watchdog: None };
+        let mut redis = PrivateRedis { port: free_port(), tls: None, child: None, watchdog: None };
+        redis.restart();
+        redis
+    }
+
+    /// A server that speaks only TLS (`--port 0 --tls-port …`) with `pki`'s server
+    /// certificate; clients are not asked for certificates.
+    pub fn start_tls(pki: &TestPki) -> PrivateRedis {
+        let tls = Some((pki.cert(), pki.key()));
+        let mut redis = PrivateRedis { port: free_port(), tls, child: None, watchdog: None };
         redis.restart();
         redis
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// SIGKILL: clients see their connections drop and new ones refused.
@@ -85,8 +116,18 @@ impl PrivateRedis {
     /// Starts (again) on the same port and waits until it answers PING.
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -96,7 +137,14 @@ impl PrivateRedis {
         self.watchdog = Some(watchdog(&format!("kill -9 {}", child.id())));
         self.child = Some(child);
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        wait_until(Duration::from_secs(10), "private Redis", || redis_answers(addr));
+        if self.tls.is_some() {
+            // A plain PING gets no answer from a TLS port: listening is what can be seen.
+            wait_until(Duration::from_secs(10), "private Redis (TLS)", || {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            });
+        } else {
+            wait_until(Duration::from_secs(10), "private Redis", || redis_answers(addr));
+        }
     }
 }
 
@@ -174,6 +222,17 @@ impl PrivatePostgres {
 
     /// Like [`start`](Self::start) with extra `postgresql.conf` settings.
     pub fn start_with(settings: &[(&str, &str)]) -> PrivatePostgres {
+        PrivatePostgres::start_inner(settings, None)
+    }
+
+    /// A server with `ssl = on` and `pki`'s server certificate, where every database
+    /// but `postgres` (the admin URL's, kept plain for the fixtures) takes only TLS
+    /// connections (`hostssl`; plain ones are rejected).
+    pub fn start_tls(pki: &TestPki) -> PrivatePostgres {
+        PrivatePostgres::start_inner(&[], Some(pki))
+    }
+
+    fn start_inner(settings: &[(&str, &str)], tls: Option<&TestPki>) -> PrivatePostgres {
         let dir = std::env::temp_dir().join(format!("ocps-pg-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
         std::fs::create_dir(&dir).unwrap();
         let pg = PrivatePostgres { dir, port: free_port(), running: false, watchdog: None };
@@ -203,6 +262,24 @@ impl PrivatePostgres {
         for (k, v) in settings {
             conf.push_str(&format!("{k} = '{v}'\n"));
         }
+        if let Some(pki) = tls {
+            // PostgreSQL wants its key owned by its user and private to it.
+            let data = pg.data();
+            std::fs::copy(pki.cert(), data.join("server.crt")).unwrap();
+            std::fs::copy(pki.key(), data.join("server.key")).unwrap();
+            if running_as_root() {
+                let mut chown = Command::new("chown");
+                chown.arg("postgres:postgres").arg(data.join("server.crt")).arg(data.join("server.key"));
+                run_ok(chown, "chown the private PostgreSQL certificate");
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+            let hba = std::fs::read_to_string(data.join("pg_hba.conf")).unwrap();
+            let rules = "host postgres all 127.0.0.1/32 trust\nhostssl all all 127.0.0.1/32 trust\n\
+                         hostnossl all all 127.0.0.1/32 reject\n";
+            std::fs::write(data.join("pg_hba.conf"), format!("{rules}{hba}")).unwrap();
+        }
         use std::io::Write;
         std::fs::OpenOptions::new()
             .append(true)
@@ -230,6 +307,15 @@ impl PrivatePostgres {
     /// Admin URL (database `postgres`), for [`Cluster::with_stores`](super::Cluster::with_stores).
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's log (`pg_ctl -l`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
     /// Immediate shutdown: every backend dies at once without a checkpoint, like a
@@ -363,8 +449,14 @@ impl Client {
 
 /// `redis-cli -p PORT ARGS…` on loopback; its stdout (empty when it failed).
 pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    redis_cli_with(port, &[], args)
+}
+
+/// [`redis_cli`] with connection options first (`--tls --cacert ca.pem`).
+pub fn redis_cli_with(port: u16, options: &[String], args: &[&str]) -> String {
     Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(options)
         .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
@@ -390,6 +482,8 @@ struct ServerSet {
     dir: PathBuf,
     children: Vec<(u16, Child)>,
     watchdog: Option<Child>,
+    /// `redis-cli` options to reach the servers (`--tls --cacert …` for TLS ones).
+    cli: Vec<String>,
 }
 
 impl ServerSet {
@@ -397,7 +491,7 @@ impl ServerSet {
         let dir =
             std::env::temp_dir().join(format!("ocps-{kind}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
         std::fs::create_dir(&dir).unwrap();
-        ServerSet { dir, children: Vec::new(), watchdog: None }
+        ServerSet { dir, children: Vec::new(), watchdog: None, cli: Vec::new() }
     }
 
     /// Starts `redis-server ARGS` (run in its own directory) that listens on `port`.
@@ -427,8 +521,18 @@ impl ServerSet {
     fn wait_answering(&self) {
         for (port, _) in &self.children {
             let addr: SocketAddr = ([127, 0, 0, 1], *port).into();
-            wait_until(Duration::from_secs(10), "private Redis server", || redis_answers(addr));
+            wait_until(Duration::from_secs(10), "private Redis server", || {
+                if self.cli.is_empty() {
+                    redis_answers(addr)
+                } else {
+                    self.cli(*port, &["PING"]).trim() == "PONG"
+                }
+            });
         }
+    }
+
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        redis_cli_with(port, &self.cli, args)
     }
 
     /// SIGKILL one server.
@@ -468,40 +572,79 @@ pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 2000;
 
 impl PrivateRedisCluster {
     pub fn start(masters: usize, replicas: usize) -> PrivateRedisCluster {
+        PrivateRedisCluster::start_inner(masters, replicas, None)
+    }
+
+    /// A cluster that speaks only TLS, to clients and on its bus (`--tls-cluster`,
+    /// `--tls-replication`), with `pki`'s certificate on every server.
+    pub fn start_tls(masters: usize, replicas: usize, pki: &TestPki) -> PrivateRedisCluster {
+        PrivateRedisCluster::start_inner(masters, replicas, Some(pki))
+    }
+
+    fn start_inner(masters: usize, replicas: usize, tls: Option<&TestPki>) -> PrivateRedisCluster {
         let mut servers = ServerSet::new("rcluster");
+        if let Some(pki) = tls {
+            servers.cli = vec!["--tls".into(), "--cacert".into(), pki.ca().display().to_string()];
+        }
         for _ in 0..masters * (1 + replicas) {
             let (port, bus) = (free_port(), free_port());
             let conf = servers.dir.join(format!("nodes-{port}.conf"));
-            let args: Vec<String> = [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                // Not port + 10000, which may be taken or past 65535.
-                "--cluster-port",
-                &bus.to_string(),
-                "--cluster-config-file",
-                &conf.display().to_string(),
-                "--cluster-node-timeout",
-                &CLUSTER_NODE_TIMEOUT_MS.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-                "--daemonize",
-                "no",
-            ]
-            .map(String::from)
-            .to_vec();
+            let listen: Vec<String> = match tls {
+                None => vec!["--port".into(), port.to_string()],
+                Some(pki) => [
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port.to_string(),
+                    "--tls-cluster",
+                    "yes",
+                    "--tls-replication",
+                    "yes",
+                    "--tls-auth-clients",
+                    "no",
+                    "--tls-cert-file",
+                    &pki.cert().display().to_string(),
+                    "--tls-key-file",
+                    &pki.key().display().to_string(),
+                    "--tls-ca-cert-file",
+                    &pki.ca().display().to_string(),
+                ]
+                .map(String::from)
+                .to_vec(),
+            };
+            let args: Vec<String> = listen
+                .into_iter()
+                .chain(
+                    [
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        // Not port + 10000, which may be taken or past 65535.
+                        "--cluster-port",
+                        &bus.to_string(),
+                        "--cluster-config-file",
+                        &conf.display().to_string(),
+                        "--cluster-node-timeout",
+                        &CLUSTER_NODE_TIMEOUT_MS.to_string(),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--protected-mode",
+                        "no",
+                        "--daemonize",
+                        "no",
+                    ]
+                    .map(String::from),
+                )
+                .collect();
             servers.spawn(port, &args);
         }
         servers.wait_answering();
         let nodes: Vec<String> = servers.ports().iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new("redis-cli")
+            .args(&servers.cli)
             .arg("--cluster")
             .arg("create")
             .args(&nodes)
@@ -520,11 +663,11 @@ impl PrivateRedisCluster {
         let ports = self.servers.ports();
         wait_until(limit, "Redis Cluster state ok", || {
             ports.iter().all(|p| {
-                let info = redis_cli(*p, &["CLUSTER", "INFO"]);
+                let info = self.servers.cli(*p, &["CLUSTER", "INFO"]);
                 info.contains("cluster_state:ok") && info.contains(&format!("cluster_known_nodes:{}", ports.len()))
             }) && ports.iter().all(|p| {
                 // A replica that never synced would refuse to take over (its data too old).
-                let replication = redis_cli(*p, &["INFO", "replication"]);
+                let replication = self.servers.cli(*p, &["INFO", "replication"]);
                 replication.contains("role:master") || replication.contains("master_link_status:up")
             })
         });
@@ -532,7 +675,8 @@ impl PrivateRedisCluster {
 
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self.servers.ports().iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        format!("redis+cluster://{}", nodes.join(","))
+        let scheme = if self.servers.cli.is_empty() { "redis" } else { "rediss" };
+        format!("{scheme}+cluster://{}", nodes.join(","))
     }
 
     pub fn ports(&self) -> Vec<u16> {
@@ -541,12 +685,12 @@ impl PrivateRedisCluster {
 
     /// `CLUSTER NODES` as a live server sees it.
     pub fn nodes(&self) -> String {
-        self.ports().first().map(|p| redis_cli(*p, &["CLUSTER", "NODES"])).unwrap_or_default()
+        self.ports().first().map(|p| self.servers.cli(*p, &["CLUSTER", "NODES"])).unwrap_or_default()
     }
 
     /// The ports of the servers that are masters now.
     pub fn masters(&self) -> Vec<u16> {
-        self.ports().into_iter().filter(|p| redis_cli(*p, &["ROLE"]).starts_with("master")).collect()
+        self.ports().into_iter().filter(|p| self.servers.cli(*p, &["ROLE"]).starts_with("master")).collect()
     }
 
     /// SIGKILL one server.
@@ -647,5 +791,105 @@ impl PrivateRedisSentinel {
 impl PrivateRedis {
     pub fn port(&self) -> u16 {
         self.port
+    }
+}
+
+/// A throwaway certificate authority and a server certificate it signed (for
+/// `localhost` and `127.0.0.1` unless told otherwise), as PEM files (`ca.pem`, `server.pem`, `server.key`) in
+/// a temporary directory, removed on drop (or by the watchdog).
+pub struct TestPki {
+    dir: TempDir,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestPki {
+    pub fn generate() -> TestPki {
+        TestPki::generate_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// A CA and a server certificate for `names` (host names or addresses) only.
+    pub fn generate_for(names: &[&str]) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let temp = TempDir::new("pki");
+        let dir = temp.path();
+
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+        ca.distinguished_name.push(DnType::CommonName, format!("openchampps test CA {id}"));
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+
+        let server_key = KeyPair::generate().unwrap();
+        let mut server = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        server.distinguished_name.push(DnType::CommonName, names[0]);
+        let server_cert = server.signed_by(&server_key, &issuer).unwrap();
+
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+        TestPki { dir: temp, issuer }
+    }
+
+    /// Another certificate of this CA, for `names` and `usage` (a client's, say):
+    /// writes `<file>.crt` and `<file>.key` and returns their paths.
+    pub fn issue(&self, file: &str, names: &[&str], usage: rcgen::ExtendedKeyUsagePurpose) -> (PathBuf, PathBuf) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, file);
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (crt, key_path) = (self.dir().join(format!("{file}.crt")), self.dir().join(format!("{file}.key")));
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (crt, key_path)
+    }
+
+    /// The CA certificate, for clients (REDIS_CA_FILE, sslrootcert).
+    pub fn ca(&self) -> PathBuf {
+        self.dir().join("ca.pem")
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.dir().join("server.pem")
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.dir().join("server.key")
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+/// A fresh directory under the system's temporary directory, removed on drop, or by
+/// a watchdog when the test process dies first.
+pub struct TempDir {
+    path: PathBuf,
+    watchdog: Option<Child>,
+}
+
+impl TempDir {
+    pub fn new(kind: &str) -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("ocps-{kind}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        std::fs::create_dir(&path).unwrap();
+        let watchdog = Some(watchdog(&format!("rm -rf {}", path.display())));
+        TempDir { path, watchdog }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        kill_watchdog(&mut self.watchdog);
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }

@@ -42,8 +42,8 @@ app.kubernetes.io/component: node
 {{- end }}
 {{- end }}
 
-{{/* The Secret holding DB_CONN, REDIS_URL and the optional MATCH_TICKET_KEYS and
-DB_MIGRATION_URL: the user's, or the one this chart renders. */}}
+{{/* The Secret holding DB_CONN, REDIS_URL and the optional MATCH_TICKET_KEYS,
+DB_MIGRATION_URL and GAME_SERVER_TOKEN: the user's, or the one this chart renders. */}}
 {{- define "openchampps.secretName" -}}
 {{- default (include "openchampps.fullname" .) .Values.existingSecret }}
 {{- end }}
@@ -78,15 +78,45 @@ fail, not required: helm lint only warns about a missing required value.
 {{- end }}
 
 {{/*
+AGONES_SELECTOR_LABELS from config.agones.selectorLabels: key=value, comma-separated,
+in key order ("" for {}).
+*/}}
+{{- define "openchampps.agonesSelectorLabels" -}}
+{{- $pairs := list }}
+{{- range $k, $v := .selectorLabels }}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/*
 Refuses what the node would refuse at start-up or silently ignore:
 allocator=command without allocatorCommand (the node exits with
-"ALLOCATOR=command needs ALLOCATOR_COMMAND"), and matchTicketKeys / dbMigrationUrl
+"ALLOCATOR=command needs ALLOCATOR_COMMAND"), allocator=agones without
+agones.allocatorUrl (via allocator-service), or with an https one and no
+agones.tlsSecret (the node exits: mTLS needs the files), agones.via=kubernetes with a
+tlsSecret (the node exits: client certificates are not used there), and matchTicketKeys / dbMigrationUrl / gameServerToken
 values next to existingSecret (they would not reach the node: the chart then renders
 no Secret).
 */}}
 {{- define "openchampps.checkMatchmaking" -}}
 {{- if and (eq .Values.config.allocator "command") (not (trim .Values.config.allocatorCommand)) }}
 {{- fail "config.allocator is command but config.allocatorCommand is empty: set the program run per match, or use allocator static with config.gameServers" }}
+{{- end }}
+{{- if eq .Values.config.allocator "agones" }}
+{{- $agones := .Values.config.agones }}
+{{- if eq $agones.via "kubernetes" }}
+{{- if $agones.tlsSecret }}
+{{- fail "config.agones.via is kubernetes but config.agones.tlsSecret is set: the Kubernetes API path authenticates with the service account token, not a client certificate; unset tlsSecret" }}
+{{- end }}
+{{- else }}
+{{- if not (trim $agones.allocatorUrl) }}
+{{- fail "config.allocator is agones but config.agones.allocatorUrl is empty: set the Agones allocator service URL (e.g. https://agones-allocator.agones-system:443)" }}
+{{- end }}
+{{- if and (hasPrefix "https://" (trim $agones.allocatorUrl)) (not $agones.tlsSecret) }}
+{{- fail "config.agones.allocatorUrl is https but config.agones.tlsSecret is empty: name the Secret with the mTLS client certificate, key and CA" }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if .Values.existingSecret }}
 {{- if .Values.matchTicketKeys }}
@@ -95,5 +125,17 @@ no Secret).
 {{- if .Values.dbMigrationUrl }}
 {{- fail (printf "dbMigrationUrl is set, but existingSecret is too: put the URL in the Secret %s under %s instead" .Values.existingSecret (.Values.existingSecretKeys.dbMigrationUrl | default "DB_MIGRATION_URL")) }}
 {{- end }}
+{{- if .Values.gameServerToken }}
+{{- fail (printf "gameServerToken is set, but existingSecret is too: put the token in the Secret %s under %s instead" .Values.existingSecret (.Values.existingSecretKeys.gameServerToken | default "GAME_SERVER_TOKEN")) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+storeCa: one source for the CA file, the Secret or the ConfigMap.
+*/}}
+{{- define "openchampps.checkStoreCa" -}}
+{{- if and .Values.storeCa.secretName .Values.storeCa.configMapName }}
+{{- fail "storeCa: set secretName or configMapName, not both" }}
 {{- end }}
 {{- end }}

@@ -1,0 +1,243 @@
+//! Matchmaking across the cluster. Tickets live in the shared store, one per account
+//! (`store::MatchQueue`); every node runs a formation loop that atomically takes the
+//! first players of each queue into a forming match recorded with the node's id, and
+//! tries once to get it a game server (`allocate`, beside the loop):
+//! - a server: each player gets `match_found` (with a signed join ticket) on whichever
+//!   node holds it, and again on a new session while the match is joinable;
+//! - none: the players go back to their places for the next round, until the match's
+//!   `ALLOCATION_ATTEMPTS`-th try, which ends in `match_error`;
+//! - the forming node dies: the next round on any node puts the players back.
+//!
+//! A connection that goes away releases its ticket through `Session::end`; a game
+//! server ends its match through `POST /matches/<id>/end` (`http.rs`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_tungstenite::tungstenite::Message;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+mod allocate;
+pub mod ticket;
+
+pub use allocate::ALLOCATORS;
+pub use ticket::{ticket_command, TicketArgs};
+
+use allocate::{Allocate, Failure, Request, Server};
+
+use crate::cluster;
+use crate::config::Config;
+use crate::metrics as m;
+use crate::node::Node;
+use crate::outbox::{Outbox, Outgoing};
+use crate::protocol::{MatchFound, Reply};
+use crate::store::{unix_now, BusEvent, FrameTarget, Left, MatchQueue, Ticket};
+
+/// How often each node looks for matches to form.
+const FORM_EVERY: Duration = Duration::from_millis(500);
+/// Matches one node allocates servers for at once; more wait in the queue.
+const MAX_FORMING: usize = 64;
+
+/// This node's part of matchmaking: the configured queues, the server pool, the
+/// ticket keys, and the tickets its connections let go of.
+pub struct Matchmaker {
+    queues: Vec<(String, usize)>,
+    keys: Vec<(String, Vec<u8>)>,
+    allocator: Arc<dyn Allocate>,
+    released: mpsc::UnboundedSender<(String, u64)>,
+    released_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, u64)>>>,
+}
+
+impl Matchmaker {
+    pub fn new(config: &Config, queue: Arc<dyn MatchQueue>) -> Matchmaker {
+        let mut keys = config.match_ticket_keys.0.clone();
+        if keys.is_empty() {
+            keys.push(("node".into(), uuid::Uuid::new_v4().as_bytes().to_vec()));
+        }
+        let (released, rx) = mpsc::unbounded_channel();
+        let allocator = allocate::from_config(config, queue);
+        Matchmaker {
+            queues: config.match_queues.0.clone(),
+            keys,
+            allocator,
+            released,
+            released_rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// The queue a `join_queue` names (`None`: the first configured), if it exists.
+    pub fn queue(&self, name: Option<&str>) -> Option<&str> {
+        match name {
+            None => self.queues.first().map(|(q, _)| q.as_str()),
+            Some(name) => self.queues.iter().find(|(q, _)| q == name).map(|(q, _)| q.as_str()),
+        }
+    }
+
+    /// Connection `conn` of account `account` (lower case) ended with a ticket.
+    pub fn release(&self, account: &str, conn: u64) {
+        let _ = self.released.send((account.to_owned(), conn));
+    }
+}
+
+/// Forms matches every [`FORM_EVERY`] and releases the tickets of ended connections.
+pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
+    let Some(mut released) = node.matchmaker.released_rx.lock().unwrap().take() else {
+        return;
+    };
+    let slots = Arc::new(Semaphore::new(MAX_FORMING));
+    let mut forming = JoinSet::new();
+    let mut tick = tokio::time::interval(FORM_EVERY);
+    loop {
+        tokio::select! {
+            // Matches still forming are put back by the other nodes once this one
+            // is gone.
+            _ = shutdown.cancelled() => return,
+            Some((account, conn)) = released.recv() => {
+                if let Ok(Left::Removed(_)) = node.stores.queue.leave(&account, Some((&node.node_id, conn))).await {
+                    m::ticket_ended("disconnected", 1);
+                }
+            }
+            Some(_) = forming.join_next() => {}
+            _ = tick.tick() => {
+                for (queue, size) in node.matchmaker.queues.clone() {
+                    while let Ok(permit) = slots.clone().try_acquire_owned() {
+                        let Some(taken) = form(&node, &queue, size).await else { break };
+                        let node = node.clone();
+                        forming.spawn(async move {
+                            start(&node, taken).await;
+                            drop(permit);
+                        });
+                    }
+                    if let Ok(length) = node.stores.queue.length(&queue).await {
+                        m::queue_length(&queue, length);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A match taken from `queue`: its id and players.
+struct Formed {
+    match_id: String,
+    tickets: Vec<Ticket>,
+}
+
+/// Takes one match's players from `queue`, if there are enough.
+async fn form(node: &Node, queue: &str, size: usize) -> Option<Formed> {
+    let match_id = uuid::Uuid::new_v4().to_string();
+    let ttl = node.config.match_ticket_ttl_secs;
+    let gone = node.view.gone_nodes();
+    let taken = node.stores.queue.take(queue, size, &match_id, &node.node_id, ttl, &gone).await.ok()?;
+    m::ticket_ended("node_died", taken.dropped);
+    m::put_back(taken.put_back);
+    if taken.tickets.is_empty() {
+        return None;
+    }
+    let tries = taken.tickets.iter().map(|t| t.tries).max().unwrap_or(0);
+    tracing::info!(%match_id, queue, players = taken.tickets.len(), tries, "match formed");
+    if tries == 0 {
+        let now_ms = (unix_now() * 1000) as u64;
+        let waits = taken.tickets.iter().map(|t| Duration::from_millis(now_ms.saturating_sub(t.joined_ms)));
+        m::match_formed(queue, waits);
+        m::ticket_ended("matched", taken.tickets.len() as u64);
+    }
+    Some(Formed { match_id, tickets: taken.tickets })
+}
+
+/// One try at a game server for a formed match; then `match_found` to its players,
+/// or its players back at their places for another try, or `match_error` after the
+/// last one.
+async fn start(node: &Node, formed: Formed) {
+    let Formed { match_id, tickets } = formed;
+    let allocator = &node.matchmaker.allocator;
+    let request = Request {
+        match_id: &match_id,
+        queue: tickets.first().map_or("", |t| t.queue.as_str()),
+        players: tickets.iter().map(|t| t.username.as_str()).collect(),
+    };
+    let started = std::time::Instant::now();
+    let result = allocator.allocate(&request).await;
+    m::allocation(allocator.name(), result.as_ref().map_or_else(Failure::result, |_| "ok"), started.elapsed());
+    let queue = &node.stores.queue;
+    match result {
+        Ok(server) => announce(node, &match_id, &tickets, &server).await,
+        Err(e) => {
+            let tries = tickets.iter().map(|t| t.tries).max().unwrap_or(0) + 1;
+            tracing::warn!(%match_id, tries, error = %e, "no game server");
+            if tries < node.config.allocation_attempts {
+                if let Ok(back) = queue.put_back(&match_id).await {
+                    m::put_back(back);
+                }
+                return;
+            }
+            let _ = queue.abandon(&match_id).await;
+            let text = Reply::MatchError { message: "Failed to start game server".into() }.to_json();
+            for ticket in &tickets {
+                send(node, ticket, text.clone()).await;
+            }
+        }
+    }
+}
+
+/// Records the started match (for players who reconnect, and for its end) and sends
+/// each player its `match_found`, unless the match stopped forming meanwhile.
+async fn announce(node: &Node, match_id: &str, tickets: &[Ticket], server: &Server) {
+    let players: Vec<String> = tickets.iter().map(|t| t.username.clone()).collect();
+    let ttl = node.config.match_ticket_ttl_secs;
+    let expires_at = unix_now() + ttl as i64;
+    let frames: Vec<(String, String)> = tickets
+        .iter()
+        .map(|ticket| {
+            let found = MatchFound {
+                match_id: match_id.to_owned(),
+                players: players.clone(),
+                host: server.host.clone(),
+                port: server.port,
+                container_id: server.server_id.clone(),
+                ticket: ticket::sign(
+                    &node.matchmaker.keys[0],
+                    match_id,
+                    &ticket.username,
+                    &server.server_id,
+                    expires_at,
+                ),
+            };
+            (ticket.account.clone(), Reply::MatchFound(found).to_json())
+        })
+        .collect();
+    let record_secs = node.config.game_server_lease_secs.max(ttl);
+    match node.stores.queue.start(match_id, &server.server_id, &frames, ttl, record_secs).await {
+        Ok(true) => {}
+        outcome => {
+            // Its players were put back (this node was taken for gone) or the store
+            // failed: another match will seat them; free the server.
+            tracing::warn!(%match_id, ?outcome, "match no longer forming; not announced");
+            let _ = node.stores.queue.end(match_id).await;
+            return;
+        }
+    }
+    for (ticket, (_, frame)) in tickets.iter().zip(frames) {
+        send(node, ticket, frame).await;
+    }
+}
+
+/// Sends a frame to every session of the ticket's account, on the node holding it.
+async fn send(node: &Node, ticket: &Ticket, text: String) {
+    let event = BusEvent::Frame { to: FrameTarget::Account(ticket.account.clone()), text };
+    cluster::send_to_node(node, &ticket.node, &event).await;
+}
+
+/// Sends a session that just authenticated the `match_found` of its account's match,
+/// if one is still joinable. Runs beside the session: the auth reply never waits for it,
+/// and is written first (the handler returns before this can finish).
+pub fn resend_joinable(node: &Node, account: String, outbox: Outbox) {
+    let queue = node.stores.queue.clone();
+    tokio::spawn(async move {
+        if let Ok(Some(frame)) = queue.joinable(&account).await {
+            outbox.offer(Outgoing::Frame(Message::text(frame)));
+        }
+    });
+}
