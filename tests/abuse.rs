@@ -331,8 +331,11 @@ async fn deleting_a_user_ends_its_sessions() {
 
 // 6. Every connection and request is bounded in time and rate ----------------------
 
-/// A client that stops reading while chat piles up in its socket is closed once a
-/// write has waited the ping timeout, even though its queue never fills.
+/// A client that stops reading while chat piles up in its socket is closed within the
+/// ping timeout, even though its queue never fills: by the write that waited that long
+/// once its socket is full ("client too slow"), or, when the socket has room for
+/// everything sent so far, by the pongs it never sends ("ping timeout"). Which comes
+/// first depends on how fast the machine fills the socket; both end the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_within_the_ping_timeout() {
     let cluster = Cluster::new().await;
@@ -348,7 +351,12 @@ async fn a_client_that_stops_reading_is_closed_within_the_ping_timeout() {
         .await;
     let _sleeper = node.player("sleeper").await; // never reads again
     let mut talker = node.player("talker").await;
-    let too_slow = r#"openchampps_connections_closed_total{reason="client too slow"}"#;
+    let closed_for = |text: &str| {
+        ["client too slow", "ping timeout"]
+            .map(|reason| metric(text, &format!(r#"openchampps_connections_closed_total{{reason="{reason}"}}"#)))
+            .iter()
+            .sum::<f64>()
+    };
     let text = "z".repeat(15_000);
     let started = Instant::now();
     // The talker reads its own echoes; the sleeper's socket buffers fill up.
@@ -360,7 +368,7 @@ async fn a_client_that_stops_reading_is_closed_within_the_ping_timeout() {
         for _ in 0..20 {
             talker.recv().await;
         }
-        if metric(&node.metrics_text().await, too_slow) >= 1.0 {
+        if closed_for(&node.metrics_text().await) >= 1.0 {
             closed = true;
             break;
         }
