@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::stores::{error_stats, redis_cli, PrivateRedis, PrivateRedisCluster, PrivateRedisSentinel};
+use common::stores::{error_stats, redis_cli, PrivateRedis, PrivateRedisCluster, PrivateRedisSentinel, TestPki};
 use common::*;
 use serde_json::json;
 
@@ -221,11 +221,11 @@ async fn time_to_recover(
     panic!("nodes did not recover within {limit:?} (failover after {failover:?})");
 }
 
-#[tokio::test]
-async fn sentinel_failover_without_restarting_nodes() {
-    let mut sentinel = PrivateRedisSentinel::start();
+/// Kills the Sentinel set's master under two nodes started with `env` and prints
+/// how long until the sentinels named the replica and the nodes served again.
+async fn sentinel_failover(sentinel: &mut PrivateRedisSentinel, env: &[(&str, &str)], label: &str) {
     let cluster = Cluster::with_stores(&pg_admin_url(), &sentinel.url()).await;
-    let (a, b) = (cluster.node_with(&NODE_ENV).await, cluster.node_with(&NODE_ENV).await);
+    let (a, b) = (cluster.node_with(env).await, cluster.node_with(env).await);
     let (old, replica) = (sentinel.master, sentinel.replica);
     // Everything works before.
     let (_, _) = time_to_recover(&a, &b, Instant::now(), Duration::from_secs(5), || true).await;
@@ -235,10 +235,28 @@ async fn sentinel_failover_without_restarting_nodes() {
     let (recovered, failover) =
         time_to_recover(&a, &b, killed, Duration::from_secs(40), || sentinel.current_master() == Some(replica)).await;
     let failover = failover.expect("never failed over");
-    eprintln!("SENTINEL FAILOVER: master killed; sentinels named the replica after {failover:?}; nodes served again (login, token_auth, chat) after {recovered:?}");
+    eprintln!("{label}: master killed; sentinels named the replica after {failover:?}; nodes served again (login, token_auth, chat) after {recovered:?}");
     assert!(recovered <= failover + Duration::from_secs(10), "recovered {recovered:?} after failover at {failover:?}");
     assert_eq!(sentinel.current_master(), Some(replica));
+}
+
+#[tokio::test]
+async fn sentinel_failover_without_restarting_nodes() {
+    let mut sentinel = PrivateRedisSentinel::start();
+    sentinel_failover(&mut sentinel, &NODE_ENV, "SENTINEL FAILOVER").await;
     assert_clean_error_stats(&sentinel.ports());
+}
+
+/// The same with sentinels, master and replica all TLS-only (`rediss+sentinel://`):
+/// the node asks the sentinels over TLS and reaches each master they name over TLS.
+#[tokio::test]
+async fn sentinel_failover_over_tls() {
+    let pki = TestPki::generate();
+    let mut sentinel = PrivateRedisSentinel::start_tls(&pki);
+    assert!(sentinel.url().starts_with("rediss+sentinel://"));
+    let ca = pki.ca().display().to_string();
+    let env: Vec<(&str, &str)> = NODE_ENV.iter().copied().chain([("REDIS_CA_FILE", ca.as_str())]).collect();
+    sentinel_failover(&mut sentinel, &env, "SENTINEL TLS FAILOVER").await;
 }
 
 /// The port of the master serving `key`'s slot.

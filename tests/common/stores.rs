@@ -714,17 +714,46 @@ pub const SENTINEL_FAILOVER_TIMEOUT_MS: u64 = 5000;
 
 impl PrivateRedisSentinel {
     pub fn start() -> PrivateRedisSentinel {
+        PrivateRedisSentinel::start_inner(None)
+    }
+
+    /// A set that speaks only TLS: clients, replication and the sentinels' own links
+    /// (`tls-replication yes`) all use `pki`'s certificate; clients are not asked for one.
+    pub fn start_tls(pki: &TestPki) -> PrivateRedisSentinel {
+        PrivateRedisSentinel::start_inner(Some(pki))
+    }
+
+    fn start_inner(tls: Option<&TestPki>) -> PrivateRedisSentinel {
         let mut servers = ServerSet::new("rsentinel");
+        // `port P` or its TLS-only form, as `(name, value)` pairs for flags and files alike.
+        let listen = |port: u16| -> Vec<(String, String)> {
+            let mut pairs = vec![("port".to_owned(), port.to_string())];
+            if let Some(pki) = tls {
+                pairs = vec![("port".into(), "0".into()), ("tls-port".into(), port.to_string())];
+                pairs.extend([
+                    ("tls-replication".into(), "yes".into()),
+                    ("tls-auth-clients".into(), "no".into()),
+                    ("tls-cert-file".into(), pki.cert().display().to_string()),
+                    ("tls-key-file".into(), pki.key().display().to_string()),
+                    ("tls-ca-cert-file".into(), pki.ca().display().to_string()),
+                ]);
+            }
+            pairs
+        };
+        if let Some(pki) = tls {
+            servers.cli = vec!["--tls".into(), "--cacert".into(), pki.ca().display().to_string()];
+        }
         let (master, replica) = (free_port(), free_port());
-        let plain = |port: u16| -> Vec<String> {
-            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        let data_server = |port: u16| -> Vec<String> {
+            listen(port)
                 .into_iter()
-                .chain(["--protected-mode", "no", "--daemonize", "no"])
-                .map(String::from)
+                .flat_map(|(name, value)| [format!("--{name}"), value])
+                .chain(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].map(String::from))
+                .chain(["--protected-mode", "no", "--daemonize", "no"].map(String::from))
                 .collect()
         };
-        servers.spawn(master, &plain(master));
-        let mut replica_args = plain(replica);
+        servers.spawn(master, &data_server(master));
+        let mut replica_args = data_server(replica);
         replica_args.extend(["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
         servers.spawn(replica, &replica_args);
         servers.wait_answering();
@@ -732,10 +761,11 @@ impl PrivateRedisSentinel {
         for &port in &sentinels {
             // Sentinel rewrites its configuration file: it must be writable.
             let conf = servers.dir.join(format!("sentinel-{port}.conf"));
+            let listen: String = listen(port).iter().map(|(name, value)| format!("{name} {value}\n")).collect();
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {dir}\n\
+                    "{listen}bind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {dir}\n\
                      sentinel monitor {SENTINEL_MASTER_NAME} 127.0.0.1 {master} 2\n\
                      sentinel down-after-milliseconds {SENTINEL_MASTER_NAME} {SENTINEL_DOWN_AFTER_MS}\n\
                      sentinel failover-timeout {SENTINEL_MASTER_NAME} {SENTINEL_FAILOVER_TIMEOUT_MS}\n\
@@ -750,19 +780,20 @@ impl PrivateRedisSentinel {
         // Ready when each sentinel knows the replica and the two other sentinels, and
         // the replica is in sync.
         wait_until(Duration::from_secs(30), "sentinels", || {
-            sentinels.iter().all(|p| redis_cli(*p, &["INFO", "sentinel"]).contains("status=ok,address=127.0.0.1"))
+            sentinels.iter().all(|p| servers.cli(*p, &["INFO", "sentinel"]).contains("status=ok,address=127.0.0.1"))
                 && sentinels.iter().all(|p| {
-                    let info = redis_cli(*p, &["INFO", "sentinel"]);
+                    let info = servers.cli(*p, &["INFO", "sentinel"]);
                     info.contains(&format!(":{master},slaves=1,sentinels=3"))
                 })
-                && redis_cli(replica, &["INFO", "replication"]).contains("master_link_status:up")
+                && servers.cli(replica, &["INFO", "replication"]).contains("master_link_status:up")
         });
         PrivateRedisSentinel { servers, master, replica, sentinels }
     }
 
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self.sentinels.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        format!("redis+sentinel://{}/{SENTINEL_MASTER_NAME}/0", hosts.join(","))
+        let scheme = if self.servers.cli.is_empty() { "redis" } else { "rediss" };
+        format!("{scheme}+sentinel://{}/{SENTINEL_MASTER_NAME}/0", hosts.join(","))
     }
 
     /// The data servers (master and replica) still running.
@@ -782,7 +813,7 @@ impl PrivateRedisSentinel {
     /// The master the sentinels name now.
     pub fn current_master(&self) -> Option<u16> {
         self.sentinels.iter().find_map(|p| {
-            let out = redis_cli(*p, &["SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER_NAME]);
+            let out = self.servers.cli(*p, &["SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER_NAME]);
             out.lines().nth(1)?.trim().parse().ok()
         })
     }
