@@ -215,6 +215,14 @@ async fn queue_all(players: &mut [(String, Client)]) {
     }
 }
 
+/// Every player's next `match_found` names the game server `container` at `port`.
+async fn all_seated_on(players: &mut [(String, Client)], container: &str, port: u64) {
+    for (_, p) in players.iter_mut() {
+        let found = p.next_of("match_found").await;
+        assert_eq!((&found["payload"]["containerID"], &found["payload"]["port"]), (&json!(container), &json!(port)));
+    }
+}
+
 /// The `openchampps_allocations_total` line for the agones allocator and `result`.
 fn allocations(scrape: &str, result: &str) -> Option<u64> {
     let prefix = format!(r#"openchampps_allocations_total{{allocator="agones",result="{result}"}} "#);
@@ -334,11 +342,7 @@ async fn contention_is_retried() {
     let node = cluster.node_with(&[KEYS, ("ALLOCATOR", "agones"), ("AGONES_ALLOCATOR_URL", &url)]).await;
     let mut players = sign_up(&node, 2).await;
     queue_all(&mut players).await;
-    for (_, p) in &mut players {
-        let found = p.next_of("match_found").await;
-        assert_eq!(found["payload"]["containerID"], "gs-second");
-        assert_eq!(found["payload"]["port"], 7100);
-    }
+    all_seated_on(&mut players, "gs-second", 7100).await;
     assert_eq!(fake.calls(), 2);
     let scrape = node.metrics_text().await;
     assert_eq!((allocations(&scrape, "exhausted"), allocations(&scrape, "ok")), (Some(1), Some(1)), "{scrape}");
@@ -416,11 +420,8 @@ async fn a_slow_allocator_is_a_failed_try() {
     let mut players = sign_up(&node, 2).await;
     queue_all(&mut players).await;
     let started = std::time::Instant::now();
-    for (_, p) in &mut players {
-        let found = p.next_of("match_found").await;
-        assert_eq!(found["payload"]["containerID"], "gs-1", "the second try's server");
-        assert_eq!(found["payload"]["port"], 7201);
-    }
+    // The second try's server.
+    all_seated_on(&mut players, "gs-1", 7201).await;
     assert!(started.elapsed() < Duration::from_secs(4), "did not wait for the slow answer");
     assert_eq!(fake.calls(), 2);
     let scrape = node.metrics_text().await;
@@ -579,11 +580,7 @@ async fn via_kubernetes_over_https_trusting_the_ca_file() {
     let node = kube_node(&cluster, &api, &token, &[("AGONES_CA_FILE", path(&pki.ca()))]).await;
     let mut players = sign_up(&node, 2).await;
     queue_all(&mut players).await;
-    for (_, p) in &mut players {
-        let found = p.next_of("match_found").await;
-        assert_eq!(found["payload"]["containerID"], "gs-k8s-tls");
-        assert_eq!(found["payload"]["port"], 7500);
-    }
+    all_seated_on(&mut players, "gs-k8s-tls", 7500).await;
     let requests = fake.requests.lock().unwrap().clone();
     assert_eq!(requests.len(), 1);
     assert_eq!((requests[0].path.as_str(), requests[0].authorization.as_str()), (KUBE_PATH, "Bearer tls-token"));
@@ -624,11 +621,7 @@ async fn mtls_with_the_right_client_certificate_and_only_with_it() {
     let node = mtls_node(&cluster, &url, (&cert, &key), &pki.ca(), &[]).await;
     let mut players = sign_up(&node, 2).await;
     queue_all(&mut players).await;
-    for (_, p) in &mut players {
-        let found = p.next_of("match_found").await;
-        assert_eq!(found["payload"]["containerID"], "gs-tls");
-        assert_eq!(found["payload"]["port"], 7300);
-    }
+    all_seated_on(&mut players, "gs-tls", 7300).await;
     assert_eq!(fake.calls(), 1);
     assert_eq!(fake.bodies()[0]["namespace"], "default");
 
