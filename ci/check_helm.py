@@ -544,10 +544,12 @@ def main() -> int:
         expect_rejected(chart, "config.allocationAttempts 0", explicit({"config": {"allocationAttempts": 0}}), r"allocationAttempts")
         expect_rejected(chart, "config.matchQueues without a size", explicit({"config": {"matchQueues": "default"}}), r"matchQueues")
         expect_rejected(chart, "matchTicketKeys with a short secret", explicit({"matchTicketKeys": "k1:short"}), r"matchTicketKeys")
+        expect_rejected(chart, "matchTicketKeys with a dot in a key id", explicit({"matchTicketKeys": "k.1:0123456789abcdef"}), r"matchTicketKeys")
         expect_rejected(chart, "matchTicketKeys next to existingSecret", explicit({"existingSecret": "stores", "matchTicketKeys": MATCHMAKING_VALUES["matchTicketKeys"]}), r"matchTicketKeys")
         expect_rejected(chart, "dbMigrationUrl next to existingSecret", explicit({"existingSecret": "stores", "dbMigrationUrl": MATCHMAKING_VALUES["dbMigrationUrl"]}), r"dbMigrationUrl")
         expect_rejected(chart, "gameServerToken next to existingSecret", explicit({"existingSecret": "stores", "gameServerToken": MATCHMAKING_VALUES["gameServerToken"]}), r"gameServerToken")
         expect_rejected(chart, "gameServerToken with a trailing newline", explicit({"gameServerToken": "gst-5f0c9a1e7d3b4a2c8e6f\n"}), r"gameServerToken")
+        expect_rejected(chart, "gameServerToken shorter than 16 characters", explicit({"gameServerToken": "short-token"}), r"gameServerToken")
         expect_rejected(chart, "bad preStopMode", explicit({"lifecycle": {"preStopMode": "shell"}}), r"preStopMode|enum|must be one of")
         # Only rendering can be guarded: helm lint turns fail and required into an INFO
         # log line by design (helm/helm#4221, #9035), so it passes with the bare defaults.

@@ -14,13 +14,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hyper_tungstenite::tungstenite::Message;
+use tokio::sync::Notify;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
 use crate::node::Node;
 use crate::protocol::{ChatLine, Reply};
 use crate::registry::RouteChange;
-use crate::store::{BusEvent, FrameTarget, Route};
+use crate::store::{Beat, BusEvent, FrameTarget, NameLookup, Route};
 
 /// How often a node writes its heartbeat and refreshes its view of the others.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -30,35 +32,34 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct ClusterView {
     others_total: AtomicU64,
-    nodes: RwLock<Nodes>,
-}
-
-#[derive(Default)]
-struct Nodes {
-    live: HashSet<String>,
-    /// Seen alive once and gone since: dead (a node too new to have been seen yet
-    /// is not among them).
-    gone: HashSet<String>,
+    /// The nodes found dead (by any node) lately: what they left behind in the
+    /// directory and the queue is cleaned up by whichever node meets it.
+    gone: RwLock<HashSet<String>>,
+    /// Wakes the directory task when this node's routes must be announced again.
+    reannounce: Notify,
 }
 
 impl ClusterView {
-    fn update(&self, others: Vec<(String, u64)>) {
-        self.others_total.store(others.iter().map(|(_, n)| n).sum(), Ordering::Relaxed);
-        let live: HashSet<String> = others.into_iter().map(|(node, _)| node).collect();
-        let mut nodes = self.nodes.write().unwrap();
-        let gone: Vec<String> = nodes.live.difference(&live).cloned().collect();
-        nodes.gone.extend(gone);
-        nodes.gone.retain(|node| !live.contains(node));
-        nodes.live = live;
+    fn update(&self, beat: Beat) {
+        self.others_total.store(beat.others.iter().map(|(_, n)| n).sum(), Ordering::Relaxed);
+        *self.gone.write().unwrap() = beat.gone.into_iter().collect();
+        if beat.unknown {
+            self.reannounce.notify_one();
+        }
+    }
+
+    /// Redis is unreachable: this node counts alone (and judges nobody dead).
+    fn alone(&self) {
+        self.others_total.store(0, Ordering::Relaxed);
     }
 
     fn is_gone(&self, node_id: &str) -> bool {
-        self.nodes.read().unwrap().gone.contains(node_id)
+        self.gone.read().unwrap().contains(node_id)
     }
 
-    /// The nodes seen alive once and gone since.
+    /// The nodes found dead lately.
     pub fn gone_nodes(&self) -> Vec<String> {
-        self.nodes.read().unwrap().gone.iter().cloned().collect()
+        self.gone.read().unwrap().iter().cloned().collect()
     }
 }
 
@@ -71,28 +72,32 @@ pub async fn publish(node: &Node, event: BusEvent) {
 
 /// Sends a private message to the sessions of account `target`, or, when no account
 /// has that name, to the sessions with that display name: only to the nodes that
-/// hold them.
+/// hold them. Which account a spelling names is PostgreSQL's answer, remembered.
 pub async fn send_private(node: &Node, from: String, account: String, target: String, message: String) {
-    let lower = target.to_lowercase();
-    let (known, account_nodes) = node.stores.directory.account_route(&lower).await.unwrap_or_default();
-    let is_account = match known {
-        Some(is_account) => is_account,
-        None => match node.stores.users.find_user(&target).await {
+    let directory = &node.stores.directory;
+    let (lookup, nodes_of_target) = directory.account_route(&target).await.unwrap_or_default();
+    let named = match lookup {
+        NameLookup::Account(stored) => Some(stored),
+        NameLookup::NoAccount => None,
+        NameLookup::Unknown => match node.stores.users.find_user(&target).await {
             Ok(user) => {
-                let _ = node.stores.directory.remember_account(&lower, user.is_some()).await;
-                user.is_some()
+                let stored = user.map(|u| u.username);
+                let _ = directory.remember_account(&target, stored.as_deref()).await;
+                stored
             }
             // Nobody can tell whether `target` is an account: treat it as one, so a
             // look-alike display name never gets the message.
-            Err(_) => true,
+            Err(_) => Some(target.clone()),
         },
     };
-    let (to, nodes) = if is_account {
-        (Route::Account(lower), account_nodes)
-    } else {
-        let route = Route::DisplayName(target);
-        let nodes = node.stores.directory.nodes(&route).await.unwrap_or_default();
-        (route, nodes)
+    let to = match named {
+        Some(stored) => Route::Account(stored),
+        None => Route::DisplayName(target.clone()),
+    };
+    let nodes = match &to {
+        // Typed as stored: its nodes came with the lookup.
+        Route::Account(stored) if *stored == target => nodes_of_target,
+        _ => directory.nodes(&to).await.unwrap_or_default(),
     };
     let event = BusEvent::Private { from, account, to: to.clone(), message };
     // This node's own sessions are always looked at: the directory may be unreachable.
@@ -118,8 +123,8 @@ pub fn deliver_local(node: &Node, event: &BusEvent) {
             let text = Reply::PrivateChat(chat_line(from, account, message)).to_json();
             m::chat_relayed("private", node.registry.deliver_to(to, &Message::text(text)));
         }
-        BusEvent::Frame { to: FrameTarget::Account(lower), text } => {
-            node.registry.deliver_to(&Route::Account(lower.clone()), &Message::text(text.as_str()));
+        BusEvent::Frame { to: FrameTarget::Account(account), text } => {
+            node.registry.deliver_to(&Route::Account(account.clone()), &Message::text(text.as_str()));
         }
         BusEvent::Frame { to: FrameTarget::Connection(id), text } => {
             node.registry.deliver_to_connection(*id, &Message::text(text.as_str()));
@@ -151,6 +156,8 @@ pub fn player_count(node: &Node) -> u64 {
 /// Removes it on shutdown, so the count drops at once.
 pub async fn run_presence(node: Arc<Node>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    // A late beat is not followed by a burst of catching-up beats.
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_beat = Instant::now();
     loop {
         tokio::select! {
@@ -159,11 +166,11 @@ pub async fn run_presence(node: Arc<Node>, shutdown: CancellationToken) {
         }
         let count = node.registry.authenticated_count();
         match node.stores.presence.beat(&node.node_id, count).await {
-            Ok(others) => {
-                node.view.update(others);
+            Ok(beat) => {
+                node.view.update(beat);
                 last_beat = Instant::now();
             }
-            Err(_) => node.view.update(Vec::new()),
+            Err(_) => node.view.alone(),
         }
         m::heartbeat_age(last_beat.elapsed());
     }
@@ -173,8 +180,10 @@ pub async fn run_presence(node: Arc<Node>, shutdown: CancellationToken) {
 }
 
 /// Keeps the directory told which routes this node holds, in the order they change.
-/// After a failure (Redis down) it announces every route held again once Redis
-/// answers; at shutdown it withdraws them all.
+/// It announces every route held again after a failed write (Redis down), once Redis
+/// answers, and whenever the heartbeat finds this node unknown (Redis lost its data,
+/// or others judged this node dead and dropped its routes); at shutdown it withdraws
+/// them all.
 pub async fn run_directory(node: Arc<Node>, shutdown: CancellationToken) {
     let Some(mut changes) = node.registry.take_route_changes() else {
         return;
@@ -184,14 +193,18 @@ pub async fn run_directory(node: Arc<Node>, shutdown: CancellationToken) {
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
-            change = changes.recv() => match change { Some(change) => change, None => break },
+            _ = node.view.reannounce.notified() => {
+                missed = true;
+                None
+            }
+            change = changes.recv() => match change { Some(change) => Some(change), None => break },
         };
         if missed {
             let routes = node.registry.routes();
             let resent = futures_util::future::join_all(routes.iter().map(|route| directory.join(route, node_id)));
             missed = resent.await.iter().any(Result::is_err);
         }
-        for change in coalesce(first, &mut changes) {
+        for change in first.into_iter().flat_map(|first| coalesce(first, &mut changes)) {
             let applied = match &change {
                 RouteChange::Join(route) => directory.join(route, node_id).await,
                 RouteChange::Leave(route) => directory.leave(route, node_id).await,

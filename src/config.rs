@@ -55,7 +55,8 @@ pub struct Config {
     /// Side address for Prometheus /metrics.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9091", global = true)]
     pub metrics_addr: SocketAddr,
-    /// Name of this node in presence and metrics; default: hostname plus a random suffix.
+    /// Name of this node in logs, presence and metrics; default: the host name. A random
+    /// suffix is added at every start.
     #[arg(long, env = "NODE_ID", global = true)]
     pub node_id: Option<String>,
 
@@ -218,7 +219,7 @@ pub struct Config {
     /// Game servers end their match with `POST /matches/<match_id>/end` on the metrics
     /// port and `Authorization: Bearer <this>`, which frees a static server's lease at
     /// once and stops re-sending its `match_found`. Empty: the endpoint is off and
-    /// leases end when GAME_SERVER_LEASE_SECS pass.
+    /// leases end when GAME_SERVER_LEASE_SECS pass. At least 16 characters.
     #[arg(long, env = "GAME_SERVER_TOKEN", default_value = "", global = true, hide_env_values = true)]
     pub game_server_token: String,
     /// How long a join ticket (and the match it names) stays valid.
@@ -283,11 +284,13 @@ impl Config {
         url
     }
 
+    /// This process's id in presence, the directory and queue tickets: `NODE_ID` (or
+    /// the host name) and a random suffix, so a node restarted under the same name (a
+    /// container restarted in its pod) is a new node, and what the previous process
+    /// left behind (tickets, routes) is cleaned up as a dead node's.
     pub fn node_id(&self) -> String {
-        self.node_id.clone().unwrap_or_else(|| {
-            let host = gethostname::gethostname().to_string_lossy().into_owned();
-            format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
-        })
+        let name = self.node_id.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+        format!("{name}-{:06x}", rand::random::<u32>() & 0xff_ffff)
     }
 
     /// Checks what clap's per-field parsers cannot: relations between fields and
@@ -298,6 +301,11 @@ impl Config {
             .map_err(|e| format!("invalid PostgreSQL URL (DB_CONN/DATABASE_URL): {e}"))?;
         if self.allocator == "command" && self.allocator_command.trim().is_empty() {
             return Err("ALLOCATOR=command needs ALLOCATOR_COMMAND".into());
+        }
+        // The metrics port is often reachable from the whole cluster network: a short
+        // token would be guessed.
+        if !self.game_server_token.is_empty() && self.game_server_token.chars().count() < 16 {
+            return Err("GAME_SERVER_TOKEN must be at least 16 characters (or empty: ending matches off)".into());
         }
         if self.allocator == "agones" {
             self.agones_endpoint()?;
@@ -506,9 +514,12 @@ impl std::str::FromStr for MatchQueues {
                 }
                 Ok((name.to_owned(), size))
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<(String, usize)>, String>>()?;
         if queues.is_empty() {
             return Err("at least one queue is needed".into());
+        }
+        if let Some((name, _)) = queues.iter().enumerate().find_map(|(i, q)| queues[..i].iter().find(|p| p.0 == q.0)) {
+            return Err(format!("queue '{name}' is named twice"));
         }
         Ok(MatchQueues(queues))
     }
@@ -553,13 +564,17 @@ impl std::str::FromStr for TicketKeys {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .map(|k| match k.split_once(':') {
-                Some((kid, secret)) if !kid.is_empty() && secret.len() >= 16 => {
+                // The kid is a field of the dotted ticket: no dot in it.
+                Some((kid, secret)) if !kid.is_empty() && !kid.contains('.') && secret.len() >= 16 => {
                     Ok((kid.to_owned(), secret.as_bytes().to_vec()))
                 }
-                _ => Err("each key is kid:secret with a secret of at least 16 characters".to_owned()),
+                _ => Err("each key is kid:secret, a kid without '.', a secret of at least 16 characters".to_owned()),
             })
-            .collect::<Result<_, String>>()
-            .map(TicketKeys)
+            .collect::<Result<Vec<(String, Vec<u8>)>, String>>()
+            .and_then(|keys| match keys.iter().enumerate().find(|(i, k)| keys[..*i].iter().any(|p| p.0 == k.0)) {
+                Some((_, (kid, _))) => Err(format!("key id '{kid}' is used twice")),
+                None => Ok(TicketKeys(keys)),
+            })
     }
 }
 
@@ -745,5 +760,31 @@ mod redis_url_tests {
             let e = RedisTarget::parse(bad).expect_err(bad);
             assert!(!e.contains('\n'), "{bad}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod matchmaking_settings_tests {
+    use super::{Config, MatchQueues, TicketKeys};
+
+    #[test]
+    fn ambiguous_queues_and_keys_are_refused() {
+        assert!("a:2,b:3".parse::<MatchQueues>().is_ok());
+        assert_eq!("a:2, a:3".parse::<MatchQueues>().unwrap_err(), "queue 'a' is named twice");
+        let secret = "0123456789abcdef";
+        assert!(format!("k1:{secret},k2:{secret}").parse::<TicketKeys>().is_ok());
+        assert_eq!(format!("k1:{secret},k1:x{secret}").parse::<TicketKeys>().unwrap_err(), "key id 'k1' is used twice");
+        assert!(format!("k.1:{secret}").parse::<TicketKeys>().unwrap_err().contains("without '.'"));
+    }
+
+    #[test]
+    fn a_short_game_server_token_is_refused() {
+        let with_token = |token: &str| Config::from_flags(&["--game-server-token", token]).unwrap().validate();
+        assert!(with_token("").is_ok());
+        assert!(with_token("0123456789abcdef").is_ok());
+        assert_eq!(
+            with_token("short").unwrap_err(),
+            "GAME_SERVER_TOKEN must be at least 16 characters (or empty: ending matches off)"
+        );
     }
 }

@@ -14,12 +14,25 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// Buckets resolving 1 ms … 1 s (and a little past it) for latencies.
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5];
 
+/// Buckets resolving 0.1 s … 10 min for waits: a queue's, a game server's allocation.
+const WAIT_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+
 /// Installs the process-wide recorder (idempotent) and returns its handle.
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
+            // A `Full` matcher takes precedence over a `Suffix` one.
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("openchampps_queue_wait_seconds".into()), WAIT_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("openchampps_allocation_duration_seconds".into()),
+                        WAIT_BUCKETS,
+                    )
+                })
                 .expect("static buckets are valid")
                 .build_recorder();
             let handle = recorder.handle();

@@ -78,8 +78,14 @@ pub struct PrivateMessage {
 /// `join_queue` payload (absent, `null` and `{}` mean the default queue).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct QueueChoice {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Absent: the default queue. `null` or any other non-string is a bad message.
+    #[serde(default, deserialize_with = "present_string", skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+}
+
+/// A field that, when present, must be a string (`null` included in what is refused).
+fn present_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
 }
 
 /// Every request a client sends, as a client builds it.

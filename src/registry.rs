@@ -27,7 +27,7 @@ pub struct Peer {
 
 impl Peer {
     fn routes(&self) -> [Route; 2] {
-        [Route::Account(self.account.to_lowercase()), Route::DisplayName(self.display_name.to_string())]
+        [Route::Account(self.account.to_string()), Route::DisplayName(self.display_name.to_string())]
     }
 }
 

@@ -73,7 +73,7 @@ impl Session {
         if fresh {
             self.end(node);
             // A player back on a new connection: its match, if it is still on.
-            crate::matchmaking::resend_joinable(node, auth.username.to_lowercase(), self.outbox.clone());
+            crate::matchmaking::resend_joinable(node, auth.username.clone(), self.outbox.clone());
         }
         let peer = Peer {
             display_name: auth.display_name.clone(),
@@ -97,7 +97,7 @@ impl Session {
         if let Some(auth) = self.auth.take() {
             node.registry.remove(self.id);
             if std::mem::take(&mut self.queued) {
-                node.matchmaker.release(&auth.username.to_lowercase(), self.id);
+                node.matchmaker.release(&auth.username, self.id);
             }
             self.unauthenticated_since = Instant::now();
         }

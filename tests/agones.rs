@@ -32,6 +32,8 @@ enum Answer {
     Allocated(String, u16),
     /// 429 with grpc-gateway's RESOURCE_EXHAUSTED body.
     Exhausted,
+    /// 409 with grpc-gateway's ABORTED body: another allocation won the GameServer.
+    Contention,
     /// The inner answer, after a pause.
     After(Duration, Box<Answer>),
     /// 201 with a GameServerAllocation (the Kubernetes API) in `status.state` Allocated,
@@ -155,6 +157,10 @@ where
                 Answer::Exhausted => {
                     (429, json!({"code": 8, "message": "there is no available GameServer to allocate", "details": []}))
                 }
+                Answer::Contention => (
+                    409,
+                    json!({"code": 10, "message": "error updating allocated gameserver: conflict", "details": []}),
+                ),
                 Answer::KubeAllocated(name, port) => (
                     201,
                     // What the API server gives back: the object, with Agones' status.
@@ -331,11 +337,12 @@ async fn no_free_game_server_gives_match_error_after_every_attempt() {
     }
 }
 
-/// Another allocation won the last free GameServer (429): the next try gets one.
+/// Another allocation won the GameServer the allocator chose (409, gRPC ABORTED): the
+/// try counts as no server free, and the next try gets one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contention_is_retried() {
     let fake =
-        Fake::plain(|call| if call == 0 { Answer::Exhausted } else { Answer::Allocated("gs-second".into(), 7100) })
+        Fake::plain(|call| if call == 0 { Answer::Contention } else { Answer::Allocated("gs-second".into(), 7100) })
             .await;
     let cluster = Cluster::new().await;
     let url = fake.url();

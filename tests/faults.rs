@@ -193,6 +193,25 @@ async fn redis_outage_leaves_each_node_working_alone_and_the_cluster_heals_witho
     };
     assert!(counted, "count never became cluster-wide again; last count {last}");
 
+    // The directory of who is where heals too: Redis came back empty, and each node,
+    // finding itself unknown to it, announces the players it holds again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut probe = 0;
+    let healed = loop {
+        probe += 1;
+        let text = format!("private probe {probe}");
+        carol.send(json!({"type": "private_chat", "payload": {"target": bob, "message": text}})).await;
+        if let Some(message) = bob_on_b.next_text(Duration::from_millis(500)).await {
+            if message["type"] == "private_chat" {
+                break true;
+            }
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+    };
+    assert!(healed, "private_chat from node A never reached bob on node B after Redis came back");
+
     for node in [&a, &b] {
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut degraded = metric(&node.metrics_text().await, "openchampps_redis_degraded");

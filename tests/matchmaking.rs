@@ -114,7 +114,7 @@ async fn one_ticket_per_account_and_it_ends_with_leave_or_disconnect() {
         third.request(json!({"type": "join_queue", "payload": {"queue": "nope"}})).await,
         error("Unknown queue", "BAD_QUEUE")
     );
-    for payload in [json!("default"), json!(5), json!({"queue": 5})] {
+    for payload in [json!("default"), json!(5), json!({"queue": 5}), json!({"queue": null})] {
         let reply = third.request(json!({"type": "join_queue", "payload": payload})).await;
         assert_eq!(reply, error("Invalid message format", "BAD_MESSAGE"), "{payload}");
     }
@@ -308,13 +308,16 @@ async fn the_command_allocator_gets_a_server_from_a_program() {
 #[tokio::test]
 async fn the_tickets_of_a_killed_node_are_dropped() {
     let cluster = Cluster::new().await;
-    let mut doomed = cluster.node_with(&[KEYS, SERVERS]).await;
-    let survivor = cluster.node_with(&[KEYS, SERVERS]).await;
+    // The only node dies and comes back under the same NODE_ID (a container restarted
+    // in its pod): no live node ever saw the dead process, and its name lives on.
+    let name = unique_name("restarted");
+    let settings = [KEYS, SERVERS, ("NODE_ID", name.as_str())];
+    let mut doomed = cluster.node_with(&settings).await;
     let mut ghost = doomed.client().await;
     ghost.signed_up(&unique_name("ghost")).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // each node has seen the other
     assert_eq!(ghost.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
     doomed.kill();
+    let survivor = cluster.node_with(&settings).await;
     tokio::time::sleep(Duration::from_secs(8)).await; // past the stale time
     let mut alive = survivor.client().await;
     alive.signed_up(&unique_name("alive")).await;
@@ -355,4 +358,100 @@ async fn racing_nodes_put_every_player_in_exactly_one_match() {
     }
     assert_eq!(matches.len(), 150, "300 players in pairs make 150 matches");
     assert!(matches.values().all(|m| m.len() == 2));
+}
+
+/// Two accounts whose names Rust's lower-casing would merge (`…xΣ` becomes `…xς`,
+/// the other account's name) while PostgreSQL's `lower()` keeps them apart stay two
+/// players: the twin can neither see nor remove the victim's ticket, nor receive
+/// its private messages or its `match_found` (with the victim's join ticket).
+#[tokio::test]
+async fn a_look_alike_account_never_shares_the_victims_ticket_or_messages() {
+    let cluster = Cluster::new().await;
+    let node = cluster.node_with(&[KEYS, SERVERS]).await;
+    let stem = unique_name("x");
+    let (victim_name, twin_name) = (format!("{stem}xΣ"), format!("{stem}xς"));
+    assert_eq!(victim_name.to_lowercase(), twin_name.to_lowercase());
+    let mut victim = node.client().await;
+    victim.signed_up(&victim_name).await;
+    let mut twin = node.client().await;
+    let reply = twin.register(&twin_name, PASSWORD).await;
+    if reply["type"] != "register_success" {
+        // This database's `lower()` merges them too: one account, nothing to steal.
+        assert_eq!(reply, error("Username already exists", "REGISTRATION_ERROR"));
+        return;
+    }
+
+    // The victim's ticket is the victim's alone.
+    assert_eq!(victim.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    assert_eq!(twin.request(json!({"type": "queue_status"})).await["payload"], json!({"queued": false}));
+    twin.send(json!({"type": "leave_queue"})).await;
+    twin.expect_silence(Duration::from_millis(300)).await;
+    assert_eq!(victim.request(json!({"type": "queue_status"})).await["payload"]["position"], 1);
+
+    // A private message to the victim reaches only the victim.
+    let mut sender = node.player("sender").await;
+    sender.send(json!({"type": "private_chat", "payload": {"target": victim_name, "message": "for you"}})).await;
+    assert_eq!(victim.next_of("private_chat").await["payload"]["message"], "for you");
+    twin.expect_silence(Duration::from_millis(300)).await;
+
+    // The twin joining is a second ticket, not a move of the victim's: the two are
+    // matched with each other, each with a join ticket in its own name.
+    assert_eq!(twin.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    let (for_victim, for_twin) = (victim.next_of("match_found").await, twin.next_of("match_found").await);
+    let secret = &KEYS.1.as_bytes()[3..];
+    assert_eq!(verify_ticket(for_victim["payload"]["ticket"].as_str().unwrap(), secret).unwrap()["sub"], victim_name);
+    assert_eq!(verify_ticket(for_twin["payload"]["ticket"].as_str().unwrap(), secret).unwrap()["sub"], twin_name);
+}
+
+/// A player who reconnects to another node while its match is being allocated gets
+/// `match_found` there: it goes to every node holding the account, not only to the
+/// node that held the ticket.
+#[tokio::test]
+async fn match_found_follows_a_player_who_moved_during_allocation() {
+    let cluster = Cluster::new().await;
+    let dir = TempDir::new("slowalloc");
+    let script = dir.path().join("allocate.sh");
+    std::fs::write(&script, "#!/bin/sh\ncat >/dev/null\nsleep 2\necho '{\"server_id\":\"gs-slow\",\"host\":\"192.0.2.11\",\"port\":7788}'\n")
+        .unwrap();
+    let command = format!("sh {}", script.display());
+    let settings = [KEYS, ("ALLOCATOR", "command"), ("ALLOCATOR_COMMAND", command.as_str())];
+    let (first, second) = (cluster.node_with(&settings).await, cluster.node_with(&settings).await);
+    let (alice, bob) = (unique_name("alice"), unique_name("bob"));
+    let mut a = first.client().await;
+    a.signed_up(&alice).await;
+    let mut b = first.client().await;
+    let token = b.signed_up(&bob).await;
+    a.request(json!({"type": "join_queue"})).await;
+    b.request(json!({"type": "join_queue"})).await;
+    // The match forms within a round (0.5 s); its allocation takes 2 s.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.close().await;
+    let mut b_elsewhere = second.client().await;
+    assert_eq!(b_elsewhere.token_auth(&token).await["type"], "auth_success");
+    let (found_a, found_b) = (a.next_of("match_found").await, b_elsewhere.next_of("match_found").await);
+    assert_eq!(found_b["payload"]["containerID"], "gs-slow");
+    assert_eq!(found_a["payload"]["match_id"], found_b["payload"]["match_id"]);
+}
+
+/// `openchampps ticket verify` checks a join ticket as a game server would.
+#[test]
+fn the_ticket_command_verifies_and_refuses() {
+    let keys = "k1:0123456789abcdef0123456789abcdef";
+    let verify = |ticket: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_openchampps"))
+            .args(["ticket", "verify", ticket])
+            .env_clear()
+            .env("MATCH_TICKET_KEYS", keys)
+            .output()
+            .unwrap()
+    };
+    // The test vector of docs/MATCH_TICKETS.md (valid until 2033).
+    let vector = "v1.k1.eyJleHAiOjIwMDAwMDAwMDAsIm1pZCI6IjExMTExMTExLTIyMjItMzMzMy00NDQ0LTU1NTU1NTU1NTU1NSIsInNydiI6IjIwMy4wLjExMy43OjcwMDEiLCJzdWIiOiJhbGljZSJ9.T-rVoER0dqRmt2YGLqWBvBkA_kCQ7zTVb9RvzH2nrO0";
+    let out = verify(vector);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.starts_with("valid:"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(r#""sub":"alice""#), "{stdout}");
+    let forged = vector.replace(".T-rV", ".U-rV");
+    assert!(!verify(&forged).status.success(), "a forged ticket verified");
+    assert!(!verify("v1.k9.e30.AAAA").status.success(), "a ticket of an unknown key verified");
 }

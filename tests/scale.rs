@@ -28,9 +28,9 @@ async fn reset_stats(redis: &mut redis::aio::MultiplexedConnection) {
 }
 
 /// What a node does by itself every second may run during a measurement: its
-/// heartbeat script (counted as its 6 commands), two matchmaking rounds (a script
+/// heartbeat script (counted as its 8 commands), two matchmaking rounds (a script
 /// and its range, a queue length: 6) and a cache refresh now and then.
-const BACKGROUND_PER_SEC: u64 = 16;
+const BACKGROUND_PER_SEC: u64 = 18;
 
 #[tokio::test]
 async fn count_asks_redis_nothing_and_an_offline_target_costs_no_publish() {
@@ -103,6 +103,48 @@ async fn a_private_message_is_published_only_to_the_node_holding_the_target() {
     let calls = command_calls(&mut redis).await;
     assert_eq!(calls.get("publish").copied(), Some(10), "{calls:?}");
     bystander.expect_silence(Duration::from_millis(300)).await;
+}
+
+/// A node SIGKILLed while holding a player leaves its routes in the directory. Any
+/// node, even one started after the death and so never having seen the dead node
+/// alive, drops them on its first private message to that player instead of
+/// publishing to a node nobody listens for, forever.
+#[tokio::test]
+async fn the_routes_of_a_killed_node_are_dropped_by_nodes_that_never_saw_it() {
+    let private = PrivateRedis::start();
+    let cluster = Cluster::with_stores(&pg_admin_url(), &private.url()).await;
+    let (mut holder, _judge) = (cluster.node().await, cluster.node().await);
+    let jane = unique_name("jane");
+    let mut jane_there = holder.client().await;
+    jane_there.signed_up(&jane).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the route is announced
+    holder.kill();
+    drop(jane_there);
+    // Stale after PRESENCE_STALE_MS (5 s); the surviving node then judges it dead.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+
+    let newcomer = cluster.node().await;
+    let mut sender = newcomer.player("sender").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // its first heartbeats
+    let mut redis = cluster.redis().await;
+    reset_stats(&mut redis).await;
+    for i in 0..10 {
+        sender.send(json!({"type": "private_chat", "payload": {"target": jane, "message": format!("psst {i}")}})).await;
+    }
+    sender.send(json!({"type": "count"})).await;
+    sender.next_of("player_count").await; // the private messages before it were handled
+    let calls = command_calls(&mut redis).await;
+    assert_eq!(calls.get("publish"), None, "published to a dead node: {calls:?}");
+    assert_eq!(calls.get("srem").copied(), Some(1), "the dead node's route dropped once: {calls:?}");
+
+    // Jane back on the new node gets her private messages again.
+    let mut jane_back = newcomer.client().await;
+    jane_back.login(&jane, PASSWORD).await;
+    let third = cluster.node().await;
+    let mut other = third.player("other").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    other.send(json!({"type": "private_chat", "payload": {"target": jane, "message": "welcome back"}})).await;
+    assert_eq!(jane_back.next_of("private_chat").await["payload"]["message"], "welcome back");
 }
 
 /// Connects one client per token, spread over `endpoints`, [`IN_FLIGHT`] at a time,

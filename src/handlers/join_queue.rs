@@ -21,7 +21,7 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     let queue = node.matchmaker.queue(choice.queue.as_deref()).ok_or(Error::UnknownQueue)?;
     let player = session.player();
     let ticket = Ticket {
-        account: player.username.to_lowercase(),
+        account: player.username.clone(),
         username: player.username.clone(),
         queue: queue.to_owned(),
         node: node.node_id.clone(),

@@ -10,7 +10,7 @@ use crate::session::Session;
 use crate::store::Left;
 
 pub async fn apply(node: &Node, session: &mut Session, _payload: Option<&RawValue>) -> Outcome {
-    let account = session.player().username.to_lowercase();
+    let account = session.player().username.clone();
     match node.stores.queue.leave(&account, None).await.map_err(|_| Error::ServerError)? {
         Left::Removed(_) => {
             crate::metrics::ticket_ended("left", 1);

@@ -9,7 +9,7 @@ use crate::protocol::{QueueStatus, Reply};
 use crate::session::Session;
 
 pub async fn apply(node: &Node, session: &mut Session, _payload: Option<&RawValue>) -> Outcome {
-    let account = session.player().username.to_lowercase();
+    let account = session.player().username.clone();
     let status = match node.stores.queue.position(&account).await.map_err(|_| Error::ServerError)? {
         Some((ticket, position)) => QueueStatus {
             queued: true,

@@ -107,7 +107,7 @@ pub async fn create_account(
         Ok(id) => {
             // Private messages to this name now go to the account, never to a
             // look-alike display name.
-            let _ = node.stores.directory.remember_account(&username.to_lowercase(), true).await;
+            let _ = node.stores.directory.remember_account(&username, Some(&username)).await;
             Ok((id, username))
         }
         Err(Conflict::Username) => Err(Error::UsernameTaken),

@@ -33,7 +33,7 @@ use crate::metrics as m;
 use crate::node::Node;
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::{MatchFound, Reply};
-use crate::store::{unix_now, BusEvent, FrameTarget, Left, MatchQueue, Ticket};
+use crate::store::{unix_now, BusEvent, FrameTarget, Left, MatchQueue, Route, Ticket};
 
 /// How often each node looks for matches to form.
 const FORM_EVERY: Duration = Duration::from_millis(500);
@@ -75,7 +75,7 @@ impl Matchmaker {
         }
     }
 
-    /// Connection `conn` of account `account` (lower case) ended with a ticket.
+    /// Connection `conn` of account `account` (its name as stored) ended with a ticket.
     pub fn release(&self, account: &str, conn: u64) {
         let _ = self.released.send((account.to_owned(), conn));
     }
@@ -89,18 +89,20 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_FORMING));
     let mut forming = JoinSet::new();
     let mut tick = tokio::time::interval(FORM_EVERY);
+    // Releases that failed (Redis unreachable): tried again every round until they
+    // hold, so no ticket outlives its connection on a live node.
+    let mut unreleased: Vec<(String, u64)> = Vec::new();
     loop {
         tokio::select! {
             // Matches still forming are put back by the other nodes once this one
             // is gone.
             _ = shutdown.cancelled() => return,
-            Some((account, conn)) = released.recv() => {
-                if let Ok(Left::Removed(_)) = node.stores.queue.leave(&account, Some((&node.node_id, conn))).await {
-                    m::ticket_ended("disconnected", 1);
-                }
-            }
+            Some(ticket) = released.recv() => release(&node, ticket, &mut unreleased).await,
             Some(_) = forming.join_next() => {}
             _ = tick.tick() => {
+                for ticket in std::mem::take(&mut unreleased) {
+                    release(&node, ticket, &mut unreleased).await;
+                }
                 for (queue, size) in node.matchmaker.queues.clone() {
                     while let Ok(permit) = slots.clone().try_acquire_owned() {
                         let Some(taken) = form(&node, &queue, size).await else { break };
@@ -116,6 +118,16 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// Ends the ticket of account `ticket.0` held by this node's connection `ticket.1`,
+/// or keeps it in `unreleased` for the next round when the store fails.
+async fn release(node: &Node, ticket: (String, u64), unreleased: &mut Vec<(String, u64)>) {
+    match node.stores.queue.leave(&ticket.0, Some((&node.node_id, ticket.1))).await {
+        Ok(Left::Removed(_)) => m::ticket_ended("disconnected", 1),
+        Ok(_) => {}
+        Err(_) => unreleased.push(ticket),
     }
 }
 
@@ -224,10 +236,19 @@ async fn announce(node: &Node, match_id: &str, tickets: &[Ticket], server: &Serv
     }
 }
 
-/// Sends a frame to every session of the ticket's account, on the node holding it.
+/// Sends a frame to every session of the ticket's account: on the node that holds the
+/// ticket and on every node the directory says holds the account (the player may
+/// have reconnected elsewhere while the match was forming).
 async fn send(node: &Node, ticket: &Ticket, text: String) {
     let event = BusEvent::Frame { to: FrameTarget::Account(ticket.account.clone()), text };
-    cluster::send_to_node(node, &ticket.node, &event).await;
+    let route = Route::Account(ticket.account.clone());
+    let mut holders = node.stores.directory.nodes(&route).await.unwrap_or_default();
+    if !holders.contains(&ticket.node) {
+        holders.push(ticket.node.clone());
+    }
+    for holder in &holders {
+        cluster::send_to_node(node, holder, &event).await;
+    }
 }
 
 /// Sends a session that just authenticated the `match_found` of its account's match,

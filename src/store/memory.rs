@@ -13,8 +13,8 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    unix_now, Backoff, Bus, BusEvent, CacheLookup, Conflict, Directory, Health, Joined, Left, Limits, MatchQueue,
-    Presence, Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord, UserRecord, UserStore,
+    unix_now, Backoff, Beat, Bus, BusEvent, CacheLookup, Conflict, Directory, Health, Joined, Left, Limits, MatchQueue,
+    NameLookup, Presence, Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord, UserRecord, UserStore,
 };
 use crate::auth::TokenHash;
 
@@ -193,7 +193,7 @@ struct Shared {
     tokens: HashMap<TokenHash, Expiring<Option<TokenRecord>>>,
     sessions: HashMap<TokenHash, Expiring<String>>,
     presence: HashMap<String, u64>,
-    accounts: HashMap<String, bool>,
+    accounts: HashMap<String, NameLookup>,
     routes: HashMap<Route, std::collections::HashSet<String>>,
     counters: HashMap<String, Expiring<u64>>,
     guesses: HashMap<String, Guesses>,
@@ -351,10 +351,12 @@ impl Sessions for MemoryShared {
 
 #[async_trait]
 impl Presence for MemoryShared {
-    async fn beat(&self, node_id: &str, authenticated: usize) -> StoreResult<Vec<(String, u64)>> {
+    /// Nodes sharing one process never die unannounced: nobody is ever gone.
+    async fn beat(&self, node_id: &str, authenticated: usize) -> StoreResult<Beat> {
         let mut inner = self.inner.lock().unwrap();
-        inner.presence.insert(node_id.to_owned(), authenticated as u64);
-        Ok(inner.presence.iter().filter(|(node, _)| *node != node_id).map(|(k, v)| (k.clone(), *v)).collect())
+        let known = inner.presence.insert(node_id.to_owned(), authenticated as u64).is_some();
+        let others = inner.presence.iter().filter(|(node, _)| *node != node_id).map(|(k, v)| (k.clone(), *v));
+        Ok(Beat { others: others.collect(), gone: Vec::new(), unknown: !known })
     }
 
     async fn remove(&self, node_id: &str) -> StoreResult<()> {
@@ -365,14 +367,15 @@ impl Presence for MemoryShared {
 
 #[async_trait]
 impl Directory for MemoryShared {
-    async fn account_route(&self, lower: &str) -> StoreResult<(Option<bool>, Vec<String>)> {
+    async fn account_route(&self, name: &str) -> StoreResult<(NameLookup, Vec<String>)> {
         let inner = self.inner.lock().unwrap();
-        let nodes = inner.routes.get(&Route::Account(lower.to_owned())).map(|n| n.iter().cloned().collect());
-        Ok((inner.accounts.get(lower).copied(), nodes.unwrap_or_default()))
+        let nodes = inner.routes.get(&Route::Account(name.to_owned())).map(|n| n.iter().cloned().collect());
+        Ok((inner.accounts.get(name).cloned().unwrap_or_default(), nodes.unwrap_or_default()))
     }
 
-    async fn remember_account(&self, lower: &str, is_account: bool) -> StoreResult<()> {
-        self.inner.lock().unwrap().accounts.insert(lower.to_owned(), is_account);
+    async fn remember_account(&self, name: &str, account: Option<&str>) -> StoreResult<()> {
+        let lookup = account.map_or(NameLookup::NoAccount, |a| NameLookup::Account(a.to_owned()));
+        self.inner.lock().unwrap().accounts.insert(name.to_owned(), lookup);
         Ok(())
     }
 

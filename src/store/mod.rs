@@ -147,17 +147,35 @@ pub trait Sessions: Send + Sync + 'static {
 /// Which nodes are alive and how many players each holds.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
-    /// Publishes this node's number of authenticated connections as its heartbeat,
-    /// and returns every other node with a fresh heartbeat and its count.
-    async fn beat(&self, node_id: &str, authenticated: usize) -> StoreResult<Vec<(String, u64)>>;
+    /// Publishes this node's number of authenticated connections as its heartbeat:
+    /// what the cluster looks like from there.
+    async fn beat(&self, node_id: &str, authenticated: usize) -> StoreResult<Beat>;
+    /// Withdraws the node at shutdown (it is not counted as dead).
     async fn remove(&self, node_id: &str) -> StoreResult<()>;
 }
+
+/// The answer to a heartbeat.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Beat {
+    /// Every other node with a fresh heartbeat, and its count.
+    pub others: Vec<(String, u64)>,
+    /// The nodes whose heartbeat went stale (dead, as any node judged it) in the last
+    /// [`GONE_KEPT_MS`]; not the ones that withdrew at shutdown.
+    pub gone: Vec<String>,
+    /// This node had no heartbeat on record: its first beat, or the store lost its
+    /// data (a restart without persistence), or others judged it dead. Whatever it
+    /// wrote about itself (its routes in the directory) must be written again.
+    pub unknown: bool,
+}
+
+/// How long a dead node is remembered as such, for cleaning up after it.
+pub const GONE_KEPT_MS: u64 = 3_600_000;
 
 /// Who on a node receives a [`BusEvent::Frame`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FrameTarget {
-    /// Every session of the account with this lower-case name.
+    /// Every session of the account with this name (as stored).
     Account(String),
     /// One connection, by its id on that node.
     Connection(u64),
@@ -168,20 +186,33 @@ pub enum FrameTarget {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Route {
-    /// An account, by its lower-case name.
+    /// An account, by its name exactly as stored. Not lower-cased here: which
+    /// spellings name one account is PostgreSQL's `lower()` to say (its unique index),
+    /// and another lower-casing could make two accounts one route.
     Account(String),
     DisplayName(String),
+}
+
+/// What the directory remembers of a name typed as a private message's target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NameLookup {
+    /// Not remembered: ask PostgreSQL.
+    #[default]
+    Unknown,
+    NoAccount,
+    /// The account's name as stored.
+    Account(String),
 }
 
 /// The cluster's directory of names.
 #[async_trait]
 pub trait Directory: Send + Sync + 'static {
-    /// In one round trip: whether `lower` (a lower-case name) is known to be an
-    /// account's (`None`: not known here, ask PostgreSQL), and the nodes holding its
-    /// account's sessions.
-    async fn account_route(&self, lower: &str) -> StoreResult<(Option<bool>, Vec<String>)>;
-    /// Remembers whether `lower` is an account's name (a registration says yes).
-    async fn remember_account(&self, lower: &str, is_account: bool) -> StoreResult<()>;
+    /// In one round trip: which account `name` (a private message's target, as typed)
+    /// is known to name, and the nodes holding the account stored with exactly that
+    /// spelling (the common case: the sender typed the name as stored).
+    async fn account_route(&self, name: &str) -> StoreResult<(NameLookup, Vec<String>)>;
+    /// Remembers which account `name` names, if any (a registration says: itself).
+    async fn remember_account(&self, name: &str, account: Option<&str>) -> StoreResult<()>;
     /// The nodes holding sessions with this route.
     async fn nodes(&self, route: &Route) -> StoreResult<Vec<String>>;
     async fn join(&self, route: &Route, node_id: &str) -> StoreResult<()>;
@@ -250,7 +281,7 @@ impl Backoff {
 /// A player's place in a matchmaking queue: one per account, cluster-wide.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ticket {
-    /// The account's lower-case name (the ticket's key).
+    /// The account's name as stored (the ticket's key).
     pub account: String,
     /// The account name as stored (what `match_found` lists).
     pub username: String,

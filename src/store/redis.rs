@@ -7,8 +7,12 @@
 //! - `{t:<sha256 hex>}:sess` the session's display name, for the token's lifetime
 //! - `{presence}:beats`      sorted set: node id → last heartbeat (ms, Redis clock)
 //! - `{presence}:counts`     hash: node id → authenticated connections
-//! - `{n:<lower name>}:acct` whether that name is an account's (`1`/`0`, an hour)
-//! - `{n:<lower name>}:nodes` set: the nodes holding that account's sessions
+//! - `{presence}:gone`       sorted set: node id → when its heartbeat was found stale
+//! - `{n:<name>}:acct`       the account a name typed as a private message's target
+//!   names: its stored spelling, or `-` for none (an hour; a minute for none)
+//! - `{n:<account name>}:nodes` set: the nodes holding that account's sessions (the
+//!   name exactly as stored: PostgreSQL's `lower()` alone decides which spellings
+//!   are one account)
 //! - `{d:<display name>}:nodes` set: the nodes holding sessions with that display name
 //! - `{rl:<key>}`            rate-limit counter, per window
 //! - channel `chat`          the chat bus to every node (JSON [`BusEvent`]s)
@@ -40,8 +44,8 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use super::{
-    seconds_until, Backoff, Bus, BusEvent, CacheLookup, Directory, Health, Joined, Left, Limits, MatchQueue, Presence,
-    Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord,
+    seconds_until, Backoff, Beat, Bus, BusEvent, CacheLookup, Directory, Health, Joined, Left, Limits, MatchQueue,
+    NameLookup, Presence, Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord, GONE_KEPT_MS,
 };
 use crate::auth::TokenHash;
 use crate::config::RedisTarget;
@@ -56,19 +60,37 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 /// timeout; one call per this interval probes whether it is back.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 
-/// A node's heartbeat: records its count, drops nodes whose heartbeat is stale, and
-/// returns the others with their counts. ARGV: node id, count, stale after (ms).
+/// A node's heartbeat: records its count and, when its own previous heartbeat is
+/// fresh (it has been beating all along, so its judgement is current), moves the
+/// nodes whose heartbeat is stale to the gone set. A node back from an outage of its
+/// own first beats once more before judging others, who may be coming back too.
+/// Returns whether this node was on record, the counts, and the gone set (trimmed
+/// to its last `GONE_KEPT_MS` and 1,000 nodes whenever it grows). A steady beat is
+/// 7 commands.
+/// KEYS: beats, counts, gone. ARGV: node id, count, stale ms, gone kept ms.
 const BEAT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stale_ms = tonumber(ARGV[3])
+local previous = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
-for _, node in ipairs(stale) do
-  redis.call('ZREM', KEYS[1], node)
-  redis.call('HDEL', KEYS[2], node)
+if previous and now - tonumber(previous) < stale_ms then
+  local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - stale_ms)
+  for _, node in ipairs(stale) do
+    redis.call('ZREM', KEYS[1], node)
+    redis.call('HDEL', KEYS[2], node)
+    redis.call('ZADD', KEYS[3], now, node)
+  end
+  if #stale > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]))
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1001)
+  end
+else
+  -- Back (or new): not gone, whatever others judged.
+  redis.call('ZREM', KEYS[3], ARGV[1])
 end
-return redis.call('HGETALL', KEYS[2])
+return {previous and 1 or 0, redis.call('HGETALL', KEYS[2]), redis.call('ZRANGE', KEYS[3], 0, -1)}
 ";
 
 /// One guess against a key (a hash: `n` guesses so far, `next` = when the next may
@@ -275,13 +297,13 @@ impl RedisStore {
     }
 
     /// An account name's keys: its "is an account" cache entry and its route.
-    fn account_keys(&self, lower: &str) -> (String, String) {
-        (format!("{}{{n:{lower}}}:acct", self.prefix), format!("{}{{n:{lower}}}:nodes", self.prefix))
+    fn account_keys(&self, name: &str) -> (String, String) {
+        (format!("{}{{n:{name}}}:acct", self.prefix), format!("{}{{n:{name}}}:nodes", self.prefix))
     }
 
     fn route_key(&self, route: &Route) -> String {
         match route {
-            Route::Account(lower) => self.account_keys(lower).1,
+            Route::Account(name) => self.account_keys(name).1,
             Route::DisplayName(name) => format!("{}{{d:{name}}}:nodes", self.prefix),
         }
     }
@@ -298,8 +320,9 @@ impl RedisStore {
         (tok, sess)
     }
 
-    fn presence_keys(&self) -> (String, String) {
-        (format!("{}{{presence}}:beats", self.prefix), format!("{}{{presence}}:counts", self.prefix))
+    fn presence_keys(&self) -> (String, String, String) {
+        let key = |name: &str| format!("{}{{presence}}:{name}", self.prefix);
+        (key("beats"), key("counts"), key("gone"))
     }
 
     fn limit_key(&self, key: &str) -> String {
@@ -487,42 +510,56 @@ impl Limits for RedisStore {
 
 #[async_trait]
 impl Presence for RedisStore {
-    async fn beat(&self, node_id: &str, authenticated: usize) -> StoreResult<Vec<(String, u64)>> {
-        let (beats, counts) = self.presence_keys();
+    async fn beat(&self, node_id: &str, authenticated: usize) -> StoreResult<Beat> {
+        let (beats, counts, gone) = self.presence_keys();
         let mut inv = self.beat.key(beats);
-        inv.key(counts).arg(node_id).arg(authenticated).arg(PRESENCE_STALE_MS);
-        let nodes: Vec<(String, u64)> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
-        Ok(nodes.into_iter().filter(|(node, _)| node != node_id).collect())
+        inv.key(counts).key(gone).arg(node_id).arg(authenticated).arg(PRESENCE_STALE_MS).arg(GONE_KEPT_MS);
+        let (known, nodes, gone): (u8, Vec<(String, u64)>, Vec<String>) =
+            self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        let others = nodes.into_iter().filter(|(node, _)| node != node_id).collect();
+        Ok(Beat { others, gone, unknown: known == 0 })
     }
 
     async fn remove(&self, node_id: &str) -> StoreResult<()> {
-        let (beats, counts) = self.presence_keys();
+        let (beats, counts, _) = self.presence_keys();
         let mut pipe = redis::pipe();
         pipe.zrem(beats, node_id).ignore().hdel(counts, node_id).ignore();
         self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
     }
 }
 
-/// How long a name is remembered as an account's, or as nobody's (a registration
-/// overwrites the latter at once).
+/// How long a name is remembered as an account's.
 const ACCOUNT_CACHE_SECS: u64 = 3600;
+/// How long a name is remembered as nobody's: short, since a registration overwrites
+/// only its own spelling at once.
+const NO_ACCOUNT_CACHE_SECS: u64 = 60;
+/// The remembered answer for a name that is no account's (no username is this short).
+const NO_ACCOUNT: &str = "-";
 
 #[async_trait]
 impl Directory for RedisStore {
-    async fn account_route(&self, lower: &str) -> StoreResult<(Option<bool>, Vec<String>)> {
+    async fn account_route(&self, name: &str) -> StoreResult<(NameLookup, Vec<String>)> {
         // Both keys share a hash tag: one pipeline, one round trip, one slot.
-        let (acct, nodes) = self.account_keys(lower);
+        let (acct, nodes) = self.account_keys(name);
         let mut pipe = redis::pipe();
         pipe.get(acct).smembers(nodes);
         let (known, nodes): (Option<String>, Vec<String>) =
             self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
-        Ok((known.map(|v| v == "1"), nodes))
+        let lookup = match known {
+            None => NameLookup::Unknown,
+            Some(v) if v == NO_ACCOUNT => NameLookup::NoAccount,
+            Some(account) => NameLookup::Account(account),
+        };
+        Ok((lookup, nodes))
     }
 
-    async fn remember_account(&self, lower: &str, is_account: bool) -> StoreResult<()> {
-        let (acct, _) = self.account_keys(lower);
-        let value = if is_account { "1" } else { "0" };
-        self.run(|mut c| async move { c.set_ex(acct, value, ACCOUNT_CACHE_SECS).await }).await
+    async fn remember_account(&self, name: &str, account: Option<&str>) -> StoreResult<()> {
+        let (acct, _) = self.account_keys(name);
+        let (value, secs) = match account {
+            Some(account) => (account.to_owned(), ACCOUNT_CACHE_SECS),
+            None => (NO_ACCOUNT.to_owned(), NO_ACCOUNT_CACHE_SECS),
+        };
+        self.run(|mut c| async move { c.set_ex(acct, value, secs).await }).await
     }
 
     async fn nodes(&self, route: &Route) -> StoreResult<Vec<String>> {

@@ -12,7 +12,9 @@
 //! here). Field names are proto3's lowerCamelCase JSON names.
 //!
 //! The allocator answers gRPC `RESOURCE_EXHAUSTED` (code 8; HTTP 429 through the
-//! gateway) when no GameServer is Ready: that is [`Failure::Exhausted`]. Anything else
+//! gateway) when no GameServer is Ready, and `ABORTED` (code 10; HTTP 409) when another
+//! allocation won the GameServer it chose (contention): both are
+//! [`Failure::Exhausted`], no server this try. Anything else
 //! that is not a usable answer, including no answer within AGONES_TIMEOUT_SECS, is
 //! [`Failure::Failed`].
 //!
@@ -54,6 +56,8 @@ const QUOTED: usize = 200;
 const MAX_BODY: usize = 64 * 1024;
 /// gRPC's RESOURCE_EXHAUSTED, as grpc-gateway's error body carries it.
 const RESOURCE_EXHAUSTED: i64 = 8;
+/// gRPC's ABORTED: the allocator lost the GameServer it chose to contention.
+const ABORTED: i64 = 10;
 
 pub struct Agones {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -222,7 +226,8 @@ impl Allocate for Agones {
         }
         let status_error = serde_json::from_slice::<Status>(&body).ok().filter(|s| s.code != 0);
         if status == StatusCode::TOO_MANY_REQUESTS
-            || status_error.as_ref().is_some_and(|s| s.code == RESOURCE_EXHAUSTED)
+            || status == StatusCode::CONFLICT
+            || status_error.as_ref().is_some_and(|s| s.code == RESOURCE_EXHAUSTED || s.code == ABORTED)
         {
             let why = status_error.map(|s| quote(&s.message)).filter(|m| !m.is_empty());
             let why = why.map_or_else(|| "Agones has no GameServer to allocate".into(), |m| format!("Agones: {m}"));

@@ -72,6 +72,11 @@ pub fn from_config(config: &Config, queue: Arc<dyn MatchQueue>) -> Arc<dyn Alloc
         "command" => Arc::new(command::Command::new(&config.allocator_command)),
         // Config::validate checked the same settings before the node started.
         "agones" => Arc::new(agones::Agones::new(config).expect("AGONES_* settings validated at start-up")),
-        _ => Arc::new(static_pool::StaticPool::new(&config.game_servers.0, config.game_server_lease_secs, queue)),
+        _ => {
+            if config.game_servers.0.is_empty() {
+                tracing::warn!("ALLOCATOR=static without GAME_SERVERS: every match will end in match_error");
+            }
+            Arc::new(static_pool::StaticPool::new(&config.game_servers.0, config.game_server_lease_secs, queue))
+        }
     }
 }
