@@ -89,6 +89,10 @@ pub struct Config {
     /// Maximum simultaneous WebSocket connections on this node; beyond it upgrades get 503.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub max_connections: u64,
+    /// Simultaneous WebSocket connections one client address (IPv6: its /64) may hold
+    /// on this node; beyond it upgrades get 429. Players behind one NAT share it. 0: no limit.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256, global = true)]
+    pub max_connections_per_address: u64,
     /// Outgoing messages queued per connection before a slow reader is disconnected (1008).
     #[arg(long, env = "OUTGOING_QUEUE", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub outgoing_queue: u64,

@@ -21,8 +21,10 @@ use crate::config::TrustedProxies;
 use crate::connection::{websocket_config, Connection};
 use crate::error::Error;
 use crate::handlers::register::create_account;
+use crate::metrics as m;
 use crate::node::{Node, Status};
 use crate::protocol::Registration;
+use crate::ratelimit::AddressSlots;
 
 type Body = Full<Bytes>;
 
@@ -34,6 +36,8 @@ pub struct Public {
     pub node: Arc<Node>,
     /// One permit per open WebSocket: caps connections per node.
     pub connections: Arc<Semaphore>,
+    /// Caps the connections one client address holds on this node.
+    pub per_address: Arc<AddressSlots>,
     /// Cancelled at the end of the drain: remaining sockets close with 1001.
     pub going_away: CancellationToken,
     pub next_id: AtomicU64,
@@ -107,10 +111,15 @@ fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Re
     if public.node.status() == Status::Draining {
         return text(StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down");
     }
+    let client_ip = client_ip(peer.ip(), req.headers(), &public.node.config.trusted_proxies);
+    let Some(slot) = public.per_address.take(client_ip) else {
+        m::connection_refused("too many from one address");
+        return text(StatusCode::TOO_MANY_REQUESTS, "Too many connections from this address");
+    };
     let Ok(permit) = public.connections.clone().try_acquire_owned() else {
+        m::connection_refused("node full");
         return text(StatusCode::SERVICE_UNAVAILABLE, "Too many connections");
     };
-    let client_ip = client_ip(peer.ip(), req.headers(), &public.node.config.trusted_proxies);
     let config = websocket_config(&public.node.config);
     let (response, websocket) = match hyper_tungstenite::upgrade(req, Some(config)) {
         Ok(upgrade) => upgrade,
@@ -120,7 +129,7 @@ fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Re
     let node = public.node.clone();
     let going_away = public.going_away.clone();
     tokio::spawn(async move {
-        let _permit = permit;
+        let _held = (permit, slot);
         match websocket.await {
             Ok(ws) => Connection::new(node, ws, id, client_ip).run(going_away).await,
             Err(e) => tracing::debug!(error = %e, "WebSocket handshake failed"),

@@ -109,6 +109,7 @@ fn describe() {
     );
     describe_gauge!("openchampps_redis_degraded", "1 while Redis is unreachable and the node works alone");
     describe_counter!("openchampps_connections_closed_total", "Connections closed by the server, by reason");
+    describe_counter!("openchampps_connections_refused_total", "WebSocket upgrades refused, by reason");
     describe_gauge!("openchampps_build_info", "Build and node identity");
     describe_gauge!("openchampps_queue_length", "Matchmaking tickets waiting, by queue");
     describe_counter!("openchampps_matches_formed_total", "Matches formed by this node, by queue");
@@ -143,11 +144,22 @@ pub fn connection_killed(reason: &'static str) {
     counter!("openchampps_connections_closed_total", "reason" => reason).increment(1);
 }
 
-/// Exports the close reasons at 0 before any connection closes.
+/// Exports the close and refusal reasons at 0 before any connection closes.
 pub fn register_close_reasons(reasons: impl IntoIterator<Item = &'static str>) {
     for reason in reasons {
         counter!("openchampps_connections_closed_total", "reason" => reason).increment(0);
     }
+    for reason in REFUSALS {
+        counter!("openchampps_connections_refused_total", "reason" => reason).increment(0);
+    }
+}
+
+/// Why an upgrade was refused: the node holds MAX_CONNECTIONS, or the address holds
+/// MAX_CONNECTIONS_PER_ADDRESS.
+const REFUSALS: [&str; 2] = ["node full", "too many from one address"];
+
+pub fn connection_refused(reason: &'static str) {
+    counter!("openchampps_connections_refused_total", "reason" => reason).increment(1);
 }
 
 pub fn authenticated_connections(n: usize) {

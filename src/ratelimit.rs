@@ -2,6 +2,8 @@
 //! - login guesses, throttled per (account, client address) with backoff and capped
 //!   per account cluster-wide; counted before the password is checked;
 //! - registrations per client address, cluster-wide;
+//! - connections per client address on this node, so one address cannot take all of
+//!   a node's connections (and descriptors) from everyone else;
 //! - token buckets in this node's memory for a connection's messages and an
 //!   account's chat.
 //!
@@ -150,6 +152,49 @@ impl ChatLimiter {
     /// Forgets accounts whose bucket has refilled: they are as new.
     pub fn forget_idle(&self) {
         self.buckets.lock().unwrap().retain(|_, bucket| !bucket.is_full());
+    }
+}
+
+/// The connections each client address (by [`address_key`]) holds on this node, up
+/// to a limit (`MAX_CONNECTIONS_PER_ADDRESS`; 0: none).
+pub struct AddressSlots {
+    limit: u64,
+    held: Mutex<HashMap<String, u64>>,
+}
+
+/// One connection's place in [`AddressSlots`], given back when dropped.
+pub struct AddressSlot {
+    slots: Arc<AddressSlots>,
+    key: String,
+}
+
+impl AddressSlots {
+    pub fn new(limit: u64) -> Arc<AddressSlots> {
+        Arc::new(AddressSlots { limit, held: Mutex::new(HashMap::new()) })
+    }
+
+    /// A place for one more connection from `ip`; `None` when it holds the limit.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let key = address_key(ip);
+        let mut held = self.held.lock().unwrap();
+        let count = held.entry(key.clone()).or_insert(0);
+        if self.limit != 0 && *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { slots: self.clone(), key })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap();
+        if let Some(count) = held.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.key);
+            }
+        }
     }
 }
 

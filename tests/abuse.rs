@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const TOO_MANY: &str = "Too many attempts, try again later";
 const BAD_CREDENTIALS: &str = "Invalid username or password";
@@ -641,4 +642,57 @@ fn proxies_and_addresses_are_recognised_in_every_spelling() {
     let key = |s: &str| openchampps::ratelimit::address_key(s.parse().unwrap());
     assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:aaaa::2"));
     assert_eq!(key("::ffff:203.0.113.9"), "203.0.113.9");
+}
+
+/// The answer to a WebSocket upgrade the node refuses: status and body.
+async fn refused_upgrade(node: &NodeProc, address: &str) -> (u16, String) {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let mut request = node.ws_url().into_client_request().unwrap();
+    request.headers_mut().append("X-Forwarded-For", address.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(WsError::Http(response)) => {
+            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+            (response.status().as_u16(), body)
+        }
+        other => panic!("upgrade from {address} not refused: {:?}", other.map(|_| ())),
+    }
+}
+
+/// One address cannot take a node's connections (and descriptors) from everyone:
+/// past MAX_CONNECTIONS_PER_ADDRESS it gets 429 while players at other addresses still
+/// connect and log in; the node's own cap answers 503; a closed connection frees its place.
+#[tokio::test]
+async fn one_address_cannot_take_a_nodes_connections() {
+    let cluster = Cluster::new().await;
+    let limits = [BEHIND_PROXY, ("MAX_CONNECTIONS_PER_ADDRESS", "3"), ("MAX_CONNECTIONS", "7")];
+    let node = cluster.node_with(&limits).await;
+    let attacker = "203.0.113.66";
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(from(&node, attacker).await);
+    }
+    assert_eq!(refused_upgrade(&node, attacker).await, (429, "Too many connections from this address".into()));
+    // IPv6 addresses count by their /64: another address in it is the same subscriber.
+    for i in 1..=3 {
+        held.push(from(&node, &format!("2001:db8:7:7::{i}")).await);
+    }
+    assert_eq!(refused_upgrade(&node, "2001:db8:7:7::99").await.0, 429);
+    let scrape = node.metrics_text().await;
+    let per_address = r#"openchampps_connections_refused_total{reason="too many from one address"}"#;
+    assert_eq!(metric(&scrape, per_address), 2.0, "{scrape}");
+
+    // A player at another address still gets in.
+    let mut innocent = from(&node, "198.51.100.7").await;
+    innocent.signed_up(&unique_name("innocent")).await;
+    // The node is full now (7): everyone gets 503, whatever the address.
+    assert_eq!(refused_upgrade(&node, "198.51.100.8").await, (503, "Too many connections".into()));
+    // A closed connection gives its place back; an innocent player takes it.
+    held.remove(0).close().await;
+    let innocent = eventually(Duration::from_secs(5), || async {
+        let mut request = node.ws_url().into_client_request().unwrap();
+        request.headers_mut().append("X-Forwarded-For", "198.51.100.8".parse().unwrap());
+        tokio_tungstenite::connect_async(request).await.is_ok()
+    })
+    .await;
+    assert!(innocent, "the place of a closed connection never came back");
 }

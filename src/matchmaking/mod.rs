@@ -227,7 +227,7 @@ async fn announce(node: &Node, match_id: &str, tickets: &[Ticket], server: &Serv
             // Its players were put back (this node was taken for gone) or the store
             // failed: another match will seat them; free the server.
             tracing::warn!(%match_id, ?outcome, "match no longer forming; not announced");
-            let _ = node.stores.queue.end(match_id).await;
+            let _ = node.stores.queue.unlease(&server.server_id, match_id).await;
             return;
         }
     }

@@ -633,4 +633,12 @@ impl MatchQueue for MemoryShared {
         inner.leases.insert(server.to_owned(), Expiring::new(match_id.to_owned(), secs));
         Ok(true)
     }
+
+    async fn unlease(&self, server: &str, match_id: &str) -> StoreResult<()> {
+        let mut inner = self.inner.lock().unwrap();
+        if live(&inner.leases, server).is_some_and(|m| m == match_id) {
+            inner.leases.remove(server);
+        }
+        Ok(())
+    }
 }

@@ -386,6 +386,8 @@ pub trait MatchQueue: Send + Sync + 'static {
     async fn length(&self, queue: &str) -> StoreResult<u64>;
     /// Leases game server `server` to `match_id` for `secs`, unless another match holds it.
     async fn lease(&self, server: &str, match_id: &str, secs: u64) -> StoreResult<bool>;
+    /// Frees `server`'s lease if `match_id` holds it (a match that never started).
+    async fn unlease(&self, server: &str, match_id: &str) -> StoreResult<()>;
 }
 
 /// Counters for rate limits that hold across nodes.

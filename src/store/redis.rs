@@ -875,6 +875,12 @@ redis.call('DEL', p .. '{mm}:match:' .. mid)
 return 1
 ";
 
+/// Frees a game server's lease if match ARGV[1] still holds it. KEYS: the lease.
+const MM_UNLEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// The matchmaking scripts, by name.
 struct MmScripts {
     join: Script,
@@ -885,6 +891,7 @@ struct MmScripts {
     abandon: Script,
     start: Script,
     end: Script,
+    unlease: Script,
 }
 
 static MM: std::sync::LazyLock<MmScripts> = std::sync::LazyLock::new(|| MmScripts {
@@ -896,6 +903,7 @@ static MM: std::sync::LazyLock<MmScripts> = std::sync::LazyLock::new(|| MmScript
     abandon: Script::new(MM_ABANDON),
     start: Script::new(MM_START),
     end: Script::new(MM_END),
+    unlease: Script::new(MM_UNLEASE),
 });
 
 fn ticket_from(raw: &str) -> StoreResult<Ticket> {
@@ -1020,5 +1028,11 @@ impl MatchQueue for RedisStore {
         cmd.arg(key).arg(match_id).arg("NX").arg("EX").arg(secs.max(1));
         let set: Option<String> = self.run(|mut c| async move { cmd.query_async(&mut c).await }).await?;
         Ok(set.is_some())
+    }
+
+    async fn unlease(&self, server: &str, match_id: &str) -> StoreResult<()> {
+        let mut inv = MM.unlease.key(self.mm_key(&format!("lease:{server}")));
+        inv.arg(match_id);
+        self.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await.map(drop) }).await
     }
 }
