@@ -533,42 +533,28 @@ async fn via_kubernetes_a_rotated_token_is_used_on_the_next_call() {
 
 // mTLS ----------------------------------------------------------------------------
 
-/// A server configuration with `pki`'s server certificate that requires a client
-/// certificate from `pki`'s CA.
-fn server_config(pki: &TestPki) -> Arc<rustls::ServerConfig> {
+/// A server configuration with `pki`'s server certificate that, with
+/// `client_certs`, requires a client certificate from `pki`'s CA (the allocator
+/// service's mTLS); without, asks for none (the Kubernetes API, where the bearer
+/// token authenticates).
+fn server_config(pki: &TestPki, client_certs: bool) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls::pki_types::CertificateDer::from_pem_file(pki.ca()).unwrap()).unwrap();
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().unwrap();
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let builder = if client_certs {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_file(pki.ca()).unwrap()).unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
     let chain =
         rustls::pki_types::CertificateDer::pem_file_iter(pki.cert()).unwrap().collect::<Result<_, _>>().unwrap();
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.key()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .unwrap();
-    Arc::new(config)
-}
-
-/// A server configuration with `pki`'s server certificate and no client
-/// certificate asked for: the Kubernetes API, where the bearer token authenticates.
-fn server_config_token_only(pki: &TestPki) -> Arc<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain =
-        rustls::pki_types::CertificateDer::pem_file_iter(pki.cert()).unwrap().collect::<Result<_, _>>().unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.key()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    Arc::new(config)
+    Arc::new(builder.with_single_cert(chain, key).unwrap())
 }
 
 /// AGONES_VIA=kubernetes over https: the API server's certificate must chain to
@@ -576,11 +562,9 @@ fn server_config_token_only(pki: &TestPki) -> Arc<rustls::ServerConfig> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn via_kubernetes_over_https_trusting_the_ca_file() {
     let pki = TestPki::generate();
-    let fake = Fake::start(
-        Arc::new(|_| Answer::KubeAllocated("gs-k8s-tls".into(), 7500)),
-        Some(server_config_token_only(&pki)),
-    )
-    .await;
+    let fake =
+        Fake::start(Arc::new(|_| Answer::KubeAllocated("gs-k8s-tls".into(), 7500)), Some(server_config(&pki, false)))
+            .await;
     let (_dir, token) = token_file("tls-token");
     let api = format!("https://{}", fake.addr);
     let cluster = Cluster::new().await;
@@ -621,7 +605,8 @@ async fn mtls_node(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_with_the_right_client_certificate_and_only_with_it() {
     let pki = TestPki::generate();
-    let fake = Fake::start(Arc::new(|_| Answer::Allocated("gs-tls".into(), 7300)), Some(server_config(&pki))).await;
+    let fake =
+        Fake::start(Arc::new(|_| Answer::Allocated("gs-tls".into(), 7300)), Some(server_config(&pki, true))).await;
     let (cert, key) = pki.issue("openchampps", &["openchampps"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
     let url = format!("https://{}", fake.addr);
     let cluster = Cluster::new().await;
