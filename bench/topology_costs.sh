@@ -114,6 +114,7 @@ start_node() {
     LISTEN_ADDR="127.0.0.1:$port" METRICS_ADDR="127.0.0.1:$metrics" \
     SHUTDOWN_DRAIN_SECS=1 NODE_ID="topology-bench" \
     MAX_MESSAGES_PER_SEC=0 CHAT_MESSAGES_PER_SEC=0 REGISTRATIONS_PER_ADDRESS=0 LOGIN_FREE_FAILURES=30 \
+    MAX_CONNECTIONS_PER_ADDRESS=0 \
     "$BIN" >>"$WORK/node-$TOPO.log" 2>&1 &
   NODE_PID=$!
   for _ in $(seq 1 150); do

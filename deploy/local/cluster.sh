@@ -28,7 +28,8 @@
 #                            database already created)
 #   NGINX_BIN                nginx binary to use      (nginx on PATH, else unpacked from Debian's package)
 # Any other node setting (ARGON2_MEMORY_KIB, SHUTDOWN_DRAIN_SECS, RUST_LOG, …) is passed
-# through from the environment to every node.
+# through from the environment to every node. MAX_CONNECTIONS_PER_ADDRESS defaults
+# to 0 (off) here: every local player comes from 127.0.0.1.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -196,6 +197,7 @@ start_node() {
   LISTEN_ADDR="127.0.0.1:$port" \
   METRICS_ADDR="127.0.0.1:$mport" \
   TRUSTED_PROXIES="127.0.0.1/32" \
+  MAX_CONNECTIONS_PER_ADDRESS="${MAX_CONNECTIONS_PER_ADDRESS:-0}" \
     setsid sh -c 'echo $$ >"$1"; shift; exec "$@"' sh "$dir/pid" "$bin" serve \
     </dev/null >>"$dir/node.log" 2>&1 &
   local waited=0
