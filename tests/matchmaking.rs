@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::stores::TempDir;
+use common::stores::{redis_cli, PrivateRedis, TempDir};
 use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -454,4 +454,26 @@ fn the_ticket_command_verifies_and_refuses() {
     let forged = vector.replace(".T-rV", ".U-rV");
     assert!(!verify(&forged).status.success(), "a forged ticket verified");
     assert!(!verify("v1.k9.e30.AAAA").status.success(), "a ticket of an unknown key verified");
+}
+
+/// A ticket whose connection ended while Redis did not answer is released once Redis
+/// answers again: it does not wait in the queue forever for a player who is gone.
+#[tokio::test]
+async fn a_release_that_failed_is_retried() {
+    let redis = PrivateRedis::start();
+    let cluster = Cluster::with_stores(&pg_admin_url(), &redis.url()).await;
+    // Matches of three: the one ticket stays queued.
+    let node = cluster.node_with(&[KEYS, SERVERS, ("MATCH_QUEUES", "default:3")]).await;
+    let mut player = node.client().await;
+    let token = player.signed_up(&unique_name("gone")).await;
+    assert_eq!(player.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    redis_cli(redis.port(), &["CLIENT", "PAUSE", "4000", "ALL"]);
+    player.close().await; // its release times out: Redis does not answer
+    let released = eventually(Duration::from_secs(20), || async {
+        let mut again = node.client().await;
+        again.token_auth(&token).await["type"] == "auth_success"
+            && again.request(json!({"type": "queue_status"})).await["payload"] == json!({"queued": false})
+    })
+    .await;
+    assert!(released, "the ticket of a connection that ended during the pause is still queued");
 }

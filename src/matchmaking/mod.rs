@@ -11,6 +11,7 @@
 //! A connection that goes away releases its ticket through `Session::end`; a game
 //! server ends its match through `POST /matches/<id>/end` (`http.rs`).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,17 +92,25 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(FORM_EVERY);
     // Releases that failed (Redis unreachable): tried again every round until they
     // hold, so no ticket outlives its connection on a live node.
-    let mut unreleased: Vec<(String, u64)> = Vec::new();
+    let mut unreleased: VecDeque<(String, u64)> = VecDeque::new();
     loop {
         tokio::select! {
             // Matches still forming are put back by the other nodes once this one
             // is gone.
             _ = shutdown.cancelled() => return,
-            Some(ticket) = released.recv() => release(&node, ticket, &mut unreleased).await,
+            Some(ticket) = released.recv() => {
+                if !release(&node, &ticket).await {
+                    unreleased.push_back(ticket);
+                }
+            }
             Some(_) = forming.join_next() => {}
             _ = tick.tick() => {
-                for ticket in std::mem::take(&mut unreleased) {
-                    release(&node, ticket, &mut unreleased).await;
+                // Oldest first; the first failure ends the pass (Redis is still away).
+                while let Some(ticket) = unreleased.front() {
+                    if !release(&node, ticket).await {
+                        break;
+                    }
+                    unreleased.pop_front();
                 }
                 for (queue, size) in node.matchmaker.queues.clone() {
                     while let Ok(permit) = slots.clone().try_acquire_owned() {
@@ -121,14 +130,15 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     }
 }
 
-/// Ends the ticket of account `ticket.0` held by this node's connection `ticket.1`,
-/// or keeps it in `unreleased` for the next round when the store fails.
-async fn release(node: &Node, ticket: (String, u64), unreleased: &mut Vec<(String, u64)>) {
+/// Ends the ticket of account `ticket.0` held by this node's connection `ticket.1`;
+/// `false` when the store could not be asked (to be tried again).
+async fn release(node: &Node, ticket: &(String, u64)) -> bool {
     match node.stores.queue.leave(&ticket.0, Some((&node.node_id, ticket.1))).await {
         Ok(Left::Removed(_)) => m::ticket_ended("disconnected", 1),
         Ok(_) => {}
-        Err(_) => unreleased.push(ticket),
+        Err(_) => return false,
     }
+    true
 }
 
 /// A match taken from `queue`: its id and players.
