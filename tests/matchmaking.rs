@@ -477,3 +477,37 @@ async fn a_release_that_failed_is_retried() {
     .await;
     assert!(released, "the ticket of a connection that ended during the pause is still queued");
 }
+
+/// Each ticket counts its own failed tries: a player formed with one whose tries are
+/// nearly used up is not sent `match_error` with it, but goes back for its own tries.
+#[tokio::test]
+async fn a_fresh_player_keeps_its_own_tries_when_formed_with_a_retried_one() {
+    let cluster = Cluster::new().await;
+    let dir = TempDir::new("failalloc");
+    let script = dir.path().join("allocate.sh");
+    std::fs::write(&script, "#!/bin/sh\ncat >/dev/null\nsleep 1\nexit 1\n").unwrap();
+    let command = format!("sh {}", script.display());
+    let settings =
+        [KEYS, ("ALLOCATOR", "command"), ("ALLOCATOR_COMMAND", command.as_str()), ("ALLOCATION_ATTEMPTS", "2")];
+    let node = cluster.node_with(&settings).await;
+    let (mut a, mut b, mut c) = (node.client().await, node.client().await, node.client().await);
+    for (p, stem) in [(&mut a, "a"), (&mut b, "b"), (&mut c, "c")] {
+        p.signed_up(&unique_name(stem)).await;
+    }
+    assert_eq!(a.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    assert_eq!(b.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    // A and B are formed within 0.5 s; their server fails after 1 s. Meanwhile B
+    // leaves for good and C joins: after the failure A (one try used) and C (none) form.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    b.close().await;
+    assert_eq!(c.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    let failed = a.next_of("match_error").await;
+    assert_eq!(failed["payload"]["message"], "Failed to start game server");
+    // A's second try was its last; C's was its first: C is back in the queue.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while c.request(json!({"type": "queue_status"})).await["payload"]["position"] != 1 {
+        assert!(std::time::Instant::now() < deadline, "the fresh player was not put back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.expect_silence(Duration::from_millis(300)).await;
+}

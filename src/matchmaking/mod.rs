@@ -4,8 +4,8 @@
 //! tries once to get it a game server (`allocate`, beside the loop):
 //! - a server: each player gets `match_found` (with a signed join ticket) on whichever
 //!   node holds it, and again on a new session while the match is joinable;
-//! - none: the players go back to their places for the next round, until the match's
-//!   `ALLOCATION_ATTEMPTS`-th try, which ends in `match_error`;
+//! - none: the players go back to their places for the next round, each until its
+//!   own `ALLOCATION_ATTEMPTS`-th failed try, which ends its ticket with `match_error`;
 //! - the forming node dies: the next round on any node puts the players back.
 //!
 //! A connection that goes away releases its ticket through `Session::end`; a game
@@ -158,13 +158,14 @@ async fn form(node: &Node, queue: &str, size: usize) -> Option<Formed> {
     if taken.tickets.is_empty() {
         return None;
     }
-    let tries = taken.tickets.iter().map(|t| t.tries).max().unwrap_or(0);
-    tracing::info!(%match_id, queue, players = taken.tickets.len(), tries, "match formed");
-    if tries == 0 {
+    // Tickets back from a failed try were counted when first matched.
+    let fresh: Vec<&Ticket> = taken.tickets.iter().filter(|t| t.tries == 0).collect();
+    tracing::info!(%match_id, queue, players = taken.tickets.len(), retried = taken.tickets.len() - fresh.len(), "match formed");
+    if !fresh.is_empty() {
         let now_ms = (unix_now() * 1000) as u64;
-        let waits = taken.tickets.iter().map(|t| Duration::from_millis(now_ms.saturating_sub(t.joined_ms)));
+        let waits = fresh.iter().map(|t| Duration::from_millis(now_ms.saturating_sub(t.joined_ms)));
         m::match_formed(queue, waits);
-        m::ticket_ended("matched", taken.tickets.len() as u64);
+        m::ticket_ended("matched", fresh.len() as u64);
     }
     Some(Formed { match_id, tickets: taken.tickets })
 }
@@ -187,17 +188,18 @@ async fn start(node: &Node, formed: Formed) {
     match result {
         Ok(server) => announce(node, &match_id, &tickets, &server).await,
         Err(e) => {
-            let tries = tickets.iter().map(|t| t.tries).max().unwrap_or(0) + 1;
-            tracing::warn!(%match_id, tries, error = %e, "no game server");
-            if tries < node.config.allocation_attempts {
-                if let Ok(back) = queue.put_back(&match_id).await {
-                    m::put_back(back);
-                }
-                return;
+            // Each ticket counts its own tries: a player formed with one retried
+            // before still gets every attempt.
+            let attempts = node.config.allocation_attempts;
+            let (done, again): (Vec<&Ticket>, Vec<&Ticket>) = tickets.iter().partition(|t| t.tries + 1 >= attempts);
+            tracing::warn!(%match_id, out_of_tries = done.len(), error = %e, "no game server");
+            if again.is_empty() {
+                let _ = queue.abandon(&match_id).await;
+            } else if let Ok(back) = queue.put_back(&match_id, attempts).await {
+                m::put_back(back);
             }
-            let _ = queue.abandon(&match_id).await;
             let text = Reply::MatchError { message: "Failed to start game server".into() }.to_json();
-            for ticket in &tickets {
+            for ticket in done {
                 send(node, ticket, text.clone()).await;
             }
         }

@@ -216,7 +216,7 @@ struct Forming {
 impl Shared {
     /// As the Redis script `restore`: puts the forming match's players back at their
     /// places, adding `tries`; returns (put back, lost).
-    fn restore(&mut self, match_id: &str, gone: &[String], tries: u32) -> (u64, u64) {
+    fn restore(&mut self, match_id: &str, gone: &[String], tries: u32, max_tries: Option<u32>) -> (u64, u64) {
         let Some(forming) = self.forming.remove(match_id) else {
             return (0, 0);
         };
@@ -229,6 +229,8 @@ impl Shared {
                 continue;
             } else if gone.contains(&ticket.node) {
                 lost += 1;
+            } else if max_tries.is_some_and(|max| ticket.tries + tries >= max) {
+                continue; // out of tries: the ticket ends here
             } else if !self.tickets.contains_key(&ticket.account) {
                 ticket.tries += tries;
                 self.tickets.insert(ticket.account.clone(), ticket);
@@ -541,7 +543,7 @@ impl MatchQueue for MemoryShared {
         for id in ids {
             let forming = &inner.forming[&id];
             if gone.contains(&forming.node) {
-                let (back, lost) = inner.restore(&id, gone, 0);
+                let (back, lost) = inner.restore(&id, gone, 0, None);
                 (put_back, dropped) = (put_back + back, dropped + lost);
             } else if forming.since.elapsed() > Duration::from_secs(pending_secs) {
                 inner.forming.remove(&id);
@@ -565,8 +567,8 @@ impl MatchQueue for MemoryShared {
         Ok(Taken { tickets, dropped, put_back })
     }
 
-    async fn put_back(&self, match_id: &str) -> StoreResult<u64> {
-        Ok(self.inner.lock().unwrap().restore(match_id, &[], 1).0)
+    async fn put_back(&self, match_id: &str, max_tries: u32) -> StoreResult<u64> {
+        Ok(self.inner.lock().unwrap().restore(match_id, &[], 1, Some(max_tries)).0)
     }
 
     async fn abandon(&self, match_id: &str) -> StoreResult<()> {

@@ -360,8 +360,9 @@ pub trait MatchQueue: Send + Sync + 'static {
     ) -> StoreResult<Taken>;
     /// Puts the players of forming match `match_id` back at their places, counting one
     /// more failed try on each ticket; returns how many went back (not those whose
-    /// connection ended meanwhile).
-    async fn put_back(&self, match_id: &str) -> StoreResult<u64>;
+    /// connection ended meanwhile, nor those whose tickets reach `max_tries`: those
+    /// tickets end here).
+    async fn put_back(&self, match_id: &str, max_tries: u32) -> StoreResult<u64>;
     /// Forming match `match_id` failed for good: its players are free again.
     async fn abandon(&self, match_id: &str) -> StoreResult<()>;
     /// Forming match `match_id` got game server `server`: `frames` (account, its

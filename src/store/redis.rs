@@ -746,7 +746,7 @@ return {old, tostring(rank + 1)}
 /// `gone`, nor those queued again meanwhile), adding `tries` to each ticket, frees
 /// their pending state and deletes the record. Returns (put back, lost).
 const MM_RESTORE: &str = r"
-local function restore(p, mid, gone, tries)
+local function restore(p, mid, gone, tries, max_tries)
   local forming = p .. '{mm}:forming'
   local raw = redis.call('HGET', forming, mid)
   if not raw then return 0, 0 end
@@ -757,6 +757,8 @@ local function restore(p, mid, gone, tries)
     if t.left then
     elseif gone[t.node] then
       lost = lost + 1
+    elseif max_tries and (t.tries or 0) + tries >= max_tries then
+      -- Out of tries: the ticket ends here (its player gets match_error).
     elseif redis.call('HEXISTS', KEYS[1], t.account) == 0 then
       t.tries = (t.tries or 0) + tries
       redis.call('HSET', KEYS[1], t.account, cjson.encode(t))
@@ -823,7 +825,7 @@ return counts
 ";
 
 const MM_PUT_BACK: &str = r"
-local back = restore(ARGV[1], ARGV[2], {}, 1)
+local back = restore(ARGV[1], ARGV[2], {}, 1, tonumber(ARGV[3]))
 return back
 ";
 
@@ -976,9 +978,9 @@ impl MatchQueue for RedisStore {
         Ok(Taken { tickets, dropped: count(0), put_back: count(1) })
     }
 
-    async fn put_back(&self, match_id: &str) -> StoreResult<u64> {
+    async fn put_back(&self, match_id: &str, max_tries: u32) -> StoreResult<u64> {
         let mut inv = MM.put_back.key(self.mm_key("tickets"));
-        inv.arg(&self.prefix).arg(match_id);
+        inv.arg(&self.prefix).arg(match_id).arg(max_tries);
         self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await
     }
 
