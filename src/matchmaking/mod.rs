@@ -184,18 +184,16 @@ async fn start(node: &Node, formed: Formed) {
     let started = std::time::Instant::now();
     let result = allocator.allocate(&request).await;
     m::allocation(allocator.name(), result.as_ref().map_or_else(Failure::result, |_| "ok"), started.elapsed());
-    let queue = &node.stores.queue;
     match result {
         Ok(server) => announce(node, &match_id, &tickets, &server).await,
         Err(e) => {
             // Each ticket counts its own tries: a player formed with one retried
-            // before still gets every attempt.
+            // before still gets every attempt. The put-back ends the tickets out of
+            // tries (all of them, on the match's last try).
             let attempts = node.config.allocation_attempts;
-            let (done, again): (Vec<&Ticket>, Vec<&Ticket>) = tickets.iter().partition(|t| t.tries + 1 >= attempts);
+            let done: Vec<&Ticket> = tickets.iter().filter(|t| t.tries + 1 >= attempts).collect();
             tracing::warn!(%match_id, out_of_tries = done.len(), error = %e, "no game server");
-            if again.is_empty() {
-                let _ = queue.abandon(&match_id).await;
-            } else if let Ok(back) = queue.put_back(&match_id, attempts).await {
+            if let Ok(back) = node.stores.queue.put_back(&match_id, attempts).await {
                 m::put_back(back);
             }
             let text = Reply::MatchError { message: "Failed to start game server".into() }.to_json();

@@ -571,14 +571,6 @@ impl MatchQueue for MemoryShared {
         Ok(self.inner.lock().unwrap().restore(match_id, &[], 1, Some(max_tries)).0)
     }
 
-    async fn abandon(&self, match_id: &str) -> StoreResult<()> {
-        let mut inner = self.inner.lock().unwrap();
-        if let Some(forming) = inner.forming.remove(match_id) {
-            inner.end_pending(match_id, forming.tickets.into_iter().map(|t| t.account));
-        }
-        Ok(())
-    }
-
     async fn start(
         &self,
         match_id: &str,

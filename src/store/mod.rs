@@ -363,8 +363,6 @@ pub trait MatchQueue: Send + Sync + 'static {
     /// connection ended meanwhile, nor those whose tickets reach `max_tries`: those
     /// tickets end here).
     async fn put_back(&self, match_id: &str, max_tries: u32) -> StoreResult<u64>;
-    /// Forming match `match_id` failed for good: its players are free again.
-    async fn abandon(&self, match_id: &str) -> StoreResult<()>;
     /// Forming match `match_id` got game server `server`: `frames` (account, its
     /// `match_found`) are kept for reconnecting players for `joinable_secs` (their
     /// accounts keep a pending match as long), and the

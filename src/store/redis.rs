@@ -741,10 +741,11 @@ if not rank then return {} end
 return {old, tostring(rank + 1)}
 ";
 
-/// Shared by the scripts that end a forming match: `restore(p, match, gone, tries)`
-/// puts its players back at their places (not those that left or whose node is
-/// `gone`, nor those queued again meanwhile), adding `tries` to each ticket, frees
-/// their pending state and deletes the record. Returns (put back, lost).
+/// Shared by the scripts that end a forming match: `restore(p, match, gone, tries,
+/// max_tries)` puts its players back at their places (not those that left or whose
+/// node is `gone`, nor those queued again meanwhile, nor, when `max_tries` is given,
+/// those whose tries reach it: their tickets end), adding `tries` to each ticket,
+/// frees their pending state and deletes the record. Returns (put back, lost).
 const MM_RESTORE: &str = r"
 local function restore(p, mid, gone, tries, max_tries)
   local forming = p .. '{mm}:forming'
@@ -829,19 +830,6 @@ local back = restore(ARGV[1], ARGV[2], {}, 1, tonumber(ARGV[3]))
 return back
 ";
 
-const MM_ABANDON: &str = r"
-local p, mid = ARGV[1], ARGV[2]
-local forming = p .. '{mm}:forming'
-local raw = redis.call('HGET', forming, mid)
-if not raw then return 0 end
-for _, t in ipairs(cjson.decode(raw).tickets) do
-  local pending = p .. '{mm}:pending:' .. t.account
-  if redis.call('GET', pending) == mid then redis.call('DEL', pending) end
-end
-redis.call('HDEL', forming, mid)
-return 1
-";
-
 /// ARGV: prefix, match, server, joinable secs, record secs, then account/frame pairs.
 const MM_START: &str = r"
 local p, mid = ARGV[1], ARGV[2]
@@ -890,7 +878,6 @@ struct MmScripts {
     position: Script,
     take: Script,
     put_back: Script,
-    abandon: Script,
     start: Script,
     end: Script,
     unlease: Script,
@@ -902,7 +889,6 @@ static MM: std::sync::LazyLock<MmScripts> = std::sync::LazyLock::new(|| MmScript
     position: Script::new(MM_POSITION),
     take: Script::new(&format!("{MM_RESTORE}{MM_TAKE}")),
     put_back: Script::new(&format!("{MM_RESTORE}{MM_PUT_BACK}")),
-    abandon: Script::new(MM_ABANDON),
     start: Script::new(MM_START),
     end: Script::new(MM_END),
     unlease: Script::new(MM_UNLEASE),
@@ -982,12 +968,6 @@ impl MatchQueue for RedisStore {
         let mut inv = MM.put_back.key(self.mm_key("tickets"));
         inv.arg(&self.prefix).arg(match_id).arg(max_tries);
         self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await
-    }
-
-    async fn abandon(&self, match_id: &str) -> StoreResult<()> {
-        let mut inv = MM.abandon.key(self.mm_key("tickets"));
-        inv.arg(&self.prefix).arg(match_id);
-        self.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await.map(drop) }).await
     }
 
     async fn start(
