@@ -113,11 +113,11 @@ fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Re
     }
     let client_ip = client_ip(peer.ip(), req.headers(), &public.node.config.trusted_proxies);
     let Some(slot) = public.per_address.take(client_ip) else {
-        m::connection_refused("too many from one address");
+        m::connection_refused(m::Refused::AddressFull);
         return text(StatusCode::TOO_MANY_REQUESTS, "Too many connections from this address");
     };
     let Ok(permit) = public.connections.clone().try_acquire_owned() else {
-        m::connection_refused("node full");
+        m::connection_refused(m::Refused::NodeFull);
         return text(StatusCode::SERVICE_UNAVAILABLE, "Too many connections");
     };
     let config = websocket_config(&public.node.config);

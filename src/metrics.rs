@@ -59,6 +59,9 @@ fn register_fixed_labels() {
     let _ = histogram!("openchampps_hash_duration_seconds");
     gauge!("openchampps_hash_queue_depth").increment(0.0);
     gauge!("openchampps_connections_open").increment(0.0);
+    for why in Refused::ALL {
+        counter!("openchampps_connections_refused_total", "reason" => why.reason()).increment(0);
+    }
     gauge!("openchampps_connections_authenticated").increment(0.0);
     redis_degraded(false);
     for pool in ["postgres", "redis"] {
@@ -144,22 +147,35 @@ pub fn connection_killed(reason: &'static str) {
     counter!("openchampps_connections_closed_total", "reason" => reason).increment(1);
 }
 
-/// Exports the close and refusal reasons at 0 before any connection closes.
+/// Exports the close reasons at 0 before any connection closes.
 pub fn register_close_reasons(reasons: impl IntoIterator<Item = &'static str>) {
     for reason in reasons {
         counter!("openchampps_connections_closed_total", "reason" => reason).increment(0);
     }
-    for reason in REFUSALS {
-        counter!("openchampps_connections_refused_total", "reason" => reason).increment(0);
+}
+
+/// Why a WebSocket upgrade was refused (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The node holds MAX_CONNECTIONS.
+    NodeFull,
+    /// The client's address holds MAX_CONNECTIONS_PER_ADDRESS.
+    AddressFull,
+}
+
+impl Refused {
+    const ALL: [Refused; 2] = [Refused::NodeFull, Refused::AddressFull];
+
+    fn reason(self) -> &'static str {
+        match self {
+            Refused::NodeFull => "node full",
+            Refused::AddressFull => "too many from one address",
+        }
     }
 }
 
-/// Why an upgrade was refused: the node holds MAX_CONNECTIONS, or the address holds
-/// MAX_CONNECTIONS_PER_ADDRESS.
-const REFUSALS: [&str; 2] = ["node full", "too many from one address"];
-
-pub fn connection_refused(reason: &'static str) {
-    counter!("openchampps_connections_refused_total", "reason" => reason).increment(1);
+pub fn connection_refused(why: Refused) {
+    counter!("openchampps_connections_refused_total", "reason" => why.reason()).increment(1);
 }
 
 pub fn authenticated_connections(n: usize) {

@@ -84,13 +84,13 @@ pub async fn run(
     let public_addr = listeners.public.local_addr().map_err(|e| e.to_string())?;
     let metrics_addr = listeners.metrics.local_addr().map_err(|e| e.to_string())?;
     let max_connections = config.max_connections as usize;
-    let config_per_address = config.max_connections_per_address;
+    let per_address = crate::ratelimit::AddressSlots::new(config.max_connections_per_address);
     let drain = Duration::from_secs(config.shutdown_drain_secs);
     let node = Arc::new(Node::new(config, node_id.clone(), stores));
     let public = Arc::new(Public {
         node: node.clone(),
         connections: Arc::new(Semaphore::new(max_connections)),
-        per_address: crate::ratelimit::AddressSlots::new(config_per_address),
+        per_address,
         going_away: CancellationToken::new(),
         next_id: AtomicU64::new(1),
     });
