@@ -38,6 +38,8 @@ BACKGROUND_PIDS=()
 STARTED=$(date +%s)
 
 log() { echo "bench/run.sh: $*" >&2; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 cleanup() {
   local pid
@@ -71,32 +73,9 @@ FD_LIMIT=$(ulimit -n)
 CORES=$(nproc)
 
 # --- node ----------------------------------------------------------------------------
-# The per-connection, chat and registration limits are off: one load-generator
-# connection drives the node at full speed, from one address.
-start_node() {
-  DB_CONN="postgres://postgres@127.0.0.1/$DB" REDIS_KEY_PREFIX="$PREFIX" \
-    LISTEN_ADDR="127.0.0.1:$PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT" \
-    SHUTDOWN_DRAIN_SECS=1 NODE_ID=bench-node \
-    MAX_MESSAGES_PER_SEC=0 CHAT_MESSAGES_PER_SEC=0 REGISTRATIONS_PER_ADDRESS=0 LOGIN_FREE_FAILURES=30 \
-    MAX_CONNECTIONS_PER_ADDRESS=0 \
-    "$BIN" >>"$WORK/node.log" 2>&1 &
-  NODE_PID=$!
-  for _ in $(seq 1 100); do
-    if curl -fs "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1; then return; fi
-    kill -0 "$NODE_PID" 2>/dev/null || { tail -n 20 "$WORK/node.log" >&2; log "the node exited"; exit 1; }
-    sleep 0.2
-  done
-  log "the node did not become ready"; tail -n 20 "$WORK/node.log" >&2; exit 1
-}
-
-stop_node() {
-  if [ -n "$NODE_PID" ] && kill -0 "$NODE_PID" 2>/dev/null; then
-    kill -TERM "$NODE_PID"
-    for _ in $(seq 1 50); do kill -0 "$NODE_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$NODE_PID" 2>/dev/null || true
-    wait "$NODE_PID" 2>/dev/null || true
-  fi
-  NODE_PID=""
+run_node() {
+  start_node "$WORK/node.log" "$PORT" "$METRICS_PORT" \
+    DB_CONN="postgres://postgres@127.0.0.1/$DB" REDIS_KEY_PREFIX="$PREFIX" NODE_ID=bench-node
 }
 
 # --- measurement helpers -----------------------------------------------------------
@@ -149,7 +128,7 @@ redis_get() {
 # --- rounds ----------------------------------------------------------------------------
 # redis-benchmark's GET reads this one key: give it a value, as a cache hit has.
 redis-cli set "key:__rand_int__" x >/dev/null
-start_node
+run_node
 log "node $NODE_PID ready on $URL; $REPS round(s) of ${WARMUP}s warm-up + ${DUR}s per run; work dir $WORK"
 for rep in $(seq 1 "$REPS"); do
   log "round $rep/$REPS"
@@ -175,7 +154,7 @@ for rep in $(seq 1 "$REPS"); do
 
   # Idle connections on a freshly started node: its resident memory before/after.
   stop_node
-  start_node
+  run_node
   node_fds=$(ls "/proc/$NODE_PID/fd" | wc -l)
   # Both processes need one descriptor per connection plus their own; the
   # smaller of the two limits decides how many fit.
@@ -184,7 +163,7 @@ for rep in $(seq 1 "$REPS"); do
   [ "$idle" -gt "$fit" ] && idle=$fit
   lg idle "$rep" --mode idle -c "$idle" -d "$IDLE_HOLD" --connect-concurrency 256
   stop_node
-  start_node
+  run_node
 done
 stop_node
 ELAPSED=$(( $(date +%s) - STARTED ))

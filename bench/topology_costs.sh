@@ -45,18 +45,11 @@ TOPO_DIR=""
 DB=""
 
 log() { echo "bench/topology_costs.sh: $*" >&2; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 psql_admin() { psql -h 127.0.0.1 -U postgres -qAt "$@"; }
 
-stop_node() {
-  if [ -n "$NODE_PID" ] && kill -0 "$NODE_PID" 2>/dev/null; then
-    kill -TERM "$NODE_PID"
-    for _ in $(seq 1 50); do kill -0 "$NODE_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$NODE_PID" 2>/dev/null || true
-    wait "$NODE_PID" 2>/dev/null || true
-  fi
-  NODE_PID=""
-}
 
 stop_topology() {
   stop_node
@@ -108,23 +101,9 @@ if [ -z "${OPS:-}" ]; then
 fi
 
 # --- one topology --------------------------------------------------------------------------
-start_node() {
-  local url=$1 port=$2 metrics=$3
-  DB_CONN="postgres://postgres@127.0.0.1/$DB" REDIS_URL="$url" REDIS_KEY_PREFIX="topo$STAMP:" \
-    LISTEN_ADDR="127.0.0.1:$port" METRICS_ADDR="127.0.0.1:$metrics" \
-    SHUTDOWN_DRAIN_SECS=1 NODE_ID="topology-bench" \
-    MAX_MESSAGES_PER_SEC=0 CHAT_MESSAGES_PER_SEC=0 REGISTRATIONS_PER_ADDRESS=0 LOGIN_FREE_FAILURES=30 \
-    MAX_CONNECTIONS_PER_ADDRESS=0 \
-    "$BIN" >>"$WORK/node-$TOPO.log" 2>&1 &
-  NODE_PID=$!
-  for _ in $(seq 1 150); do
-    if curl -fs "http://127.0.0.1:$port/ready" >/dev/null 2>&1; then return; fi
-    kill -0 "$NODE_PID" 2>/dev/null || { tail -n 20 "$WORK/node-$TOPO.log" >&2; log "the node exited"; exit 1; }
-    sleep 0.2
-  done
-  tail -n 20 "$WORK/node-$TOPO.log" >&2
-  log "the node did not become ready"
-  exit 1
+run_node() {
+  start_node "$WORK/node-$TOPO.log" "$2" "$3" \
+    DB_CONN="postgres://postgres@127.0.0.1/$DB" REDIS_URL="$1" REDIS_KEY_PREFIX="topo$STAMP:" NODE_ID="topology-bench"
 }
 
 for TOPO in $TOPOLOGIES; do
@@ -140,7 +119,7 @@ for TOPO in $TOPOLOGIES; do
   psql_admin -c "CREATE DATABASE \"$DB\"" >/dev/null
   node_port=$(free_port)
   metrics_port=$(free_port)
-  start_node "$url" "$node_port" "$metrics_port"
+  run_node "$url" "$node_port" "$metrics_port"
   node_url="ws://127.0.0.1:$node_port/ws"
   log "$TOPO: node $NODE_PID on $node_url, REDIS_URL=$url, data servers ${data_ports[*]}"
 
