@@ -97,8 +97,10 @@ pub struct Config {
     #[arg(long, env = "OUTGOING_QUEUE", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub outgoing_queue: u64,
 
-    /// Failed logins per (account, client address) before each further guess from
-    /// that address waits: 1 s after the first of them, doubling up to LOGIN_BACKOFF_MAX_SECS.
+    /// Failed logins per (typed name, client network) before each further guess from
+    /// that network waits: 1 s after the first of them, doubling up to
+    /// LOGIN_BACKOFF_MAX_SECS. A network is an IPv4 /24 or an IPv6 /48; whether the
+    /// name is an account's or not makes no difference.
     #[arg(long, env = "LOGIN_FREE_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=30), global = true)]
     pub login_free_failures: u32,
     /// Longest wait between guesses at one account from one address.
@@ -109,10 +111,14 @@ pub struct Config {
     /// lets ten addresses guess, so one player from a fresh address still gets in).
     #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ACCOUNT", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub login_max_failures_per_account: u64,
-    /// The window of the per-account cap, and how long a quiet (account, address)
-    /// pair is remembered after its last failure.
+    /// The window of the per-account cap, and how long a quiet (name, network) pair
+    /// is remembered after its last failure.
     #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub login_failure_window_secs: u64,
+    /// How long a network an account logged in from is remembered (days): a correct
+    /// password from it is never refused by the per-account cap.
+    #[arg(long, env = "LOGIN_KNOWN_NETWORK_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650), global = true)]
+    pub login_known_network_days: u64,
 
     /// Registrations per client address inside REGISTRATION_WINDOW_SECS; past it the
     /// address gets `Too many registrations, try again later`. 0 turns the limit off.
@@ -245,6 +251,11 @@ pub struct Config {
     /// Logins allowed to wait for a hash worker before `Server busy`.
     #[arg(long, env = "HASH_QUEUE", default_value_t = 64, global = true)]
     pub hash_queue: usize,
+    /// Logins and registrations one client address (IPv6: its /64) has in progress
+    /// at once on this node; its further ones wait their turn, and waiting hashes
+    /// are served address by address.
+    #[arg(long, env = "HASH_PLACES_PER_ADDRESS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1024), global = true)]
+    pub hash_places_per_address: u64,
 
     /// Networks (CIDRs, comma-separated) of load balancers whose X-Forwarded-For /
     /// X-Real-IP name the real client address; default none: the socket address counts.

@@ -37,7 +37,8 @@ pub struct Node {
 impl Node {
     pub fn new(config: Config, node_id: String, stores: Stores) -> Node {
         let params = config.argon2_params().expect("validated at start-up");
-        let hasher = HashPool::new(params, config.hash_workers, config.hash_queue);
+        let hasher =
+            HashPool::new(params, config.hash_workers, config.hash_queue, config.hash_places_per_address as usize);
         let logins = LoginThrottle::new(stores.limits.clone(), &config);
         let chat = ChatLimiter::new(&config);
         let matchmaker = Matchmaker::new(&config, stores.queue.clone());

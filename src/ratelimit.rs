@@ -1,6 +1,8 @@
 //! Rate limits, so one player cannot lock others out or flood them:
-//! - login guesses, throttled per (account, client address) with backoff and capped
-//!   per account cluster-wide; counted before the password is checked;
+//! - login guesses, throttled per (typed name, client network) with backoff, whether
+//!   or not the name is an account's, and capped per account cluster-wide except for
+//!   networks the account logged in from before; decided before the password is
+//!   checked, with the guesses still in flight counted until they resolve;
 //! - registrations per client address, cluster-wide;
 //! - connections per client address on this node, so one address cannot take all of
 //!   a node's connections (and descriptors) from everyone else;
@@ -11,12 +13,14 @@
 //! of other accounts' failures.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::store::{Backoff, Limits};
+use crate::store::{Admit, Limits, LoginPolicy, Resolved};
 
 /// The address a limit counts: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64,
 /// the smallest block one subscriber usually holds.
@@ -30,53 +34,87 @@ pub fn address_key(ip: IpAddr) -> String {
     }
 }
 
+/// The network password guesses count against: an IPv4 /24 or an IPv6 /48, the
+/// block one attacker is assumed to hold entirely (an IPv6 site gets a /48; an
+/// attacker hopping through fresh /64s of it gets no fresh budget with each).
+pub fn network_key(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{}/24", Ipv4Addr::new(a, b, c, 0))
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{}/48", Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+    }
+}
+
+/// Whom a password guess is at.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// An account, whatever spelling of its name was typed.
+    Account(i64),
+    /// A typed name no account has: throttled alike, so replies say nothing about
+    /// which names exist.
+    Name(&'a str),
+}
+
+/// How often a guess that must wait for the pair's guesses in flight asks again,
+/// and for how long at most before it is refused.
+const WAIT_STEP: Duration = Duration::from_millis(25);
+const WAIT_LIMIT: Duration = Duration::from_secs(10);
+
 pub struct LoginThrottle {
     limits: Arc<dyn Limits>,
-    backoff: Backoff,
-    per_account: u64,
-    window_secs: u64,
+    policy: LoginPolicy,
 }
 
 /// A guess admitted by [`LoginThrottle::admit`]: report how it went.
 pub struct Guess {
-    pair: String,
-    account: String,
+    subject: String,
+    network: String,
 }
 
 impl LoginThrottle {
     pub fn new(limits: Arc<dyn Limits>, config: &Config) -> LoginThrottle {
-        let backoff = Backoff {
+        let policy = LoginPolicy {
             free: config.login_free_failures,
             base_ms: 1000,
             max_ms: config.login_backoff_max_secs * 1000,
             forget_ms: config.login_failure_window_secs * 1000,
+            per_subject: config.login_max_failures_per_account,
+            window_ms: config.login_failure_window_secs * 1000,
+            known_ms: config.login_known_network_days * 86_400_000,
         };
-        LoginThrottle {
-            limits,
-            backoff,
-            per_account: config.login_max_failures_per_account,
-            window_secs: config.login_failure_window_secs,
+        LoginThrottle { limits, policy }
+    }
+
+    /// Reserves one password check at `subject` from `ip`, or `None` when that pair
+    /// must wait or the subject has reached its cap. While the pair's other guesses
+    /// are being checked, and whether this one is free depends on them, it waits for
+    /// them: a player's concurrent logins with the right password all get in.
+    pub async fn admit(&self, subject: Subject<'_>, ip: IpAddr) -> Option<Guess> {
+        let subject = match subject {
+            Subject::Account(id) => format!("a{id}"),
+            Subject::Name(name) => format!("n{:.32x}", Sha256::digest(name.to_lowercase().as_bytes())),
+        };
+        let guess = Guess { subject, network: network_key(ip) };
+        let give_up = Instant::now() + WAIT_LIMIT;
+        loop {
+            match self.limits.login_admit(&guess.subject, &guess.network, &self.policy).await {
+                // Without any store to count in, a guess is not refused.
+                Ok(Admit::Check) | Err(_) => return Some(guess),
+                Ok(Admit::Refuse) => return None,
+                Ok(Admit::Wait) if Instant::now() >= give_up => return None,
+                Ok(Admit::Wait) => tokio::time::sleep(WAIT_STEP).await,
+            }
         }
     }
 
-    /// Takes a place for one password guess at account `user_id` from `ip`, or `None`
-    /// when that pair must wait or the account has reached its cap.
-    pub async fn admit(&self, user_id: i64, ip: IpAddr) -> Option<Guess> {
-        let account = format!("acct:{user_id}");
-        if self.limits.count(&account).await.unwrap_or(0) >= self.per_account {
-            return None;
-        }
-        let pair = format!("acct:{user_id}:{}", address_key(ip));
-        self.limits.guess(&pair, &self.backoff).await.unwrap_or(true).then_some(Guess { pair, account })
-    }
-
-    pub async fn failed(&self, guess: Guess) {
-        let _ = self.limits.hit(&guess.account, self.window_secs).await;
-    }
-
-    /// A correct password forgives the pair's earlier failures.
-    pub async fn succeeded(&self, guess: Guess) {
-        let _ = self.limits.clear(&guess.pair).await;
+    /// Settles an admitted guess.
+    pub async fn resolved(&self, guess: Guess, how: Resolved) {
+        let _ = self.limits.login_resolved(&guess.subject, &guess.network, how, &self.policy).await;
     }
 }
 
@@ -222,10 +260,28 @@ mod tests {
     }
 
     #[test]
+    fn guesses_count_by_ipv4_slash_24_or_ipv6_slash_48() {
+        let key = |s: &str| network_key(s.parse().unwrap());
+        assert_eq!(key("203.0.113.7"), "203.0.113.0/24");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.0/24");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1::/48");
+        assert_eq!(key("2001:db8:1:ffff::1"), key("2001:db8:1:2::9"));
+        assert_ne!(key("2001:db8:2::1"), key("2001:db8:1::1"));
+    }
+
+    #[test]
     fn backoff_doubles_after_the_free_guesses() {
-        let b = Backoff { free: 5, base_ms: 1000, max_ms: 900_000, forget_ms: 0 };
-        let waits: Vec<u64> = (1..=8).map(|n| b.wait_after(n)).collect();
+        let p = LoginPolicy {
+            free: 5,
+            base_ms: 1000,
+            max_ms: 900_000,
+            forget_ms: 0,
+            per_subject: 300,
+            window_ms: 0,
+            known_ms: 0,
+        };
+        let waits: Vec<u64> = (1..=8).map(|n| p.wait_after(n)).collect();
         assert_eq!(waits, [0, 0, 0, 0, 1000, 2000, 4000, 8000]);
-        assert_eq!(b.wait_after(60), 900_000);
+        assert_eq!(p.wait_after(60), 900_000);
     }
 }

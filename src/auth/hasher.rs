@@ -3,10 +3,16 @@
 //! the async workers) and at most `queue` more wait; past that callers get `Busy`
 //! at once instead of piling up memory and latency.
 //!
+//! The pool is shared fairly between client addresses ([`fair`](super::fair)): a
+//! login first lines up behind its own address's logins in progress
+//! ([`line_up`](HashPool::line_up)), decides its throttles, then takes a place, and
+//! waiting hashes get the workers address by address in turn.
+//!
 //! Stored bcrypt hashes (`$2a$`, `$2b$`, `$2y$`: accounts taken over from the Go
 //! server) verify on the same pool, and a login that verifies one replaces it with
 //! argon2id (`needs_rehash`).
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -14,6 +20,7 @@ use argon2::password_hash::phc::Output;
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::fair::{InProgress, Lines, Workers};
 use crate::metrics as m;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +34,12 @@ pub struct Verified {
     pub needs_rehash: bool,
 }
 
-/// A place in the pool, running or queued. Callers take it before any other work,
-/// so a request that will be refused as busy costs no store round trip either.
+/// A place in the pool, running or queued, taken once every throttle has let the
+/// request through, for the client address it counts against.
 pub struct Admission {
     _place: OwnedSemaphorePermit,
     _registration: Option<OwnedSemaphorePermit>,
+    address: String,
 }
 
 pub struct HashPool {
@@ -40,7 +48,9 @@ pub struct HashPool {
     /// Registrations may hold at most a quarter of the places, so a registration
     /// flood never starves logins.
     registrations: Arc<Semaphore>,
-    running: Arc<Semaphore>,
+    /// Each address's logins and registrations in progress.
+    lines: Arc<Lines>,
+    workers: Arc<Workers>,
 }
 
 struct Inner {
@@ -55,7 +65,8 @@ struct Inner {
 }
 
 impl HashPool {
-    pub fn new(params: Params, workers: usize, queue: usize) -> HashPool {
+    /// `per_address`: logins one client address may have in progress at once.
+    pub fn new(params: Params, workers: usize, queue: usize, per_address: usize) -> HashPool {
         let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let dummy_hash = argon2
@@ -66,21 +77,28 @@ impl HashPool {
             inner: Arc::new(Inner { argon2, params, dummy_hash: RwLock::new(dummy_hash), buffers: Mutex::default() }),
             admitted: Arc::new(Semaphore::new(workers + queue)),
             registrations: Arc::new(Semaphore::new(((workers + queue) / 4).max(1))),
-            running: Arc::new(Semaphore::new(workers)),
+            lines: Lines::new(per_address),
+            workers: Workers::new(workers),
         }
     }
 
+    /// Waits until the client at `ip` has fewer than its share of logins in
+    /// progress; hold the result for the whole login or registration.
+    pub async fn line_up(&self, ip: IpAddr) -> InProgress {
+        self.lines.enter(crate::ratelimit::address_key(ip)).await
+    }
+
     /// Takes a place without waiting; `Busy` when every worker and queue slot is taken.
-    pub fn admit(&self) -> Result<Admission, Busy> {
+    pub fn admit(&self, turn: &InProgress) -> Result<Admission, Busy> {
         let place = self.admitted.clone().try_acquire_owned().map_err(|_| Busy)?;
-        Ok(Admission { _place: place, _registration: None })
+        Ok(Admission { _place: place, _registration: None, address: turn.address().to_owned() })
     }
 
     /// Like [`admit`](Self::admit), within the registrations' share of the pool.
-    pub fn admit_registration(&self) -> Result<Admission, Busy> {
+    pub fn admit_registration(&self, turn: &InProgress) -> Result<Admission, Busy> {
         let registration = self.registrations.clone().try_acquire_owned().map_err(|_| Busy)?;
         let place = self.admitted.clone().try_acquire_owned().map_err(|_| Busy)?;
-        Ok(Admission { _place: place, _registration: Some(registration) })
+        Ok(Admission { _place: place, _registration: Some(registration), address: turn.address().to_owned() })
     }
 
     /// Hashes a new password into a PHC string.
@@ -101,13 +119,15 @@ impl HashPool {
         self.run(place, move |inner| inner.verify(&password, stored.as_deref())).await
     }
 
-    async fn run<R: Send + 'static>(&self, _place: Admission, work: impl FnOnce(&Inner) -> R + Send + 'static) -> R {
+    async fn run<R: Send + 'static>(&self, place: Admission, work: impl FnOnce(&Inner) -> R + Send + 'static) -> R {
         m::hash_queue_depth(1.0);
-        let running = self.running.clone().acquire_owned().await;
+        let worker = self.workers.acquire(&place.address).await;
         m::hash_queue_depth(-1.0);
-        let _running = running.expect("semaphore never closed");
         let inner = self.inner.clone();
+        // The worker and the place go with the hash: a caller that stops waiting
+        // does not free them while the hash still runs.
         tokio::task::spawn_blocking(move || {
+            let _held = (place, worker);
             let start = Instant::now();
             let result = work(&inner);
             m::hash_duration(start.elapsed());
@@ -212,26 +232,33 @@ mod tests {
     use super::*;
 
     fn pool(workers: usize, queue: usize) -> HashPool {
-        HashPool::new(Params::new(1024, 1, 1, None).unwrap(), workers, queue)
+        HashPool::new(Params::new(1024, 1, 1, None).unwrap(), workers, queue, 2)
+    }
+
+    impl HashPool {
+        /// A place for a request from nowhere in particular.
+        async fn place(&self) -> Admission {
+            self.admit(&self.line_up(IpAddr::from([192, 0, 2, 1])).await).unwrap()
+        }
     }
 
     #[tokio::test]
     async fn verifies_what_it_hashed() {
         let pool = pool(1, 1);
-        let phc = pool.hash(pool.admit().unwrap(), "secret1".into()).await;
+        let phc = pool.hash(pool.place().await, "secret1".into()).await;
         assert!(phc.starts_with("$argon2id$"));
-        let ok = pool.verify(pool.admit().unwrap(), "secret1".into(), Some(phc.clone())).await;
+        let ok = pool.verify(pool.place().await, "secret1".into(), Some(phc.clone())).await;
         assert_eq!(ok, Verified { ok: true, needs_rehash: false });
-        assert!(!pool.verify(pool.admit().unwrap(), "wrong!!".into(), Some(phc)).await.ok);
-        assert!(!pool.verify(pool.admit().unwrap(), "secret1".into(), None).await.ok);
+        assert!(!pool.verify(pool.place().await, "wrong!!".into(), Some(phc)).await.ok);
+        assert!(!pool.verify(pool.place().await, "secret1".into(), None).await.ok);
     }
 
     #[tokio::test]
     async fn flags_hashes_made_with_other_parameters() {
         let old_pool = pool(1, 1);
-        let old = old_pool.hash(old_pool.admit().unwrap(), "secret1".into()).await;
-        let new = HashPool::new(Params::new(2048, 1, 1, None).unwrap(), 1, 1);
-        let v = new.verify(new.admit().unwrap(), "secret1".into(), Some(old)).await;
+        let old = old_pool.hash(old_pool.place().await, "secret1".into()).await;
+        let new = HashPool::new(Params::new(2048, 1, 1, None).unwrap(), 1, 1, 2);
+        let v = new.verify(new.place().await, "secret1".into(), Some(old)).await;
         assert_eq!(v, Verified { ok: true, needs_rehash: true });
     }
 
@@ -247,14 +274,14 @@ mod tests {
         for (hash, password) in
             [(BCRYPT_2B, "securePassword123"), (BCRYPT_2A, "oldGoPassword!42"), (&bcrypt_2y, "securePassword123")]
         {
-            let v = pool.verify(pool.admit().unwrap(), password.into(), Some(hash.into())).await;
+            let v = pool.verify(pool.place().await, password.into(), Some(hash.into())).await;
             assert_eq!(v, Verified { ok: true, needs_rehash: true }, "{hash}");
-            let v = pool.verify(pool.admit().unwrap(), "wrongPassword".into(), Some(hash.into())).await;
+            let v = pool.verify(pool.place().await, "wrongPassword".into(), Some(hash.into())).await;
             assert_eq!(v, Verified { ok: false, needs_rehash: false }, "{hash}");
         }
         // `$2x$` (crypt_blowfish's bug-compatible variant) was never made by Go.
         let v = pool
-            .verify(pool.admit().unwrap(), "securePassword123".into(), Some(BCRYPT_2B.replacen("$2b$", "$2x$", 1)))
+            .verify(pool.place().await, "securePassword123".into(), Some(BCRYPT_2B.replacen("$2b$", "$2x$", 1)))
             .await;
         assert!(!v.ok);
     }
@@ -262,16 +289,16 @@ mod tests {
     #[tokio::test]
     async fn unknown_users_cost_a_bcrypt_verification_after_a_bcrypt_account() {
         let pool = pool(1, 1);
-        pool.verify(pool.admit().unwrap(), "wrongPassword".into(), Some(BCRYPT_2B.into())).await;
+        pool.verify(pool.place().await, "wrongPassword".into(), Some(BCRYPT_2B.into())).await;
         assert_eq!(*pool.inner.dummy_hash.read().unwrap(), BCRYPT_2B);
         // The right password of the copied hash still does not let an unknown user in.
-        let v = pool.verify(pool.admit().unwrap(), "securePassword123".into(), None).await;
+        let v = pool.verify(pool.place().await, "securePassword123".into(), None).await;
         assert_eq!(v, Verified { ok: false, needs_rehash: false });
         // A stored hash in no known format is not copied: unknown users keep costing a hash.
-        pool.verify(pool.admit().unwrap(), "whatever1".into(), Some("not-a-hash".into())).await;
+        pool.verify(pool.place().await, "whatever1".into(), Some("not-a-hash".into())).await;
         assert_eq!(*pool.inner.dummy_hash.read().unwrap(), BCRYPT_2B);
-        let phc = pool.hash(pool.admit().unwrap(), "secret1".into()).await;
-        pool.verify(pool.admit().unwrap(), "secret1".into(), Some(phc.clone())).await;
+        let phc = pool.hash(pool.place().await, "secret1".into()).await;
+        pool.verify(pool.place().await, "secret1".into(), Some(phc.clone())).await;
         assert_eq!(*pool.inner.dummy_hash.read().unwrap(), phc);
     }
 
@@ -287,12 +314,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refuses_beyond_the_queue() {
-        let pool = Arc::new(HashPool::new(Params::new(19456, 2, 1, None).unwrap(), 1, 1));
-        let tasks: Vec<_> = (0..8)
-            .map(|_| {
+        let pool = Arc::new(HashPool::new(Params::new(19456, 2, 1, None).unwrap(), 1, 1, 1));
+        let tasks: Vec<_> = (0..8u8)
+            .map(|i| {
                 let pool = pool.clone();
                 tokio::spawn(async move {
-                    let place = pool.admit()?;
+                    let turn = pool.line_up(IpAddr::from([192, 0, 2, i])).await;
+                    let place = pool.admit(&turn)?;
                     Ok::<_, Busy>(pool.hash(place, "secret1".into()).await)
                 })
             })

@@ -1,5 +1,6 @@
 //! Authentication primitives: password hashing on a bounded pool, and tokens.
 
+pub mod fair;
 pub mod hasher;
 pub mod token;
 

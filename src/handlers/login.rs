@@ -1,4 +1,10 @@
 //! `login`: username and password in, a new token out.
+//!
+//! The order is what keeps one client from shutting others out: the login first
+//! lines up behind its own address's logins in progress (a few at a time), then
+//! every throttle is decided, and only a guess that will be checked takes a place in
+//! the hash pool. Known and unknown names take the same steps and get the same
+//! replies.
 
 use serde_json::value::RawValue;
 
@@ -6,7 +12,9 @@ use super::{start_session, store_failed, Outcome};
 use crate::error::Error;
 use crate::node::Node;
 use crate::protocol::{parse_object, Credentials, Reply};
+use crate::ratelimit::Subject;
 use crate::session::Session;
+use crate::store::Resolved;
 
 pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
     let Some(Credentials { username, password }) = parse_object(payload) else {
@@ -16,45 +24,43 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
         return Err(Error::InvalidLoginFormat);
     }
 
-    // A place in the hash pool first: past the queue, `Server busy` at once, before
-    // any Redis or PostgreSQL work.
-    let place = node.hasher.admit().map_err(|_| Error::ServerBusy)?;
-
+    let turn = node.hasher.line_up(session.client_ip).await;
     // A name no account can have (PostgreSQL text cannot hold NUL) is an unknown user.
     let user = if !username.contains('\0') {
         node.stores.users.find_user(&username).await.map_err(|e| store_failed(e, Error::AuthServerError))?
     } else {
         None
     };
-    // Guesses at an account are counted by its id, before the hash is checked, so a
-    // burst of them cannot slip past the limit.
-    let guess = match &user {
-        Some(user) => Some(node.logins.admit(user.id, session.client_ip).await.ok_or(Error::TooManyAttempts)?),
-        None => None,
+    // Guesses are counted by the account, however its name is typed, before the hash
+    // is checked, so a burst of them cannot slip past the limit.
+    let subject = user.as_ref().map_or(Subject::Name(&username), |u| Subject::Account(u.id));
+    let guess = node.logins.admit(subject, session.client_ip).await.ok_or(Error::TooManyAttempts)?;
+    let Ok(place) = node.hasher.admit(&turn) else {
+        node.logins.resolved(guess, Resolved::Unchecked).await;
+        return Err(Error::ServerBusy);
     };
     // An unknown user is verified against a dummy hash: same time, same reply.
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let verified = node.hasher.verify(place, password.clone(), stored).await;
-    let (user, guess) = match (user, guess) {
-        (Some(user), Some(guess)) if verified.ok => (user, guess),
-        (_, guess) => {
-            if let Some(guess) = guess {
-                node.logins.failed(guess).await;
-            }
+    let user = match user {
+        Some(user) if verified.ok => user,
+        _ => {
+            node.logins.resolved(guess, Resolved::Wrong).await;
             return Err(Error::InvalidCredentials);
         }
     };
-    node.logins.succeeded(guess).await;
+    node.logins.resolved(guess, Resolved::Right).await;
 
     if verified.needs_rehash {
         // Best effort: a failure here leaves the old, still valid hash in place.
-        if let Ok(place) = node.hasher.admit() {
+        if let Ok(place) = node.hasher.admit(&turn) {
             let rehashed = node.hasher.hash(place, password).await;
             if let Err(e) = node.stores.users.set_password_hash(user.id, &rehashed).await {
                 tracing::warn!(error = %e, "could not store rehashed password");
             }
         }
     }
+    drop(turn);
 
     let token = start_session(node, session, user.id, &user.username)
         .await

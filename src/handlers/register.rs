@@ -88,9 +88,11 @@ pub async fn create_account(
         return Err(Error::RegistrationRateLimited);
     }
     let failed = |e| store_failed(e, Error::RegistrationFailed);
-    // Registrations have their own share of the hash pool, so they never starve
-    // logins. The contract has no busy text for registration: a server error.
-    let place = node.hasher.admit_registration().map_err(|_| Error::RegistrationFailed)?;
+    // Registrations line up with the address's logins, and have their own share of
+    // the hash pool, so they never starve logins. The contract has no busy text for
+    // registration: a server error.
+    let turn = node.hasher.line_up(client_ip).await;
+    let place = node.hasher.admit_registration(&turn).map_err(|_| Error::RegistrationFailed)?;
 
     // Refuse a taken name before spending a hash on it; the unique index still
     // decides races between nodes.

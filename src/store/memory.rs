@@ -13,8 +13,9 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    unix_now, Backoff, Beat, Bus, BusEvent, CacheLookup, Conflict, Directory, Health, Joined, Left, Limits, MatchQueue,
-    NameLookup, Presence, Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord, UserRecord, UserStore,
+    unix_now, Admit, Beat, Bus, BusEvent, CacheLookup, Conflict, Directory, Health, Joined, Left, Limits, LoginPolicy,
+    MatchQueue, NameLookup, Presence, Resolved, Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord,
+    UserRecord, UserStore, GUESS_IN_FLIGHT_MS,
 };
 use crate::auth::TokenHash;
 
@@ -196,7 +197,10 @@ struct Shared {
     accounts: HashMap<String, NameLookup>,
     routes: HashMap<Route, std::collections::HashSet<String>>,
     counters: HashMap<String, Expiring<u64>>,
-    guesses: HashMap<String, Guesses>,
+    /// Login throttle by (subject, network), as the Redis script `login.lua`.
+    logins: HashMap<(String, String), LoginPair>,
+    /// (subject, network) → until when the network is known to the subject.
+    known: HashMap<(String, String), Instant>,
     tickets: HashMap<String, Ticket>,
     seq: u64,
     pending: HashMap<String, Expiring<String>>,
@@ -249,10 +253,13 @@ impl Shared {
     }
 }
 
-/// One key's guesses: how many, when the next may come, when it is forgotten.
-struct Guesses {
-    count: u64,
+/// One (subject, network) pair's guesses, as the hash `login.lua` keeps: failures,
+/// when the next guess may come, guesses in flight and since when, when forgotten.
+struct LoginPair {
+    n: u64,
     next: Instant,
+    in_flight: u64,
+    since: Instant,
     forget: Instant,
 }
 
@@ -265,6 +272,25 @@ impl<T> Expiring<T> {
     fn new(value: T, ttl_secs: u64) -> Self {
         Expiring { value, until: Instant::now() + Duration::from_secs(ttl_secs.max(1)) }
     }
+}
+
+/// The counter of a login subject's failures (as `login.lua`'s second key).
+fn subject_failures(subject: &str) -> String {
+    format!("login:{subject}:failures")
+}
+
+/// A login pair's state, fresh when it was forgotten; in-flight guesses this old
+/// died with their node.
+fn login_pair(inner: &mut Shared, pair: (String, String), now: Instant) -> &mut LoginPair {
+    let fresh = || LoginPair { n: 0, next: now, in_flight: 0, since: now, forget: now };
+    let entry = inner.logins.entry(pair).or_insert_with(fresh);
+    if entry.forget <= now {
+        *entry = fresh();
+    }
+    if entry.in_flight > 0 && now.duration_since(entry.since) > Duration::from_millis(GUESS_IN_FLIGHT_MS) {
+        entry.in_flight = 0;
+    }
+    entry
 }
 
 /// The value under `key` unless it has expired.
@@ -432,21 +458,59 @@ impl Bus for MemoryShared {
 
 #[async_trait]
 impl Limits for MemoryShared {
-    async fn guess(&self, key: &str, backoff: &Backoff) -> StoreResult<bool> {
+    async fn login_admit(&self, subject: &str, network: &str, policy: &LoginPolicy) -> StoreResult<Admit> {
         let mut inner = self.inner.lock().unwrap();
         let now = Instant::now();
-        let entry = inner.guesses.entry(key.to_owned()).or_insert(Guesses { count: 0, next: now, forget: now });
-        if entry.forget <= now {
-            *entry = Guesses { count: 0, next: now, forget: now };
+        let pair = (subject.to_owned(), network.to_owned());
+        let known = inner.known.get(&pair).is_some_and(|until| *until > now);
+        let failures = live(&inner.counters, &subject_failures(subject)).copied().unwrap_or_default();
+        if !known && failures >= policy.per_subject {
+            return Ok(Admit::Refuse);
         }
-        if entry.next > now {
-            return Ok(false);
+        let entry = login_pair(&mut inner, pair, now);
+        if now < entry.next {
+            return Ok(Admit::Refuse);
         }
-        entry.count += 1;
-        let wait = Duration::from_millis(backoff.wait_after(entry.count));
-        entry.next = now + wait;
-        entry.forget = now + wait + Duration::from_millis(backoff.forget_ms);
-        Ok(true)
+        if entry.in_flight > 0 && policy.wait_after(entry.n + entry.in_flight) > 0 {
+            return Ok(Admit::Wait);
+        }
+        entry.in_flight += 1;
+        entry.since = now;
+        entry.forget = entry.forget.max(now + Duration::from_millis(policy.forget_ms.max(GUESS_IN_FLIGHT_MS)));
+        Ok(Admit::Check)
+    }
+
+    async fn login_resolved(
+        &self,
+        subject: &str,
+        network: &str,
+        how: Resolved,
+        policy: &LoginPolicy,
+    ) -> StoreResult<()> {
+        let mut inner = self.inner.lock().unwrap();
+        let now = Instant::now();
+        let pair = (subject.to_owned(), network.to_owned());
+        if how == Resolved::Right {
+            inner.logins.remove(&pair);
+            inner.known.insert(pair, now + Duration::from_millis(policy.known_ms));
+            return Ok(());
+        }
+        if how == Resolved::Wrong {
+            let window = Duration::from_millis(policy.window_ms);
+            let counter = inner.counters.entry(subject_failures(subject)).or_insert(Expiring { value: 0, until: now });
+            if counter.until <= now {
+                *counter = Expiring { value: 0, until: now + window };
+            }
+            counter.value += 1;
+        }
+        let entry = login_pair(&mut inner, pair, now);
+        entry.in_flight = entry.in_flight.saturating_sub(1);
+        if how == Resolved::Wrong {
+            entry.n += 1;
+            entry.next = now + Duration::from_millis(policy.wait_after(entry.n));
+        }
+        entry.forget = entry.next.max(now) + Duration::from_millis(policy.forget_ms);
+        Ok(())
     }
 
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
@@ -457,17 +521,6 @@ impl Limits for MemoryShared {
         }
         entry.value += 1;
         Ok(entry.value)
-    }
-
-    async fn count(&self, key: &str) -> StoreResult<u64> {
-        Ok(live(&self.inner.lock().unwrap().counters, key).copied().unwrap_or_default())
-    }
-
-    async fn clear(&self, key: &str) -> StoreResult<()> {
-        let mut inner = self.inner.lock().unwrap();
-        inner.counters.remove(key);
-        inner.guesses.remove(key);
-        Ok(())
     }
 }
 

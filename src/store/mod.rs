@@ -256,19 +256,29 @@ pub trait Bus: Send + Sync + 'static {
     async fn subscribe(&self, node_id: &str) -> StoreResult<BoxStream<'static, BusEvent>>;
 }
 
-/// How guesses against one key are throttled: `free` guesses, then each further one
-/// must wait `base_ms` after the one before, doubling each time up to `max_ms`. A key
-/// is forgotten `forget_ms` after its last guess (plus any wait it imposed).
+/// How password guesses are throttled. Per (subject, network), where a subject is an
+/// account or a typed name no account has (the same rules for both, so the replies
+/// tell nothing about which names exist): `free` failures, then each further guess
+/// must wait `base_ms` after the last failure, doubling up to `max_ms`; a pair is
+/// forgotten `forget_ms` after its last failure (plus any wait it imposed). Per
+/// subject, from all networks together: at most `per_subject` failures per
+/// `window_ms`, except for networks that logged into it within `known_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
+pub struct LoginPolicy {
     pub free: u32,
     pub base_ms: u64,
     pub max_ms: u64,
     pub forget_ms: u64,
+    pub per_subject: u64,
+    pub window_ms: u64,
+    pub known_ms: u64,
 }
 
-impl Backoff {
-    /// The wait the `n`th guess imposes on the next one.
+/// A guess in flight for longer than this is taken to have died with its node.
+pub const GUESS_IN_FLIGHT_MS: u64 = 30_000;
+
+impl LoginPolicy {
+    /// The wait the `n`th failure imposes on the next guess.
     pub fn wait_after(&self, n: u64) -> u64 {
         if n < u64::from(self.free) {
             return 0;
@@ -276,6 +286,27 @@ impl Backoff {
         let doublings = (n - u64::from(self.free)).min(40) as u32;
         self.base_ms.saturating_mul(1 << doublings).min(self.max_ms)
     }
+}
+
+/// Whether a password guess may be checked now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Yes: it is reserved until [`Limits::login_resolved`] says how it went.
+    Check,
+    /// Not yet: other guesses of the pair are still being checked, and whether this
+    /// one is free depends on how they go. Ask again shortly.
+    Wait,
+    /// No: the pair must wait, or the subject has reached its cap.
+    Refuse,
+}
+
+/// How a reserved guess went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    Wrong,
+    Right,
+    /// Never checked (the pool was busy): the reservation is given back.
+    Unchecked,
 }
 
 /// A player's place in a matchmaking queue: one per account, cluster-wide.
@@ -392,14 +423,23 @@ pub trait MatchQueue: Send + Sync + 'static {
 /// Counters for rate limits that hold across nodes.
 #[async_trait]
 pub trait Limits: Send + Sync + 'static {
-    /// Takes one guess against `key` before it is checked, atomically, so concurrent
-    /// guesses each take their own place: `false` while the key must still wait.
-    async fn guess(&self, key: &str, backoff: &Backoff) -> StoreResult<bool>;
+    /// Decides, atomically, whether one password guess at `subject` from `network`
+    /// may be checked ([`LoginPolicy`]); a guess in flight counts as a failure for
+    /// the decisions made meanwhile only until it resolves.
+    async fn login_admit(&self, subject: &str, network: &str, policy: &LoginPolicy) -> StoreResult<Admit>;
+    /// Settles a guess [`login_admit`](Self::login_admit) reserved: a wrong one
+    /// counts against the pair and the subject; a right one forgives the pair and
+    /// remembers `network` as the subject's.
+    async fn login_resolved(
+        &self,
+        subject: &str,
+        network: &str,
+        how: Resolved,
+        policy: &LoginPolicy,
+    ) -> StoreResult<()>;
     /// Counts one event against `key` (the window starts with the first) and returns
     /// the count including it: atomic, so concurrent callers each see their own number.
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64>;
-    async fn count(&self, key: &str) -> StoreResult<u64>;
-    async fn clear(&self, key: &str) -> StoreResult<()>;
 }
 
 /// Every store a node uses, by role.
@@ -467,11 +507,22 @@ struct WithLocalFallback<S> {
 
 #[async_trait]
 impl<S: Limits> Limits for WithLocalFallback<S> {
-    async fn guess(&self, key: &str, backoff: &Backoff) -> StoreResult<bool> {
-        match self.shared.guess(key, backoff).await {
-            Err(_) => self.local.guess(key, backoff).await,
+    async fn login_admit(&self, subject: &str, network: &str, policy: &LoginPolicy) -> StoreResult<Admit> {
+        match self.shared.login_admit(subject, network, policy).await {
+            Err(_) => self.local.login_admit(subject, network, policy).await,
             ok => ok,
         }
+    }
+
+    async fn login_resolved(
+        &self,
+        subject: &str,
+        network: &str,
+        how: Resolved,
+        policy: &LoginPolicy,
+    ) -> StoreResult<()> {
+        let _ = self.local.login_resolved(subject, network, how, policy).await;
+        self.shared.login_resolved(subject, network, how, policy).await
     }
 
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
@@ -479,17 +530,5 @@ impl<S: Limits> Limits for WithLocalFallback<S> {
             Err(_) => self.local.hit(key, window_secs).await,
             ok => ok,
         }
-    }
-
-    async fn count(&self, key: &str) -> StoreResult<u64> {
-        match self.shared.count(key).await {
-            Err(_) => self.local.count(key).await,
-            ok => ok,
-        }
-    }
-
-    async fn clear(&self, key: &str) -> StoreResult<()> {
-        let _ = self.local.clear(key).await;
-        self.shared.clear(key).await
     }
 }

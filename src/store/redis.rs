@@ -14,7 +14,12 @@
 //!   name exactly as stored: PostgreSQL's `lower()` alone decides which spellings
 //!   are one account)
 //! - `{d:<display name>}:nodes` set: the nodes holding sessions with that display name
-//! - `{rl:<key>}`            rate-limit counter, per window
+//! - `{rl:<key>}`            rate-limit counter, per window (registrations per address)
+//! - `{login:<subject>}:net:<network>` hash: one (subject, network) pair's failed
+//!   guesses, when the next may come, guesses in flight (`lua/login.lua`); a
+//!   subject is `a<account id>` or `n<sha256 of a typed name no account has>`
+//! - `{login:<subject>}:failures` the subject's failures from every network, per window
+//! - `{login:<subject>}:known` hash: network → when it last logged into the subject
 //! - channel `chat`          the chat bus to every node (JSON [`BusEvent`]s)
 //! - channel `chat:<node id>` private messages routed to one node
 //!
@@ -44,8 +49,9 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use super::{
-    seconds_until, Backoff, Beat, Bus, BusEvent, CacheLookup, Directory, Health, Joined, Left, Limits, MatchQueue,
-    NameLookup, Presence, Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord, GONE_KEPT_MS,
+    seconds_until, Admit, Beat, Bus, BusEvent, CacheLookup, Directory, Health, Joined, Left, Limits, LoginPolicy,
+    MatchQueue, NameLookup, Presence, Resolved, Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord,
+    GONE_KEPT_MS, GUESS_IN_FLIGHT_MS,
 };
 use crate::auth::TokenHash;
 use crate::config::RedisTarget;
@@ -91,24 +97,6 @@ else
   redis.call('ZREM', KEYS[3], ARGV[1])
 end
 return {previous and 1 or 0, redis.call('HGETALL', KEYS[2]), redis.call('ZRANGE', KEYS[3], 0, -1)}
-";
-
-/// One guess against a key (a hash: `n` guesses so far, `next` = when the next may
-/// come, ms on Redis' clock). Refused while `next` is in the future; otherwise counted,
-/// and the wait it imposes on the next guess set. ARGV: free, base ms, max ms, forget ms.
-const GUESS: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state = redis.call('HMGET', KEYS[1], 'n', 'next')
-local n = tonumber(state[1] or '0')
-if now < tonumber(state[2] or '0') then return 0 end
-n = n + 1
-local wait = 0
-local free = tonumber(ARGV[1])
-if n >= free then wait = math.min(tonumber(ARGV[2]) * 2 ^ math.min(n - free, 40), tonumber(ARGV[3])) end
-redis.call('HSET', KEYS[1], 'n', n, 'next', now + wait)
-redis.call('PEXPIRE', KEYS[1], math.floor(wait + tonumber(ARGV[4])))
-return 1
 ";
 
 /// A connection to whichever topology is configured: commands, pipelines and
@@ -195,7 +183,7 @@ pub struct RedisStore {
     prefix: String,
     cluster: bool,
     beat: Script,
-    guess: Script,
+    login: Script,
     down: AtomicBool,
     /// While down: milliseconds since `epoch` at which the next probe may go out.
     next_probe_ms: AtomicU64,
@@ -281,7 +269,7 @@ impl RedisStore {
             shared: RwLock::new(None),
             prefix: prefix.to_owned(),
             beat: Script::new(BEAT),
-            guess: Script::new(GUESS),
+            login: Script::new(include_str!("lua/login.lua")),
             down: AtomicBool::new(false),
             next_probe_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -327,6 +315,22 @@ impl RedisStore {
 
     fn limit_key(&self, key: &str) -> String {
         format!("{}{{rl:{key}}}", self.prefix)
+    }
+
+    /// `login.lua` for one (subject, network) pair: its keys share the subject's tag.
+    fn login_invocation(
+        &self,
+        subject: &str,
+        network: &str,
+        op: &str,
+        policy: &LoginPolicy,
+    ) -> redis::ScriptInvocation<'_> {
+        let key = |part: &str| format!("{}{{login:{subject}}}:{part}", self.prefix);
+        let mut inv = self.login.key(key(&format!("net:{network}")));
+        inv.key(key("failures")).key(key("known")).arg(op).arg(network);
+        inv.arg(policy.free).arg(policy.base_ms).arg(policy.max_ms).arg(policy.forget_ms);
+        inv.arg(policy.per_subject).arg(policy.window_ms).arg(policy.known_ms).arg(GUESS_IN_FLIGHT_MS);
+        inv
     }
 
     async fn connection(&self) -> StoreResult<Conn> {
@@ -481,11 +485,31 @@ impl Sessions for RedisStore {
 
 #[async_trait]
 impl Limits for RedisStore {
-    async fn guess(&self, key: &str, backoff: &Backoff) -> StoreResult<bool> {
-        let mut inv = self.guess.key(self.limit_key(key));
-        inv.arg(backoff.free).arg(backoff.base_ms).arg(backoff.max_ms).arg(backoff.forget_ms);
-        let allowed: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
-        Ok(allowed == 1)
+    async fn login_admit(&self, subject: &str, network: &str, policy: &LoginPolicy) -> StoreResult<Admit> {
+        let inv = self.login_invocation(subject, network, "admit", policy);
+        let decided: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(match decided {
+            1 => Admit::Check,
+            2 => Admit::Wait,
+            _ => Admit::Refuse,
+        })
+    }
+
+    async fn login_resolved(
+        &self,
+        subject: &str,
+        network: &str,
+        how: Resolved,
+        policy: &LoginPolicy,
+    ) -> StoreResult<()> {
+        let op = match how {
+            Resolved::Wrong => "wrong",
+            Resolved::Right => "right",
+            Resolved::Unchecked => "unchecked",
+        };
+        let inv = self.login_invocation(subject, network, op, policy);
+        let _: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(())
     }
 
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
@@ -494,17 +518,6 @@ impl Limits for RedisStore {
         pipe.incr(&key, 1).cmd("EXPIRE").arg(&key).arg(window_secs.max(1)).arg("NX").ignore();
         let (count,): (u64,) = self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
         Ok(count)
-    }
-
-    async fn count(&self, key: &str) -> StoreResult<u64> {
-        let key = self.limit_key(key);
-        let count: Option<u64> = self.run(|mut c| async move { c.get(key).await }).await?;
-        Ok(count.unwrap_or_default())
-    }
-
-    async fn clear(&self, key: &str) -> StoreResult<()> {
-        let key = self.limit_key(key);
-        self.run(|mut c| async move { c.del(key).await }).await
     }
 }
 
