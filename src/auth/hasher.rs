@@ -5,7 +5,7 @@
 //!
 //! The pool is shared fairly between client addresses ([`fair`](super::fair)): a
 //! login first lines up behind its own address's logins in progress
-//! ([`line_up`](HashPool::line_up)), decides its throttles, then takes a place, and
+//! ([`line_up`](HashPool::line_up)), so one address holds at most a few places, and
 //! waiting hashes get the workers address by address in turn.
 //!
 //! Stored bcrypt hashes (`$2a$`, `$2b$`, `$2y$`: accounts taken over from the Go
@@ -34,8 +34,9 @@ pub struct Verified {
     pub needs_rehash: bool,
 }
 
-/// A place in the pool, running or queued, taken once every throttle has let the
-/// request through, for the client address it counts against.
+/// A place in the pool, running or queued, for the client address it counts
+/// against. Taken before any store work, so a request refused as busy costs none;
+/// one the throttles refuse gives it back before any hash.
 pub struct Admission {
     _place: OwnedSemaphorePermit,
     _registration: Option<OwnedSemaphorePermit>,

@@ -3,7 +3,7 @@
 //! The order is what keeps one client from shutting others out: the login first
 //! lines up behind its own address's logins in progress (a few at a time), then
 //! every throttle is decided, and only a guess that will be checked takes a place in
-//! the hash pool. Known and unknown names take the same steps and get the same
+//! the hash pool (a login that finds the pool full is refused before any store work). Known and unknown names take the same steps and get the same
 //! replies.
 
 use serde_json::value::RawValue;
@@ -25,6 +25,7 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     }
 
     let turn = node.hasher.line_up(session.client_ip).await;
+    let place = node.hasher.admit(&turn).map_err(|_| Error::ServerBusy)?;
     // A name no account can have (PostgreSQL text cannot hold NUL) is an unknown user.
     let user = if !username.contains('\0') {
         node.stores.users.find_user(&username).await.map_err(|e| store_failed(e, Error::AuthServerError))?
@@ -35,10 +36,6 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     // is checked, so a burst of them cannot slip past the limit.
     let subject = user.as_ref().map_or(Subject::Name(&username), |u| Subject::Account(u.id));
     let guess = node.logins.admit(subject, session.client_ip).await.ok_or(Error::TooManyAttempts)?;
-    let Ok(place) = node.hasher.admit(&turn) else {
-        node.logins.resolved(guess, Resolved::Unchecked).await;
-        return Err(Error::ServerBusy);
-    };
     // An unknown user is verified against a dummy hash: same time, same reply.
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let verified = node.hasher.verify(place, password.clone(), stored).await;

@@ -495,7 +495,7 @@ impl Limits for MemoryShared {
             inner.known.insert(pair, now + Duration::from_millis(policy.known_ms));
             return Ok(());
         }
-        if how == Resolved::Wrong {
+        {
             let window = Duration::from_millis(policy.window_ms);
             let counter = inner.counters.entry(subject_failures(subject)).or_insert(Expiring { value: 0, until: now });
             if counter.until <= now {
@@ -505,10 +505,8 @@ impl Limits for MemoryShared {
         }
         let entry = login_pair(&mut inner, pair, now);
         entry.in_flight = entry.in_flight.saturating_sub(1);
-        if how == Resolved::Wrong {
-            entry.n += 1;
-            entry.next = now + Duration::from_millis(policy.wait_after(entry.n));
-        }
+        entry.n += 1;
+        entry.next = now + Duration::from_millis(policy.wait_after(entry.n));
         entry.forget = entry.next.max(now) + Duration::from_millis(policy.forget_ms);
         Ok(())
     }

@@ -305,8 +305,6 @@ pub enum Admit {
 pub enum Resolved {
     Wrong,
     Right,
-    /// Never checked (the pool was busy): the reservation is given back.
-    Unchecked,
 }
 
 /// A player's place in a matchmaking queue: one per account, cluster-wide.

@@ -505,7 +505,6 @@ impl Limits for RedisStore {
         let op = match how {
             Resolved::Wrong => "wrong",
             Resolved::Right => "right",
-            Resolved::Unchecked => "unchecked",
         };
         let inv = self.login_invocation(subject, network, op, policy);
         let _: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;

@@ -4,7 +4,7 @@
 -- KEYS: the pair (hash: n = failures, next = ms before which no guess, f = guesses
 --       in flight, since = ms of the latest), the subject's failures (counter), the
 --       subject's known networks (hash: network -> ms of its last login).
--- ARGV: op (admit | wrong | right | unchecked), network, free, base ms, max ms,
+-- ARGV: op (admit | wrong | right), network, free, base ms, max ms,
 --       forget ms, failures per subject, window ms, known ms, in-flight ms.
 -- Returns for admit: 1 check, 2 wait, 0 refuse; else 1.
 local t = redis.call('TIME')
@@ -44,11 +44,10 @@ if op == 'right' then
   redis.call('PEXPIRE', KEYS[3], known_ms)
   return 1
 end
-if op == 'wrong' then
-  n = n + 1
-  next = math.floor(now + wait_after(n))
-  if redis.call('INCR', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], window) end
-end
+-- wrong
+n = n + 1
+next = math.floor(now + wait_after(n))
+if redis.call('INCR', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], window) end
 redis.call('HSET', KEYS[1], 'n', n, 'next', next, 'f', f, 'since', since)
 redis.call('PEXPIRE', KEYS[1], math.floor(math.max(next - now, 0) + forget))
 return 1

@@ -1,0 +1,451 @@
+//! One contract per store role: the same cases run against the in-memory twin (which
+//! the in-process tier trusts) and against the real store — Redis standalone, Redis
+//! Cluster where keys or scripts differ (the login and matchmaking scripts), and
+//! PostgreSQL. A change in one implementation that the other does not follow fails
+//! here.
+
+mod common;
+
+use std::future::Future;
+use std::time::Duration;
+
+use common::stores::PrivateRedisCluster;
+use common::*;
+use futures_util::StreamExt;
+use openchampps::auth::Token;
+use openchampps::store::memory::{MemoryShared, MemoryUsers};
+use openchampps::store::postgres::PgStore;
+use openchampps::store::redis::RedisStore;
+use openchampps::store::*;
+
+/// Everything the Redis roles are, in one implementation.
+trait Shared: TokenCache + Sessions + Presence + Directory + Bus + Limits + MatchQueue {}
+impl<S: TokenCache + Sessions + Presence + Directory + Bus + Limits + MatchQueue> Shared for S {}
+
+/// Runs one case, naming it when it fails.
+async fn case<F: Future<Output = ()>>(store: &str, name: &str, run: F) {
+    eprintln!("{store}: {name}");
+    run.await;
+}
+
+async fn shared_contract<S: Shared>(label: &str, s: &S) {
+    case(label, "token cache", token_cache(s)).await;
+    case(label, "directory", directory(s)).await;
+    case(label, "presence", presence(s)).await;
+    case(label, "bus", bus(s)).await;
+    case(label, "login throttle", login_throttle(s)).await;
+    case(label, "login throttle: guesses in flight", login_in_flight(s)).await;
+    case(label, "login throttle: the cap and known networks", login_cap(s)).await;
+    case(label, "counters", counters(s)).await;
+    case(label, "queue: join, keep, leave", queue_join_leave(s)).await;
+    case(label, "queue: first in, first out, put back", queue_fifo_put_back(s)).await;
+    case(label, "queue: tries run out", queue_tries(s)).await;
+    case(label, "queue: a dead node's tickets and matches", queue_gone_node(s)).await;
+    case(label, "queue: start, joinable, end, leases", queue_matches(s)).await;
+}
+
+/// The roles whose keys or scripts differ on Cluster.
+async fn cluster_contract<S: Shared>(label: &str, s: &S) {
+    case(label, "token cache", token_cache(s)).await;
+    case(label, "directory", directory(s)).await;
+    case(label, "login throttle", login_throttle(s)).await;
+    case(label, "login throttle: guesses in flight", login_in_flight(s)).await;
+    case(label, "login throttle: the cap and known networks", login_cap(s)).await;
+    case(label, "queue: first in, first out, put back", queue_fifo_put_back(s)).await;
+    case(label, "queue: a dead node's tickets and matches", queue_gone_node(s)).await;
+    case(label, "queue: start, joinable, end, leases", queue_matches(s)).await;
+}
+
+#[tokio::test]
+async fn the_memory_twin_keeps_the_contract() {
+    shared_contract("memory", &MemoryShared::default()).await;
+}
+
+#[tokio::test]
+async fn redis_keeps_the_contract() {
+    let cluster = Cluster::new().await;
+    let store = RedisStore::connect(&cluster.redis_url, &cluster.prefix, 4).unwrap();
+    shared_contract("redis", &store).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_keeps_the_contract() {
+    let redis = PrivateRedisCluster::start(3, 0);
+    let store = RedisStore::connect(&redis.url(), "contract:", 4).unwrap();
+    cluster_contract("redis cluster", &store).await;
+}
+
+#[tokio::test]
+async fn the_memory_user_store_keeps_the_contract() {
+    user_store("memory", &MemoryUsers::default()).await;
+}
+
+#[tokio::test]
+async fn postgres_keeps_the_contract() {
+    let cluster = Cluster::new().await;
+    let store = PgStore::connect(&cluster.db_url, &cluster.db_url, 4).unwrap();
+    store.migrate().await.unwrap();
+    user_store("postgres", &store).await;
+}
+
+// Token cache and sessions --------------------------------------------------------------
+
+async fn token_cache(s: &(impl TokenCache + Sessions)) {
+    let token = Token::generate().hash();
+    assert_eq!(s.lookup(&token).await.unwrap(), CacheLookup::Miss { display_name: None });
+    s.cache_negative(&token, 30).await.unwrap();
+    assert_eq!(s.lookup(&token).await.unwrap(), CacheLookup::Negative);
+
+    let record = TokenRecord { user_id: 7, username: "Jane".into(), expires_at: unix_now() + 3600 };
+    s.cache(&token, &record, 60, Some("Jane")).await.unwrap();
+    let hit = |name: &str| CacheLookup::Hit { token: record.clone(), display_name: Some(name.into()) };
+    assert_eq!(s.lookup(&token).await.unwrap(), hit("Jane"));
+    // A negative entry never overwrites a valid one.
+    s.cache_negative(&token, 30).await.unwrap();
+    assert_eq!(s.lookup(&token).await.unwrap(), hit("Jane"));
+    s.set_display_name(&token, "Cool \"Gamer\"", 60).await.unwrap();
+    assert_eq!(s.lookup(&token).await.unwrap(), hit("Cool \"Gamer\""));
+    // Caching again without a name keeps the session's.
+    s.cache(&token, &record, 60, None).await.unwrap();
+    assert_eq!(s.lookup(&token).await.unwrap(), hit("Cool \"Gamer\""));
+    s.forget(&[token.clone()]).await.unwrap();
+    assert_eq!(s.lookup(&token).await.unwrap(), CacheLookup::Miss { display_name: None });
+
+    // A session's name outlives a cache miss (the token cache entry expired first).
+    let other = Token::generate().hash();
+    s.set_display_name(&other, "Kept", 60).await.unwrap();
+    assert_eq!(s.lookup(&other).await.unwrap(), CacheLookup::Miss { display_name: Some("Kept".into()) });
+}
+
+// Directory -------------------------------------------------------------------------
+
+async fn directory(s: &impl Directory) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (jane, nobody) = (format!("Jane{id}"), format!("nobody{id}"));
+    assert_eq!(s.account_route(&jane).await.unwrap(), (NameLookup::Unknown, vec![]));
+    s.remember_account(&jane, Some(&jane)).await.unwrap();
+    s.remember_account(&nobody, None).await.unwrap();
+    assert_eq!(s.account_route(&nobody).await.unwrap(), (NameLookup::NoAccount, vec![]));
+    let account = Route::Account(jane.clone());
+    s.join(&account, "node-a").await.unwrap();
+    s.join(&account, "node-b").await.unwrap();
+    let (lookup, mut nodes) = s.account_route(&jane).await.unwrap();
+    nodes.sort();
+    assert_eq!((lookup, nodes), (NameLookup::Account(jane.clone()), vec!["node-a".into(), "node-b".into()]));
+    s.leave(&account, "node-a").await.unwrap();
+    assert_eq!(s.nodes(&account).await.unwrap(), vec!["node-b".to_owned()]);
+
+    // A display name is its own route: the account's nodes are not its nodes.
+    let display = Route::DisplayName(jane.clone());
+    assert_eq!(s.nodes(&display).await.unwrap(), Vec::<String>::new());
+    s.join(&display, "node-c").await.unwrap();
+    assert_eq!(s.nodes(&display).await.unwrap(), vec!["node-c".to_owned()]);
+    assert_eq!(s.nodes(&account).await.unwrap(), vec!["node-b".to_owned()]);
+    s.leave(&display, "node-c").await.unwrap();
+    assert_eq!(s.nodes(&display).await.unwrap(), Vec::<String>::new());
+}
+
+// Presence --------------------------------------------------------------------------
+
+async fn presence(s: &impl Presence) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (a, b) = (format!("a-{id}"), format!("b-{id}"));
+    let first = s.beat(&a, 3).await.unwrap();
+    assert!(first.unknown, "a node's first beat is unknown");
+    assert!(!s.beat(&a, 3).await.unwrap().unknown);
+    let beat = s.beat(&b, 4).await.unwrap();
+    assert!(beat.others.contains(&(a.clone(), 3)), "{beat:?}");
+    assert!(!beat.others.iter().any(|(n, _)| *n == b), "a node is not among the others");
+    s.remove(&a).await.unwrap();
+    let beat = s.beat(&b, 4).await.unwrap();
+    assert!(!beat.others.iter().any(|(n, _)| *n == a), "a withdrawn node still counts: {beat:?}");
+    assert!(!beat.gone.contains(&a), "a withdrawn node is not dead");
+}
+
+// Bus -------------------------------------------------------------------------------
+
+async fn bus(s: &impl Bus) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (a, b) = (format!("a-{id}"), format!("b-{id}"));
+    let mut on_a = s.subscribe(&a).await.unwrap();
+    let mut on_b = s.subscribe(&b).await.unwrap();
+    let global = BusEvent::Global { from: "Jane".into(), account: "jane".into(), message: "hi all".into() };
+    let private = BusEvent::Private {
+        from: "Jane".into(),
+        account: "jane".into(),
+        to: Route::Account("bob".into()),
+        message: "hi bob".into(),
+    };
+    // A subscription may take a moment to be in place on the server.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.publish_to(&b, &private).await.unwrap();
+    s.publish(&global).await.unwrap();
+    assert_eq!(next(&mut on_b).await, Some(private));
+    assert_eq!(next(&mut on_b).await, Some(global.clone()));
+    // Node a gets the global event only.
+    assert_eq!(next(&mut on_a).await, Some(global));
+}
+
+async fn next(stream: &mut futures_util::stream::BoxStream<'static, BusEvent>) -> Option<BusEvent> {
+    tokio::time::timeout(Duration::from_secs(5), stream.next()).await.ok().flatten()
+}
+
+// Limits ----------------------------------------------------------------------------
+
+fn policy(free: u32, per_subject: u64) -> LoginPolicy {
+    LoginPolicy {
+        free,
+        base_ms: 60_000,
+        max_ms: 600_000,
+        forget_ms: 60_000,
+        per_subject,
+        window_ms: 60_000,
+        known_ms: 60_000,
+    }
+}
+
+fn subject() -> String {
+    format!("test{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn login_throttle(s: &impl Limits) {
+    let (who, p) = (subject(), policy(3, 100));
+    for _ in 0..3 {
+        assert_eq!(s.login_admit(&who, "203.0.113.0/24", &p).await.unwrap(), Admit::Check);
+        s.login_resolved(&who, "203.0.113.0/24", Resolved::Wrong, &p).await.unwrap();
+    }
+    // The third failure imposes a wait on that network only.
+    assert_eq!(s.login_admit(&who, "203.0.113.0/24", &p).await.unwrap(), Admit::Refuse);
+    assert_eq!(s.login_admit(&who, "198.51.100.0/24", &p).await.unwrap(), Admit::Check);
+    // A right guess forgives its pair.
+    s.login_resolved(&who, "198.51.100.0/24", Resolved::Right, &p).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(s.login_admit(&who, "198.51.100.0/24", &p).await.unwrap(), Admit::Check);
+        s.login_resolved(&who, "198.51.100.0/24", Resolved::Right, &p).await.unwrap();
+    }
+    assert_eq!(s.login_admit(&who, "203.0.113.0/24", &p).await.unwrap(), Admit::Refuse);
+}
+
+async fn login_in_flight(s: &impl Limits) {
+    let (who, p, net) = (subject(), policy(3, 100), "203.0.113.0/24");
+    for _ in 0..3 {
+        assert_eq!(s.login_admit(&who, net, &p).await.unwrap(), Admit::Check);
+    }
+    // Free only if the three in flight turn out right: wait for them.
+    assert_eq!(s.login_admit(&who, net, &p).await.unwrap(), Admit::Wait);
+    s.login_resolved(&who, net, Resolved::Right, &p).await.unwrap();
+    let other = subject();
+    for _ in 0..3 {
+        assert_eq!(s.login_admit(&other, net, &p).await.unwrap(), Admit::Check);
+    }
+    for _ in 0..3 {
+        s.login_resolved(&other, net, Resolved::Wrong, &p).await.unwrap();
+    }
+    assert_eq!(s.login_admit(&other, net, &p).await.unwrap(), Admit::Refuse);
+}
+
+async fn login_cap(s: &impl Limits) {
+    let (who, p) = (subject(), policy(1, 4));
+    assert_eq!(s.login_admit(&who, "home/24", &p).await.unwrap(), Admit::Check);
+    s.login_resolved(&who, "home/24", Resolved::Right, &p).await.unwrap();
+    for attacker in 0..4 {
+        let net = format!("attacker{attacker}/24");
+        assert_eq!(s.login_admit(&who, &net, &p).await.unwrap(), Admit::Check);
+        s.login_resolved(&who, &net, Resolved::Wrong, &p).await.unwrap();
+    }
+    assert_eq!(s.login_admit(&who, "stranger/24", &p).await.unwrap(), Admit::Refuse);
+    assert_eq!(s.login_admit(&who, "home/24", &p).await.unwrap(), Admit::Check);
+}
+
+async fn counters(s: &impl Limits) {
+    let key = format!("reg:{}", subject());
+    assert_eq!(s.hit(&key, 60).await.unwrap(), 1);
+    assert_eq!(s.hit(&key, 60).await.unwrap(), 2);
+    assert_eq!(s.hit(&format!("{key}:other"), 60).await.unwrap(), 1);
+}
+
+// Matchmaking queue ---------------------------------------------------------------------
+
+fn ticket(queue: &str, account: &str, node: &str, conn: u64) -> Ticket {
+    Ticket {
+        account: account.into(),
+        username: account.into(),
+        queue: queue.into(),
+        node: node.into(),
+        conn,
+        seq: 0,
+        joined_ms: 1,
+        tries: 0,
+        left: false,
+    }
+}
+
+/// A queue name of this case's own (the stores are shared by the cases).
+fn queue() -> String {
+    format!("q{}", uuid::Uuid::new_v4().simple())
+}
+
+fn accounts(tickets: &[Ticket]) -> Vec<&str> {
+    tickets.iter().map(|t| t.account.as_str()).collect()
+}
+
+async fn queue_join_leave(s: &impl MatchQueue) {
+    let (q, id) = (queue(), uuid::Uuid::new_v4().simple().to_string());
+    let jane = format!("jane{id}");
+    assert_eq!(s.join(&ticket(&q, &jane, "n1", 1)).await.unwrap(), Joined::New);
+    // Joining again from another connection keeps the place and says who held it.
+    assert_eq!(s.join(&ticket(&q, &jane, "n2", 7)).await.unwrap(), Joined::Kept { node: "n1".into(), conn: 1 });
+    let (held, position) = s.position(&jane).await.unwrap().unwrap();
+    assert_eq!((held.node.as_str(), held.conn, position), ("n2", 7, 1));
+    // Only its holder's leave removes it, when a holder is named.
+    assert_eq!(s.leave(&jane, Some(("n1", 1))).await.unwrap(), Left::NoTicket);
+    assert!(matches!(s.leave(&jane, Some(("n2", 7))).await.unwrap(), Left::Removed(t) if t.account == jane));
+    assert_eq!(s.leave(&jane, None).await.unwrap(), Left::NoTicket);
+    assert_eq!(s.position(&jane).await.unwrap(), None);
+    assert_eq!(s.length(&q).await.unwrap(), 0);
+}
+
+async fn queue_fifo_put_back(s: &impl MatchQueue) {
+    let (q, id) = (queue(), uuid::Uuid::new_v4().simple().to_string());
+    let names: Vec<String> = (0..3).map(|i| format!("p{i}{id}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        s.join(&ticket(&q, name, "n1", i as u64)).await.unwrap();
+    }
+    assert_eq!(s.length(&q).await.unwrap(), 3);
+    assert_eq!(s.position(&names[2]).await.unwrap().unwrap().1, 3);
+    let match_id = format!("m{id}");
+    let taken = s.take(&q, 2, &match_id, "n1", 60, &[]).await.unwrap();
+    assert_eq!(accounts(&taken.tickets), [names[0].as_str(), names[1].as_str()]);
+    // A player of a forming match cannot queue again, nor leave without its holder.
+    assert_eq!(s.join(&ticket(&q, &names[0], "n1", 0)).await.unwrap(), Joined::MatchPending);
+    assert_eq!(s.leave(&names[1], None).await.unwrap(), Left::MatchPending);
+    // Not enough left for another.
+    let none = s.take(&q, 2, &format!("m2{id}"), "n1", 60, &[]).await.unwrap();
+    assert!(none.tickets.is_empty());
+    // Put back at their places, ahead of the one who queued after them, a try spent.
+    assert_eq!(s.put_back(&match_id, 3).await.unwrap(), 2);
+    assert_eq!(s.position(&names[0]).await.unwrap().unwrap().1, 1);
+    let (back, position) = s.position(&names[1]).await.unwrap().unwrap();
+    assert_eq!((position, back.tries), (2, 1));
+    assert_eq!(s.position(&names[2]).await.unwrap().unwrap().1, 3);
+}
+
+async fn queue_tries(s: &impl MatchQueue) {
+    let (q, id) = (queue(), uuid::Uuid::new_v4().simple().to_string());
+    let (a, b) = (format!("a{id}"), format!("b{id}"));
+    s.join(&ticket(&q, &a, "n1", 1)).await.unwrap();
+    s.join(&ticket(&q, &b, "n1", 2)).await.unwrap();
+    for attempt in 1..=2u32 {
+        let match_id = format!("m{attempt}{id}");
+        assert_eq!(s.take(&q, 2, &match_id, "n1", 60, &[]).await.unwrap().tickets.len(), 2);
+        let back = s.put_back(&match_id, 2).await.unwrap();
+        // The second failed try is the last: those tickets end.
+        assert_eq!(back, if attempt < 2 { 2 } else { 0 }, "try {attempt}");
+    }
+    assert_eq!(s.length(&q).await.unwrap(), 0);
+    // A ticket that left while its match was forming is not put back.
+    s.join(&ticket(&q, &a, "n1", 1)).await.unwrap();
+    s.join(&ticket(&q, &b, "n1", 2)).await.unwrap();
+    let match_id = format!("m3{id}");
+    s.take(&q, 2, &match_id, "n1", 60, &[]).await.unwrap();
+    assert!(matches!(s.leave(&a, Some(("n1", 1))).await.unwrap(), Left::Removed(_)));
+    assert_eq!(s.put_back(&match_id, 5).await.unwrap(), 1);
+    assert_eq!(s.position(&a).await.unwrap(), None);
+    assert!(s.position(&b).await.unwrap().is_some());
+}
+
+async fn queue_gone_node(s: &impl MatchQueue) {
+    let (q, id) = (queue(), uuid::Uuid::new_v4().simple().to_string());
+    let (dead, alive) = (format!("dead{id}"), format!("alive{id}"));
+    let names: Vec<String> = (0..4).map(|i| format!("p{i}{id}")).collect();
+    s.join(&ticket(&q, &names[0], &dead, 1)).await.unwrap();
+    s.join(&ticket(&q, &names[1], &alive, 2)).await.unwrap();
+    s.join(&ticket(&q, &names[2], &alive, 3)).await.unwrap();
+    // The dead node was forming a match of two players of the live node.
+    let forming = format!("m1{id}");
+    let taken = s.take(&q, 2, &forming, &dead, 60, &[]).await.unwrap();
+    assert_eq!(accounts(&taken.tickets), [names[0].as_str(), names[1].as_str()]);
+    s.join(&ticket(&q, &names[3], &alive, 4)).await.unwrap();
+    // The next formation drops the dead node's tickets and puts the live ones back.
+    let taken = s.take(&q, 2, &format!("m2{id}"), &alive, 60, &[dead.clone()]).await.unwrap();
+    assert_eq!((taken.dropped, taken.put_back), (1, 1));
+    assert_eq!(accounts(&taken.tickets), [names[1].as_str(), names[2].as_str()]);
+    assert_eq!(s.position(&names[0]).await.unwrap(), None);
+    assert_eq!(s.position(&names[3]).await.unwrap().unwrap().1, 1);
+}
+
+async fn queue_matches(s: &impl MatchQueue) {
+    let (q, id) = (queue(), uuid::Uuid::new_v4().simple().to_string());
+    let (a, b) = (format!("a{id}"), format!("b{id}"));
+    s.join(&ticket(&q, &a, "n1", 1)).await.unwrap();
+    s.join(&ticket(&q, &b, "n1", 2)).await.unwrap();
+    let (match_id, server) = (format!("m{id}"), format!("10.0.0.1:{id}"));
+    s.take(&q, 2, &match_id, "n1", 60, &[]).await.unwrap();
+    assert!(s.lease(&server, &match_id, 60).await.unwrap());
+    assert!(!s.lease(&server, &format!("other{id}"), 60).await.unwrap(), "a leased server is leased twice");
+    let frames = [(a.clone(), format!("found {match_id} a")), (b.clone(), format!("found {match_id} b"))];
+    assert!(s.start(&match_id, &server, &frames, 60, 60).await.unwrap());
+    assert!(!s.start(&match_id, &server, &frames, 60, 60).await.unwrap(), "started twice");
+    assert_eq!(s.joinable(&a).await.unwrap(), Some(frames[0].1.clone()));
+    assert_eq!(s.join(&ticket(&q, &a, "n1", 1)).await.unwrap(), Joined::MatchPending);
+    assert!(s.end(&match_id).await.unwrap());
+    assert!(!s.end(&match_id).await.unwrap(), "ended twice");
+    assert_eq!(s.joinable(&a).await.unwrap(), None);
+    assert_eq!(s.join(&ticket(&q, &a, "n1", 1)).await.unwrap(), Joined::New);
+    // Ending the match freed its server.
+    assert!(s.lease(&server, &format!("next{id}"), 60).await.unwrap());
+    // A lease is freed only by the match holding it.
+    s.unlease(&server, &match_id).await.unwrap();
+    assert!(!s.lease(&server, &format!("third{id}"), 60).await.unwrap());
+    s.unlease(&server, &format!("next{id}")).await.unwrap();
+    assert!(s.lease(&server, &format!("third{id}"), 60).await.unwrap());
+}
+
+// Users and tokens ----------------------------------------------------------------------
+
+async fn user_store(label: &str, s: &dyn UserStore) {
+    eprintln!("{label}: users and tokens");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let jane = format!("Jane{id}");
+    let created = s.create_user(&jane, "hash1", Some(&format!("jane{id}@example.org"))).await.unwrap();
+    let user_id = created.expect("a new name is free");
+    assert_eq!(s.create_user(&jane.to_uppercase(), "hash2", None).await.unwrap(), Err(Conflict::Username));
+    let other = format!("other{id}");
+    let email_again = s.create_user(&other, "hash2", Some(&format!("JANE{id}@example.org"))).await.unwrap();
+    assert_eq!(email_again, Err(Conflict::Email));
+    assert!(s.email_taken(&format!("Jane{id}@Example.org")).await.unwrap());
+    // Found case-insensitively, as stored.
+    let found = s.find_user(&jane.to_lowercase()).await.unwrap().unwrap();
+    assert_eq!((found.id, found.username.as_str(), found.password_hash.as_str()), (user_id, jane.as_str(), "hash1"));
+    s.set_password_hash(user_id, "hash3").await.unwrap();
+    assert_eq!(s.find_user(&jane).await.unwrap().unwrap().password_hash, "hash3");
+    assert!(s.find_user(&format!("nobody{id}")).await.unwrap().is_none());
+
+    // Live tokens are capped: past the cap the oldest is revoked.
+    let expires_at = unix_now() + 3600;
+    let tokens: Vec<_> = (0..3).map(|_| Token::generate().hash()).collect();
+    for (i, token) in tokens.iter().enumerate() {
+        let revoked = s.insert_token(user_id, token, Some("203.0.113.7"), expires_at, 2).await.unwrap();
+        assert_eq!(revoked, if i < 2 { vec![] } else { vec![tokens[0].clone()] }, "token {i}");
+        // Tokens issued in one second still have an order.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let record = TokenRecord { user_id, username: jane.clone(), expires_at };
+    assert_eq!(s.find_token(&tokens[0]).await.unwrap(), None);
+    assert_eq!(s.find_token(&tokens[1]).await.unwrap(), Some(record.clone()));
+    let mut live: Vec<_> = s.live_tokens(&tokens).await.unwrap().into_iter().map(|(t, _)| t).collect();
+    live.sort_by_key(|t| tokens.iter().position(|x| x == t));
+    assert_eq!(live, tokens[1..].to_vec());
+    assert_eq!(s.touch_tokens(&tokens[1..]).await.unwrap(), 2);
+
+    assert!(s.revoke_token(&tokens[1]).await.unwrap());
+    assert_eq!(s.find_token(&tokens[1]).await.unwrap(), None);
+    assert!(!s.revoke_token(&Token::generate().hash()).await.unwrap());
+    assert_eq!(s.revoke_user_tokens(&jane.to_lowercase()).await.unwrap(), vec![tokens[2].clone()]);
+    assert!(s.live_tokens(&tokens).await.unwrap().is_empty());
+
+    // An expired token is no token.
+    let expired = Token::generate().hash();
+    s.insert_token(user_id, &expired, None, unix_now() - 1, 20).await.unwrap();
+    assert_eq!(s.find_token(&expired).await.unwrap(), None);
+}
