@@ -1,11 +1,66 @@
-//! Hostile players at the transport: which address a node believes a client has.
-//! Each test performs the attack against a real node process, PostgreSQL and Redis.
+//! Hostile players at the transport: what a node does when it cuts a client off, and
+//! which address it believes a client has. Each test performs the attack against a
+//! real node process, PostgreSQL and Redis.
 
 mod common;
 
 use common::*;
+use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+/// Sends `count` messages back to back on a fresh connection, then reads until the
+/// node closes: the replies read, and the close frame (None: the connection ended
+/// without one, as a client sees 1006).
+async fn flood(url: &str, count: usize) -> (Vec<serde_json::Value>, Option<CloseFrame>) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connect");
+    let message = Message::text(r#"{"type":"count"}"#);
+    let mut burst = futures_util::stream::iter((0..count).map(|_| Ok::<_, WsError>(message.clone())));
+    ws.send_all(&mut burst).await.expect("send the burst");
+    let mut replies = Vec::new();
+    loop {
+        match tokio::time::timeout(REPLY_TIMEOUT, ws.next()).await.expect("the node neither replied nor closed") {
+            Some(Ok(Message::Text(text))) => replies.push(serde_json::from_str(&text).expect("reply is JSON")),
+            Some(Ok(Message::Close(frame))) => return (replies, frame),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return (replies, None),
+        }
+    }
+}
+
+/// A client the node closes for sending too fast gets every reply the node wrote before
+/// the close, and the close frame with its reason: the node lingers, reading and
+/// discarding what is still in flight, instead of resetting the connection (1006).
+/// 100 clients at once, each sending 200 messages back to back (burst 40).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_closed_for_flooding_gets_every_reply_and_the_close_reason() {
+    let cluster = Cluster::new().await;
+    let node = cluster.node_with(&[("MAX_MESSAGES_PER_SEC", "20")]).await;
+    let url = node.ws_url();
+    let floods = (0..100).map(|_| flood(&url, 200));
+    let outcomes = futures_util::future::join_all(floods).await;
+
+    let auth_required = error("Authentication required", "AUTH_REQUIRED");
+    let mut failures = Vec::new();
+    for (i, (replies, close)) in outcomes.iter().enumerate() {
+        let closed_right = close
+            .as_ref()
+            .is_some_and(|frame| frame.code == CloseCode::Policy && frame.reason.as_str() == "too many messages");
+        // The burst is 40; tokens refilling while the node works may allow a few more.
+        let replied_right = (40..200).contains(&replies.len()) && replies.iter().all(|r| *r == auth_required);
+        if !closed_right || !replied_right {
+            failures.push(format!("client {i}: {} replies, close {close:?}", replies.len()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 100 clients lost replies or the close reason:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
 
 /// Garbage in front of the trusted proxy's own hop: a different random entry on every
 /// connection.
