@@ -257,10 +257,14 @@ pub struct Config {
     #[arg(long, env = "HASH_PLACES_PER_ADDRESS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1024), global = true)]
     pub hash_places_per_address: u64,
 
-    /// Networks (CIDRs, comma-separated) of load balancers whose X-Forwarded-For /
-    /// X-Real-IP name the real client address; default none: the socket address counts.
+    /// Networks (CIDRs, comma-separated) of load balancers whose CLIENT_IP_HEADER
+    /// names the real client address; default none: the socket address counts.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "", global = true)]
     pub trusted_proxies: TrustedProxies,
+    /// The one header the trusted proxies set: `x-forwarded-for` (appended hops) or
+    /// `x-real-ip` (one address, overwritten). The other is ignored.
+    #[arg(long, env = "CLIENT_IP_HEADER", default_value = "x-forwarded-for", global = true)]
+    pub client_ip_header: ClientIpHeader,
 
     /// Seconds after SIGTERM before remaining connections are closed with 1001.
     #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 10, global = true)]
@@ -506,6 +510,35 @@ impl TrustedProxies {
     pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// The header a trusted proxy names the client in; a client can send either, so only
+/// the one the proxy really sets (appends to, or overwrites) may count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientIpHeader {
+    #[default]
+    XForwardedFor,
+    XRealIp,
+}
+
+impl ClientIpHeader {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientIpHeader::XForwardedFor => "x-forwarded-for",
+            ClientIpHeader::XRealIp => "x-real-ip",
+        }
+    }
+}
+
+impl std::str::FromStr for ClientIpHeader {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [ClientIpHeader::XForwardedFor, ClientIpHeader::XRealIp]
+            .into_iter()
+            .find(|header| s.trim().eq_ignore_ascii_case(header.name()))
+            .ok_or_else(|| format!("'{s}' is not x-forwarded-for or x-real-ip"))
     }
 }
 

@@ -26,7 +26,8 @@ use crate::outbox::{self, Inbox, Outgoing};
 use crate::ratelimit::Bucket;
 use crate::session::Session;
 
-/// How long a closing handshake may take before the socket is simply dropped.
+/// How long a server-side close may take (writing the close frame, then lingering
+/// until the client answers it or leaves) before the socket is simply dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Buffers sized for many idle connections; frames over the limit fail with 1009.
@@ -118,6 +119,26 @@ impl Socket {
             _ = inbox.too_slow() => Err(Some(Close::TooSlow)),
         }
     }
+
+    /// A lingering close: sends (and flushes) the close frame after everything written
+    /// before it, then reads and discards input until the client answers the close or
+    /// goes. Closing a socket with unread input makes the kernel reset the connection,
+    /// and the client loses the replies and the close frame still in flight (1006).
+    async fn close(&mut self, close: Close) {
+        let frame = CloseFrame { code: close.code(), reason: close.reason().into() };
+        if self.ws.close(Some(frame)).await.is_err() {
+            return;
+        }
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Close(_))) | None => return,
+                Some(Ok(_)) => {}
+                // Frames no longer parse (the rest of one over the limit): skip bytes.
+                Some(Err(_)) => break,
+            }
+        }
+        let _ = tokio::io::copy(self.ws.get_mut(), &mut tokio::io::sink()).await;
+    }
 }
 
 impl Connection {
@@ -136,8 +157,7 @@ impl Connection {
         self.session.end(&self.node);
         if let Some(close) = ending {
             m::connection_killed(close.reason());
-            let frame = CloseFrame { code: close.code(), reason: close.reason().into() };
-            let _ = tokio::time::timeout(CLOSE_GRACE, self.ws.ws.close(Some(frame))).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, self.ws.close(close)).await;
         }
         m::connection_closed();
     }

@@ -2,7 +2,7 @@
 //! metrics port (`/metrics`, `POST /matches/<id>/end`).
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::TrustedProxies;
+use crate::config::{ClientIpHeader, Config, TrustedProxies};
 use crate::connection::{websocket_config, Connection};
 use crate::error::Error;
 use crate::handlers::register::create_account;
@@ -111,7 +111,7 @@ fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Re
     if public.node.status() == Status::Draining {
         return text(StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down");
     }
-    let client_ip = client_ip(peer.ip(), req.headers(), &public.node.config.trusted_proxies);
+    let client_ip = client_of(&public.node.config, peer, req.headers());
     let Some(slot) = public.per_address.take(client_ip) else {
         m::connection_refused(m::Refused::AddressFull);
         return text(StatusCode::TOO_MANY_REQUESTS, "Too many connections from this address");
@@ -138,29 +138,48 @@ fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Re
     response
 }
 
-/// The client's address: from `X-Forwarded-For` (the nearest untrusted hop) or
-/// `X-Real-IP` when the socket peer is a trusted proxy, else the peer itself.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.contains(ip);
-    if !is_trusted(&peer) {
-        return peer;
+/// The client's address. Starting at the socket peer, the walk goes right to left
+/// through the hops `header` lists (`X-Forwarded-For`: every entry, in order; `X-Real-IP`:
+/// its one address) while the address reached is a trusted proxy: the client is the
+/// first untrusted address, or the last address reached when the hops run out. An entry
+/// that does not parse (`parse_hop`) ends the walk where it is: what stands left of it
+/// was written by no proxy that can be trusted, so a garbage entry can never make the
+/// client's own claim count.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies, header: ClientIpHeader) -> IpAddr {
+    let mut values = headers.get_all(header.name()).iter().map(|v| v.to_str().unwrap_or(""));
+    let hops: Vec<&str> = match header {
+        ClientIpHeader::XForwardedFor => values.flat_map(|v| v.split(',')).collect(),
+        // Set by the proxy, overwriting the client's: only the last line can be its.
+        ClientIpHeader::XRealIp => values.next_back().into_iter().collect(),
+    };
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        if !trusted.contains(&client) {
+            break;
+        }
+        match parse_hop(hop) {
+            Some(ip) => client = ip,
+            None => break,
+        }
     }
-    let forwarded = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-        .collect::<Vec<_>>();
-    if let Some(ip) = forwarded.iter().rev().find(|ip| !is_trusted(ip)) {
-        return *ip;
+    client
+}
+
+/// The client address of a request on the public port, by the node's settings.
+fn client_of(config: &Config, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    client_ip(peer.ip(), headers, &config.trusted_proxies, config.client_ip_header)
+}
+
+/// One hop of a forwarding header: `ip`, `ip:port`, `[v6]:port` or `[v6]`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
     }
-    headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .or_else(|| forwarded.first().copied())
-        .unwrap_or(peer)
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    hop.strip_prefix('[')?.strip_suffix(']')?.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
 async fn ready(node: &Node) -> Response<Body> {
@@ -184,7 +203,7 @@ async fn ready(node: &Node) -> Response<Body> {
 
 async fn register(node: &Node, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     const BAD_BODY: &str = "Invalid request body";
-    let client_ip = client_ip(peer.ip(), req.headers(), &node.config.trusted_proxies);
+    let client_ip = client_of(&node.config, peer, req.headers());
     let body = Limited::new(req.into_body(), node.config.max_frame_bytes as usize).collect();
     // A body trickled byte by byte must not hold a descriptor for minutes.
     let limit = Duration::from_secs(node.config.http_body_timeout_secs);
@@ -237,16 +256,87 @@ mod tests {
         h
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    const XFF: ClientIpHeader = ClientIpHeader::XForwardedFor;
+    const REAL: ClientIpHeader = ClientIpHeader::XRealIp;
+
     #[test]
     fn forwarded_address_counts_only_behind_a_trusted_proxy() {
-        let lb: IpAddr = "10.0.0.5".parse().unwrap();
+        let lb = ip("10.0.0.5");
         let trusted: TrustedProxies = "10.0.0.0/8, ".parse().unwrap();
         let h = headers(&[("x-forwarded-for", "203.0.113.7, 10.0.0.9")]);
-        assert_eq!(client_ip(lb, &h, &trusted), "203.0.113.7".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(lb, &h, &TrustedProxies::default()), lb);
-        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
-        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+        assert_eq!(client_ip(lb, &h, &trusted, XFF), ip("203.0.113.7"));
+        assert_eq!(client_ip(lb, &h, &TrustedProxies::default(), XFF), lb);
+        let stranger = ip("198.51.100.1");
+        assert_eq!(client_ip(stranger, &h, &trusted, XFF), stranger);
         let real = headers(&[("x-real-ip", "203.0.113.8")]);
-        assert_eq!(client_ip(lb, &real, &trusted), "203.0.113.8".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(lb, &real, &trusted, REAL), ip("203.0.113.8"));
+        assert_eq!(client_ip(stranger, &real, &trusted, REAL), stranger);
+        // No header: the proxy itself; every hop trusted: the farthest one.
+        assert_eq!(client_ip(lb, &HeaderMap::new(), &trusted, XFF), lb);
+        let inside = headers(&[("x-forwarded-for", "10.1.1.1, 10.0.0.9")]);
+        assert_eq!(client_ip(lb, &inside, &trusted, XFF), ip("10.1.1.1"));
+    }
+
+    #[test]
+    fn hops_parse_with_ports_and_brackets() {
+        assert_eq!(parse_hop(" 1.2.3.4 "), Some(ip("1.2.3.4")));
+        assert_eq!(parse_hop("1.2.3.4:5678"), Some(ip("1.2.3.4")));
+        assert_eq!(parse_hop("2001:db8::1"), Some(ip("2001:db8::1")));
+        assert_eq!(parse_hop("[2001:db8::1]:443"), Some(ip("2001:db8::1")));
+        assert_eq!(parse_hop("[2001:db8::1]"), Some(ip("2001:db8::1")));
+        for garbage in [
+            "",
+            "unknown",
+            "1.2.3",
+            "1.2.3.4:",
+            "1.2.3.4:99999",
+            "[1.2.3.4]",
+            "[2001:db8::1",
+            "2001:db8::1]:80",
+            "_hidden",
+        ] {
+            assert_eq!(parse_hop(garbage), None, "{garbage:?}");
+        }
+    }
+
+    /// The client's own entries (left of what the trusted proxy appended) never count:
+    /// not past an entry with a port, and not past one that does not parse.
+    #[test]
+    fn a_client_cannot_forge_its_address_past_the_trusted_proxy() {
+        let proxy = ip("127.0.0.1");
+        let trusted: TrustedProxies = "127.0.0.1/32".parse().unwrap();
+        let client = |xff: &str| client_ip(proxy, &headers(&[("x-forwarded-for", xff)]), &trusted, XFF);
+        assert_eq!(client("9.9.9.9, 1.2.3.4:5678"), ip("1.2.3.4"));
+        assert_eq!(client("garbage, 1.2.3.4:5678"), ip("1.2.3.4"));
+        assert_eq!(client("9.9.9.9, [2001:db8::7]:5678"), ip("2001:db8::7"));
+        // Garbage where the proxy's hop should be: nothing left of it is believed, the
+        // walk ends at the last trusted address.
+        assert_eq!(client("9.9.9.9, garbage"), proxy);
+        assert_eq!(client("9.9.9.9, garbage, 127.0.0.1"), proxy);
+        assert_eq!(client("9.9.9.9, 1.2.3.4,"), proxy);
+        // Several header lines are one list, in order.
+        let two = headers(&[("x-forwarded-for", "9.9.9.9"), ("x-forwarded-for", "1.2.3.4")]);
+        assert_eq!(client_ip(proxy, &two, &trusted, XFF), ip("1.2.3.4"));
+    }
+
+    /// Only the header the proxy sets counts: the other one is the client's to forge.
+    #[test]
+    fn only_the_configured_header_counts() {
+        let proxy = ip("127.0.0.1");
+        let trusted: TrustedProxies = "127.0.0.1/32".parse().unwrap();
+        let both = headers(&[("x-forwarded-for", "1.2.3.4"), ("x-real-ip", "5.6.7.8")]);
+        assert_eq!(client_ip(proxy, &both, &trusted, XFF), ip("1.2.3.4"));
+        assert_eq!(client_ip(proxy, &both, &trusted, REAL), ip("5.6.7.8"));
+        let forged_real = headers(&[("x-real-ip", "5.6.7.8")]);
+        assert_eq!(client_ip(proxy, &forged_real, &trusted, XFF), proxy);
+        let real_with_port = headers(&[("x-real-ip", "[2001:db8::9]:1234")]);
+        assert_eq!(client_ip(proxy, &real_with_port, &trusted, REAL), ip("2001:db8::9"));
+        assert_eq!(client_ip(proxy, &headers(&[("x-real-ip", "nonsense")]), &trusted, REAL), proxy);
+        assert_eq!("X-Real-IP".parse::<ClientIpHeader>(), Ok(REAL));
+        assert!("forwarded".parse::<ClientIpHeader>().is_err());
     }
 }

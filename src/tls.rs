@@ -152,23 +152,22 @@ impl std::fmt::Debug for PgTarget {
 ///   it; `require`: TLS or nothing. None of these checks the certificate, as in libpq,
 ///   except that `require` with an `sslrootcert` acts as `verify-ca` (libpq does too).
 /// - `verify-ca`: the certificate must chain to the CA; `verify-full`: and name the host.
-/// - `sslrootcert=/path/ca.pem`: the CA(s) to trust; absent or `system`: the system's.
+/// - `sslrootcert=/path/ca.pem`: the CA(s) to trust; absent: the system's.
+/// - `sslrootcert=system`: the system's roots, and (libpq ≥ 16) `verify-full` is its
+///   default `sslmode` and the only one allowed with it: a weaker one is an error.
 ///
 /// The error is one line.
 pub fn pg_target(url: &str) -> Result<PgTarget, String> {
     let (rest, mode, rootcert) = take_ssl_params(url)?;
     let mut config: tokio_postgres::Config = rest.parse().map_err(|e| format!("{e}"))?;
-    let mode = match mode {
-        Some(mode) => PgSslMode::parse(&mode)?,
-        None => PgSslMode::Prefer,
-    };
+    let mode = ssl_mode(mode.as_deref(), rootcert.as_deref())?;
     config.ssl_mode(match mode {
         PgSslMode::Disable => SslMode::Disable,
         PgSslMode::Prefer => SslMode::Prefer,
         PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull => SslMode::Require,
     });
     let roots = match rootcert.as_deref() {
-        None | Some("system") => None,
+        None | Some(SYSTEM_ROOTS) => None,
         Some(path) => {
             let mut roots = RootCertStore::empty();
             for cert in read_ca_file(Path::new(path), "sslrootcert")? {
@@ -203,6 +202,26 @@ pub fn pg_target(url: &str) -> Result<PgTarget, String> {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(EncryptOnly(provider))).with_no_client_auth()
     };
     Ok(PgTarget { config, tls: MakeRustlsConnect::new(client), mode })
+}
+
+/// The `sslrootcert` value that names the system's roots.
+const SYSTEM_ROOTS: &str = "system";
+
+/// The `sslmode` to use: the one given, else `prefer`, or `verify-full` with
+/// `sslrootcert=system`, which (as in libpq ≥ 16) refuses any weaker mode: trusting
+/// every public CA only means something when the host name is checked too.
+fn ssl_mode(given: Option<&str>, rootcert: Option<&str>) -> Result<PgSslMode, String> {
+    let system = rootcert == Some(SYSTEM_ROOTS);
+    match given {
+        None if system => Ok(PgSslMode::VerifyFull),
+        None => Ok(PgSslMode::Prefer),
+        Some(given) => match PgSslMode::parse(given)? {
+            mode if system && mode != PgSslMode::VerifyFull => Err(format!(
+                "weak sslmode {given:?} may not be used with sslrootcert={SYSTEM_ROOTS} (use \"verify-full\")"
+            )),
+            mode => Ok(mode),
+        },
+    }
 }
 
 /// Splits `sslmode` and `sslrootcert` off a PostgreSQL URL (`postgres://…?k=v&…`) or
@@ -435,6 +454,28 @@ mod tests {
             let target = pg_target(url).unwrap();
             assert_eq!((target.mode, target.config.get_ssl_mode()), (mode, ssl), "{url}");
         }
+    }
+
+    /// As libpq ≥ 16: `sslrootcert=system` means verify-full, and nothing weaker.
+    #[test]
+    fn system_roots_mean_verify_full() {
+        assert_eq!(ssl_mode(None, Some("system")), Ok(PgSslMode::VerifyFull));
+        assert_eq!(ssl_mode(Some("verify-full"), Some("system")), Ok(PgSslMode::VerifyFull));
+        assert_eq!(ssl_mode(None, None), Ok(PgSslMode::Prefer));
+        assert_eq!(ssl_mode(Some("require"), Some("/ca.pem")), Ok(PgSslMode::Require));
+        for weak in ["disable", "allow", "prefer", "require", "verify-ca"] {
+            assert_eq!(
+                ssl_mode(Some(weak), Some("system")),
+                Err(format!(r#"weak sslmode "{weak}" may not be used with sslrootcert=system (use "verify-full")"#))
+            );
+        }
+        for url in ["postgres://h/db?sslrootcert=system", "host=h sslrootcert=system"] {
+            let target = pg_target(url).unwrap();
+            assert_eq!((target.mode, target.config.get_ssl_mode()), (PgSslMode::VerifyFull, SslMode::Require), "{url}");
+        }
+        assert!(pg_target("postgres://h/db?sslmode=prefer&sslrootcert=system")
+            .unwrap_err()
+            .starts_with("weak sslmode"));
     }
 
     #[test]

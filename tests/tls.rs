@@ -126,6 +126,23 @@ async fn verify_full_with_another_ca_is_refused() {
     assert_eq!(node_pg_connections(&pg, &cluster.db_name).await.0, 0);
 }
 
+/// `sslrootcert=system` alone means verify-full against the system's roots (libpq ≥ 16):
+/// a server whose certificate no system root signed is refused, not merely encrypted to.
+#[tokio::test]
+async fn sslrootcert_system_checks_the_certificate() {
+    let pki = TestPki::generate();
+    let pg = PrivatePostgres::start_tls(&pki);
+    let cluster = Cluster::with_stores(&pg.url(), &redis_url()).await;
+    let node = cluster.spawn_node(&[("DB_CONN", &format!("{}?sslrootcert=system", cluster.db_url))]);
+    let refused = eventually(Duration::from_secs(10), || async {
+        node.log().contains("database not ready") && node.log().contains("UnknownIssuer")
+    })
+    .await;
+    assert!(refused, "sslrootcert=system accepted a certificate no system root signed:\n{}", node.log());
+    assert_eq!(ready_body(&node).await.0, 503);
+    assert_eq!(node_pg_connections(&pg, &cluster.db_name).await.0, 0);
+}
+
 #[tokio::test]
 async fn verify_ca_skips_the_host_name_that_verify_full_checks() {
     // The server's certificate names another host than the 127.0.0.1 the node dials.
@@ -233,6 +250,10 @@ fn bad_ca_files_stop_the_node_with_one_line() {
         (vec![("DB_CONN", "host=127.0.0.1 sslmode=verify-full sslrootcert=/nonexistent/ca.pem")], "sslrootcert"),
         (vec![("DB_MIGRATION_URL", &format!("{pg}{not_pem}"))], "DB_MIGRATION_URL"),
         (vec![("DB_CONN", "postgres://127.0.0.1/x?sslmode=verify")], "sslmode"),
+        // libpq ≥ 16: nothing weaker than verify-full with the system's roots.
+        (vec![("DB_CONN", "postgres://127.0.0.1/x?sslmode=require&sslrootcert=system")], r#"weak sslmode "require""#),
+        (vec![("DB_CONN", "host=127.0.0.1 sslmode=prefer sslrootcert=system")], r#"weak sslmode "prefer""#),
+        (vec![("DB_MIGRATION_URL", "postgres://127.0.0.1/x?sslmode=verify-ca&sslrootcert=system")], "weak sslmode"),
     ] {
         let (code, stderr) = failed_start(&env);
         assert_eq!(code, Some(2), "{env:?}: {stderr}");

@@ -337,7 +337,7 @@ impl RedisStore {
         if let Some(conn) = self.shared.read().unwrap().as_ref() {
             return Ok(conn.clone());
         }
-        let fresh = match &self.topology {
+        let mut fresh = match &self.topology {
             Topology::Single { pool, .. } => Conn::Single(deadpool_redis::Connection::take(pool.get().await?)),
             Topology::Sentinel(sentinel) => {
                 let master = Topology::master(sentinel).await?;
@@ -351,6 +351,7 @@ impl RedisStore {
                 }
             }
         };
+        check_version(&mut fresh).await?;
         Ok(self.shared.write().unwrap().get_or_insert(fresh).clone())
     }
 
@@ -403,6 +404,44 @@ impl RedisStore {
         }
         result
     }
+}
+
+/// The oldest Redis the node works with: `EXPIRE … NX` (rate limits) needs 7.0.
+const MIN_REDIS_VERSION: (u32, u32, u32) = (7, 0, 0);
+
+/// Stops the process with one line when `conn` reaches a Redis older than
+/// [`MIN_REDIS_VERSION`] (on Cluster: any primary). Run on every new shared connection,
+/// so a node that started while Redis was down checks when it first gets through. A
+/// server that does not tell (INFO refused or renamed) is given the benefit of the doubt.
+async fn check_version(conn: &mut Conn) -> StoreResult<()> {
+    let info = match redis::cmd("INFO").arg("server").query_async::<Value>(conn).await.map_err(StoreError::from) {
+        Ok(info) => info,
+        Err(e) if unreachable(&e) => return Err(e),
+        Err(_) => return Ok(()),
+    };
+    if let Some((major, minor, patch)) = oldest_version(&info).filter(|v| *v < MIN_REDIS_VERSION) {
+        let (min_major, min_minor, _) = MIN_REDIS_VERSION;
+        eprintln!("openchampps: Redis {major}.{minor}.{patch} is too old: {min_major}.{min_minor} or newer is needed");
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+/// The lowest `redis_version` in an `INFO` reply (on Cluster, a map of every primary's).
+fn oldest_version(info: &Value) -> Option<(u32, u32, u32)> {
+    match info {
+        Value::BulkString(bytes) => version_in(&String::from_utf8_lossy(bytes)),
+        Value::SimpleString(text) | Value::VerbatimString { text, .. } => version_in(text),
+        Value::Map(pairs) => pairs.iter().filter_map(|(_, v)| oldest_version(v)).min(),
+        Value::Array(items) => items.iter().filter_map(oldest_version).min(),
+        _ => None,
+    }
+}
+
+fn version_in(info: &str) -> Option<(u32, u32, u32)> {
+    let version = info.lines().find_map(|line| line.trim().strip_prefix("redis_version:"))?;
+    let mut parts = version.split('.').map(|part| part.parse::<u32>().ok());
+    Some((parts.next()??, parts.next().flatten().unwrap_or(0), parts.next().flatten().unwrap_or(0)))
 }
 
 /// Whether an error means Redis cannot be reached (as opposed to a refused command).
@@ -1028,5 +1067,31 @@ impl MatchQueue for RedisStore {
         let mut inv = MM.unlease.key(self.mm_key(&format!("lease:{server}")));
         inv.arg(match_id);
         self.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await.map(drop) }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_redis_version_is_found_in_info() {
+        let info =
+            |v: &str| Value::BulkString(format!("# Server\r\nredis_version:{v}\r\nredis_mode:standalone\r\n").into());
+        assert_eq!(oldest_version(&info("7.2.4")), Some((7, 2, 4)));
+        assert_eq!(oldest_version(&info("6.2.14")), Some((6, 2, 14)));
+        assert_eq!(oldest_version(&info("8.0")), Some((8, 0, 0)));
+        assert_eq!(oldest_version(&info("255.255.255")), Some((255, 255, 255)));
+        assert_eq!(oldest_version(&Value::BulkString(b"# Server\r\nos:Linux\r\n".to_vec())), None);
+        assert_eq!(oldest_version(&info("unstable")), None);
+        // RESP3 and Cluster (one reply per primary): the oldest counts.
+        let verbatim =
+            Value::VerbatimString { format: redis::VerbatimFormat::Text, text: "redis_version:7.0.0\n".into() };
+        let cluster = Value::Map(vec![
+            (Value::SimpleString("a:6379".into()), verbatim),
+            (Value::SimpleString("b:6379".into()), info("6.2.7")),
+        ]);
+        assert_eq!(oldest_version(&cluster), Some((6, 2, 7)));
+        assert!((6, 2, 7) < MIN_REDIS_VERSION && (7, 0, 0) >= MIN_REDIS_VERSION && (7, 4, 1) > MIN_REDIS_VERSION);
     }
 }
