@@ -15,6 +15,9 @@
 //!   are one account)
 //! - `{d:<display name>}:nodes` set: the nodes holding sessions with that display name
 //! - `{rl:<key>}`            rate-limit counter, per window
+//! - `{<prefix>chat}:rate:<user id>` an account's chat bucket: when (ms, Redis clock)
+//!   it is full again; gone once full. Tagged with the global chat channel's whole
+//!   name, so it lives in that channel's slot (below)
 //! - channel `chat`          the chat bus to every node (JSON [`BusEvent`]s)
 //! - channel `chat:<node id>` private messages routed to one node
 //!
@@ -23,6 +26,13 @@
 //! so every command below is written once. On Cluster no command or pipeline spans
 //! two slots (the hash tags above), and the bus uses sharded pub/sub (`SPUBLISH`,
 //! `SSUBSCRIBE`), never `PUBLISH`, which a cluster copies to every shard.
+//!
+//! `global_chat` is one script that takes from the sender's chat bucket and, if it
+//! had a message left, publishes: on Cluster a script may touch one slot only, a
+//! shard channel included, hence every chat bucket in the global channel's slot.
+//! That shard carries every global message already; a private message's check is one
+//! more small script there. (A `REDIS_KEY_PREFIX` whose own braces move the bucket to
+//! another slot makes it the script, then the publish: two round trips.)
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,6 +44,7 @@ use deadpool_redis::{Manager, Pool, Runtime};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
     AsyncCommands, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushKind, RedisFuture, RedisResult, Script,
@@ -44,8 +55,9 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use super::{
-    seconds_until, Backoff, Beat, Bus, BusEvent, CacheLookup, Directory, Health, Joined, Left, Limits, MatchQueue,
-    NameLookup, Presence, Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord, GONE_KEPT_MS,
+    seconds_until, Backoff, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Directory, Health, Joined, Left,
+    Limits, MatchQueue, NameLookup, Presence, Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord,
+    GONE_KEPT_MS,
 };
 use crate::auth::TokenHash;
 use crate::config::RedisTarget;
@@ -108,6 +120,23 @@ local free = tonumber(ARGV[1])
 if n >= free then wait = math.min(tonumber(ARGV[2]) * 2 ^ math.min(n - free, 40), tonumber(ARGV[3])) end
 redis.call('HSET', KEYS[1], 'n', n, 'next', now + wait)
 redis.call('PEXPIRE', KEYS[1], math.floor(wait + tonumber(ARGV[4])))
+return 1
+";
+
+/// Takes one message from an account's chat bucket (a token bucket kept as the time,
+/// ms on Redis' clock, when it is full again: each message moves that time one
+/// interval later; a message that would move it more than `burst` intervals past now
+/// is refused) and, if there was one and a channel is given, publishes there.
+/// KEYS: the bucket. ARGV: ms per message, burst[, publish command, channel, message].
+const CHAT_RATE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local full_at = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+if full_at - now > interval * (burst - 1) then return 0 end
+full_at = full_at + interval
+redis.call('SET', KEYS[1], string.format('%.3f', full_at), 'PX', math.ceil(full_at - now))
+if ARGV[3] then redis.call(ARGV[3], ARGV[4], ARGV[5]) end
 return 1
 ";
 
@@ -196,6 +225,7 @@ pub struct RedisStore {
     cluster: bool,
     beat: Script,
     guess: Script,
+    chat_rate: Script,
     down: AtomicBool,
     /// While down: milliseconds since `epoch` at which the next probe may go out.
     next_probe_ms: AtomicU64,
@@ -282,6 +312,7 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             beat: Script::new(BEAT),
             guess: Script::new(GUESS),
+            chat_rate: Script::new(CHAT_RATE),
             down: AtomicBool::new(false),
             next_probe_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -290,6 +321,20 @@ impl RedisStore {
 
     fn chat_channel(&self) -> String {
         format!("{}chat", self.prefix)
+    }
+
+    /// An account's chat bucket, in the global chat channel's slot.
+    fn chat_rate_key(&self, user_id: i64) -> String {
+        format!("{p}{{{p}chat}}:rate:{user_id}", p = self.prefix)
+    }
+
+    /// `SPUBLISH` on Cluster (only the channel's shard carries it), `PUBLISH` elsewhere.
+    fn publish_command(&self) -> &'static str {
+        if self.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
     }
 
     fn node_channel(&self, node_id: &str) -> String {
@@ -579,14 +624,37 @@ impl Directory for RedisStore {
 }
 
 impl RedisStore {
-    /// One message on a channel: `SPUBLISH` on Cluster (only the channel's shard
-    /// carries it), `PUBLISH` elsewhere.
+    /// One message on a channel.
     async fn send(&self, channel: String, event: &BusEvent) -> StoreResult<()> {
         let body = serde_json::to_string(event).expect("chat events serialize");
-        let verb = if self.cluster { "SPUBLISH" } else { "PUBLISH" };
-        let mut cmd = redis::cmd(verb);
+        let mut cmd = redis::cmd(self.publish_command());
         cmd.arg(channel).arg(body);
         self.run(|mut c| async move { cmd.query_async::<i64>(&mut c).await.map(|_| ()) }).await
+    }
+}
+
+#[async_trait]
+impl ChatBuckets for RedisStore {
+    async fn take_message(&self, user_id: i64, rate: ChatRate) -> StoreResult<bool> {
+        let mut inv = self.chat_rate.key(self.chat_rate_key(user_id));
+        inv.arg(1000.0 / f64::from(rate.per_sec)).arg(rate.burst);
+        let taken: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(taken == 1)
+    }
+
+    async fn take_and_publish(&self, user_id: i64, rate: ChatRate, event: &BusEvent) -> StoreResult<bool> {
+        let (key, channel) = (self.chat_rate_key(user_id), self.chat_channel());
+        if self.cluster && Slot::for_key(&key) != Slot::for_key(&channel) {
+            if !self.take_message(user_id, rate).await? {
+                return Ok(false);
+            }
+            return self.send(channel, event).await.map(|()| true);
+        }
+        let body = serde_json::to_string(event).expect("chat events serialize");
+        let mut inv = self.chat_rate.key(key);
+        inv.arg(1000.0 / f64::from(rate.per_sec)).arg(rate.burst).arg(self.publish_command()).arg(channel).arg(body);
+        let sent: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(sent == 1)
     }
 }
 
