@@ -4,8 +4,10 @@
 //!
 //! Costs, whatever the number of nodes: `count` asks no store (each node keeps a
 //! view of the others, refreshed by its heartbeat once a second); `global_chat` is
-//! one publish that every node receives once; `private_chat` is one directory lookup
-//! and one publish per node holding the target, none when nobody holds it.
+//! one call that takes from the sender's chat bucket and publishes, and that every
+//! node receives once; `private_chat` is one directory lookup (with the chat bucket
+//! taken from at the same time) and one publish per node holding the target, none
+//! when nobody holds it.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,12 +72,52 @@ pub async fn publish(node: &Node, event: BusEvent) {
     }
 }
 
-/// Sends a private message to the sessions of account `target`, or, when no account
-/// has that name, to the sessions with that display name: only to the nodes that
-/// hold them. Which account a spelling names is PostgreSQL's answer, remembered.
-pub async fn send_private(node: &Node, from: String, account: String, target: String, message: String) {
+/// Sends a chat message of account `user_id` to the whole cluster, if the account is
+/// within its chat rate, which holds cluster-wide: one Redis call takes from its
+/// bucket and publishes. While Redis is down this node's own bucket decides and the
+/// message reaches this node only. `false`: past the rate, nothing sent.
+pub async fn publish_chat(node: &Node, user_id: i64, event: BusEvent) -> bool {
+    let Some(rate) = node.chat.rate() else {
+        publish(node, event).await;
+        return true;
+    };
+    let shared = node.stores.chat.take_and_publish(user_id, rate, &event).await;
+    let allowed = node.chat.settle(user_id, &shared);
+    if allowed && shared.is_err() {
+        deliver_local(node, &event);
+    }
+    allowed
+}
+
+/// Whether account `user_id` may send one more chat message (taking it): its
+/// cluster-wide bucket, or this node's own while Redis is down.
+async fn chat_token(node: &Node, user_id: i64) -> bool {
+    let Some(rate) = node.chat.rate() else {
+        return true;
+    };
+    node.chat.settle(user_id, &node.stores.chat.take_message(user_id, rate).await)
+}
+
+/// Sends account `user_id`'s private message to the sessions of account `target`, or,
+/// when no account has that name, to the sessions with that display name: only to
+/// the nodes that hold them. Which account a spelling names is PostgreSQL's answer,
+/// remembered. `false`: past the sender's chat rate, nothing sent.
+pub async fn send_private(
+    node: &Node,
+    user_id: i64,
+    from: String,
+    account: String,
+    target: String,
+    message: String,
+) -> bool {
     let directory = &node.stores.directory;
-    let (lookup, nodes_of_target) = directory.account_route(&target).await.unwrap_or_default();
+    // The chat bucket is asked alongside the route lookup, on the same shared
+    // connection: one more command, no more waiting than the lookup's round trip.
+    let (route, allowed) = tokio::join!(directory.account_route(&target), chat_token(node, user_id));
+    if !allowed {
+        return false;
+    }
+    let (lookup, nodes_of_target) = route.unwrap_or_default();
     let named = match lookup {
         NameLookup::Account(stored) => Some(stored),
         NameLookup::NoAccount => None,
@@ -110,6 +152,7 @@ pub async fn send_private(node: &Node, from: String, account: String, target: St
             let _ = node.stores.bus.publish_to(holder, &event).await;
         }
     }
+    true
 }
 
 /// Hands a chat event to the matching sessions of this node.

@@ -1,4 +1,5 @@
 pub mod auth;
+pub mod bucket;
 pub mod cluster;
 pub mod config;
 pub mod connection;
@@ -9,6 +10,7 @@ pub mod last_used;
 pub mod loadgen;
 pub mod matchmaking;
 pub mod metrics;
+pub mod names;
 pub mod node;
 pub mod outbox;
 pub mod protocol;

@@ -6,8 +6,9 @@
 //! - registrations per client address, cluster-wide;
 //! - connections per client address on this node, so one address cannot take all of
 //!   a node's connections (and descriptors) from everyone else;
-//! - token buckets in this node's memory for a connection's messages and an
-//!   account's chat.
+//! - a token bucket in this node's memory for a connection's messages;
+//! - a token bucket per account for its chat, cluster-wide (in Redis, taken from in
+//!   the same call that publishes), in this node's memory while Redis is down.
 //!
 //! A valid token is never limited, and a correct password is never refused because
 //! of other accounts' failures.
@@ -19,8 +20,12 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::bucket::AccountBuckets;
 use crate::config::Config;
-use crate::store::{Admit, Limits, LoginPolicy, Resolved};
+use crate::store::{Admit, ChatRate, Limits, LoginPolicy, Resolved, StoreResult};
+
+/// A connection's message rate is a bucket too.
+pub use crate::bucket::Bucket;
 
 /// The address a limit counts: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64,
 /// the smallest block one subscriber usually holds.
@@ -127,69 +132,38 @@ pub async fn registration_allowed(limits: &dyn Limits, ip: IpAddr, config: &Conf
     limits.hit(&key, config.registration_window_secs).await.map_or(true, |n| n <= config.registrations_per_address)
 }
 
-/// A token bucket: `rate` per second, at most `burst` at once.
-#[derive(Debug, Clone)]
-pub struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    /// `None` when `per_sec` is 0: no limit.
-    pub fn new(per_sec: u32, burst: u32) -> Option<Bucket> {
-        (per_sec > 0).then(|| Bucket {
-            rate: f64::from(per_sec),
-            burst: f64::from(burst.max(1)),
-            tokens: f64::from(burst.max(1)),
-            last: Instant::now(),
-        })
-    }
-
-    /// Takes one token if there is one.
-    pub fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn is_full(&self) -> bool {
-        self.tokens + self.last.elapsed().as_secs_f64() * self.rate >= self.burst
-    }
-}
-
-/// Chat buckets per account, on this node: one account's connections share one.
+/// The chat rate of each account, one bucket for the whole cluster (kept in Redis,
+/// see `store::ChatBuckets`), and this node's own buckets for while Redis is down.
 pub struct ChatLimiter {
-    template: Option<Bucket>,
-    buckets: Mutex<HashMap<i64, Bucket>>,
+    rate: Option<ChatRate>,
+    local: AccountBuckets,
 }
 
 impl ChatLimiter {
     pub fn new(config: &Config) -> ChatLimiter {
-        ChatLimiter {
-            template: Bucket::new(config.chat_messages_per_sec, config.chat_burst),
-            buckets: Mutex::default(),
+        let rate = ChatRate { per_sec: config.chat_messages_per_sec, burst: config.chat_burst };
+        ChatLimiter { rate: (rate.per_sec > 0).then_some(rate), local: AccountBuckets::default() }
+    }
+
+    /// `None`: chat is not limited.
+    pub fn rate(&self) -> Option<ChatRate> {
+        self.rate
+    }
+
+    /// Whether account `user_id` may send one more chat message, given what its shared
+    /// bucket answered: that answer, or, when the shared store could not answer, this
+    /// node's own bucket.
+    pub fn settle(&self, user_id: i64, shared: &StoreResult<bool>) -> bool {
+        match (shared, self.rate) {
+            (_, None) => true,
+            (Ok(allowed), _) => *allowed,
+            (Err(_), Some(rate)) => self.local.take(user_id, rate.per_sec, rate.burst),
         }
     }
 
-    /// Whether account `user_id` may send one more chat message now.
-    pub fn allow(&self, user_id: i64) -> bool {
-        let Some(template) = &self.template else {
-            return true;
-        };
-        self.buckets.lock().unwrap().entry(user_id).or_insert_with(|| template.clone()).take()
-    }
-
-    /// Forgets accounts whose bucket has refilled: they are as new.
+    /// Forgets this node's buckets that have refilled.
     pub fn forget_idle(&self) {
-        self.buckets.lock().unwrap().retain(|_, bucket| !bucket.is_full());
+        self.local.forget_idle();
     }
 }
 
@@ -250,13 +224,19 @@ mod tests {
         assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
     }
 
+    /// Redis down: the node's own bucket still holds the account to its rate.
     #[test]
-    fn a_bucket_allows_its_burst_then_its_rate() {
-        let mut bucket = Bucket::new(5, 10).unwrap();
-        assert_eq!((0..20).filter(|_| bucket.take()).count(), 10);
-        std::thread::sleep(std::time::Duration::from_millis(450));
-        assert_eq!((0..20).filter(|_| bucket.take()).count(), 2);
-        assert!(Bucket::new(0, 10).is_none());
+    fn chat_falls_back_to_the_nodes_own_bucket_while_redis_is_down() {
+        let config = Config::from_flags(&["--chat-messages-per-sec", "5", "--chat-burst", "10"]).unwrap();
+        let chat = ChatLimiter::new(&config);
+        let down = || Err(crate::error::StoreError::RedisUnreachable);
+        assert_eq!((0..30).filter(|_| chat.settle(7, &down())).count(), 10);
+        // Another account has its own bucket; the shared answer wins when there is one.
+        assert!(chat.settle(8, &down()));
+        assert!(chat.settle(7, &Ok(true)));
+        assert!(!chat.settle(8, &Ok(false)));
+        let unlimited = ChatLimiter::new(&Config::from_flags(&["--chat-messages-per-sec", "0"]).unwrap());
+        assert!((0..100).all(|_| unlimited.settle(7, &down())));
     }
 
     #[test]

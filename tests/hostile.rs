@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use common::*;
+use openchampps::names::display_name;
 use openchampps::protocol::Credentials;
 use openchampps::protocol::{parse_envelope, parse_object, parse_string};
 use proptest::prelude::*;
@@ -294,8 +295,9 @@ fn allowed_reply(frame: &str, authenticated: bool, reply: Option<&Value>) -> Res
         }
         ("register", Some(r)) => r["type"] == "register_success" || is_error(r, "REGISTRATION_ERROR"),
         (_, Some(r)) if !authenticated => is_error(r, "AUTH_REQUIRED"),
-        ("set_username", r) => match &payload_string {
-            // The seed document: the reply echoes the name exactly; a non-string is ignored.
+        ("set_username", r) => match payload_string.as_deref().and_then(display_name) {
+            // The seed document: the reply echoes the name (in its one spelling); a
+            // non-string, or a string that is no display name, is ignored.
             Some(name) => r == Some(&json!({"type": "display_name_updated", "payload": name})),
             None => r.is_none(),
         },

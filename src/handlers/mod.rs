@@ -153,21 +153,15 @@ async fn start_session(node: &Node, session: &mut Session, user_id: i64, usernam
 
 /// A chat message's text, if it is not longer than `CHAT_MAX_CHARS`.
 fn chat_text(node: &Node, message: String) -> Result<String, Error> {
-    let too_long = message.len() as u64 > node.config.chat_max_chars
-        && message.chars().count() as u64 > node.config.chat_max_chars;
-    if too_long {
+    if longer_than(&message, node.config.chat_max_chars as usize) {
         return Err(Error::BadMessage);
     }
     Ok(message)
 }
 
-/// The sending player, if their account is within its chat rate.
-fn chat_allowed<'s>(node: &Node, session: &'s Session) -> Result<&'s Auth, Error> {
-    let player = session.player();
-    if !node.chat.allow(player.user_id) {
-        return Err(Error::ChatRateLimited);
-    }
-    Ok(player)
+/// Whether `text` is longer than `max` characters (bytes first: most text is short).
+fn longer_than(text: &str, max: usize) -> bool {
+    text.len() > max && text.chars().count() > max
 }
 
 /// Logs a store failure behind an error reply.

@@ -3,10 +3,10 @@
 use std::net::IpAddr;
 
 use serde_json::value::RawValue;
-use unicode_normalization::UnicodeNormalization;
 
 use super::{start_session, store_failed, Outcome};
 use crate::error::Error;
+use crate::names::{canonical_username, MAX_USERNAME_CHARS};
 use crate::node::Node;
 use crate::protocol::{parse_object, Registration, Reply};
 use crate::ratelimit;
@@ -33,33 +33,11 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     ))
 }
 
-const MAX_USERNAME_CHARS: usize = 64;
 const MAX_EMAIL_CHARS: usize = 254;
 
 /// Text PostgreSQL can store in an indexed column: no NUL, not too long.
 fn storable(text: &str, max_chars: usize) -> bool {
     !text.contains('\0') && text.chars().count() <= max_chars
-}
-
-/// A username that is a stable identifier: in NFC (so one name has one spelling),
-/// without control or invisible format characters (bidi overrides, zero-width
-/// joiners, …), without leading or trailing whitespace. `None` when it cannot be one.
-fn canonical_username(raw: &str) -> Option<String> {
-    let name: String = raw.nfc().collect();
-    let invisible = |c: char| c.is_control() || is_format_char(c);
-    if name.trim() != name || name.chars().any(invisible) {
-        return None;
-    }
-    Some(name)
-}
-
-/// Unicode general category Cf (format characters), as of Unicode 15.
-fn is_format_char(c: char) -> bool {
-    matches!(c as u32,
-        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2 | 0x180E
-        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF
-        | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3
-        | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
 }
 
 /// Validates and stores a new account for a player at `client_ip`; returns its id
@@ -115,20 +93,5 @@ pub async fn create_account(
         Err(Conflict::Username) => Err(Error::UsernameTaken),
         // Emails are unique in the schema; saying so beats a misleading server error.
         Err(Conflict::Email) => Err(Error::EmailTaken),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::canonical_username;
-
-    #[test]
-    fn usernames_must_be_stable_identifiers() {
-        assert_eq!(canonical_username("Jane Doe").as_deref(), Some("Jane Doe"));
-        // e + combining acute becomes the precomposed é.
-        assert_eq!(canonical_username("Re\u{301}my").as_deref(), Some("R\u{e9}my"));
-        for bad in [" jane", "jane ", "   ", "ja\u{202e}ne", "ja\u{200b}ne", "ja\u{feff}ne", "ja\nne", "ja\u{7}ne"] {
-            assert_eq!(canonical_username(bad), None, "{bad:?}");
-        }
     }
 }

@@ -5,14 +5,16 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::Outcome;
+use crate::names;
 use crate::node::Node;
 use crate::protocol::{parse_string, Reply};
 use crate::session::Session;
 use crate::store::seconds_until;
 
 pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
-    // The seed document: a payload that is not a string is silently ignored.
-    let Some(name) = parse_string(payload) else {
+    // The seed document: a payload that is not a string, or not a display name
+    // (`names::display_name`), is silently ignored: no reply, nothing stored.
+    let Some(name) = parse_string(payload).and_then(|raw| names::display_name(&raw)) else {
         return Ok(None);
     };
     session.rename(node, Arc::from(name.as_str()));

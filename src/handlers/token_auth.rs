@@ -12,6 +12,7 @@ use super::{store_failed, Outcome};
 use crate::auth::Token;
 use crate::error::Error;
 use crate::metrics::{self as m, CacheOutcome};
+use crate::names;
 use crate::node::Node;
 use crate::protocol::{parse_object, Reply, TokenPayload};
 use crate::session::{Auth, Session};
@@ -62,6 +63,9 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     };
 
     node.last_used.mark(hash);
+    // A display name stored before names had a format (a 16 KB one, say) is not
+    // restored: the session starts with the account name, as after a login.
+    let display_name = display_name.filter(|n| names::display_name(n).as_ref() == Some(n));
     let display_name = display_name.as_deref().unwrap_or(&record.username).into();
     let reply = Reply::AuthSuccess { username: record.username.as_str().into(), token: sent.into() }.to_json();
     let auth = Auth {

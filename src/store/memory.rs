@@ -13,11 +13,12 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    unix_now, Admit, Beat, Bus, BusEvent, CacheLookup, Conflict, Directory, Health, Joined, Left, Limits, LoginPolicy,
-    MatchQueue, NameLookup, Presence, Resolved, Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord,
-    UserRecord, UserStore, GUESS_IN_FLIGHT_MS,
+    unix_now, Admit, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Conflict, Directory, Health, Joined,
+    Left, Limits, LoginPolicy, MatchQueue, NameLookup, Presence, Resolved, Route, Sessions, StoreResult, Taken, Ticket,
+    TokenCache, TokenRecord, UserRecord, UserStore, GUESS_IN_FLIGHT_MS,
 };
 use crate::auth::TokenHash;
+use crate::bucket::AccountBuckets;
 
 /// Accounts and tokens (the PostgreSQL role).
 #[derive(Default)]
@@ -180,9 +181,10 @@ impl UserStore for MemoryUsers {
     }
 }
 
-/// The Redis roles: token cache, sessions, presence, bus, limits.
+/// The Redis roles: token cache, sessions, presence, bus, chat buckets, limits.
 pub struct MemoryShared {
     inner: Mutex<Shared>,
+    chat: AccountBuckets,
     /// Events with the node they are for (`None`: every node).
     bus: broadcast::Sender<(Option<String>, BusEvent)>,
     /// Added to every session write: lets a test hold a handler on a slow store.
@@ -306,6 +308,7 @@ impl Default for MemoryShared {
     fn default() -> Self {
         MemoryShared {
             inner: Mutex::default(),
+            chat: AccountBuckets::default(),
             bus: broadcast::channel(16_384).0,
             session_delay: Mutex::new(Duration::ZERO),
         }
@@ -453,6 +456,21 @@ impl Bus for MemoryShared {
             }
         });
         Ok(events.boxed())
+    }
+}
+
+#[async_trait]
+impl ChatBuckets for MemoryShared {
+    async fn take_message(&self, user_id: i64, rate: ChatRate) -> StoreResult<bool> {
+        Ok(self.chat.take(user_id, rate.per_sec, rate.burst))
+    }
+
+    async fn take_and_publish(&self, user_id: i64, rate: ChatRate, event: &BusEvent) -> StoreResult<bool> {
+        let taken = self.chat.take(user_id, rate.per_sec, rate.burst);
+        if taken {
+            self.publish(event).await?;
+        }
+        Ok(taken)
     }
 }
 

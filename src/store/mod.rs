@@ -1,7 +1,7 @@
 //! The stores, behind traits sized to their roles. PostgreSQL holds the durable
 //! truth (users, tokens: [`UserStore`]); Redis the shared, expiring state, one trait
 //! per role: [`TokenCache`], [`Sessions`], [`Presence`], [`Directory`], [`Bus`],
-//! [`Limits`].
+//! [`ChatBuckets`], [`Limits`].
 //! Each role has a Redis implementation ([`redis`]) and an in-memory one
 //! ([`memory`]) for in-process tests. Nothing outside this module names a concrete
 //! store: the node gets a [`Stores`] and sees only the traits.
@@ -256,6 +256,25 @@ pub trait Bus: Send + Sync + 'static {
     async fn subscribe(&self, node_id: &str) -> StoreResult<BoxStream<'static, BusEvent>>;
 }
 
+/// An account's chat rate: `per_sec` messages a second, at most `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatRate {
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
+/// Each account's chat bucket, one for the whole cluster, so an account connected to
+/// many nodes chats at its rate once, not once per node.
+#[async_trait]
+pub trait ChatBuckets: Send + Sync + 'static {
+    /// Takes one message from account `user_id`'s bucket: `false` when it is empty.
+    async fn take_message(&self, user_id: i64, rate: ChatRate) -> StoreResult<bool>;
+    /// Takes one message and, only if there was one, publishes `event` to every node
+    /// as [`Bus::publish`] does, in one step (one round trip): `false`, nothing
+    /// published, when the bucket is empty.
+    async fn take_and_publish(&self, user_id: i64, rate: ChatRate, event: &BusEvent) -> StoreResult<bool>;
+}
+
 /// How password guesses are throttled. Per (subject, network), where a subject is an
 /// account or a typed name no account has (the same rules for both, so the replies
 /// tell nothing about which names exist): `free` failures, then each further guess
@@ -449,6 +468,7 @@ pub struct Stores {
     pub presence: Arc<dyn Presence>,
     pub directory: Arc<dyn Directory>,
     pub bus: Arc<dyn Bus>,
+    pub chat: Arc<dyn ChatBuckets>,
     pub limits: Arc<dyn Limits>,
     pub queue: Arc<dyn MatchQueue>,
     /// Health of the shared-state store behind the Redis roles.
@@ -481,7 +501,7 @@ impl Stores {
 
     fn from_parts<S>(users: Arc<dyn UserStore>, shared: Arc<S>) -> Stores
     where
-        S: TokenCache + Sessions + Presence + Directory + Bus + Limits + MatchQueue + Health,
+        S: TokenCache + Sessions + Presence + Directory + Bus + ChatBuckets + Limits + MatchQueue + Health,
     {
         Stores {
             users,
@@ -490,6 +510,7 @@ impl Stores {
             presence: shared.clone(),
             directory: shared.clone(),
             bus: shared.clone(),
+            chat: shared.clone(),
             limits: shared.clone(),
             queue: shared.clone(),
             shared,

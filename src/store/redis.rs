@@ -20,6 +20,9 @@
 //!   subject is `a<account id>` or `n<sha256 of a typed name no account has>`
 //! - `{login:<subject>}:failures` the subject's failures from every network, per window
 //! - `{login:<subject>}:known` hash: network → when it last logged into the subject
+//! - `{<prefix>chat}:rate:<user id>` an account's chat bucket: when (ms, Redis clock)
+//!   it is full again; gone once full. Tagged with the global chat channel's whole
+//!   name, so it lives in that channel's slot (below)
 //! - channel `chat`          the chat bus to every node (JSON [`BusEvent`]s)
 //! - channel `chat:<node id>` private messages routed to one node
 //!
@@ -28,6 +31,13 @@
 //! so every command below is written once. On Cluster no command or pipeline spans
 //! two slots (the hash tags above), and the bus uses sharded pub/sub (`SPUBLISH`,
 //! `SSUBSCRIBE`), never `PUBLISH`, which a cluster copies to every shard.
+//!
+//! `global_chat` is one script that takes from the sender's chat bucket and, if it
+//! had a message left, publishes: on Cluster a script may touch one slot only, a
+//! shard channel included, hence every chat bucket in the global channel's slot.
+//! That shard carries every global message already; a private message's check is one
+//! more small script there. (A `REDIS_KEY_PREFIX` whose own braces move the bucket to
+//! another slot makes it the script, then the publish: two round trips.)
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +49,7 @@ use deadpool_redis::{Manager, Pool, Runtime};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
     AsyncCommands, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushKind, RedisFuture, RedisResult, Script,
@@ -49,9 +60,9 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use super::{
-    seconds_until, Admit, Beat, Bus, BusEvent, CacheLookup, Directory, Health, Joined, Left, Limits, LoginPolicy,
-    MatchQueue, NameLookup, Presence, Resolved, Route, Sessions, StoreResult, Taken, Ticket, TokenCache, TokenRecord,
-    GONE_KEPT_MS, GUESS_IN_FLIGHT_MS,
+    seconds_until, Admit, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Directory, Health, Joined, Left,
+    Limits, LoginPolicy, MatchQueue, NameLookup, Presence, Resolved, Route, Sessions, StoreResult, Taken, Ticket,
+    TokenCache, TokenRecord, GONE_KEPT_MS, GUESS_IN_FLIGHT_MS,
 };
 use crate::auth::TokenHash;
 use crate::config::RedisTarget;
@@ -184,6 +195,7 @@ pub struct RedisStore {
     cluster: bool,
     beat: Script,
     login: Script,
+    chat_rate: Script,
     down: AtomicBool,
     /// While down: milliseconds since `epoch` at which the next probe may go out.
     next_probe_ms: AtomicU64,
@@ -270,6 +282,7 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             beat: Script::new(BEAT),
             login: Script::new(include_str!("lua/login.lua")),
+            chat_rate: Script::new(include_str!("lua/chat_rate.lua")),
             down: AtomicBool::new(false),
             next_probe_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -278,6 +291,20 @@ impl RedisStore {
 
     fn chat_channel(&self) -> String {
         format!("{}chat", self.prefix)
+    }
+
+    /// An account's chat bucket, in the global chat channel's slot.
+    fn chat_rate_key(&self, user_id: i64) -> String {
+        format!("{p}{{{p}chat}}:rate:{user_id}", p = self.prefix)
+    }
+
+    /// `SPUBLISH` on Cluster (only the channel's shard carries it), `PUBLISH` elsewhere.
+    fn publish_command(&self) -> &'static str {
+        if self.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
     }
 
     fn node_channel(&self, node_id: &str) -> String {
@@ -630,14 +657,37 @@ impl Directory for RedisStore {
 }
 
 impl RedisStore {
-    /// One message on a channel: `SPUBLISH` on Cluster (only the channel's shard
-    /// carries it), `PUBLISH` elsewhere.
+    /// One message on a channel.
     async fn send(&self, channel: String, event: &BusEvent) -> StoreResult<()> {
         let body = serde_json::to_string(event).expect("chat events serialize");
-        let verb = if self.cluster { "SPUBLISH" } else { "PUBLISH" };
-        let mut cmd = redis::cmd(verb);
+        let mut cmd = redis::cmd(self.publish_command());
         cmd.arg(channel).arg(body);
         self.run(|mut c| async move { cmd.query_async::<i64>(&mut c).await.map(|_| ()) }).await
+    }
+}
+
+#[async_trait]
+impl ChatBuckets for RedisStore {
+    async fn take_message(&self, user_id: i64, rate: ChatRate) -> StoreResult<bool> {
+        let mut inv = self.chat_rate.key(self.chat_rate_key(user_id));
+        inv.arg(1000.0 / f64::from(rate.per_sec)).arg(rate.burst);
+        let taken: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(taken == 1)
+    }
+
+    async fn take_and_publish(&self, user_id: i64, rate: ChatRate, event: &BusEvent) -> StoreResult<bool> {
+        let (key, channel) = (self.chat_rate_key(user_id), self.chat_channel());
+        if self.cluster && Slot::for_key(&key) != Slot::for_key(&channel) {
+            if !self.take_message(user_id, rate).await? {
+                return Ok(false);
+            }
+            return self.send(channel, event).await.map(|()| true);
+        }
+        let body = serde_json::to_string(event).expect("chat events serialize");
+        let mut inv = self.chat_rate.key(key);
+        inv.arg(1000.0 / f64::from(rate.per_sec)).arg(rate.burst).arg(self.publish_command()).arg(channel).arg(body);
+        let sent: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(sent == 1)
     }
 }
 
