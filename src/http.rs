@@ -94,28 +94,28 @@ pub async fn metrics(
     })
 }
 
-/// Whether a game server's request carries the credential of `scope:id`
-/// (`ticket::credential` under GAME_SERVER_TOKEN); the refusal otherwise.
-fn game_server_credential(node: &Node, headers: &HeaderMap, scope: &str, id: &str) -> Result<(), Response<Body>> {
+/// The refusal of a game server's request that does not carry the credential of
+/// `scope:id` (`ticket::credential` under GAME_SERVER_TOKEN); `None` when it does.
+fn refused_credential(node: &Node, headers: &HeaderMap, scope: &str, id: &str) -> Option<Response<Body>> {
     let key = &node.config.game_server_token;
     if key.is_empty() {
-        return Err(text(StatusCode::FORBIDDEN, "Ending matches is off: GAME_SERVER_TOKEN is not set"));
+        return Some(text(StatusCode::FORBIDDEN, "Ending matches is off: GAME_SERVER_TOKEN is not set"));
     }
     let sent = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     // Compared as digests: the time taken says nothing about the credential.
     let digest = |s: &str| Sha256::digest(s.as_bytes());
     let expected = crate::matchmaking::ticket::credential(key, scope, id);
     if sent.is_none_or(|sent| digest(sent) != digest(&expected)) {
-        return Err(text(StatusCode::UNAUTHORIZED, "Bad or missing bearer token"));
+        return Some(text(StatusCode::UNAUTHORIZED, "Bad or missing bearer token"));
     }
-    Ok(())
+    None
 }
 
 /// `POST /matches/<match_id>/end` or `/confirm` from the match's game server, with the
 /// match's credential: ends the match, or keeps it (and its static server's lease) for
 /// GAME_SERVER_LEASE_SECS from now.
 async fn match_request(node: &Node, headers: &HeaderMap, match_id: &str, end: bool) -> Response<Body> {
-    if let Err(refused) = game_server_credential(node, headers, "match", match_id) {
+    if let Some(refused) = refused_credential(node, headers, "match", match_id) {
         return refused;
     }
     let queue = &node.stores.queue;
@@ -135,7 +135,7 @@ async fn match_request(node: &Node, headers: &HeaderMap, match_id: &str, end: bo
 /// `GET /servers/<host:port>/match` from a static-pool game server, with the server's
 /// credential: the started match holding its lease, with that match's credential.
 async fn server_match(node: &Node, headers: &HeaderMap, server: &str) -> Response<Body> {
-    if let Err(refused) = game_server_credential(node, headers, "server", server) {
+    if let Some(refused) = refused_credential(node, headers, "server", server) {
         return refused;
     }
     match node.stores.queue.current(server).await {
