@@ -46,6 +46,7 @@ CONFIG_MAP_KEYS = {
     "HASH_PLACES_PER_ADDRESS",
     "DB_POOL_SIZE", "REDIS_POOL_SIZE", "SHUTDOWN_DRAIN_SECS", "RUST_LOG", "LISTEN_ADDR", "METRICS_ADDR",
     "MATCH_QUEUES", "ALLOCATOR", "ALLOCATION_ATTEMPTS", "GAME_SERVER_LEASE_SECS", "MATCH_TICKET_TTL_SECS",
+    "MAX_MATCHES_PER_HOUR",
 }
 # ConfigMap key -> (config.* value, how the chart renders it), each only when the value is not empty.
 OPTIONAL_CONFIG_MAP_KEYS = {
@@ -293,7 +294,7 @@ def check_policy(label: str, docs: list[dict], values: dict) -> None:
         if env.get(key) != config.get(name):
             problem(f"[{label}] {key} is {env.get(key)!r}, expected config.{name} {config.get(name)!r}")
     for key, name in (("ALLOCATION_ATTEMPTS", "allocationAttempts"), ("GAME_SERVER_LEASE_SECS", "gameServerLeaseSecs"),
-                      ("MATCH_TICKET_TTL_SECS", "matchTicketTtlSecs")):
+                      ("MATCH_TICKET_TTL_SECS", "matchTicketTtlSecs"), ("MAX_MATCHES_PER_HOUR", "maxMatchesPerHour")):
         if env.get(key) != str(config.get(name)):
             problem(f"[{label}] {key} is {env.get(key)!r}, expected config.{name} {config.get(name)!r}")
     if set(env) != expected_keys:

@@ -219,22 +219,30 @@ pub struct Config {
     /// Tries to get a game server for a match before `match_error`.
     #[arg(long, env = "ALLOCATION_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub allocation_attempts: u32,
-    /// Longest a game server stays leased to one match.
+    /// Longest a game server stays leased to one match its game server confirmed
+    /// (unconfirmed: MATCH_TICKET_TTL_SECS).
     #[arg(long, env = "GAME_SERVER_LEASE_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub game_server_lease_secs: u64,
     /// Join-ticket signing keys, comma-separated `kid:secret`; the first signs. Empty:
     /// a random key per node (game servers cannot verify such tickets).
     #[arg(long, env = "MATCH_TICKET_KEYS", default_value = "", global = true, hide_env_values = true)]
     pub match_ticket_keys: TicketKeys,
-    /// Game servers end their match with `POST /matches/<match_id>/end` on the metrics
-    /// port and `Authorization: Bearer <this>`, which frees a static server's lease at
-    /// once and stops re-sending its `match_found`. Empty: the endpoint is off and
-    /// leases end when GAME_SERVER_LEASE_SECS pass. At least 16 characters.
+    /// The key of game servers' credentials (never given to a game server): each match
+    /// gets its own, `base64url(HMAC-SHA256(key, "match:<id>"))`, handed to its game
+    /// server with the allocation, for `POST /matches/<id>/confirm` (keeps a static
+    /// server leased for GAME_SERVER_LEASE_SECS) and `/end`; a static server asks
+    /// `GET /servers/<host:port>/match` with its own (`"server:<host:port>"`). Empty:
+    /// those endpoints are off and a static lease ends with the joinable window. At
+    /// least 16 characters.
     #[arg(long, env = "GAME_SERVER_TOKEN", default_value = "", global = true, hide_env_values = true)]
     pub game_server_token: String,
     /// How long a join ticket (and the match it names) stays valid.
     #[arg(long, env = "MATCH_TICKET_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub match_ticket_ttl_secs: u64,
+    /// Matches one account may start per hour (from its first); `join_queue` past it is
+    /// refused with RATE_LIMITED. 0: no cap.
+    #[arg(long, env = "MAX_MATCHES_PER_HOUR", default_value_t = 10, global = true)]
+    pub max_matches_per_hour: u64,
 
     /// Argon2id memory cost in KiB (the default is OWASP's recommendation).
     #[arg(long, env = "ARGON2_MEMORY_KIB", default_value_t = 19_456, global = true)]

@@ -17,6 +17,8 @@ pub enum Error {
     UnknownQueue,
     /// `leave_queue` after a match was formed for the player.
     MatchPending,
+    /// `join_queue` past `MAX_MATCHES_PER_HOUR`.
+    MatchRateLimited,
 
     // `auth_error` replies for `login` and `token_auth`.
     InvalidLoginFormat,
@@ -50,7 +52,7 @@ impl Error {
             Error::ServerError => error("SERVER_ERROR"),
             Error::UnknownQueue => error("BAD_QUEUE"),
             Error::MatchPending => error("MATCH_PENDING"),
-            Error::ChatRateLimited | Error::RegistrationRateLimited => error("RATE_LIMITED"),
+            Error::ChatRateLimited | Error::RegistrationRateLimited | Error::MatchRateLimited => error("RATE_LIMITED"),
             Error::InvalidLoginFormat
             | Error::InvalidCredentials
             | Error::TooManyAttempts
@@ -78,6 +80,7 @@ impl Error {
             Error::ServerError | Error::AuthServerError => "Server error, try again later",
             Error::UnknownQueue => "Unknown queue",
             Error::MatchPending => "Match already found",
+            Error::MatchRateLimited => "Too many matches, try again later",
             Error::InvalidLoginFormat => "Invalid login format",
             Error::InvalidCredentials => "Invalid username or password",
             Error::TooManyAttempts => "Too many attempts, try again later",

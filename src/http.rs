@@ -1,5 +1,6 @@
 //! HTTP on the public port (`/ws`, `/health`, `/ready`, `POST /register`) and on the
-//! metrics port (`/metrics`, `POST /matches/<id>/end`).
+//! metrics port (`/metrics`, and for game servers `POST /matches/<id>/confirm`,
+//! `POST /matches/<id>/end`, `GET /servers/<server id>/match`).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -66,11 +67,19 @@ pub async fn metrics(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
-    if let Some(match_id) = path.strip_prefix("/matches/").and_then(|rest| rest.strip_suffix("/end")) {
-        return Ok(if req.method() == Method::POST {
-            end_match(&node, req.headers(), match_id).await
-        } else {
-            text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+    let game_server = |method: Method| if req.method() == method { None } else { Some(not_allowed()) };
+    if let Some((match_id, action)) = path.strip_prefix("/matches/").and_then(|rest| rest.split_once('/')) {
+        if matches!(action, "end" | "confirm") {
+            return Ok(match game_server(Method::POST) {
+                Some(refused) => refused,
+                None => match_request(&node, req.headers(), match_id, action == "end").await,
+            });
+        }
+    }
+    if let Some(server) = path.strip_prefix("/servers/").and_then(|rest| rest.strip_suffix("/match")) {
+        return Ok(match game_server(Method::GET) {
+            Some(refused) => refused,
+            None => server_match(&node, req.headers(), server).await,
         });
     }
     Ok(match (req.method(), path) {
@@ -85,26 +94,65 @@ pub async fn metrics(
     })
 }
 
-/// `POST /matches/<match_id>/end` from the match's game server (GAME_SERVER_TOKEN).
-async fn end_match(node: &Node, headers: &HeaderMap, match_id: &str) -> Response<Body> {
-    let expected = &node.config.game_server_token;
-    if expected.is_empty() {
-        return text(StatusCode::FORBIDDEN, "Ending matches is off: GAME_SERVER_TOKEN is not set");
+/// The refusal of a game server's request that does not carry the credential of
+/// `scope:id` (`ticket::credential` under GAME_SERVER_TOKEN); `None` when it does.
+fn refused_credential(node: &Node, headers: &HeaderMap, scope: &str, id: &str) -> Option<Response<Body>> {
+    let key = &node.config.game_server_token;
+    if key.is_empty() {
+        return Some(text(StatusCode::FORBIDDEN, "Ending matches is off: GAME_SERVER_TOKEN is not set"));
     }
     let sent = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    // Compared as digests: the time taken says nothing about the token.
+    // Compared as digests: the time taken says nothing about the credential.
     let digest = |s: &str| Sha256::digest(s.as_bytes());
-    if sent.is_none_or(|sent| digest(sent) != digest(expected)) {
-        return text(StatusCode::UNAUTHORIZED, "Bad or missing bearer token");
+    let expected = crate::matchmaking::ticket::credential(key, scope, id);
+    if sent.is_none_or(|sent| digest(sent) != digest(&expected)) {
+        return Some(text(StatusCode::UNAUTHORIZED, "Bad or missing bearer token"));
     }
-    match node.stores.queue.end(match_id).await {
-        Ok(true) => {
+    None
+}
+
+/// `POST /matches/<match_id>/end` or `/confirm` from the match's game server, with the
+/// match's credential: ends the match, or keeps it (and its static server's lease) for
+/// GAME_SERVER_LEASE_SECS from now.
+async fn match_request(node: &Node, headers: &HeaderMap, match_id: &str, end: bool) -> Response<Body> {
+    if let Some(refused) = refused_credential(node, headers, "match", match_id) {
+        return refused;
+    }
+    let queue = &node.stores.queue;
+    let done =
+        if end { queue.end(match_id).await } else { queue.confirm(match_id, node.config.game_server_lease_secs).await };
+    match done {
+        Ok(true) if end => {
             tracing::info!(%match_id, "match ended by its game server");
             text(StatusCode::OK, "Match ended")
         }
+        Ok(true) => text(StatusCode::OK, "Match confirmed"),
         Ok(false) => text(StatusCode::NOT_FOUND, "No such match"),
         Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "Shared store unavailable, try again"),
     }
+}
+
+/// `GET /servers/<host:port>/match` from a static-pool game server, with the server's
+/// credential: the started match holding its lease, with that match's credential.
+async fn server_match(node: &Node, headers: &HeaderMap, server: &str) -> Response<Body> {
+    if let Some(refused) = refused_credential(node, headers, "server", server) {
+        return refused;
+    }
+    match node.stores.queue.current(server).await {
+        Ok(Some((match_id, players))) => {
+            let token = crate::matchmaking::ticket::credential(&node.config.game_server_token, "match", &match_id);
+            let body = json!({"match_id": match_id, "players": players, "token": token});
+            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Ok(None) => text(StatusCode::NOT_FOUND, "No match"),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "Shared store unavailable, try again"),
+    }
+}
+
+fn not_allowed() -> Response<Body> {
+    text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
 }
 
 fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Response<Body> {

@@ -42,6 +42,16 @@ pub fn display_name(raw: &str) -> Option<String> {
     canonical_username(&name)
 }
 
+/// Why a stored username is not a stable identifier (registration would have refused
+/// it, or stored it in another spelling), if it is not.
+pub fn unstable_username(name: &str) -> Option<&'static str> {
+    match canonical_username(name) {
+        None => Some("control or format characters, or leading/trailing whitespace"),
+        Some(canonical) if canonical != name => Some("not in Unicode NFC"),
+        Some(_) => None,
+    }
+}
+
 /// Unicode general category Cf (format characters), as of Unicode 15.
 fn is_format_char(c: char) -> bool {
     matches!(c as u32,

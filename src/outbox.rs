@@ -40,6 +40,11 @@ pub fn channel(capacity: usize) -> (Outbox, Inbox) {
 }
 
 impl Outbox {
+    /// The connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Queues `message`; `false` when the client is gone or too slow to take it (a
     /// full queue also tells the connection to close).
     pub fn offer(&self, message: Outgoing) -> bool {

@@ -42,6 +42,7 @@ async fn shared_contract<S: Shared>(label: &str, s: &S) {
     case(label, "queue: tries run out", queue_tries(s)).await;
     case(label, "queue: a dead node's tickets and matches", queue_gone_node(s)).await;
     case(label, "queue: start, joinable, end, leases", queue_matches(s)).await;
+    case(label, "queue: matches per account", queue_match_cap(s)).await;
 }
 
 /// The roles whose keys or scripts differ on Cluster.
@@ -54,6 +55,7 @@ async fn cluster_contract<S: Shared>(label: &str, s: &S) {
     case(label, "queue: first in, first out, put back", queue_fifo_put_back(s)).await;
     case(label, "queue: a dead node's tickets and matches", queue_gone_node(s)).await;
     case(label, "queue: start, joinable, end, leases", queue_matches(s)).await;
+    case(label, "queue: matches per account", queue_match_cap(s)).await;
 }
 
 #[tokio::test]
@@ -292,9 +294,9 @@ fn accounts(tickets: &[Ticket]) -> Vec<&str> {
 async fn queue_join_leave(s: &impl MatchQueue) {
     let (q, id) = (queue(), uuid::Uuid::new_v4().simple().to_string());
     let jane = format!("jane{id}");
-    assert_eq!(s.join(&ticket(&q, &jane, "n1", 1)).await.unwrap(), Joined::New);
+    assert_eq!(s.join(&ticket(&q, &jane, "n1", 1), 0).await.unwrap(), Joined::New);
     // Joining again from another connection keeps the place and says who held it.
-    assert_eq!(s.join(&ticket(&q, &jane, "n2", 7)).await.unwrap(), Joined::Kept { node: "n1".into(), conn: 1 });
+    assert_eq!(s.join(&ticket(&q, &jane, "n2", 7), 0).await.unwrap(), Joined::Kept { node: "n1".into(), conn: 1 });
     let (held, position) = s.position(&jane).await.unwrap().unwrap();
     assert_eq!((held.node.as_str(), held.conn, position), ("n2", 7, 1));
     // Only its holder's leave removes it, when a holder is named.
@@ -309,7 +311,7 @@ async fn queue_fifo_put_back(s: &impl MatchQueue) {
     let (q, id) = (queue(), uuid::Uuid::new_v4().simple().to_string());
     let names: Vec<String> = (0..3).map(|i| format!("p{i}{id}")).collect();
     for (i, name) in names.iter().enumerate() {
-        s.join(&ticket(&q, name, "n1", i as u64)).await.unwrap();
+        s.join(&ticket(&q, name, "n1", i as u64), 0).await.unwrap();
     }
     assert_eq!(s.length(&q).await.unwrap(), 3);
     assert_eq!(s.position(&names[2]).await.unwrap().unwrap().1, 3);
@@ -317,7 +319,7 @@ async fn queue_fifo_put_back(s: &impl MatchQueue) {
     let taken = s.take(&q, 2, &match_id, "n1", 60, &[]).await.unwrap();
     assert_eq!(accounts(&taken.tickets), [names[0].as_str(), names[1].as_str()]);
     // A player of a forming match cannot queue again, nor leave without its holder.
-    assert_eq!(s.join(&ticket(&q, &names[0], "n1", 0)).await.unwrap(), Joined::MatchPending);
+    assert_eq!(s.join(&ticket(&q, &names[0], "n1", 0), 0).await.unwrap(), Joined::MatchPending);
     assert_eq!(s.leave(&names[1], None).await.unwrap(), Left::MatchPending);
     // Not enough left for another.
     let none = s.take(&q, 2, &format!("m2{id}"), "n1", 60, &[]).await.unwrap();
@@ -333,8 +335,8 @@ async fn queue_fifo_put_back(s: &impl MatchQueue) {
 async fn queue_tries(s: &impl MatchQueue) {
     let (q, id) = (queue(), uuid::Uuid::new_v4().simple().to_string());
     let (a, b) = (format!("a{id}"), format!("b{id}"));
-    s.join(&ticket(&q, &a, "n1", 1)).await.unwrap();
-    s.join(&ticket(&q, &b, "n1", 2)).await.unwrap();
+    s.join(&ticket(&q, &a, "n1", 1), 0).await.unwrap();
+    s.join(&ticket(&q, &b, "n1", 2), 0).await.unwrap();
     for attempt in 1..=2u32 {
         let match_id = format!("m{attempt}{id}");
         assert_eq!(s.take(&q, 2, &match_id, "n1", 60, &[]).await.unwrap().tickets.len(), 2);
@@ -344,8 +346,8 @@ async fn queue_tries(s: &impl MatchQueue) {
     }
     assert_eq!(s.length(&q).await.unwrap(), 0);
     // A ticket that left while its match was forming is not put back.
-    s.join(&ticket(&q, &a, "n1", 1)).await.unwrap();
-    s.join(&ticket(&q, &b, "n1", 2)).await.unwrap();
+    s.join(&ticket(&q, &a, "n1", 1), 0).await.unwrap();
+    s.join(&ticket(&q, &b, "n1", 2), 0).await.unwrap();
     let match_id = format!("m3{id}");
     s.take(&q, 2, &match_id, "n1", 60, &[]).await.unwrap();
     assert!(matches!(s.leave(&a, Some(("n1", 1))).await.unwrap(), Left::Removed(_)));
@@ -358,14 +360,14 @@ async fn queue_gone_node(s: &impl MatchQueue) {
     let (q, id) = (queue(), uuid::Uuid::new_v4().simple().to_string());
     let (dead, alive) = (format!("dead{id}"), format!("alive{id}"));
     let names: Vec<String> = (0..4).map(|i| format!("p{i}{id}")).collect();
-    s.join(&ticket(&q, &names[0], &dead, 1)).await.unwrap();
-    s.join(&ticket(&q, &names[1], &alive, 2)).await.unwrap();
-    s.join(&ticket(&q, &names[2], &alive, 3)).await.unwrap();
+    s.join(&ticket(&q, &names[0], &dead, 1), 0).await.unwrap();
+    s.join(&ticket(&q, &names[1], &alive, 2), 0).await.unwrap();
+    s.join(&ticket(&q, &names[2], &alive, 3), 0).await.unwrap();
     // The dead node was forming a match of two players of the live node.
     let forming = format!("m1{id}");
     let taken = s.take(&q, 2, &forming, &dead, 60, &[]).await.unwrap();
     assert_eq!(accounts(&taken.tickets), [names[0].as_str(), names[1].as_str()]);
-    s.join(&ticket(&q, &names[3], &alive, 4)).await.unwrap();
+    s.join(&ticket(&q, &names[3], &alive, 4), 0).await.unwrap();
     // The next formation drops the dead node's tickets and puts the live ones back.
     let taken = s.take(&q, 2, &format!("m2{id}"), &alive, 60, &[dead.clone()]).await.unwrap();
     assert_eq!((taken.dropped, taken.put_back), (1, 1));
@@ -377,21 +379,26 @@ async fn queue_gone_node(s: &impl MatchQueue) {
 async fn queue_matches(s: &impl MatchQueue) {
     let (q, id) = (queue(), uuid::Uuid::new_v4().simple().to_string());
     let (a, b) = (format!("a{id}"), format!("b{id}"));
-    s.join(&ticket(&q, &a, "n1", 1)).await.unwrap();
-    s.join(&ticket(&q, &b, "n1", 2)).await.unwrap();
+    s.join(&ticket(&q, &a, "n1", 1), 0).await.unwrap();
+    s.join(&ticket(&q, &b, "n1", 2), 0).await.unwrap();
     let (match_id, server) = (format!("m{id}"), format!("10.0.0.1:{id}"));
     s.take(&q, 2, &match_id, "n1", 60, &[]).await.unwrap();
+    assert_eq!(s.joinable(&a).await.unwrap(), Joinable::Forming);
     assert!(s.lease(&server, &match_id, 60).await.unwrap());
     assert!(!s.lease(&server, &format!("other{id}"), 60).await.unwrap(), "a leased server is leased twice");
     let frames = [(a.clone(), format!("found {match_id} a")), (b.clone(), format!("found {match_id} b"))];
-    assert!(s.start(&match_id, &server, &frames, 60, 60).await.unwrap());
-    assert!(!s.start(&match_id, &server, &frames, 60, 60).await.unwrap(), "started twice");
-    assert_eq!(s.joinable(&a).await.unwrap(), Some(frames[0].1.clone()));
-    assert_eq!(s.join(&ticket(&q, &a, "n1", 1)).await.unwrap(), Joined::MatchPending);
+    assert!(s.start(&match_id, &server, &frames, 60).await.unwrap());
+    assert!(!s.start(&match_id, &server, &frames, 60).await.unwrap(), "started twice");
+    assert_eq!(s.current(&server).await.unwrap(), Some((match_id.clone(), vec![a.clone(), b.clone()])));
+    assert!(s.confirm(&match_id, 120).await.unwrap());
+    assert!(!s.confirm(&format!("nomatch{id}"), 120).await.unwrap());
+    assert_eq!(s.joinable(&a).await.unwrap(), Joinable::Found(frames[0].1.clone()));
+    assert_eq!(s.join(&ticket(&q, &a, "n1", 1), 0).await.unwrap(), Joined::MatchPending);
     assert!(s.end(&match_id).await.unwrap());
     assert!(!s.end(&match_id).await.unwrap(), "ended twice");
-    assert_eq!(s.joinable(&a).await.unwrap(), None);
-    assert_eq!(s.join(&ticket(&q, &a, "n1", 1)).await.unwrap(), Joined::New);
+    assert_eq!(s.joinable(&a).await.unwrap(), Joinable::None);
+    assert_eq!(s.current(&server).await.unwrap(), None);
+    assert_eq!(s.join(&ticket(&q, &a, "n1", 1), 0).await.unwrap(), Joined::New);
     // Ending the match freed its server.
     assert!(s.lease(&server, &format!("next{id}"), 60).await.unwrap());
     // A lease is freed only by the match holding it.
@@ -399,6 +406,23 @@ async fn queue_matches(s: &impl MatchQueue) {
     assert!(!s.lease(&server, &format!("third{id}"), 60).await.unwrap());
     s.unlease(&server, &format!("next{id}")).await.unwrap();
     assert!(s.lease(&server, &format!("third{id}"), 60).await.unwrap());
+}
+
+async fn queue_match_cap(s: &impl MatchQueue) {
+    let (q, id) = (queue(), uuid::Uuid::new_v4().simple().to_string());
+    let (a, b) = (format!("a{id}"), format!("b{id}"));
+    for round in 0..2 {
+        assert_eq!(s.join(&ticket(&q, &a, "n1", 1), 2).await.unwrap(), Joined::New, "round {round}");
+        s.join(&ticket(&q, &b, "n1", 2), 0).await.unwrap();
+        let match_id = format!("m{round}{id}");
+        s.take(&q, 2, &match_id, "n1", 60, &[]).await.unwrap();
+        let frames = [(a.clone(), "found".to_owned()), (b.clone(), "found".to_owned())];
+        assert!(s.start(&match_id, "", &frames, 60).await.unwrap());
+        assert!(s.end(&match_id).await.unwrap());
+    }
+    // Two matches formed: a third is refused to a, not to b, who has no cap.
+    assert_eq!(s.join(&ticket(&q, &a, "n1", 1), 2).await.unwrap(), Joined::Limited);
+    assert_eq!(s.join(&ticket(&q, &b, "n1", 2), 0).await.unwrap(), Joined::New);
 }
 
 // Users and tokens ----------------------------------------------------------------------

@@ -190,16 +190,25 @@ async fn match_found_again_on_reconnect_until_the_game_server_ends_the_match() {
     assert_eq!(again.request(json!({"type": "join_queue"})).await, error("Match already found", "MATCH_PENDING"));
 
     // Only the game server may end it.
+    // With the match's credential: HMAC-SHA256 of "match:<id>" under GAME_SERVER_TOKEN.
     let path = format!("/matches/{match_id}/end");
-    let post = |headers: &'static [(&'static str, &'static str)]| {
-        let path = path.clone();
-        let metrics = a.metrics;
-        async move { http(metrics, "POST", &path, None, headers).await.unwrap().0 }
+    let mut mac = Hmac::<Sha256>::new_from_slice(token.1.as_bytes()).unwrap();
+    mac.update(format!("match:{match_id}").as_bytes());
+    let credential = format!("Bearer {}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
+    let post = |headers: &[(&str, &str)]| {
+        let (path, metrics) = (path.clone(), a.metrics);
+        let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            http(metrics, "POST", &path, None, &headers).await.unwrap().0
+        }
     };
     assert_eq!(post(&[]).await, 401);
     assert_eq!(post(&[("Authorization", "Bearer guessed")]).await, 401);
-    assert_eq!(post(&[("Authorization", "Bearer s3cret-game-server-token")]).await, 200);
-    assert_eq!(post(&[("Authorization", "Bearer s3cret-game-server-token")]).await, 404);
+    // The key itself is no game server's credential.
+    assert_eq!(post(&[("Authorization", "Bearer s3cret-game-server-token")]).await, 401);
+    assert_eq!(post(&[("Authorization", &credential)]).await, 200);
+    assert_eq!(post(&[("Authorization", &credential)]).await, 404);
 
     // Over: no match_found on reconnect, and the one server is free for the next match.
     let mut after = b.client().await;

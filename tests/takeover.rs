@@ -520,3 +520,39 @@ async fn seconds_left(db: &tokio_postgres::Client, token: &str) -> f64 {
     .unwrap()
     .get(0)
 }
+
+/// `migrate --check` lists the Go usernames that are not stable identifiers by the
+/// rule of registration, and says what the takeover does with them: keeps them, as
+/// stored, loginable as stored.
+#[tokio::test]
+async fn check_lists_usernames_that_are_not_stable_identifiers() {
+    let (cluster, db) = go_database().await;
+    let unstable = ["cafe\u{301}", "evil\u{202E}gnp", " padded", "tab\tname", "zero\u{200B}width"];
+    for name in unstable.iter().chain(&["plain.user", "Ünïcödé"]) {
+        db.execute("INSERT INTO users (username, password_hash) VALUES ($1, $2)", &[name, &BCRYPT_2B]).await.unwrap();
+    }
+    let check = openchampps(&cluster, &["migrate", "--check"]).await;
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    assert!(
+        check.stdout.contains("users whose usernames are not stable identifiers (registration would refuse or re-spell them), kept as stored"),
+        "{}",
+        check.stdout
+    );
+    assert!(check.stdout.contains("works: 5\n"), "{}", check.stdout);
+    for name in unstable {
+        assert!(check.stdout.contains(&format!("{name:?}")), "{name:?} not listed:\n{}", check.stdout);
+    }
+    assert!(check.stdout.contains("(not in Unicode NFC)"), "{}", check.stdout);
+    for stable in ["plain.user", "Ünïcödé"] {
+        assert!(!check.stdout.contains(&format!("{stable:?}")), "{stable} listed:\n{}", check.stdout);
+    }
+
+    // As said: taken over as stored, and the name as stored logs in.
+    assert_eq!(openchampps(&cluster, &["migrate"]).await.code, Some(0));
+    let node = cluster.node().await;
+    let reply = node.client().await.login("cafe\u{301}", BCRYPT_2B_PASSWORD).await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["payload"]["username"].as_str()),
+        (Some("auth_success"), Some("cafe\u{301}"))
+    );
+}

@@ -32,8 +32,10 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
         left: false,
     };
     // Never a queue in one node's memory: that would split the players.
-    match node.stores.queue.join(&ticket).await.map_err(|_| Error::ServerError)? {
+    let cap = node.config.max_matches_per_hour;
+    match node.stores.queue.join(&ticket, cap).await.map_err(|_| Error::ServerError)? {
         Joined::MatchPending => return Err(Error::MatchPending),
+        Joined::Limited => return Err(Error::MatchRateLimited),
         Joined::Kept { node: holder, conn } if (holder.as_str(), conn) != (node.node_id.as_str(), session.id) => {
             let event = BusEvent::Frame { to: FrameTarget::Connection(conn), text: Reply::Dequeued.to_json() };
             cluster::send_to_node(node, &holder, &event).await;

@@ -9,7 +9,9 @@
 //! - the forming node dies: the next round on any node puts the players back.
 //!
 //! A connection that goes away releases its ticket through `Session::end`; a game
-//! server ends its match through `POST /matches/<id>/end` (`http.rs`).
+//! server confirms its match (keeping its server past the joinable window) and ends it
+//! through `POST /matches/<id>/confirm` and `/end` with the match's credential
+//! (`ticket::credential`, checked in `http.rs`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -34,7 +36,7 @@ use crate::metrics as m;
 use crate::node::Node;
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::{MatchFound, Reply};
-use crate::store::{unix_now, BusEvent, FrameTarget, Left, MatchQueue, Route, Ticket};
+use crate::store::{unix_now, BusEvent, FrameTarget, Joinable, Left, MatchQueue, Ticket};
 
 /// How often each node looks for matches to form.
 const FORM_EVERY: Duration = Duration::from_millis(500);
@@ -42,10 +44,12 @@ const FORM_EVERY: Duration = Duration::from_millis(500);
 const MAX_FORMING: usize = 64;
 
 /// This node's part of matchmaking: the configured queues, the server pool, the
-/// ticket keys, and the tickets its connections let go of.
+/// ticket keys, the key of game servers' credentials, and the tickets its connections
+/// let go of.
 pub struct Matchmaker {
     queues: Vec<(String, usize)>,
     keys: Vec<(String, Vec<u8>)>,
+    game_server_key: String,
     allocator: Arc<dyn Allocate>,
     released: mpsc::UnboundedSender<(String, u64)>,
     released_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, u64)>>>,
@@ -62,6 +66,7 @@ impl Matchmaker {
         Matchmaker {
             queues: config.match_queues.0.clone(),
             keys,
+            game_server_key: config.game_server_token.clone(),
             allocator,
             released,
             released_rx: Mutex::new(Some(rx)),
@@ -176,10 +181,13 @@ async fn form(node: &Node, queue: &str, size: usize) -> Option<Formed> {
 async fn start(node: &Node, formed: Formed) {
     let Formed { match_id, tickets } = formed;
     let allocator = &node.matchmaker.allocator;
+    let key = &node.matchmaker.game_server_key;
+    let token = if key.is_empty() { String::new() } else { ticket::credential(key, "match", &match_id) };
     let request = Request {
         match_id: &match_id,
         queue: tickets.first().map_or("", |t| t.queue.as_str()),
         players: tickets.iter().map(|t| t.username.as_str()).collect(),
+        token: &token,
     };
     let started = std::time::Instant::now();
     let result = allocator.allocate(&request).await;
@@ -230,8 +238,7 @@ async fn announce(node: &Node, match_id: &str, tickets: &[Ticket], server: &Serv
             (ticket.account.clone(), Reply::MatchFound(found).to_json())
         })
         .collect();
-    let record_secs = node.config.game_server_lease_secs.max(ttl);
-    match node.stores.queue.start(match_id, &server.server_id, &frames, ttl, record_secs).await {
+    match node.stores.queue.start(match_id, &server.server_id, &frames, ttl).await {
         Ok(true) => {}
         outcome => {
             // Its players were put back (this node was taken for gone) or the store
@@ -246,29 +253,35 @@ async fn announce(node: &Node, match_id: &str, tickets: &[Ticket], server: &Serv
     }
 }
 
-/// Sends a frame to every session of the ticket's account: on the node that holds the
-/// ticket and on every node the directory says holds the account (the player may
-/// have reconnected elsewhere while the match was forming).
+/// Sends a frame to the connection holding the ticket, and to no other session of its
+/// account: one told `dequeued` because the ticket moved is out of the match. A
+/// player who comes back on a new session while the match forms gets its
+/// `match_found` from [`resend_joinable`].
 async fn send(node: &Node, ticket: &Ticket, text: String) {
-    let event = BusEvent::Frame { to: FrameTarget::Account(ticket.account.clone()), text };
-    let route = Route::Account(ticket.account.clone());
-    let mut holders = node.stores.directory.nodes(&route).await.unwrap_or_default();
-    if !holders.contains(&ticket.node) {
-        holders.push(ticket.node.clone());
-    }
-    for holder in &holders {
-        cluster::send_to_node(node, holder, &event).await;
-    }
+    let event = BusEvent::Frame { to: FrameTarget::Connection(ticket.conn), text };
+    cluster::send_to_node(node, &ticket.node, &event).await;
 }
 
 /// Sends a session that just authenticated the `match_found` of its account's match,
-/// if one is still joinable. Runs beside the session: the auth reply never waits for it,
-/// and is written first (the handler returns before this can finish).
+/// if one is still joinable, or once the match being formed for it is announced.
+/// Runs beside the session: the auth reply never waits for it, and is written first
+/// (the handler returns before this can finish).
 pub fn resend_joinable(node: &Node, account: String, outbox: Outbox) {
     let queue = node.stores.queue.clone();
+    // A forming match lasts at most one allocation try; its pending state at most this.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(node.config.match_ticket_ttl_secs);
     tokio::spawn(async move {
-        if let Ok(Some(frame)) = queue.joinable(&account).await {
-            outbox.offer(Outgoing::Frame(Message::text(frame)));
+        loop {
+            match queue.joinable(&account).await {
+                Ok(Joinable::Found(frame)) => {
+                    outbox.offer(Outgoing::Frame(Message::text(frame)));
+                    return;
+                }
+                Ok(Joinable::Forming) if !outbox.is_closed() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(FORM_EVERY).await
+                }
+                _ => return,
+            }
         }
     });
 }

@@ -1,6 +1,8 @@
 //! Join tickets (docs/MATCH_TICKETS.md): `v1.<kid>.<claims>.<signature>`, the claims
 //! base64url JSON `{"mid","sub","srv","exp"}`, the signature base64url HMAC-SHA256 of
-//! `v1.<kid>.<claims>` with the key `kid`.
+//! `v1.<kid>.<claims>` with the key `kid`. Also the game servers' credentials:
+//! base64url HMAC-SHA256 of `match:<match id>` (confirms and ends that match) or
+//! `server:<server id>` (tells a static server its match) under GAME_SERVER_TOKEN.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -23,6 +25,12 @@ pub fn sign(
     format!("{signed}.{}", URL_SAFE_NO_PAD.encode(mac(key, &signed).finalize().into_bytes()))
 }
 
+/// A game server's credential for `scope` (`match` or `server`) `id`, keyed with
+/// GAME_SERVER_TOKEN: one match's (or server's) credential says nothing of another's.
+pub fn credential(key: &str, scope: &str, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(mac(key.as_bytes(), &format!("{scope}:{id}")).finalize().into_bytes())
+}
+
 fn mac(key: &[u8], signed: &str) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(signed.as_bytes());
@@ -36,6 +44,10 @@ pub enum BadTicket {
     UnknownKey(String),
     BadSignature,
     Expired,
+    /// The ticket is for another game server (`srv`, expected).
+    OtherServer(String, String),
+    /// The ticket is for another match than the server's current one (`mid`, expected).
+    OtherMatch(String, String),
 }
 
 impl std::fmt::Display for BadTicket {
@@ -45,12 +57,30 @@ impl std::fmt::Display for BadTicket {
             BadTicket::UnknownKey(kid) => write!(f, "signed with key '{kid}', which is not in MATCH_TICKET_KEYS"),
             BadTicket::BadSignature => f.write_str("the signature does not match: forged or altered"),
             BadTicket::Expired => f.write_str("expired"),
+            BadTicket::OtherServer(srv, me) => write!(f, "for game server '{srv}', not '{me}'"),
+            BadTicket::OtherMatch(mid, current) => {
+                write!(f, "for match '{mid}', not the server's current match '{current}' (ended or replaced)")
+            }
         }
     }
 }
 
-/// Checks a join ticket against `keys` at `now` (Unix seconds); returns its claims.
-pub fn verify(keys: &[(String, Vec<u8>)], ticket: &str, now: i64) -> Result<serde_json::Value, BadTicket> {
+/// Where a ticket is presented: the game server's id and its current match, each
+/// checked when given.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Expected<'a> {
+    pub server: Option<&'a str>,
+    pub match_id: Option<&'a str>,
+}
+
+/// Checks a join ticket against `keys` at `now` (Unix seconds) and what is expected of
+/// it; returns its claims.
+pub fn verify(
+    keys: &[(String, Vec<u8>)],
+    ticket: &str,
+    now: i64,
+    expected: Expected,
+) -> Result<serde_json::Value, BadTicket> {
     let (signed, signature) = ticket.rsplit_once('.').ok_or(BadTicket::Malformed)?;
     let mut parts = signed.splitn(3, '.');
     let (Some("v1"), Some(kid), Some(claims)) = (parts.next(), parts.next(), parts.next()) else {
@@ -68,23 +98,60 @@ pub fn verify(keys: &[(String, Vec<u8>)], ticket: &str, now: i64) -> Result<serd
     if claims["exp"].as_i64().is_none_or(|exp| exp <= now) {
         return Err(BadTicket::Expired);
     }
+    let claim = |name: &str| claims[name].as_str().unwrap_or_default().to_owned();
+    if let Some(me) = expected.server.filter(|me| claim("srv") != *me) {
+        return Err(BadTicket::OtherServer(claim("srv"), me.to_owned()));
+    }
+    if let Some(current) = expected.match_id.filter(|current| claim("mid") != *current) {
+        return Err(BadTicket::OtherMatch(claim("mid"), current.to_owned()));
+    }
     Ok(claims)
 }
 
 #[derive(Debug, clap::Args)]
 pub struct TicketArgs {
-    /// `verify`
-    #[arg(value_parser = ["verify"])]
+    /// `verify` a join ticket, or print a game server's `credential` for
+    /// `match:<match id>` or `server:<server id>` (from GAME_SERVER_TOKEN).
+    #[arg(value_parser = ["verify", "credential"])]
     pub action: String,
-    /// The ticket, as `match_found` carried it.
+    /// The ticket, as `match_found` carried it; or `match:<id>` / `server:<id>`.
     pub ticket: String,
+    /// verify: the game server it is presented to (its `containerID`).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// verify: that server's current match (what the allocation told it).
+    #[arg(long = "match")]
+    pub match_id: Option<String>,
 }
 
-/// `openchampps ticket verify TICKET`: prints the claims of a valid ticket, or why not.
+/// `openchampps ticket verify TICKET [--server ID] [--match ID]`: prints the claims of
+/// a valid ticket, or why not; `openchampps ticket credential SCOPE:ID`.
 pub fn ticket_command(config: &Config, args: TicketArgs) -> Result<(), String> {
-    let claims =
-        verify(&config.match_ticket_keys.0, &args.ticket, unix_now()).map_err(|e| format!("ticket refused: {e}"))?;
-    println!("valid: {claims}");
+    if args.action == "credential" {
+        let key = &config.game_server_token;
+        let (scope, id) = args
+            .ticket
+            .split_once(':')
+            .filter(|(scope, _)| matches!(*scope, "match" | "server"))
+            .ok_or("credential: name match:<match id> or server:<server id>")?;
+        if key.is_empty() {
+            return Err("credential: GAME_SERVER_TOKEN is not set".into());
+        }
+        println!("{}", credential(key, scope, id));
+        return Ok(());
+    }
+    let expected = Expected { server: args.server.as_deref(), match_id: args.match_id.as_deref() };
+    let claims = verify(&config.match_ticket_keys.0, &args.ticket, unix_now(), expected)
+        .map_err(|e| format!("ticket refused: {e}"))?;
+    let unchecked: Vec<&str> = [("--server", expected.server), ("--match", expected.match_id)]
+        .into_iter()
+        .filter_map(|(flag, given)| given.is_none().then_some(flag))
+        .collect();
+    if unchecked.is_empty() {
+        println!("valid: {claims}");
+    } else {
+        println!("valid: {claims} (not checked, as a game server must: {})", unchecked.join(", "));
+    }
     Ok(())
 }
 
@@ -102,15 +169,31 @@ mod tests {
     #[test]
     fn signs_what_it_verifies_and_refuses_the_rest() {
         let ticket = sign(&keys()[0], "m-1", "alice", "203.0.113.7:7001", 2_000_000_000);
-        let claims = verify(&keys(), &ticket, 1_900_000_000).unwrap();
+        let any = Expected::default();
+        let claims = verify(&keys(), &ticket, 1_900_000_000, any).unwrap();
         assert_eq!((claims["mid"].as_str(), claims["sub"].as_str()), (Some("m-1"), Some("alice")));
-        assert_eq!(verify(&keys(), &ticket, 2_000_000_000), Err(BadTicket::Expired));
+        assert_eq!(verify(&keys(), &ticket, 2_000_000_000, any), Err(BadTicket::Expired));
         let other = vec![("k1".to_owned(), b"another key, same id, 32 bytes!!".to_vec())];
-        assert_eq!(verify(&other, &ticket, 0), Err(BadTicket::BadSignature));
+        assert_eq!(verify(&other, &ticket, 0, any), Err(BadTicket::BadSignature));
         let tampered = ticket.replacen("v1.k1.", "v1.k1.e", 1);
-        assert!(verify(&keys(), &tampered, 0).is_err());
-        assert_eq!(verify(&[], &ticket, 0), Err(BadTicket::UnknownKey("k1".into())));
-        assert_eq!(verify(&keys(), "nonsense", 0), Err(BadTicket::Malformed));
+        assert!(verify(&keys(), &tampered, 0, any).is_err());
+        assert_eq!(verify(&[], &ticket, 0, any), Err(BadTicket::UnknownKey("k1".into())));
+        assert_eq!(verify(&keys(), "nonsense", 0, any), Err(BadTicket::Malformed));
+        // Bound to its server and its match.
+        let here = Expected { server: Some("203.0.113.7:7001"), match_id: Some("m-1") };
+        assert!(verify(&keys(), &ticket, 0, here).is_ok());
+        let next = Expected { match_id: Some("m-2"), ..here };
+        assert_eq!(verify(&keys(), &ticket, 0, next), Err(BadTicket::OtherMatch("m-1".into(), "m-2".into())));
+        let elsewhere = Expected { server: Some("203.0.113.7:7002"), ..here };
+        assert!(matches!(verify(&keys(), &ticket, 0, elsewhere), Err(BadTicket::OtherServer(..))));
+    }
+
+    #[test]
+    fn credentials_are_per_match_and_per_server() {
+        let key = "s3cret-game-server-token";
+        assert_ne!(credential(key, "match", "m-1"), credential(key, "match", "m-2"));
+        assert_ne!(credential(key, "match", "x"), credential(key, "server", "x"));
+        assert_ne!(credential(key, "match", "m-1"), credential("another-game-server-token", "match", "m-1"));
     }
 
     #[test]

@@ -13,9 +13,9 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    unix_now, Admit, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Conflict, Directory, Health, Joined,
-    Left, Limits, LoginPolicy, MatchQueue, NameLookup, Presence, Resolved, Route, Sessions, StoreResult, Taken, Ticket,
-    TokenCache, TokenRecord, UserRecord, UserStore, GUESS_IN_FLIGHT_MS,
+    unix_now, Admit, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Conflict, Directory, Health, Joinable,
+    Joined, Left, Limits, LoginPolicy, MatchQueue, NameLookup, Presence, Resolved, Route, Sessions, StoreResult, Taken,
+    Ticket, TokenCache, TokenRecord, UserRecord, UserStore, GUESS_IN_FLIGHT_MS, MATCH_COUNT_WINDOW_SECS,
 };
 use crate::auth::TokenHash;
 use crate::bucket::AccountBuckets;
@@ -295,6 +295,11 @@ fn login_pair(inner: &mut Shared, pair: (String, String), now: Instant) -> &mut 
     entry
 }
 
+/// The counter of the matches `account` started (`Joined::Limited`).
+fn formed_key(account: &str) -> String {
+    format!("formed:{account}")
+}
+
 /// The value under `key` unless it has expired.
 fn live<'m, K, Q, V>(map: &'m HashMap<K, Expiring<V>>, key: &Q) -> Option<&'m V>
 where
@@ -549,10 +554,14 @@ impl Health for MemoryShared {
 
 #[async_trait]
 impl MatchQueue for MemoryShared {
-    async fn join(&self, ticket: &Ticket) -> StoreResult<Joined> {
+    async fn join(&self, ticket: &Ticket, max_matches: u64) -> StoreResult<Joined> {
         let mut inner = self.inner.lock().unwrap();
         if live(&inner.pending, ticket.account.as_str()).is_some() {
             return Ok(Joined::MatchPending);
+        }
+        let formed = live(&inner.counters, formed_key(&ticket.account).as_str()).copied().unwrap_or(0);
+        if max_matches > 0 && formed >= max_matches {
+            return Ok(Joined::Limited);
         }
         let mut ticket = ticket.clone();
         if let Some(old) = inner.tickets.get(&ticket.account).filter(|old| old.queue == ticket.queue) {
@@ -646,7 +655,6 @@ impl MatchQueue for MemoryShared {
         server: &str,
         frames: &[(String, String)],
         joinable_secs: u64,
-        record_secs: u64,
     ) -> StoreResult<bool> {
         let mut inner = self.inner.lock().unwrap();
         if inner.forming.remove(match_id).is_none() {
@@ -657,13 +665,44 @@ impl MatchQueue for MemoryShared {
             // Still "Match already found" while the match is joinable.
             inner.pending.insert(account.clone(), Expiring::new(match_id.to_owned(), joinable_secs));
             inner.found.insert(account.clone(), Expiring::new(frame.clone(), joinable_secs));
+            let formed = inner.counters.entry(formed_key(account)).or_insert_with(|| Expiring::new(0, 0));
+            if formed.until <= Instant::now() {
+                *formed = Expiring::new(0, MATCH_COUNT_WINDOW_SECS);
+            }
+            formed.value += 1;
         }
-        inner.matches.insert(match_id.to_owned(), Expiring::new((server.to_owned(), accounts), record_secs));
+        inner.matches.insert(match_id.to_owned(), Expiring::new((server.to_owned(), accounts), joinable_secs));
         Ok(true)
     }
 
-    async fn joinable(&self, account: &str) -> StoreResult<Option<String>> {
-        Ok(live(&self.inner.lock().unwrap().found, account).cloned())
+    async fn joinable(&self, account: &str) -> StoreResult<Joinable> {
+        let inner = self.inner.lock().unwrap();
+        Ok(match (live(&inner.found, account), live(&inner.pending, account)) {
+            (Some(frame), _) => Joinable::Found(frame.clone()),
+            (None, Some(_)) => Joinable::Forming,
+            (None, None) => Joinable::None,
+        })
+    }
+
+    async fn confirm(&self, match_id: &str, secs: u64) -> StoreResult<bool> {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(server) = live(&inner.matches, match_id).map(|(server, _)| server.clone()) else {
+            return Ok(false);
+        };
+        let until = Expiring::new((), secs).until;
+        inner.matches.get_mut(match_id).expect("live").until = until;
+        if let Some(lease) = inner.leases.get_mut(&server).filter(|l| l.until > Instant::now() && l.value == match_id) {
+            lease.until = until;
+        }
+        Ok(true)
+    }
+
+    async fn current(&self, server: &str) -> StoreResult<Option<(String, Vec<String>)>> {
+        let inner = self.inner.lock().unwrap();
+        let Some(match_id) = live(&inner.leases, server) else {
+            return Ok(None);
+        };
+        Ok(live(&inner.matches, match_id.as_str()).map(|(_, accounts)| (match_id.clone(), accounts.clone())))
     }
 
     async fn end(&self, match_id: &str) -> StoreResult<bool> {

@@ -372,6 +372,22 @@ pub enum Joined {
     },
     /// A match was already formed for the account.
     MatchPending,
+    /// The account already formed its `max_matches` in [`MATCH_COUNT_WINDOW_SECS`].
+    Limited,
+}
+
+/// The window of the per-account match cap (`MAX_MATCHES_PER_HOUR`), from the
+/// account's first counted match.
+pub const MATCH_COUNT_WINDOW_SECS: u64 = 3600;
+
+/// What a new session of an account may still be sent of its match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Joinable {
+    None,
+    /// A match is being formed for the account: its `match_found` may follow.
+    Forming,
+    /// The `match_found` of the account's joinable match.
+    Found(String),
 }
 
 /// What `leave` did.
@@ -385,8 +401,9 @@ pub enum Left {
 /// The matchmaking queues, shared by every node; each operation is atomic.
 #[async_trait]
 pub trait MatchQueue: Send + Sync + 'static {
-    /// Queues the account (keeping its place when it already has one in this queue).
-    async fn join(&self, ticket: &Ticket) -> StoreResult<Joined>;
+    /// Queues the account (keeping its place when it already has one in this queue),
+    /// unless it already formed `max_matches` (0: no cap) in the window.
+    async fn join(&self, ticket: &Ticket, max_matches: u64) -> StoreResult<Joined>;
     /// Removes the account's ticket; only the one held by `holder` (node, connection)
     /// when given.
     async fn leave(&self, account: &str, holder: Option<(&str, u64)>) -> StoreResult<Left>;
@@ -413,19 +430,25 @@ pub trait MatchQueue: Send + Sync + 'static {
     async fn put_back(&self, match_id: &str, max_tries: u32) -> StoreResult<u64>;
     /// Forming match `match_id` got game server `server`: `frames` (account, its
     /// `match_found`) are kept for reconnecting players for `joinable_secs` (their
-    /// accounts keep a pending match as long), and the
-    /// match for `record_secs` (until it ends). `false` when the match is no longer
-    /// forming (its players were put back meanwhile): it must not be announced.
+    /// accounts keep a pending match as long), as is the match (and `server`'s
+    /// lease) unless its game server confirms it; each account counts one more match
+    /// (`Joined::Limited`). `false` when the match is no longer forming (its players
+    /// were put back meanwhile): it must not be announced.
     async fn start(
         &self,
         match_id: &str,
         server: &str,
         frames: &[(String, String)],
         joinable_secs: u64,
-        record_secs: u64,
     ) -> StoreResult<bool>;
-    /// The `match_found` of the account's match while it is joinable.
-    async fn joinable(&self, account: &str) -> StoreResult<Option<String>>;
+    /// The `match_found` of the account's match while it is joinable, or whether one
+    /// is being formed.
+    async fn joinable(&self, account: &str) -> StoreResult<Joinable>;
+    /// The game server confirmed started match `match_id`: it and its server's lease
+    /// (if it holds it) are kept `secs` from now. `false` when no such match is known.
+    async fn confirm(&self, match_id: &str, secs: u64) -> StoreResult<bool>;
+    /// The started match holding static server `server`'s lease: its id and accounts.
+    async fn current(&self, server: &str) -> StoreResult<Option<(String, Vec<String>)>>;
     /// Match `match_id` is over: its game-server lease is freed, its `match_found` no
     /// longer sent again and its players may queue again. `false` when no such match is known.
     async fn end(&self, match_id: &str) -> StoreResult<bool>;

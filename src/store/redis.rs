@@ -60,9 +60,9 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use super::{
-    seconds_until, Admit, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Directory, Health, Joined, Left,
-    Limits, LoginPolicy, MatchQueue, NameLookup, Presence, Resolved, Route, Sessions, StoreResult, Taken, Ticket,
-    TokenCache, TokenRecord, GONE_KEPT_MS, GUESS_IN_FLIGHT_MS,
+    seconds_until, Admit, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Directory, Health, Joinable, Joined,
+    Left, Limits, LoginPolicy, MatchQueue, NameLookup, Presence, Resolved, Route, Sessions, StoreResult, Taken, Ticket,
+    TokenCache, TokenRecord, GONE_KEPT_MS, GUESS_IN_FLIGHT_MS, MATCH_COUNT_WINDOW_SECS,
 };
 use crate::auth::TokenHash;
 use crate::config::RedisTarget;
@@ -779,11 +779,13 @@ impl Health for RedisStore {
 /// being formed for the account, `{mm}:forming` hash match → `{node, at, tickets}`,
 /// `{mm}:found:<account>` the account's `match_found` while joinable, `{mm}:match:<id>`
 /// a started match's `{server, accounts}`, `{mm}:lease:<server>` the match holding a
-/// game server.
+/// game server, `{mm}:formed:<account>` the matches the account started in the window.
 const MM_JOIN: &str = r"
 local p, acct = ARGV[1], ARGV[2]
 local t = cjson.decode(ARGV[3])
 if redis.call('EXISTS', p .. '{mm}:pending:' .. acct) == 1 then return {'pending'} end
+local cap = tonumber(ARGV[4])
+if cap > 0 and tonumber(redis.call('GET', p .. '{mm}:formed:' .. acct) or '0') >= cap then return {'limited'} end
 local old = redis.call('HGET', KEYS[1], acct)
 if old then
   local o = cjson.decode(old)
@@ -931,7 +933,9 @@ local back = restore(ARGV[1], ARGV[2], {}, 1, tonumber(ARGV[3]))
 return back
 ";
 
-/// ARGV: prefix, match, server, joinable secs, record secs, then account/frame pairs.
+/// ARGV: prefix, match, server, joinable secs, match-count window secs, then
+/// account/frame pairs. The match record lives as long as it is joinable, until its
+/// game server confirms it (`MM_CONFIRM`).
 const MM_START: &str = r"
 local p, mid = ARGV[1], ARGV[2]
 local forming = p .. '{mm}:forming'
@@ -942,10 +946,33 @@ for i = 6, #ARGV, 2 do
   -- Still 'Match already found' while the match is joinable.
   redis.call('SET', p .. '{mm}:pending:' .. acct, mid, 'EX', tonumber(ARGV[4]))
   redis.call('SET', p .. '{mm}:found:' .. acct, ARGV[i + 1], 'EX', tonumber(ARGV[4]))
+  local formed = p .. '{mm}:formed:' .. acct
+  if redis.call('INCR', formed) == 1 then redis.call('EXPIRE', formed, tonumber(ARGV[5])) end
   table.insert(accounts, acct)
 end
-redis.call('SET', p .. '{mm}:match:' .. mid, cjson.encode({server = ARGV[3], accounts = accounts}), 'EX', tonumber(ARGV[5]))
+redis.call('SET', p .. '{mm}:match:' .. mid, cjson.encode({server = ARGV[3], accounts = accounts}), 'EX', tonumber(ARGV[4]))
 return 1
+";
+
+/// ARGV: prefix, match, secs. Keeps a started match and its server's lease.
+const MM_CONFIRM: &str = r"
+local p, mid = ARGV[1], ARGV[2]
+local record = p .. '{mm}:match:' .. mid
+local raw = redis.call('GET', record)
+if not raw then return 0 end
+redis.call('EXPIRE', record, tonumber(ARGV[3]))
+local lease = p .. '{mm}:lease:' .. cjson.decode(raw).server
+if redis.call('GET', lease) == mid then redis.call('EXPIRE', lease, tonumber(ARGV[3])) end
+return 1
+";
+
+/// ARGV: prefix, server. The started match holding the server's lease: {id, record}.
+const MM_CURRENT: &str = r"
+local mid = redis.call('GET', ARGV[1] .. '{mm}:lease:' .. ARGV[2])
+if not mid then return {} end
+local raw = redis.call('GET', ARGV[1] .. '{mm}:match:' .. mid)
+if not raw then return {} end
+return {mid, raw}
 ";
 
 const MM_END: &str = r"
@@ -982,6 +1009,8 @@ struct MmScripts {
     start: Script,
     end: Script,
     unlease: Script,
+    confirm: Script,
+    current: Script,
 }
 
 static MM: std::sync::LazyLock<MmScripts> = std::sync::LazyLock::new(|| MmScripts {
@@ -993,7 +1022,15 @@ static MM: std::sync::LazyLock<MmScripts> = std::sync::LazyLock::new(|| MmScript
     start: Script::new(MM_START),
     end: Script::new(MM_END),
     unlease: Script::new(MM_UNLEASE),
+    confirm: Script::new(MM_CONFIRM),
+    current: Script::new(MM_CURRENT),
 });
+
+/// A started match as `{mm}:match:<id>` records it.
+#[derive(serde::Deserialize)]
+struct MatchRecord {
+    accounts: Vec<String>,
+}
 
 fn ticket_from(raw: &str) -> StoreResult<Ticket> {
     serde_json::from_str(raw).map_err(|e| StoreError::Other(format!("malformed ticket in Redis: {e}")))
@@ -1007,13 +1044,14 @@ impl RedisStore {
 
 #[async_trait]
 impl MatchQueue for RedisStore {
-    async fn join(&self, ticket: &Ticket) -> StoreResult<Joined> {
+    async fn join(&self, ticket: &Ticket, max_matches: u64) -> StoreResult<Joined> {
         let mut inv = MM.join.key(self.mm_key("tickets"));
         let body = serde_json::to_string(ticket).expect("tickets serialize");
-        inv.arg(&self.prefix).arg(&ticket.account).arg(body);
+        inv.arg(&self.prefix).arg(&ticket.account).arg(body).arg(max_matches);
         let reply: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
         Ok(match reply.first().map(String::as_str) {
             Some("pending") => Joined::MatchPending,
+            Some("limited") => Joined::Limited,
             Some("kept") => Joined::Kept {
                 node: reply.get(1).cloned().unwrap_or_default(),
                 conn: reply.get(2).and_then(|c| c.parse().ok()).unwrap_or_default(),
@@ -1077,10 +1115,9 @@ impl MatchQueue for RedisStore {
         server: &str,
         frames: &[(String, String)],
         joinable_secs: u64,
-        record_secs: u64,
     ) -> StoreResult<bool> {
         let mut inv = MM.start.key(self.mm_key("tickets"));
-        inv.arg(&self.prefix).arg(match_id).arg(server).arg(joinable_secs.max(1)).arg(record_secs.max(1));
+        inv.arg(&self.prefix).arg(match_id).arg(server).arg(joinable_secs.max(1)).arg(MATCH_COUNT_WINDOW_SECS);
         for (account, frame) in frames {
             inv.arg(account).arg(frame);
         }
@@ -1088,9 +1125,34 @@ impl MatchQueue for RedisStore {
         Ok(started == 1)
     }
 
-    async fn joinable(&self, account: &str) -> StoreResult<Option<String>> {
-        let key = self.mm_key(&format!("found:{account}"));
-        self.run(|mut c| async move { c.get(key).await }).await
+    async fn joinable(&self, account: &str) -> StoreResult<Joinable> {
+        let keys = [self.mm_key(&format!("found:{account}")), self.mm_key(&format!("pending:{account}"))];
+        let (found, pending): (Option<String>, Option<String>) =
+            self.run(|mut c| async move { c.mget(&keys).await }).await?;
+        Ok(match (found, pending) {
+            (Some(frame), _) => Joinable::Found(frame),
+            (None, Some(_)) => Joinable::Forming,
+            (None, None) => Joinable::None,
+        })
+    }
+
+    async fn confirm(&self, match_id: &str, secs: u64) -> StoreResult<bool> {
+        let mut inv = MM.confirm.key(self.mm_key("tickets"));
+        inv.arg(&self.prefix).arg(match_id).arg(secs.max(1));
+        let confirmed: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(confirmed == 1)
+    }
+
+    async fn current(&self, server: &str) -> StoreResult<Option<(String, Vec<String>)>> {
+        let mut inv = MM.current.key(self.mm_key("tickets"));
+        inv.arg(&self.prefix).arg(server);
+        let reply: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        let Ok([match_id, record]) = <[String; 2]>::try_from(reply) else {
+            return Ok(None);
+        };
+        let record: MatchRecord = serde_json::from_str(&record)
+            .map_err(|e| StoreError::Other(format!("malformed match record in Redis: {e}")))?;
+        Ok(Some((match_id, record.accounts)))
     }
 
     async fn end(&self, match_id: &str) -> StoreResult<bool> {

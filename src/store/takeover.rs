@@ -29,6 +29,7 @@ use super::postgres::PgStore;
 use super::{StoreResult, UserStore};
 use crate::config::Config;
 use crate::error::StoreError;
+use crate::names::unstable_username;
 
 /// How long the takeover waits for its exclusive lock on the two tables: a Go server
 /// still running (inside a transaction) would otherwise hold every node's start-up.
@@ -467,6 +468,32 @@ pub async fn run(config: &Config, args: MigrateArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Unstable usernames `migrate --check` lists by name (it counts them all).
+const UNSTABLE_LISTED: usize = 50;
+
+/// The users (id, name, why) whose names are not stable identifiers, by the rule of
+/// registration (`unstable_username`); blank names are refused apart. Only names
+/// outside printable ASCII or with an edge space can be: PostgreSQL picks those.
+async fn unstable_usernames(
+    client: &impl GenericClient,
+) -> Result<Vec<(i64, String, &'static str)>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT id::bigint, username::text FROM users \
+             WHERE (username ~ '[^ -~]' OR username LIKE ' %' OR username LIKE '% ') AND username ~ '[^[:space:]]' \
+             ORDER BY id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let name: String = row.get(1);
+            unstable_username(&name).map(|why| (row.get(0), name, why))
+        })
+        .collect())
+}
+
 /// `migrate --check`: one read-only snapshot, a line per phase, then what the
 /// takeover would do, or the refusal it would give.
 async fn check(url: &str) -> Result<(), String> {
@@ -511,6 +538,7 @@ async fn report(client: &mut Client) -> Result<(), String> {
         .map_err(pg)?;
     tx.batch_execute("SET LOCAL statement_timeout = 0").await.map_err(pg)?;
     let s = survey(&tx, &mut |line| println!("{line}")).await.map_err(pg)?;
+    let unstable = unstable_usernames(&tx).await.map_err(pg)?;
     tx.rollback().await.map_err(pg)?;
     println!("what the takeover would do, in one transaction:");
     println!("  users kept: {} (bcrypt hashes, replaced by argon2id at each one's next login: {})", s.users, s.bcrypt);
@@ -531,6 +559,19 @@ async fn report(client: &mut Client) -> Result<(), String> {
         s.expired,
         s.revoked
     );
+    if !unstable.is_empty() {
+        println!(
+            "  users whose usernames are not stable identifiers (registration would refuse or re-spell them), kept \
+             as stored: their tokens work and a login typing the name as stored (any letter case) works: {}",
+            unstable.len()
+        );
+        for (id, name, why) in unstable.iter().take(UNSTABLE_LISTED) {
+            println!("    id {id}: {name:?} ({why})");
+        }
+        if unstable.len() > UNSTABLE_LISTED {
+            println!("    … and {} more", unstable.len() - UNSTABLE_LISTED);
+        }
+    }
     println!("  tokens without a user, deleted: {}", s.orphaned);
     println!(
         "  timestamps: read as local times in TimeZone '{}' (this session's: the database's setting unless the \

@@ -117,14 +117,19 @@ impl Agones {
     fn body(&self, request: &Request<'_>) -> Body {
         let players = serde_json::to_string(&request.players).unwrap_or_default();
         let selectors = vec![GameServerSelector { match_labels: self.selector.clone() }];
+        let mut annotations = BTreeMap::from([
+            ("openchamp/match-id".into(), request.match_id.to_owned()),
+            ("openchamp/queue".into(), request.queue.to_owned()),
+            ("openchamp/players".into(), players),
+        ]);
+        // The game server's credential for confirming and ending its match.
+        if !request.token.is_empty() {
+            annotations.insert("openchamp/match-token".into(), request.token.to_owned());
+        }
         let metadata = MetaPatch {
             // A UUID is a valid label value: operators can select a match's server.
             labels: BTreeMap::from([("openchamp/match-id".into(), request.match_id.to_owned())]),
-            annotations: BTreeMap::from([
-                ("openchamp/match-id".into(), request.match_id.to_owned()),
-                ("openchamp/queue".into(), request.queue.to_owned()),
-                ("openchamp/players".into(), players),
-            ]),
+            annotations,
         };
         if self.token_file.is_some() {
             Body::Kubernetes(GameServerAllocation {
@@ -390,7 +395,7 @@ mod tests {
     #[tokio::test]
     async fn the_request_has_the_published_field_names() {
         let a = agones(&["--agones-namespace", "games", "--agones-fleet", "oc", "--agones-selector-labels", "a=b"]);
-        let request = Request { match_id: "m-1", queue: "default", players: vec!["al", "bo"] };
+        let request = Request { match_id: "m-1", queue: "default", players: vec!["al", "bo"], token: "" };
         let body = serde_json::to_value(a.body(&request)).unwrap();
         assert_eq!(
             body,
@@ -438,7 +443,7 @@ mod tests {
             "--agones-fleet",
             "oc",
         ]);
-        let request = Request { match_id: "m-2", queue: "q", players: vec!["al"] };
+        let request = Request { match_id: "m-2", queue: "q", players: vec!["al"], token: "t0k" };
         let body = serde_json::to_value(a.body(&request)).unwrap();
         assert_eq!(
             body,
@@ -452,7 +457,8 @@ mod tests {
                         "annotations": {
                             "openchamp/match-id": "m-2",
                             "openchamp/queue": "q",
-                            "openchamp/players": "[\"al\"]"
+                            "openchamp/players": "[\"al\"]",
+                            "openchamp/match-token": "t0k"
                         }
                     }
                 }

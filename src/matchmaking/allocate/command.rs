@@ -1,5 +1,6 @@
 //! `ALLOCATOR=command`: runs `ALLOCATOR_COMMAND` (through `sh -c`) once per match, with
-//! the match as JSON on stdin (`{"match_id","queue","players"}`), and reads
+//! the match as JSON on stdin (`{"match_id","queue","players","token"}`, `token` the
+//! match's credential for its game server), and reads
 //! `{"server_id","host","port"}` from its stdout. `deploy/allocators/podman.sh` does
 //! what the original server did.
 
@@ -39,8 +40,9 @@ impl Allocate for Command {
     }
 
     async fn allocate(&self, request: &Request<'_>) -> Result<Server, Failure> {
-        let input =
-            serde_json::json!({"match_id": request.match_id, "queue": request.queue, "players": request.players});
+        let input = serde_json::json!({
+            "match_id": request.match_id, "queue": request.queue, "players": request.players, "token": request.token
+        });
         let mut child = tokio::process::Command::new("sh")
             .args(["-c", &self.command])
             .stdin(Stdio::piped())

@@ -18,6 +18,9 @@ pub struct Request<'a> {
     pub queue: &'a str,
     /// Usernames, in queue order.
     pub players: Vec<&'a str>,
+    /// The match's credential for `POST /matches/<id>/confirm` and `/end`, handed to
+    /// its game server; empty without GAME_SERVER_TOKEN.
+    pub token: &'a str,
 }
 
 /// Where the players of a match go.
@@ -76,7 +79,14 @@ pub fn from_config(config: &Config, queue: Arc<dyn MatchQueue>) -> Arc<dyn Alloc
             if config.game_servers.0.is_empty() {
                 tracing::warn!("ALLOCATOR=static without GAME_SERVERS: every match will end in match_error");
             }
-            Arc::new(static_pool::StaticPool::new(&config.game_servers.0, config.game_server_lease_secs, queue))
+            if !config.game_servers.0.is_empty() && config.game_server_token.is_empty() {
+                tracing::warn!(
+                    "ALLOCATOR=static without GAME_SERVER_TOKEN: game servers cannot learn, confirm or end their \
+                     match; each server is leased for MATCH_TICKET_TTL_SECS only"
+                );
+            }
+            // Until its game server confirms the match: its joinable window.
+            Arc::new(static_pool::StaticPool::new(&config.game_servers.0, config.match_ticket_ttl_secs, queue))
         }
     }
 }

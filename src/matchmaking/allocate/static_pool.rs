@@ -1,5 +1,7 @@
 //! `ALLOCATOR=static`: the `GAME_SERVERS` pool, each server leased in the shared store
-//! to one match at a time, until the match ends or `GAME_SERVER_LEASE_SECS` pass.
+//! to one match at a time: for its joinable window (`MATCH_TICKET_TTL_SECS`), for
+//! `GAME_SERVER_LEASE_SECS` once its game server confirms it, until it ends. The game
+//! server learns its match from `GET /servers/<host:port>/match` (`http.rs`).
 
 use std::sync::Arc;
 
