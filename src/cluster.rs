@@ -20,19 +20,39 @@ use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::metrics as m;
-use crate::node::Node;
 use crate::protocol::{ChatLine, Reply};
-use crate::registry::RouteChange;
-use crate::store::{Beat, BusEvent, FrameTarget, NameLookup, Route};
+use crate::ratelimit::ChatLimiter;
+use crate::registry::{Registry, RouteChange, RouteChanges};
+use crate::store::{
+    Beat, Bus, BusEvent, ChatBuckets, Directory, FrameTarget, NameLookup, Presence, Route, Stores, UserStore,
+};
 
 /// How often a node writes its heartbeat and refreshes its view of the others.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
+/// This node's part of the cluster: the stores that make it one, this node's live
+/// sessions, and its view of the others. Built once at start-up; its tasks
+/// ([`run_presence`](Cluster::run_presence), [`run_directory`](Cluster::run_directory),
+/// [`run_chat_subscriber`](Cluster::run_chat_subscriber)) run beside the node.
+pub struct Cluster {
+    node_id: String,
+    bus: Arc<dyn Bus>,
+    directory: Arc<dyn Directory>,
+    presence: Arc<dyn Presence>,
+    chat_buckets: Arc<dyn ChatBuckets>,
+    /// Which account a private message's target names, when the directory does not know.
+    users: Arc<dyn UserStore>,
+    registry: Arc<Registry>,
+    chat: ChatLimiter,
+    view: ClusterView,
+}
+
 /// This node's view of the other live nodes, as of its last heartbeat.
 #[derive(Default)]
-pub struct ClusterView {
+struct ClusterView {
     others_total: AtomicU64,
     /// The nodes found dead (by any node) lately: what they left behind in the
     /// directory and the queue is cleaned up by whichever node meets it.
@@ -58,206 +78,255 @@ impl ClusterView {
     fn is_gone(&self, node_id: &str) -> bool {
         self.gone.read().unwrap().contains(node_id)
     }
+}
+
+impl Cluster {
+    pub fn new(node_id: String, stores: &Stores, registry: Arc<Registry>, config: &Config) -> Cluster {
+        Cluster {
+            node_id,
+            bus: stores.bus.clone(),
+            directory: stores.directory.clone(),
+            presence: stores.presence.clone(),
+            chat_buckets: stores.chat.clone(),
+            users: stores.users.clone(),
+            registry,
+            chat: ChatLimiter::new(config),
+            view: ClusterView::default(),
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
 
     /// The nodes found dead lately.
     pub fn gone_nodes(&self) -> Vec<String> {
-        self.gone.read().unwrap().iter().cloned().collect()
+        self.view.gone.read().unwrap().iter().cloned().collect()
     }
-}
 
-/// Sends a chat message to the whole cluster; to this node only while Redis is down.
-pub async fn publish(node: &Node, event: BusEvent) {
-    if node.stores.bus.publish(&event).await.is_err() {
-        deliver_local(node, &event);
+    /// Forgets the local chat buckets that refilled (housekeeping).
+    pub fn forget_idle_chat(&self) {
+        self.chat.forget_idle();
     }
-}
 
-/// Sends a chat message of account `user_id` to the whole cluster, if the account is
-/// within its chat rate, which holds cluster-wide: one Redis call takes from its
-/// bucket and publishes. While Redis is down this node's own bucket decides and the
-/// message reaches this node only. `false`: past the rate, nothing sent.
-pub async fn publish_chat(node: &Node, user_id: i64, event: BusEvent) -> bool {
-    let Some(rate) = node.chat.rate() else {
-        publish(node, event).await;
-        return true;
-    };
-    let shared = node.stores.chat.take_and_publish(user_id, rate, &event).await;
-    let allowed = node.chat.settle(user_id, &shared);
-    if allowed && shared.is_err() {
-        deliver_local(node, &event);
+    /// Sends a chat message to the whole cluster; to this node only while Redis is down.
+    pub async fn publish(&self, event: BusEvent) {
+        if self.bus.publish(&event).await.is_err() {
+            self.deliver_local(&event);
+        }
     }
-    allowed
-}
 
-/// Whether account `user_id` may send one more chat message (taking it): its
-/// cluster-wide bucket, or this node's own while Redis is down.
-async fn chat_token(node: &Node, user_id: i64) -> bool {
-    let Some(rate) = node.chat.rate() else {
-        return true;
-    };
-    node.chat.settle(user_id, &node.stores.chat.take_message(user_id, rate).await)
-}
-
-/// Sends account `user_id`'s private message to the sessions of account `target`, or,
-/// when no account has that name, to the sessions with that display name: only to
-/// the nodes that hold them. Which account a spelling names is PostgreSQL's answer,
-/// remembered. `false`: past the sender's chat rate, nothing sent.
-pub async fn send_private(
-    node: &Node,
-    user_id: i64,
-    from: String,
-    account: String,
-    target: String,
-    message: String,
-) -> bool {
-    let directory = &node.stores.directory;
-    // The chat bucket is asked alongside the route lookup, on the same shared
-    // connection: one more command, no more waiting than the lookup's round trip.
-    let (route, allowed) = tokio::join!(directory.account_route(&target), chat_token(node, user_id));
-    if !allowed {
-        return false;
+    /// Sends a chat message of account `user_id` to the whole cluster, if the account is
+    /// within its chat rate, which holds cluster-wide: one Redis call takes from its
+    /// bucket and publishes. While Redis is down this node's own bucket decides and the
+    /// message reaches this node only. `false`: past the rate, nothing sent.
+    pub async fn publish_chat(&self, user_id: i64, event: BusEvent) -> bool {
+        let Some(rate) = self.chat.rate() else {
+            self.publish(event).await;
+            return true;
+        };
+        let shared = self.chat_buckets.take_and_publish(user_id, rate, &event).await;
+        let allowed = self.chat.settle(user_id, &shared);
+        if allowed && shared.is_err() {
+            self.deliver_local(&event);
+        }
+        allowed
     }
-    let (lookup, nodes_of_target) = route.unwrap_or_default();
-    let named = match lookup {
-        NameLookup::Account(stored) => Some(stored),
-        NameLookup::NoAccount => None,
-        NameLookup::Unknown => match node.stores.users.find_user(&target).await {
-            Ok(user) => {
-                let stored = user.map(|u| u.username);
-                let _ = directory.remember_account(&target, stored.as_deref()).await;
-                stored
+
+    /// Whether account `user_id` may send one more chat message (taking it): its
+    /// cluster-wide bucket, or this node's own while Redis is down.
+    async fn chat_token(&self, user_id: i64) -> bool {
+        let Some(rate) = self.chat.rate() else {
+            return true;
+        };
+        self.chat.settle(user_id, &self.chat_buckets.take_message(user_id, rate).await)
+    }
+
+    /// Sends account `user_id`'s private message to the sessions of account `target`, or,
+    /// when no account has that name, to the sessions with that display name: only to
+    /// the nodes that hold them. Which account a spelling names is PostgreSQL's answer,
+    /// remembered. `false`: past the sender's chat rate, nothing sent.
+    pub async fn send_private(
+        &self,
+        user_id: i64,
+        from: String,
+        account: String,
+        target: String,
+        message: String,
+    ) -> bool {
+        let directory = &self.directory;
+        // The chat bucket is asked alongside the route lookup, on the same shared
+        // connection: one more command, no more waiting than the lookup's round trip.
+        let (route, allowed) = tokio::join!(directory.account_route(&target), self.chat_token(user_id));
+        if !allowed {
+            return false;
+        }
+        let (lookup, nodes_of_target) = route.unwrap_or_default();
+        let named = match lookup {
+            NameLookup::Account(stored) => Some(stored),
+            NameLookup::NoAccount => None,
+            NameLookup::Unknown => match self.users.find_user(&target).await {
+                Ok(user) => {
+                    let stored = user.map(|u| u.username);
+                    let _ = directory.remember_account(&target, stored.as_deref()).await;
+                    stored
+                }
+                // Nobody can tell whether `target` is an account: treat it as one, so a
+                // look-alike display name never gets the message.
+                Err(_) => Some(target.clone()),
+            },
+        };
+        let to = match named {
+            Some(stored) => Route::Account(stored),
+            None => Route::DisplayName(target.clone()),
+        };
+        let nodes = match &to {
+            // Typed as stored: its nodes came with the lookup.
+            Route::Account(stored) if *stored == target => nodes_of_target,
+            _ => directory.nodes(&to).await.unwrap_or_default(),
+        };
+        let event = BusEvent::Private { from, account, to: to.clone(), message };
+        // This node's own sessions are always looked at: the directory may be unreachable.
+        self.deliver_local(&event);
+        for holder in nodes.iter().filter(|n| **n != self.node_id) {
+            if self.view.is_gone(holder) {
+                // A node that died holding the route: drop it from the directory.
+                let _ = self.directory.leave(&to, holder).await;
+            } else {
+                let _ = self.bus.publish_to(holder, &event).await;
             }
-            // Nobody can tell whether `target` is an account: treat it as one, so a
-            // look-alike display name never gets the message.
-            Err(_) => Some(target.clone()),
-        },
-    };
-    let to = match named {
-        Some(stored) => Route::Account(stored),
-        None => Route::DisplayName(target.clone()),
-    };
-    let nodes = match &to {
-        // Typed as stored: its nodes came with the lookup.
-        Route::Account(stored) if *stored == target => nodes_of_target,
-        _ => directory.nodes(&to).await.unwrap_or_default(),
-    };
-    let event = BusEvent::Private { from, account, to: to.clone(), message };
-    // This node's own sessions are always looked at: the directory may be unreachable.
-    deliver_local(node, &event);
-    for holder in nodes.iter().filter(|n| **n != node.node_id) {
-        if node.view.is_gone(holder) {
-            // A node that died holding the route: drop it from the directory.
-            let _ = node.stores.directory.leave(&to, holder).await;
+        }
+        true
+    }
+
+    /// Hands a chat event to the matching sessions of this node.
+    pub fn deliver_local(&self, event: &BusEvent) {
+        match event {
+            BusEvent::Global { from, account, message } => {
+                let text = Reply::GlobalChat(chat_line(from, account, message)).to_json();
+                m::chat_relayed("global", self.registry.deliver_all(&Message::text(text)));
+            }
+            BusEvent::Private { from, account, to, message } => {
+                let text = Reply::PrivateChat(chat_line(from, account, message)).to_json();
+                m::chat_relayed("private", self.registry.deliver_to(to, &Message::text(text)));
+            }
+            BusEvent::Frame { to: FrameTarget::Account(account), text } => {
+                self.registry.deliver_to(&Route::Account(account.clone()), &Message::text(text.as_str()));
+            }
+            BusEvent::Frame { to: FrameTarget::Connection(id), text } => {
+                self.registry.deliver_to_connection(*id, &Message::text(text.as_str()));
+            }
+        }
+    }
+
+    /// Sends `event` to node `node_id`: delivered here when that is this node.
+    pub async fn send_to_node(&self, node_id: &str, event: &BusEvent) {
+        if node_id == self.node_id {
+            self.deliver_local(event);
         } else {
-            let _ = node.stores.bus.publish_to(holder, &event).await;
+            let _ = self.bus.publish_to(node_id, event).await;
         }
     }
-    true
-}
 
-/// Hands a chat event to the matching sessions of this node.
-pub fn deliver_local(node: &Node, event: &BusEvent) {
-    match event {
-        BusEvent::Global { from, account, message } => {
-            let text = Reply::GlobalChat(chat_line(from, account, message)).to_json();
-            m::chat_relayed("global", node.registry.deliver_all(&Message::text(text)));
+    /// Authenticated connections across every live node, from this node's view (no
+    /// store is asked); this node's own while Redis is down. This node's part is
+    /// counted live, so a player always counts itself.
+    pub fn player_count(&self) -> u64 {
+        self.view.others_total.load(Ordering::Relaxed) + self.registry.authenticated_count() as u64
+    }
+
+    /// Writes this node's heartbeat once a second and refreshes its view of the others.
+    /// Removes it on shutdown, so the count drops at once.
+    pub async fn run_presence(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        // A late beat is not followed by a burst of catching-up beats.
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_beat = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let count = self.registry.authenticated_count();
+            match self.presence.beat(&self.node_id, count).await {
+                Ok(beat) => {
+                    self.view.update(beat);
+                    last_beat = Instant::now();
+                }
+                Err(_) => self.view.alone(),
+            }
+            m::heartbeat_age(last_beat.elapsed());
         }
-        BusEvent::Private { from, account, to, message } => {
-            let text = Reply::PrivateChat(chat_line(from, account, message)).to_json();
-            m::chat_relayed("private", node.registry.deliver_to(to, &Message::text(text)));
-        }
-        BusEvent::Frame { to: FrameTarget::Account(account), text } => {
-            node.registry.deliver_to(&Route::Account(account.clone()), &Message::text(text.as_str()));
-        }
-        BusEvent::Frame { to: FrameTarget::Connection(id), text } => {
-            node.registry.deliver_to_connection(*id, &Message::text(text.as_str()));
+        if let Err(e) = self.presence.remove(&self.node_id).await {
+            tracing::warn!(error = %e, "could not remove presence at shutdown; it expires by itself");
         }
     }
-}
 
-/// Sends `event` to node `node_id`: delivered here when that is this node.
-pub async fn send_to_node(node: &Node, node_id: &str, event: &BusEvent) {
-    if node_id == node.node_id {
-        deliver_local(node, event);
-    } else {
-        let _ = node.stores.bus.publish_to(node_id, event).await;
+    /// Keeps the directory told which routes this node holds, in the order they change.
+    /// It announces every route held again after a failed write (Redis down), once Redis
+    /// answers, and whenever the heartbeat finds this node unknown (Redis lost its data,
+    /// or others judged this node dead and dropped its routes); at shutdown it withdraws
+    /// them all.
+    pub async fn run_directory(self: Arc<Self>, mut changes: RouteChanges, shutdown: CancellationToken) {
+        let (directory, node_id) = (&self.directory, self.node_id.as_str());
+        let mut missed = false;
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.view.reannounce.notified() => {
+                    missed = true;
+                    None
+                }
+                change = changes.recv() => match change { Some(change) => Some(change), None => break },
+            };
+            if missed {
+                let routes = self.registry.routes();
+                let resent = futures_util::future::join_all(routes.iter().map(|route| directory.join(route, node_id)));
+                missed = resent.await.iter().any(Result::is_err);
+            }
+            for change in first.into_iter().flat_map(|first| coalesce(first, &mut changes)) {
+                let applied = match &change {
+                    RouteChange::Join(route) => directory.join(route, node_id).await,
+                    RouteChange::Leave(route) => directory.leave(route, node_id).await,
+                };
+                missed |= applied.is_err();
+            }
+        }
+        for route in self.registry.routes() {
+            let _ = directory.leave(&route, node_id).await;
+        }
+    }
+
+    /// Listens to the chat bus, subscribing again after any loss.
+    pub async fn run_chat_subscriber(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let session = async {
+                let mut events = self.bus.subscribe(&self.node_id).await?;
+                while let Some(event) = events.next().await {
+                    self.deliver_local(&event);
+                }
+                Ok::<(), crate::error::StoreError>(())
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                result = session => match result {
+                    Ok(()) => tracing::warn!("chat bus subscription ended; resubscribing"),
+                    Err(e) => {
+                        m::store_error("redis");
+                        tracing::warn!(error = %e, "chat bus unreachable; retrying");
+                    }
+                },
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
+            }
+        }
     }
 }
 
 fn chat_line<'a>(from: &'a str, account: &'a str, message: &'a str) -> ChatLine<'a> {
     ChatLine { username: from.into(), message: message.into(), account: account.into() }
-}
-
-/// Authenticated connections across every live node, from this node's view (no
-/// store is asked); this node's own while Redis is down. This node's part is
-/// counted live, so a player always counts itself.
-pub fn player_count(node: &Node) -> u64 {
-    node.view.others_total.load(Ordering::Relaxed) + node.registry.authenticated_count() as u64
-}
-
-/// Writes this node's heartbeat once a second and refreshes its view of the others.
-/// Removes it on shutdown, so the count drops at once.
-pub async fn run_presence(node: Arc<Node>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
-    // A late beat is not followed by a burst of catching-up beats.
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_beat = Instant::now();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let count = node.registry.authenticated_count();
-        match node.stores.presence.beat(&node.node_id, count).await {
-            Ok(beat) => {
-                node.view.update(beat);
-                last_beat = Instant::now();
-            }
-            Err(_) => node.view.alone(),
-        }
-        m::heartbeat_age(last_beat.elapsed());
-    }
-    if let Err(e) = node.stores.presence.remove(&node.node_id).await {
-        tracing::warn!(error = %e, "could not remove presence at shutdown; it expires by itself");
-    }
-}
-
-/// Keeps the directory told which routes this node holds, in the order they change.
-/// It announces every route held again after a failed write (Redis down), once Redis
-/// answers, and whenever the heartbeat finds this node unknown (Redis lost its data,
-/// or others judged this node dead and dropped its routes); at shutdown it withdraws
-/// them all.
-pub async fn run_directory(node: Arc<Node>, shutdown: CancellationToken) {
-    let Some(mut changes) = node.registry.take_route_changes() else {
-        return;
-    };
-    let (directory, node_id) = (&node.stores.directory, node.node_id.as_str());
-    let mut missed = false;
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = node.view.reannounce.notified() => {
-                missed = true;
-                None
-            }
-            change = changes.recv() => match change { Some(change) => Some(change), None => break },
-        };
-        if missed {
-            let routes = node.registry.routes();
-            let resent = futures_util::future::join_all(routes.iter().map(|route| directory.join(route, node_id)));
-            missed = resent.await.iter().any(Result::is_err);
-        }
-        for change in first.into_iter().flat_map(|first| coalesce(first, &mut changes)) {
-            let applied = match &change {
-                RouteChange::Join(route) => directory.join(route, node_id).await,
-                RouteChange::Leave(route) => directory.leave(route, node_id).await,
-            };
-            missed |= applied.is_err();
-        }
-    }
-    for route in node.registry.routes() {
-        let _ = directory.leave(&route, node_id).await;
-    }
 }
 
 /// The net effect of `first` and every change already waiting: a route joined and
@@ -283,32 +352,6 @@ fn coalesce(first: RouteChange, waiting: &mut tokio::sync::mpsc::UnboundedReceiv
         add(change);
     }
     net.into_iter().filter(|(_, n)| n % 2 == 1).map(|(change, _)| change).collect()
-}
-/// Listens to the chat bus, subscribing again after any loss.
-pub async fn run_chat_subscriber(node: Arc<Node>, shutdown: CancellationToken) {
-    loop {
-        let session = async {
-            let mut events = node.stores.bus.subscribe(&node.node_id).await?;
-            while let Some(event) = events.next().await {
-                deliver_local(&node, &event);
-            }
-            Ok::<(), crate::error::StoreError>(())
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            result = session => match result {
-                Ok(()) => tracing::warn!("chat bus subscription ended; resubscribing"),
-                Err(e) => {
-                    m::store_error("redis");
-                    tracing::warn!(error = %e, "chat bus unreachable; retrying");
-                }
-            },
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod last_used;
 pub mod loadgen;
 pub mod matchmaking;
 pub mod metrics;
+pub mod migrate;
 pub mod names;
 pub mod node;
 pub mod outbox;

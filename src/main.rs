@@ -1,7 +1,6 @@
 use clap::{Parser, Subcommand};
 use openchampps::config::Config;
-use openchampps::store::takeover;
-use openchampps::{loadgen, matchmaking, revoke, server};
+use openchampps::{loadgen, matchmaking, migrate, revoke, server};
 
 #[derive(Debug, Parser)]
 #[command(name = "openchampps", version, about = "OpenChampPS login/lobby node")]
@@ -22,7 +21,7 @@ enum Command {
     Revoke(revoke::RevokeArgs),
     /// Apply the database migrations without serving, first taking over a Go
     /// OpenChampPS database in place; `--check` only reports what that would do.
-    Migrate(takeover::MigrateArgs),
+    Migrate(migrate::MigrateArgs),
     /// Check a match join ticket with the MATCH_TICKET_KEYS, as a game server would.
     Ticket(matchmaking::TicketArgs),
 }
@@ -50,7 +49,7 @@ async fn main() {
         Command::Serve => server::serve(cli.config).await,
         Command::Bench(args) => loadgen::run(args).await,
         Command::Revoke(args) => revoke::run(&cli.config, args).await,
-        Command::Migrate(args) => takeover::run(&cli.config, args).await,
+        Command::Migrate(args) => migrate::run(&cli.config, args).await,
         Command::Ticket(args) => matchmaking::ticket_command(&cli.config, args),
     };
     if let Err(e) = result {

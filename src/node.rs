@@ -1,14 +1,15 @@
 //! Everything a handler may touch, shared by all connections of this node.
 
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 use crate::auth::HashPool;
-use crate::cluster::ClusterView;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::last_used::LastUsed;
-use crate::matchmaking::Matchmaker;
-use crate::ratelimit::{ChatLimiter, LoginThrottle};
-use crate::registry::Registry;
+use crate::matchmaking::{Matchmaker, Releases};
+use crate::ratelimit::LoginThrottle;
+use crate::registry::{Registry, RouteChanges};
 use crate::store::Stores;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,36 +26,46 @@ pub struct Node {
     pub stores: Stores,
     pub hasher: HashPool,
     pub logins: LoginThrottle,
-    pub chat: ChatLimiter,
-    pub registry: Registry,
-    pub matchmaker: Matchmaker,
-    /// The other live nodes, as of the last heartbeat.
-    pub view: ClusterView,
+    /// This node's live sessions.
+    pub registry: Arc<Registry>,
+    /// Presence, the directory, the chat bus and routing to other nodes.
+    pub cluster: Arc<Cluster>,
+    pub matchmaker: Arc<Matchmaker>,
     pub last_used: LastUsed,
     status: AtomicU8,
 }
 
+/// What the node's background tasks consume, handed over once at start-up.
+pub struct Feeds {
+    /// The routes this node's sessions take and leave (for `Cluster::run_directory`).
+    pub route_changes: RouteChanges,
+    /// The tickets of ended connections (for `Matchmaker::run`).
+    pub releases: Releases,
+}
+
 impl Node {
-    pub fn new(config: Config, node_id: String, stores: Stores) -> Node {
+    pub fn new(config: Config, node_id: String, stores: Stores) -> (Node, Feeds) {
         let params = config.argon2_params().expect("validated at start-up");
         let hasher =
             HashPool::new(params, config.hash_workers, config.hash_queue, config.hash_places_per_address as usize);
         let logins = LoginThrottle::new(stores.limits.clone(), &config);
-        let chat = ChatLimiter::new(&config);
-        let matchmaker = Matchmaker::new(&config, stores.queue.clone());
-        Node {
+        let (registry, route_changes) = Registry::new();
+        let registry = Arc::new(registry);
+        let cluster = Arc::new(Cluster::new(node_id.clone(), &stores, registry.clone(), &config));
+        let (matchmaker, releases) = Matchmaker::new(&config, stores.queue.clone(), cluster.clone());
+        let node = Node {
             config,
             node_id,
             stores,
             hasher,
             logins,
-            chat,
-            registry: Registry::default(),
-            matchmaker,
-            view: ClusterView::default(),
+            registry,
+            cluster,
+            matchmaker: Arc::new(matchmaker),
             last_used: LastUsed::default(),
             status: AtomicU8::new(Status::Starting as u8),
-        }
+        };
+        (node, Feeds { route_changes, releases })
     }
 
     pub fn status(&self) -> Status {

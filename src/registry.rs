@@ -6,10 +6,11 @@
 //! last one leaves).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use hyper_tungstenite::tungstenite::Message;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::auth::TokenHash;
 use crate::metrics as m;
@@ -38,6 +39,9 @@ pub enum RouteChange {
     Leave(Route),
 }
 
+/// The route changes in the order they happen, for the one task that announces them.
+pub type RouteChanges = mpsc::UnboundedReceiver<RouteChange>;
+
 #[derive(Default)]
 struct Peers {
     by_id: HashMap<u64, Peer>,
@@ -64,25 +68,17 @@ impl Peers {
 
 pub struct Registry {
     peers: RwLock<Peers>,
-    authenticated: watch::Sender<usize>,
+    authenticated: AtomicUsize,
     changes: mpsc::UnboundedSender<RouteChange>,
-    /// Taken once by the task that keeps the directory up to date.
-    changes_rx: Mutex<Option<mpsc::UnboundedReceiver<RouteChange>>>,
-}
-
-impl Default for Registry {
-    fn default() -> Self {
-        let (changes, rx) = mpsc::unbounded_channel();
-        Registry {
-            peers: RwLock::default(),
-            authenticated: watch::Sender::new(0),
-            changes,
-            changes_rx: Mutex::new(Some(rx)),
-        }
-    }
 }
 
 impl Registry {
+    /// An empty registry, and the changes of the routes it will hold.
+    pub fn new() -> (Registry, RouteChanges) {
+        let (changes, rx) = mpsc::unbounded_channel();
+        (Registry { peers: RwLock::default(), authenticated: AtomicUsize::new(0), changes }, rx)
+    }
+
     /// Adds or replaces the entry of connection `id`.
     pub fn insert(&self, id: u64, peer: Peer) {
         let mut peers = self.peers.write().unwrap();
@@ -121,12 +117,7 @@ impl Registry {
     }
 
     pub fn authenticated_count(&self) -> usize {
-        *self.authenticated.borrow()
-    }
-
-    /// The route changes, for the one task that announces them (`None` once taken).
-    pub fn take_route_changes(&self) -> Option<mpsc::UnboundedReceiver<RouteChange>> {
-        self.changes_rx.lock().unwrap().take()
+        self.authenticated.load(Ordering::Relaxed)
     }
 
     /// Every route held here now (to announce them all again after the directory
@@ -173,13 +164,8 @@ impl Registry {
         }
     }
 
-    /// Wakes presence only when the number really changed.
     fn publish_len(&self, len: usize) {
-        self.authenticated.send_if_modified(|current| {
-            let changed = *current != len;
-            *current = len;
-            changed
-        });
+        self.authenticated.store(len, Ordering::Relaxed);
         m::authenticated_connections(len);
     }
 }

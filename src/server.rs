@@ -25,7 +25,7 @@ use crate::http::{self, Public};
 use crate::metrics as m;
 use crate::node::{Node, Status};
 use crate::store::Stores;
-use crate::{cluster, connection, handlers, matchmaking, revocation};
+use crate::{connection, handlers, revocation};
 
 /// A slow client gets this long to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,7 +86,8 @@ pub async fn run(
     let max_connections = config.max_connections as usize;
     let per_address = crate::ratelimit::AddressSlots::new(config.max_connections_per_address);
     let drain = Duration::from_secs(config.shutdown_drain_secs);
-    let node = Arc::new(Node::new(config, node_id.clone(), stores));
+    let (node, feeds) = Node::new(config, node_id.clone(), stores);
+    let node = Arc::new(node);
     let public = Arc::new(Public {
         node: node.clone(),
         connections: Arc::new(Semaphore::new(max_connections)),
@@ -131,12 +132,13 @@ pub async fn run(
     }
 
     let mut background = JoinSet::new();
-    background.spawn(cluster::run_presence(node.clone(), stop_background.clone()));
-    background.spawn(cluster::run_chat_subscriber(node.clone(), stop_background.clone()));
-    background.spawn(cluster::run_directory(node.clone(), stop_background.clone()));
+    let cluster = &node.cluster;
+    background.spawn(cluster.clone().run_presence(stop_background.clone()));
+    background.spawn(cluster.clone().run_chat_subscriber(stop_background.clone()));
+    background.spawn(cluster.clone().run_directory(feeds.route_changes, stop_background.clone()));
     background.spawn(run_housekeeping(node.clone(), stop_background.clone()));
     background.spawn(revocation::run(node.clone(), stop_background.clone()));
-    background.spawn(matchmaking::run(node.clone(), stop_background.clone()));
+    background.spawn(node.matchmaker.clone().run(feeds.releases, stop_background.clone()));
     background.spawn(m::run_upkeep(handle, METRICS_UPKEEP, stop_background.clone()));
     node.set_status(Status::Ready);
     tracing::info!("ready");
@@ -177,7 +179,7 @@ async fn run_housekeeping(node: Arc<Node>, shutdown: CancellationToken) {
                 node.last_used.flush(node.stores.users.as_ref()).await;
                 node.stores.users.export_pool_gauges();
                 node.stores.shared.export_pool_gauges();
-                node.chat.forget_idle();
+                node.cluster.forget_idle_chat();
             }
         }
     }

@@ -73,7 +73,7 @@ impl Session {
         if fresh {
             self.end(node);
             // A player back on a new connection: its match, if it is still on.
-            crate::matchmaking::resend_joinable(node, auth.username.clone(), self.outbox.clone());
+            node.matchmaker.resend_joinable(auth.username.clone(), self.outbox.clone());
         }
         let peer = Peer {
             display_name: auth.display_name.clone(),

@@ -3,11 +3,10 @@
 use serde_json::value::RawValue;
 
 use super::Outcome;
-use crate::cluster;
 use crate::node::Node;
 use crate::protocol::Reply;
 use crate::session::Session;
 
 pub async fn apply(node: &Node, _session: &mut Session, _payload: Option<&RawValue>) -> Outcome {
-    Ok(Some(Reply::PlayerCount(cluster::player_count(node)).to_json()))
+    Ok(Some(Reply::PlayerCount(node.cluster.player_count()).to_json()))
 }

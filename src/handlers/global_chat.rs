@@ -4,7 +4,6 @@
 use serde_json::value::RawValue;
 
 use super::{chat_text, Outcome};
-use crate::cluster;
 use crate::error::Error;
 use crate::node::Node;
 use crate::protocol::parse_string;
@@ -16,7 +15,7 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     let message = chat_text(node, message)?;
     let player = session.player();
     let (from, account) = (player.display_name.to_string(), player.username.clone());
-    if !cluster::publish_chat(node, player.user_id, BusEvent::Global { from, account, message }).await {
+    if !node.cluster.publish_chat(player.user_id, BusEvent::Global { from, account, message }).await {
         return Err(Error::ChatRateLimited);
     }
     Ok(None)

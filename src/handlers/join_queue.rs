@@ -5,7 +5,6 @@
 use serde_json::value::RawValue;
 
 use super::Outcome;
-use crate::cluster;
 use crate::error::Error;
 use crate::node::Node;
 use crate::protocol::{QueueChoice, Reply};
@@ -38,7 +37,7 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
         Joined::Limited => return Err(Error::MatchRateLimited),
         Joined::Kept { node: holder, conn } if (holder.as_str(), conn) != (node.node_id.as_str(), session.id) => {
             let event = BusEvent::Frame { to: FrameTarget::Connection(conn), text: Reply::Dequeued.to_json() };
-            cluster::send_to_node(node, &holder, &event).await;
+            node.cluster.send_to_node(&holder, &event).await;
         }
         Joined::Kept { .. } | Joined::New => {}
     }

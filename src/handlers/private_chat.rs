@@ -6,7 +6,6 @@
 use serde_json::value::RawValue;
 
 use super::{chat_text, longer_than, Outcome};
-use crate::cluster;
 use crate::error::Error;
 use crate::names::MAX_TARGET_CHARS;
 use crate::node::Node;
@@ -23,7 +22,7 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     let message = chat_text(node, message)?;
     let player = session.player();
     let (from, account) = (player.display_name.to_string(), player.username.clone());
-    if !cluster::send_private(node, player.user_id, from, account, target, message).await {
+    if !node.cluster.send_private(player.user_id, from, account, target, message).await {
         return Err(Error::ChatRateLimited);
     }
     Ok(None)

@@ -14,7 +14,7 @@
 //! (`ticket::credential`, checked in `http.rs`).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_tungstenite::tungstenite::Message;
@@ -30,10 +30,9 @@ pub use ticket::{ticket_command, TicketArgs};
 
 use allocate::{Allocate, Failure, Request, Server};
 
-use crate::cluster;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics as m;
-use crate::node::Node;
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::{MatchFound, Reply};
 use crate::store::{unix_now, BusEvent, FrameTarget, Joinable, Left, MatchQueue, Ticket};
@@ -44,33 +43,45 @@ const FORM_EVERY: Duration = Duration::from_millis(500);
 const MAX_FORMING: usize = 64;
 
 /// This node's part of matchmaking: the configured queues, the server pool, the
-/// ticket keys, the key of game servers' credentials, and the tickets its connections
-/// let go of.
+/// ticket keys, the key of game servers' credentials, the shared queue, the cluster
+/// (to reach the node holding a ticket), and the tickets its connections let go of.
 pub struct Matchmaker {
     queues: Vec<(String, usize)>,
     keys: Vec<(String, Vec<u8>)>,
     game_server_key: String,
+    /// Life of a join ticket and of a formed match (`MATCH_TICKET_TTL_SECS`).
+    ticket_ttl_secs: u64,
+    allocation_attempts: u32,
     allocator: Arc<dyn Allocate>,
+    queue: Arc<dyn MatchQueue>,
+    cluster: Arc<Cluster>,
     released: mpsc::UnboundedSender<(String, u64)>,
-    released_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, u64)>>>,
 }
 
+/// The tickets this node's ended connections held (account, connection), for
+/// [`Matchmaker::run`].
+pub type Releases = mpsc::UnboundedReceiver<(String, u64)>;
+
 impl Matchmaker {
-    pub fn new(config: &Config, queue: Arc<dyn MatchQueue>) -> Matchmaker {
+    pub fn new(config: &Config, queue: Arc<dyn MatchQueue>, cluster: Arc<Cluster>) -> (Matchmaker, Releases) {
         let mut keys = config.match_ticket_keys.0.clone();
         if keys.is_empty() {
             keys.push(("node".into(), uuid::Uuid::new_v4().as_bytes().to_vec()));
         }
         let (released, rx) = mpsc::unbounded_channel();
-        let allocator = allocate::from_config(config, queue);
-        Matchmaker {
+        let allocator = allocate::from_config(config, queue.clone());
+        let matchmaker = Matchmaker {
             queues: config.match_queues.0.clone(),
             keys,
             game_server_key: config.game_server_token.clone(),
+            ticket_ttl_secs: config.match_ticket_ttl_secs,
+            allocation_attempts: config.allocation_attempts,
             allocator,
+            queue,
+            cluster,
             released,
-            released_rx: Mutex::new(Some(rx)),
-        }
+        };
+        (matchmaker, rx)
     }
 
     /// The queue a `join_queue` names (`None`: the first configured), if it exists.
@@ -85,203 +96,194 @@ impl Matchmaker {
     pub fn release(&self, account: &str, conn: u64) {
         let _ = self.released.send((account.to_owned(), conn));
     }
-}
 
-/// Forms matches every [`FORM_EVERY`] and releases the tickets of ended connections.
-pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
-    let Some(mut released) = node.matchmaker.released_rx.lock().unwrap().take() else {
-        return;
-    };
-    let slots = Arc::new(Semaphore::new(MAX_FORMING));
-    let mut forming = JoinSet::new();
-    let mut tick = tokio::time::interval(FORM_EVERY);
-    // Releases that failed (Redis unreachable): tried again every round until they
-    // hold, so no ticket outlives its connection on a live node.
-    let mut unreleased: VecDeque<(String, u64)> = VecDeque::new();
-    loop {
-        tokio::select! {
-            // Matches still forming are put back by the other nodes once this one
-            // is gone.
-            _ = shutdown.cancelled() => return,
-            Some(ticket) = released.recv() => {
-                if !release(&node, &ticket).await {
-                    unreleased.push_back(ticket);
-                }
-            }
-            Some(_) = forming.join_next() => {}
-            _ = tick.tick() => {
-                // Oldest first; the first failure ends the pass (Redis is still away).
-                while let Some(ticket) = unreleased.front() {
-                    if !release(&node, ticket).await {
-                        break;
+    /// Forms matches every [`FORM_EVERY`] and releases the tickets of ended connections.
+    pub async fn run(self: Arc<Self>, mut released: Releases, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(MAX_FORMING));
+        let mut forming = JoinSet::new();
+        let mut tick = tokio::time::interval(FORM_EVERY);
+        // Releases that failed (Redis unreachable): tried again every round until they
+        // hold, so no ticket outlives its connection on a live node.
+        let mut unreleased: VecDeque<(String, u64)> = VecDeque::new();
+        loop {
+            tokio::select! {
+                // Matches still forming are put back by the other nodes once this one
+                // is gone.
+                _ = shutdown.cancelled() => return,
+                Some(ticket) = released.recv() => {
+                    if !self.end_ticket(&ticket).await {
+                        unreleased.push_back(ticket);
                     }
-                    unreleased.pop_front();
                 }
-                for (queue, size) in node.matchmaker.queues.clone() {
-                    while let Ok(permit) = slots.clone().try_acquire_owned() {
-                        let Some(taken) = form(&node, &queue, size).await else { break };
-                        let node = node.clone();
-                        forming.spawn(async move {
-                            start(&node, taken).await;
-                            drop(permit);
-                        });
+                Some(_) = forming.join_next() => {}
+                _ = tick.tick() => {
+                    // Oldest first; the first failure ends the pass (Redis is still away).
+                    while let Some(ticket) = unreleased.front() {
+                        if !self.end_ticket(ticket).await {
+                            break;
+                        }
+                        unreleased.pop_front();
                     }
-                    if let Ok(length) = node.stores.queue.length(&queue).await {
-                        m::queue_length(&queue, length);
+                    for (queue, size) in &self.queues {
+                        while let Ok(permit) = slots.clone().try_acquire_owned() {
+                            let Some(taken) = self.form(queue, *size).await else { break };
+                            let matchmaker = self.clone();
+                            forming.spawn(async move {
+                                matchmaker.start(taken).await;
+                                drop(permit);
+                            });
+                        }
+                        if let Ok(length) = self.queue.length(queue).await {
+                            m::queue_length(queue, length);
+                        }
                     }
                 }
             }
         }
     }
-}
 
-/// Ends the ticket of account `ticket.0` held by this node's connection `ticket.1`;
-/// `false` when the store could not be asked (to be tried again).
-async fn release(node: &Node, ticket: &(String, u64)) -> bool {
-    match node.stores.queue.leave(&ticket.0, Some((&node.node_id, ticket.1))).await {
-        Ok(Left::Removed(_)) => m::ticket_ended("disconnected", 1),
-        Ok(_) => {}
-        Err(_) => return false,
+    /// Ends the ticket of account `ticket.0` held by this node's connection `ticket.1`;
+    /// `false` when the store could not be asked (to be tried again).
+    async fn end_ticket(&self, ticket: &(String, u64)) -> bool {
+        match self.queue.leave(&ticket.0, Some((self.cluster.node_id(), ticket.1))).await {
+            Ok(Left::Removed(_)) => m::ticket_ended("disconnected", 1),
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        true
     }
-    true
+
+    /// Takes one match's players from `queue`, if there are enough.
+    async fn form(&self, queue: &str, size: usize) -> Option<Formed> {
+        let match_id = uuid::Uuid::new_v4().to_string();
+        let ttl = self.ticket_ttl_secs;
+        let gone = self.cluster.gone_nodes();
+        let taken = self.queue.take(queue, size, &match_id, self.cluster.node_id(), ttl, &gone).await.ok()?;
+        m::ticket_ended("node_died", taken.dropped);
+        m::put_back(taken.put_back);
+        if taken.tickets.is_empty() {
+            return None;
+        }
+        // Tickets back from a failed try were counted when first matched.
+        let fresh: Vec<&Ticket> = taken.tickets.iter().filter(|t| t.tries == 0).collect();
+        tracing::info!(%match_id, queue, players = taken.tickets.len(), retried = taken.tickets.len() - fresh.len(), "match formed");
+        if !fresh.is_empty() {
+            let now_ms = (unix_now() * 1000) as u64;
+            let waits = fresh.iter().map(|t| Duration::from_millis(now_ms.saturating_sub(t.joined_ms)));
+            m::match_formed(queue, waits);
+            m::ticket_ended("matched", fresh.len() as u64);
+        }
+        Some(Formed { match_id, tickets: taken.tickets })
+    }
+
+    /// One try at a game server for a formed match; then `match_found` to its players,
+    /// or its players back at their places for another try, or `match_error` after the
+    /// last one.
+    async fn start(&self, formed: Formed) {
+        let Formed { match_id, tickets } = formed;
+        let allocator = &self.allocator;
+        let key = &self.game_server_key;
+        let token = if key.is_empty() { String::new() } else { ticket::credential(key, "match", &match_id) };
+        let request = Request {
+            match_id: &match_id,
+            queue: tickets.first().map_or("", |t| t.queue.as_str()),
+            players: tickets.iter().map(|t| t.username.as_str()).collect(),
+            token: &token,
+        };
+        let started = std::time::Instant::now();
+        let result = allocator.allocate(&request).await;
+        m::allocation(allocator.name(), result.as_ref().map_or_else(Failure::result, |_| "ok"), started.elapsed());
+        match result {
+            Ok(server) => self.announce(&match_id, &tickets, &server).await,
+            Err(e) => {
+                // Each ticket counts its own tries: a player formed with one retried
+                // before still gets every attempt. The put-back ends the tickets out of
+                // tries (all of them, on the match's last try).
+                let attempts = self.allocation_attempts;
+                let done: Vec<&Ticket> = tickets.iter().filter(|t| t.tries + 1 >= attempts).collect();
+                tracing::warn!(%match_id, out_of_tries = done.len(), error = %e, "no game server");
+                if let Ok(back) = self.queue.put_back(&match_id, attempts).await {
+                    m::put_back(back);
+                }
+                let text = Reply::MatchError { message: "Failed to start game server".into() }.to_json();
+                for ticket in done {
+                    self.send(ticket, text.clone()).await;
+                }
+            }
+        }
+    }
+
+    /// Records the started match (for players who reconnect, and for its end) and sends
+    /// each player its `match_found`, unless the match stopped forming meanwhile.
+    async fn announce(&self, match_id: &str, tickets: &[Ticket], server: &Server) {
+        let players: Vec<String> = tickets.iter().map(|t| t.username.clone()).collect();
+        let ttl = self.ticket_ttl_secs;
+        let expires_at = unix_now() + ttl as i64;
+        let frames: Vec<(String, String)> = tickets
+            .iter()
+            .map(|ticket| {
+                let found = MatchFound {
+                    match_id: match_id.to_owned(),
+                    players: players.clone(),
+                    host: server.host.clone(),
+                    port: server.port,
+                    container_id: server.server_id.clone(),
+                    ticket: ticket::sign(&self.keys[0], match_id, &ticket.username, &server.server_id, expires_at),
+                };
+                (ticket.account.clone(), Reply::MatchFound(found).to_json())
+            })
+            .collect();
+        match self.queue.start(match_id, &server.server_id, &frames, ttl).await {
+            Ok(true) => {}
+            outcome => {
+                // Its players were put back (this node was taken for gone) or the store
+                // failed: another match will seat them; free the server.
+                tracing::warn!(%match_id, ?outcome, "match no longer forming; not announced");
+                let _ = self.queue.unlease(&server.server_id, match_id).await;
+                return;
+            }
+        }
+        for (ticket, (_, frame)) in tickets.iter().zip(frames) {
+            self.send(ticket, frame).await;
+        }
+    }
+
+    /// Sends a frame to the connection holding the ticket, and to no other session of its
+    /// account: one told `dequeued` because the ticket moved is out of the match. A
+    /// player who comes back on a new session while the match forms gets its
+    /// `match_found` from [`resend_joinable`].
+    async fn send(&self, ticket: &Ticket, text: String) {
+        let event = BusEvent::Frame { to: FrameTarget::Connection(ticket.conn), text };
+        self.cluster.send_to_node(&ticket.node, &event).await;
+    }
+
+    /// Sends a session that just authenticated the `match_found` of its account's match,
+    /// if one is still joinable, or once the match being formed for it is announced.
+    /// Runs beside the session: the auth reply never waits for it, and is written first
+    /// (the handler returns before this can finish).
+    pub fn resend_joinable(&self, account: String, outbox: Outbox) {
+        let queue = self.queue.clone();
+        // A forming match lasts at most one allocation try; its pending state at most this.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.ticket_ttl_secs);
+        tokio::spawn(async move {
+            loop {
+                match queue.joinable(&account).await {
+                    Ok(Joinable::Found(frame)) => {
+                        outbox.offer(Outgoing::Frame(Message::text(frame)));
+                        return;
+                    }
+                    Ok(Joinable::Forming) if !outbox.is_closed() && tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(FORM_EVERY).await
+                    }
+                    _ => return,
+                }
+            }
+        });
+    }
 }
 
 /// A match taken from `queue`: its id and players.
 struct Formed {
     match_id: String,
     tickets: Vec<Ticket>,
-}
-
-/// Takes one match's players from `queue`, if there are enough.
-async fn form(node: &Node, queue: &str, size: usize) -> Option<Formed> {
-    let match_id = uuid::Uuid::new_v4().to_string();
-    let ttl = node.config.match_ticket_ttl_secs;
-    let gone = node.view.gone_nodes();
-    let taken = node.stores.queue.take(queue, size, &match_id, &node.node_id, ttl, &gone).await.ok()?;
-    m::ticket_ended("node_died", taken.dropped);
-    m::put_back(taken.put_back);
-    if taken.tickets.is_empty() {
-        return None;
-    }
-    // Tickets back from a failed try were counted when first matched.
-    let fresh: Vec<&Ticket> = taken.tickets.iter().filter(|t| t.tries == 0).collect();
-    tracing::info!(%match_id, queue, players = taken.tickets.len(), retried = taken.tickets.len() - fresh.len(), "match formed");
-    if !fresh.is_empty() {
-        let now_ms = (unix_now() * 1000) as u64;
-        let waits = fresh.iter().map(|t| Duration::from_millis(now_ms.saturating_sub(t.joined_ms)));
-        m::match_formed(queue, waits);
-        m::ticket_ended("matched", fresh.len() as u64);
-    }
-    Some(Formed { match_id, tickets: taken.tickets })
-}
-
-/// One try at a game server for a formed match; then `match_found` to its players,
-/// or its players back at their places for another try, or `match_error` after the
-/// last one.
-async fn start(node: &Node, formed: Formed) {
-    let Formed { match_id, tickets } = formed;
-    let allocator = &node.matchmaker.allocator;
-    let key = &node.matchmaker.game_server_key;
-    let token = if key.is_empty() { String::new() } else { ticket::credential(key, "match", &match_id) };
-    let request = Request {
-        match_id: &match_id,
-        queue: tickets.first().map_or("", |t| t.queue.as_str()),
-        players: tickets.iter().map(|t| t.username.as_str()).collect(),
-        token: &token,
-    };
-    let started = std::time::Instant::now();
-    let result = allocator.allocate(&request).await;
-    m::allocation(allocator.name(), result.as_ref().map_or_else(Failure::result, |_| "ok"), started.elapsed());
-    match result {
-        Ok(server) => announce(node, &match_id, &tickets, &server).await,
-        Err(e) => {
-            // Each ticket counts its own tries: a player formed with one retried
-            // before still gets every attempt. The put-back ends the tickets out of
-            // tries (all of them, on the match's last try).
-            let attempts = node.config.allocation_attempts;
-            let done: Vec<&Ticket> = tickets.iter().filter(|t| t.tries + 1 >= attempts).collect();
-            tracing::warn!(%match_id, out_of_tries = done.len(), error = %e, "no game server");
-            if let Ok(back) = node.stores.queue.put_back(&match_id, attempts).await {
-                m::put_back(back);
-            }
-            let text = Reply::MatchError { message: "Failed to start game server".into() }.to_json();
-            for ticket in done {
-                send(node, ticket, text.clone()).await;
-            }
-        }
-    }
-}
-
-/// Records the started match (for players who reconnect, and for its end) and sends
-/// each player its `match_found`, unless the match stopped forming meanwhile.
-async fn announce(node: &Node, match_id: &str, tickets: &[Ticket], server: &Server) {
-    let players: Vec<String> = tickets.iter().map(|t| t.username.clone()).collect();
-    let ttl = node.config.match_ticket_ttl_secs;
-    let expires_at = unix_now() + ttl as i64;
-    let frames: Vec<(String, String)> = tickets
-        .iter()
-        .map(|ticket| {
-            let found = MatchFound {
-                match_id: match_id.to_owned(),
-                players: players.clone(),
-                host: server.host.clone(),
-                port: server.port,
-                container_id: server.server_id.clone(),
-                ticket: ticket::sign(
-                    &node.matchmaker.keys[0],
-                    match_id,
-                    &ticket.username,
-                    &server.server_id,
-                    expires_at,
-                ),
-            };
-            (ticket.account.clone(), Reply::MatchFound(found).to_json())
-        })
-        .collect();
-    match node.stores.queue.start(match_id, &server.server_id, &frames, ttl).await {
-        Ok(true) => {}
-        outcome => {
-            // Its players were put back (this node was taken for gone) or the store
-            // failed: another match will seat them; free the server.
-            tracing::warn!(%match_id, ?outcome, "match no longer forming; not announced");
-            let _ = node.stores.queue.unlease(&server.server_id, match_id).await;
-            return;
-        }
-    }
-    for (ticket, (_, frame)) in tickets.iter().zip(frames) {
-        send(node, ticket, frame).await;
-    }
-}
-
-/// Sends a frame to the connection holding the ticket, and to no other session of its
-/// account: one told `dequeued` because the ticket moved is out of the match. A
-/// player who comes back on a new session while the match forms gets its
-/// `match_found` from [`resend_joinable`].
-async fn send(node: &Node, ticket: &Ticket, text: String) {
-    let event = BusEvent::Frame { to: FrameTarget::Connection(ticket.conn), text };
-    cluster::send_to_node(node, &ticket.node, &event).await;
-}
-
-/// Sends a session that just authenticated the `match_found` of its account's match,
-/// if one is still joinable, or once the match being formed for it is announced.
-/// Runs beside the session: the auth reply never waits for it, and is written first
-/// (the handler returns before this can finish).
-pub fn resend_joinable(node: &Node, account: String, outbox: Outbox) {
-    let queue = node.stores.queue.clone();
-    // A forming match lasts at most one allocation try; its pending state at most this.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(node.config.match_ticket_ttl_secs);
-    tokio::spawn(async move {
-        loop {
-            match queue.joinable(&account).await {
-                Ok(Joinable::Found(frame)) => {
-                    outbox.offer(Outgoing::Frame(Message::text(frame)));
-                    return;
-                }
-                Ok(Joinable::Forming) if !outbox.is_closed() && tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(FORM_EVERY).await
-                }
-                _ => return,
-            }
-        }
-    });
 }

@@ -21,13 +21,10 @@
 
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient, IsolationLevel};
 
-use super::postgres::PgStore;
-use super::{StoreResult, UserStore};
-use crate::config::Config;
+use super::StoreResult;
 use crate::error::StoreError;
 use crate::names::unstable_username;
 
@@ -446,28 +443,6 @@ fn failed(e: tokio_postgres::Error) -> StoreError {
     ))
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct MigrateArgs {
-    /// Only report what taking over a Go server's database would do: counts of users,
-    /// tokens and rows that cannot be converted. Changes nothing.
-    #[arg(long)]
-    pub check: bool,
-}
-
-/// The `migrate` command: takes over a Go server's database and applies the node's
-/// migrations, as a node's start-up does, without serving; with `--check`, reports.
-pub async fn run(config: &Config, args: MigrateArgs) -> Result<(), String> {
-    let url = config.database_url();
-    let migration_url = config.db_migration_url.clone().unwrap_or_else(|| url.clone());
-    if args.check {
-        return check(&migration_url).await;
-    }
-    let store = PgStore::connect(&url, &migration_url, 1).map_err(|e| e.to_string())?;
-    store.migrate().await.map_err(|e| e.to_string())?;
-    println!("the database has the node's schema and every migration is applied");
-    Ok(())
-}
-
 /// Unstable usernames `migrate --check` lists by name (it counts them all).
 const UNSTABLE_LISTED: usize = 50;
 
@@ -496,7 +471,7 @@ async fn unstable_usernames(
 
 /// `migrate --check`: one read-only snapshot, a line per phase, then what the
 /// takeover would do, or the refusal it would give.
-async fn check(url: &str) -> Result<(), String> {
+pub async fn check(url: &str) -> Result<(), String> {
     let crate::tls::PgTarget { mut config, tls, .. } =
         crate::tls::pg_target(url).map_err(|e| format!("invalid PostgreSQL URL (DB_CONN/DATABASE_URL): {e}"))?;
     config.connect_timeout(Duration::from_secs(5));
