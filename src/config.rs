@@ -260,10 +260,13 @@ pub struct Config {
     #[arg(long, env = "HASH_QUEUE", default_value_t = 64, global = true)]
     pub hash_queue: usize,
     /// Logins and registrations one client address (IPv6: its /64) has in progress
-    /// at once on this node; its further ones wait their turn, and waiting hashes
-    /// are served address by address.
+    /// at once on this node; its further ones wait their turn.
     #[arg(long, env = "HASH_PLACES_PER_ADDRESS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1024), global = true)]
     pub hash_places_per_address: u64,
+    /// The same for one client network (IPv4 /24, IPv6 /48): many addresses of one
+    /// network hold no more; waiting hashes are served network by network.
+    #[arg(long, env = "HASH_PLACES_PER_NETWORK", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096), global = true)]
+    pub hash_places_per_network: u64,
 
     /// Networks (CIDRs, comma-separated) of load balancers whose CLIENT_IP_HEADER
     /// names the real client address; default none: the socket address counts.

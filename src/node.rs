@@ -46,8 +46,9 @@ pub struct Feeds {
 impl Node {
     pub fn new(config: Config, node_id: String, stores: Stores) -> (Node, Feeds) {
         let params = config.argon2_params().expect("validated at start-up");
-        let hasher =
-            HashPool::new(params, config.hash_workers, config.hash_queue, config.hash_places_per_address as usize);
+        let (per_address, per_network) =
+            (config.hash_places_per_address as usize, config.hash_places_per_network as usize);
+        let hasher = HashPool::new(params, config.hash_workers, config.hash_queue, per_address, per_network);
         let logins = LoginThrottle::new(stores.limits.clone(), &config);
         let (registry, route_changes) = Registry::new();
         let registry = Arc::new(registry);

@@ -78,11 +78,11 @@ async fn innocent_logins(node: &NodeProc, address: &str, name: &str) -> (usize, 
     (fast, slowest)
 }
 
-/// 150 connections flooding logins for unknown names, from one address and then
-/// spread over ten, keep a single hash worker busy; a player from an eleventh
-/// address still logs in, each time within a second.
+/// About 150 connections flooding logins for unknown names — from one address, from
+/// ten networks, and from 40 /64s of one IPv6 /48 — keep a single hash worker busy; a
+/// player from another network still logs in, each time within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_login_flood_from_one_or_ten_addresses_does_not_deny_password_login() {
+async fn a_login_flood_from_one_address_ten_networks_or_one_slash_48_does_not_deny_password_login() {
     let cluster = Cluster::new().await;
     let node = cluster
         .node_with(&[
@@ -96,12 +96,16 @@ async fn a_login_flood_from_one_or_ten_addresses_does_not_deny_password_login() 
     let jane = unique_name("jane");
     from(&node, "198.51.100.1").await.signed_up(&jane).await;
 
-    for attackers in [1, 10] {
+    let scenarios: [(&str, Vec<String>, usize); 3] = [
+        ("one address", vec!["203.0.0.66".into()], 150),
+        ("ten networks", (0..10).map(|a| format!("203.0.{a}.66")).collect(), 15),
+        ("40 /64s of one /48", (0..40).map(|a| format!("2001:db8:66:{a:x}::1")).collect(), 4),
+    ];
+    for (attack, addresses, per_address) in scenarios {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
-        for a in 0..attackers {
-            let address = format!("203.0.{a}.66");
-            tasks.extend(flood(node.ws_url(), address, 150 / attackers, stop.clone()));
+        for address in addresses {
+            tasks.extend(flood(node.ws_url(), address, per_address, stop.clone()));
         }
         // Until the pool is saturated: the flood's hashes keep the worker busy.
         let busy = eventually(Duration::from_secs(20), || async {
@@ -110,14 +114,14 @@ async fn a_login_flood_from_one_or_ten_addresses_does_not_deny_password_login() 
             })
         })
         .await;
-        assert!(busy, "the flood never filled the hash pool");
+        assert!(busy, "{attack}: the flood never filled the hash pool");
         let (fast, slowest) = innocent_logins(&node, "198.51.100.1", &jane).await;
         stop.store(true, Ordering::Relaxed);
         for task in tasks {
             let _ = task.await;
         }
-        eprintln!("flood from {attackers} address(es): {fast} of 30 logins within 1 s, slowest {slowest:?}");
-        assert!(fast >= 29, "flood from {attackers} address(es): only {fast} of 30 correct logins got in within 1 s");
+        eprintln!("flood from {attack}: {fast} of 30 logins within 1 s, slowest {slowest:?}");
+        assert!(fast >= 29, "flood from {attack}: only {fast} of 30 correct logins got in within 1 s");
     }
 }
 
@@ -201,26 +205,35 @@ async fn a_network_that_logged_in_before_is_never_refused_by_the_account_cap() {
 // 11. A player's own concurrent logins ------------------------------------------------
 
 /// A launcher, a game client and a phone behind one home router all log in at once
-/// after their node died: twelve concurrent correct logins all get in.
+/// after their node died: twelve concurrent correct logins all get in — from one
+/// address with the default places, from one address allowed twelve places (so all
+/// twelve are checked at once and the guesses in flight must wait for each other),
+/// and from twelve addresses of one /24.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_concurrent_correct_logins_of_one_account_all_succeed() {
     let cluster = Cluster::new().await;
-    let node = cluster.node_with(&[("LOGIN_FREE_FAILURES", "5")]).await;
-    let jane = unique_name("jane");
-    node.client().await.signed_up(&jane).await;
-    let go = Arc::new(tokio::sync::Barrier::new(12));
-    let logins: Vec<_> = (0..12)
-        .map(|_| {
-            let (url, go, jane) = (node.ws_url(), go.clone(), jane.clone());
-            tokio::spawn(async move {
-                let mut client = Client::connect(&url).await;
-                go.wait().await;
-                client.login(&jane, PASSWORD).await
-            })
-        })
-        .collect();
-    for login in logins {
-        let reply = login.await.unwrap();
-        assert_eq!(reply["type"], "auth_success", "{reply}");
+    for places in ["2", "12"] {
+        let node =
+            cluster.node_with(&[BEHIND_PROXY, ("LOGIN_FREE_FAILURES", "5"), ("HASH_PLACES_PER_ADDRESS", places)]).await;
+        for spread in [false, true] {
+            let jane = unique_name("jane");
+            node.client().await.signed_up(&jane).await;
+            let go = Arc::new(tokio::sync::Barrier::new(12));
+            let logins: Vec<_> = (0..12)
+                .map(|i| {
+                    let (url, go, jane) = (node.ws_url(), go.clone(), jane.clone());
+                    let address = if spread { format!("198.51.100.{}", i + 1) } else { "198.51.100.1".into() };
+                    tokio::spawn(async move {
+                        let mut client = Client::connect_with_headers(&url, &[("X-Forwarded-For", &address)]).await;
+                        go.wait().await;
+                        client.login(&jane, PASSWORD).await
+                    })
+                })
+                .collect();
+            for login in logins {
+                let reply = login.await.unwrap();
+                assert_eq!(reply["type"], "auth_success", "places {places}, spread {spread}: {reply}");
+            }
+        }
     }
 }

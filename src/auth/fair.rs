@@ -1,11 +1,12 @@
-//! Fair shares of the hash pool between client addresses: one address cannot fill
-//! the pool and shut everyone else out of password login.
+//! Fair shares of the hash pool between clients: one address, or one network of
+//! many addresses, cannot fill the pool and shut everyone else out of password login.
 //!
-//! - [`Lines`]: each address has at most `per_address` logins in progress at once
-//!   on this node; its further logins wait in arrival order, holding nothing.
-//! - [`Workers`]: a free hash worker goes to the addresses with a hash waiting in
-//!   turn (round robin), so a login from an address with nothing in flight waits at
-//!   most about one hash per other active address, however many the others queued.
+//! - [`Lines`]: each key (an address, or a network) has at most a few logins in
+//!   progress at once on this node; its further logins wait in arrival order,
+//!   holding nothing. A login lines up for its address, then for its network.
+//! - [`Workers`]: a free hash worker goes to the networks with a hash waiting in
+//!   turn (round robin), so a login from a network with nothing in flight waits at
+//!   most about one hash per other active network, however many the others queued.
 //!
 //! Both hand a released place straight to the next waiter, as a guard sent through a
 //! oneshot channel: a waiter that gives up (its connection closed) drops the guard,
@@ -16,9 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-/// Per-address lines of logins in progress.
+/// Per-key lines of logins in progress.
 pub struct Lines {
-    per_address: usize,
+    per_key: usize,
     lines: Mutex<HashMap<String, Line>>,
 }
 
@@ -28,33 +29,32 @@ struct Line {
     waiting: VecDeque<oneshot::Sender<InProgress>>,
 }
 
-/// One login in progress for an address; the next in its line goes on when dropped.
+/// One login in progress for a key; the next in its line goes on when dropped.
 pub struct InProgress {
     /// `None` once its place has been passed on.
     lines: Option<Arc<Lines>>,
-    address: String,
+    key: String,
 }
 
 impl InProgress {
-    /// The address (by `ratelimit::address_key`) this login counts against.
-    pub fn address(&self) -> &str {
-        &self.address
+    pub fn key(&self) -> &str {
+        &self.key
     }
 }
 
 impl Lines {
-    pub fn new(per_address: usize) -> Arc<Lines> {
-        Arc::new(Lines { per_address: per_address.max(1), lines: Mutex::default() })
+    pub fn new(per_key: usize) -> Arc<Lines> {
+        Arc::new(Lines { per_key: per_key.max(1), lines: Mutex::default() })
     }
 
-    /// Waits until `address` has fewer than `per_address` logins in progress.
-    pub async fn enter(self: &Arc<Self>, address: String) -> InProgress {
+    /// Waits until `key` has fewer than `per_key` logins in progress.
+    pub async fn enter(self: &Arc<Self>, key: String) -> InProgress {
         let waiting = {
             let mut lines = self.lines.lock().unwrap();
-            let line = lines.entry(address.clone()).or_default();
-            if line.held < self.per_address {
+            let line = lines.entry(key.clone()).or_default();
+            if line.held < self.per_key {
                 line.held += 1;
-                return InProgress { lines: Some(self.clone()), address };
+                return InProgress { lines: Some(self.clone()), key };
             }
             let (tx, rx) = oneshot::channel();
             line.waiting.push_back(tx);
@@ -68,9 +68,9 @@ impl Drop for InProgress {
     fn drop(&mut self) {
         let Some(owner) = self.lines.take() else { return };
         let mut lines = owner.lines.lock().unwrap();
-        let line = lines.get_mut(&self.address).expect("a held place's line exists");
+        let line = lines.get_mut(&self.key).expect("a held place's line exists");
         while let Some(next) = line.waiting.pop_front() {
-            let handed = InProgress { lines: Some(owner.clone()), address: self.address.clone() };
+            let handed = InProgress { lines: Some(owner.clone()), key: self.key.clone() };
             match next.send(handed) {
                 Ok(()) => return,
                 // That waiter gave up: the place is still this one's to pass on.
@@ -79,19 +79,19 @@ impl Drop for InProgress {
         }
         line.held -= 1;
         if line.held == 0 {
-            lines.remove(&self.address);
+            lines.remove(&self.key);
         }
     }
 }
 
-/// Hash workers handed to waiting addresses in turn.
+/// Hash workers handed to waiting keys (networks) in turn.
 pub struct Workers {
     state: Mutex<Turns>,
 }
 
 struct Turns {
     free: usize,
-    /// Addresses with a hash waiting, in the order they get the next worker.
+    /// Keys with a hash waiting, in the order they get the next worker.
     ring: VecDeque<String>,
     waiting: HashMap<String, VecDeque<oneshot::Sender<Worker>>>,
 }
@@ -109,8 +109,8 @@ impl Workers {
         })
     }
 
-    /// Waits for a worker on behalf of `address`.
-    pub async fn acquire(self: &Arc<Self>, address: &str) -> Worker {
+    /// Waits for a worker on behalf of `key`.
+    pub async fn acquire(self: &Arc<Self>, key: &str) -> Worker {
         let waiting = {
             let mut turns = self.state.lock().unwrap();
             if turns.free > 0 && turns.ring.is_empty() {
@@ -118,10 +118,10 @@ impl Workers {
                 return Worker { workers: Some(self.clone()) };
             }
             let (tx, rx) = oneshot::channel();
-            let queue = turns.waiting.entry(address.to_owned()).or_default();
+            let queue = turns.waiting.entry(key.to_owned()).or_default();
             queue.push_back(tx);
             if queue.len() == 1 {
-                turns.ring.push_back(address.to_owned());
+                turns.ring.push_back(key.to_owned());
             }
             rx
         };
@@ -133,13 +133,13 @@ impl Drop for Worker {
     fn drop(&mut self) {
         let Some(owner) = self.workers.take() else { return };
         let mut turns = owner.state.lock().unwrap();
-        while let Some(address) = turns.ring.pop_front() {
-            let queue = turns.waiting.get_mut(&address).expect("an address in the ring has waiters");
-            let next = queue.pop_front().expect("an address in the ring has waiters");
+        while let Some(key) = turns.ring.pop_front() {
+            let queue = turns.waiting.get_mut(&key).expect("a key in the ring has waiters");
+            let next = queue.pop_front().expect("a key in the ring has waiters");
             if queue.is_empty() {
-                turns.waiting.remove(&address);
+                turns.waiting.remove(&key);
             } else {
-                turns.ring.push_back(address);
+                turns.ring.push_back(key);
             }
             match next.send(Worker { workers: Some(owner.clone()) }) {
                 Ok(()) => return,

@@ -3,10 +3,10 @@
 //! the async workers) and at most `queue` more wait; past that callers get `Busy`
 //! at once instead of piling up memory and latency.
 //!
-//! The pool is shared fairly between client addresses ([`fair`](super::fair)): a
-//! login first lines up behind its own address's logins in progress
-//! ([`line_up`](HashPool::line_up)), so one address holds at most a few places, and
-//! waiting hashes get the workers address by address in turn.
+//! The pool is shared fairly between clients ([`fair`](super::fair)): a login first
+//! lines up behind its own address's logins in progress, then its network's
+//! ([`line_up`](HashPool::line_up)), so one address, or one network, holds at most a
+//! few places, and waiting hashes get the workers network by network in turn.
 //!
 //! Stored bcrypt hashes (`$2a$`, `$2b$`, `$2y$`: accounts taken over from the Go
 //! server) verify on the same pool, and a login that verifies one replaces it with
@@ -34,13 +34,19 @@ pub struct Verified {
     pub needs_rehash: bool,
 }
 
-/// A place in the pool, running or queued, for the client address it counts
+/// A place in the pool, running or queued, for the client network it counts
 /// against. Taken before any store work, so a request refused as busy costs none;
 /// one the throttles refuse gives it back before any hash.
 pub struct Admission {
     _place: OwnedSemaphorePermit,
     _registration: Option<OwnedSemaphorePermit>,
-    address: String,
+    network: String,
+}
+
+/// A login's turn: its places in its address's and its network's lines.
+pub struct Turn {
+    _address: InProgress,
+    network: InProgress,
 }
 
 pub struct HashPool {
@@ -49,8 +55,9 @@ pub struct HashPool {
     /// Registrations may hold at most a quarter of the places, so a registration
     /// flood never starves logins.
     registrations: Arc<Semaphore>,
-    /// Each address's logins and registrations in progress.
-    lines: Arc<Lines>,
+    /// Each address's and each network's logins and registrations in progress.
+    addresses: Arc<Lines>,
+    networks: Arc<Lines>,
     workers: Arc<Workers>,
 }
 
@@ -66,8 +73,9 @@ struct Inner {
 }
 
 impl HashPool {
-    /// `per_address`: logins one client address may have in progress at once.
-    pub fn new(params: Params, workers: usize, queue: usize, per_address: usize) -> HashPool {
+    /// `per_address`, `per_network`: logins one client address, and one network
+    /// (`ratelimit::network_key`), may have in progress at once.
+    pub fn new(params: Params, workers: usize, queue: usize, per_address: usize, per_network: usize) -> HashPool {
         let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let dummy_hash = argon2
@@ -78,28 +86,32 @@ impl HashPool {
             inner: Arc::new(Inner { argon2, params, dummy_hash: RwLock::new(dummy_hash), buffers: Mutex::default() }),
             admitted: Arc::new(Semaphore::new(workers + queue)),
             registrations: Arc::new(Semaphore::new(((workers + queue) / 4).max(1))),
-            lines: Lines::new(per_address),
+            addresses: Lines::new(per_address),
+            networks: Lines::new(per_network),
             workers: Workers::new(workers),
         }
     }
 
-    /// Waits until the client at `ip` has fewer than its share of logins in
-    /// progress; hold the result for the whole login or registration.
-    pub async fn line_up(&self, ip: IpAddr) -> InProgress {
-        self.lines.enter(crate::ratelimit::address_key(ip)).await
+    /// Waits until the client at `ip`, and its network, have fewer than their
+    /// shares of logins in progress; hold the result for the whole login or
+    /// registration.
+    pub async fn line_up(&self, ip: IpAddr) -> Turn {
+        let address = self.addresses.enter(crate::ratelimit::address_key(ip)).await;
+        let network = self.networks.enter(crate::ratelimit::network_key(ip)).await;
+        Turn { _address: address, network }
     }
 
     /// Takes a place without waiting; `Busy` when every worker and queue slot is taken.
-    pub fn admit(&self, turn: &InProgress) -> Result<Admission, Busy> {
+    pub fn admit(&self, turn: &Turn) -> Result<Admission, Busy> {
         let place = self.admitted.clone().try_acquire_owned().map_err(|_| Busy)?;
-        Ok(Admission { _place: place, _registration: None, address: turn.address().to_owned() })
+        Ok(Admission { _place: place, _registration: None, network: turn.network.key().to_owned() })
     }
 
     /// Like [`admit`](Self::admit), within the registrations' share of the pool.
-    pub fn admit_registration(&self, turn: &InProgress) -> Result<Admission, Busy> {
+    pub fn admit_registration(&self, turn: &Turn) -> Result<Admission, Busy> {
         let registration = self.registrations.clone().try_acquire_owned().map_err(|_| Busy)?;
         let place = self.admitted.clone().try_acquire_owned().map_err(|_| Busy)?;
-        Ok(Admission { _place: place, _registration: Some(registration), address: turn.address().to_owned() })
+        Ok(Admission { _place: place, _registration: Some(registration), network: turn.network.key().to_owned() })
     }
 
     /// Hashes a new password into a PHC string.
@@ -122,7 +134,7 @@ impl HashPool {
 
     async fn run<R: Send + 'static>(&self, place: Admission, work: impl FnOnce(&Inner) -> R + Send + 'static) -> R {
         m::hash_queue_depth(1.0);
-        let worker = self.workers.acquire(&place.address).await;
+        let worker = self.workers.acquire(&place.network).await;
         m::hash_queue_depth(-1.0);
         let inner = self.inner.clone();
         // The worker and the place go with the hash: a caller that stops waiting
@@ -233,7 +245,7 @@ mod tests {
     use super::*;
 
     fn pool(workers: usize, queue: usize) -> HashPool {
-        HashPool::new(Params::new(1024, 1, 1, None).unwrap(), workers, queue, 2)
+        HashPool::new(Params::new(1024, 1, 1, None).unwrap(), workers, queue, 2, 8)
     }
 
     impl HashPool {
@@ -258,7 +270,7 @@ mod tests {
     async fn flags_hashes_made_with_other_parameters() {
         let old_pool = pool(1, 1);
         let old = old_pool.hash(old_pool.place().await, "secret1".into()).await;
-        let new = HashPool::new(Params::new(2048, 1, 1, None).unwrap(), 1, 1, 2);
+        let new = HashPool::new(Params::new(2048, 1, 1, None).unwrap(), 1, 1, 2, 8);
         let v = new.verify(new.place().await, "secret1".into(), Some(old)).await;
         assert_eq!(v, Verified { ok: true, needs_rehash: true });
     }
@@ -315,12 +327,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refuses_beyond_the_queue() {
-        let pool = Arc::new(HashPool::new(Params::new(19456, 2, 1, None).unwrap(), 1, 1, 1));
+        let pool = Arc::new(HashPool::new(Params::new(19456, 2, 1, None).unwrap(), 1, 1, 1, 1));
         let tasks: Vec<_> = (0..8u8)
             .map(|i| {
                 let pool = pool.clone();
                 tokio::spawn(async move {
-                    let turn = pool.line_up(IpAddr::from([192, 0, 2, i])).await;
+                    let turn = pool.line_up(IpAddr::from([192, 0, i, 1])).await;
                     let place = pool.admit(&turn)?;
                     Ok::<_, Busy>(pool.hash(place, "secret1".into()).await)
                 })
