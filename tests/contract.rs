@@ -52,7 +52,9 @@ async fn cluster_contract<S: Shared>(label: &str, s: &S) {
     case(label, "login throttle", login_throttle(s)).await;
     case(label, "login throttle: guesses in flight", login_in_flight(s)).await;
     case(label, "login throttle: the cap and known networks", login_cap(s)).await;
+    case(label, "queue: join, keep, leave", queue_join_leave(s)).await;
     case(label, "queue: first in, first out, put back", queue_fifo_put_back(s)).await;
+    case(label, "queue: tries run out", queue_tries(s)).await;
     case(label, "queue: a dead node's tickets and matches", queue_gone_node(s)).await;
     case(label, "queue: start, joinable, end, leases", queue_matches(s)).await;
     case(label, "queue: matches per account", queue_match_cap(s)).await;
@@ -305,6 +307,17 @@ async fn queue_join_leave(s: &impl MatchQueue) {
     assert_eq!(s.leave(&jane, None).await.unwrap(), Left::NoTicket);
     assert_eq!(s.position(&jane).await.unwrap(), None);
     assert_eq!(s.length(&q).await.unwrap(), 0);
+    // Joining another queue moves the ticket: out of the old queue (the one script
+    // key Redis names from the ticket it reads), to the back of the new one.
+    let other = queue();
+    s.join(&ticket(&other, &format!("john{id}"), "n3", 1), 0).await.unwrap();
+    assert_eq!(s.join(&ticket(&q, &jane, "n1", 1), 0).await.unwrap(), Joined::New);
+    assert_eq!(s.join(&ticket(&other, &jane, "n1", 1), 0).await.unwrap(), Joined::New);
+    assert_eq!((s.length(&q).await.unwrap(), s.length(&other).await.unwrap()), (0, 2));
+    let (held, position) = s.position(&jane).await.unwrap().unwrap();
+    assert_eq!((held.queue.as_str(), position), (other.as_str(), 2));
+    assert!(matches!(s.leave(&jane, None).await.unwrap(), Left::Removed(t) if t.queue == other));
+    assert_eq!(s.length(&other).await.unwrap(), 1);
 }
 
 async fn queue_fifo_put_back(s: &impl MatchQueue) {

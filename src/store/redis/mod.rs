@@ -45,7 +45,12 @@
 //! - channel `chat:<node id>` private messages routed to one node
 //!
 //! Matchmaking keys all carry one hash tag, `{mm}` (one slot: every operation is one
-//! atomic script, `lua/mm_*.lua`).
+//! atomic script, `lua/mm_*.lua`). A script is given in `KEYS` every key whose name
+//! is known before it runs; the keys it names from data it reads (the queue of an
+//! account's ticket, the accounts of a match, a match's game server, the match holding
+//! a lease) cannot be, without a read before the script that would race with it:
+//! `lua/mm.lua` names those beside `KEYS[1]` (always `{mm}:tickets`), so they stay in
+//! the slot the script runs in on Cluster.
 //!
 //! Topologies (`REDIS_URL`, see [`RedisTarget`]): one server, a master found through
 //! Sentinel, or a Redis Cluster. All three share one connection type ([`Conn`]),

@@ -23,17 +23,25 @@ struct MmScripts {
     current: Script,
 }
 
+/// A script that names keys from data: `lua/mm.lua` (their names, beside KEYS[1],
+/// the tickets) first.
+macro_rules! naming {
+    ($($file:literal),+) => {
+        Script::new(concat!(include_str!("lua/mm.lua"), $(include_str!($file)),+))
+    };
+}
+
 static MM: std::sync::LazyLock<MmScripts> = std::sync::LazyLock::new(|| MmScripts {
-    join: Script::new(include_str!("lua/mm_join.lua")),
-    leave: Script::new(include_str!("lua/mm_leave.lua")),
-    position: Script::new(include_str!("lua/mm_position.lua")),
-    take: Script::new(&format!("{}{}", include_str!("lua/mm_restore.lua"), include_str!("lua/mm_take.lua"))),
-    put_back: Script::new(&format!("{}{}", include_str!("lua/mm_restore.lua"), include_str!("lua/mm_put_back.lua"))),
+    join: naming!("lua/mm_join.lua"),
+    leave: naming!("lua/mm_leave.lua"),
+    position: naming!("lua/mm_position.lua"),
+    take: naming!("lua/mm_restore.lua", "lua/mm_take.lua"),
+    put_back: naming!("lua/mm_restore.lua", "lua/mm_put_back.lua"),
     start: Script::new(include_str!("lua/mm_start.lua")),
-    end: Script::new(include_str!("lua/mm_end.lua")),
+    end: naming!("lua/mm_end.lua"),
     unlease: Script::new(include_str!("lua/mm_unlease.lua")),
-    confirm: Script::new(include_str!("lua/mm_confirm.lua")),
-    current: Script::new(include_str!("lua/mm_current.lua")),
+    confirm: naming!("lua/mm_confirm.lua"),
+    current: naming!("lua/mm_current.lua"),
 });
 
 /// A started match as `{mm}:match:<id>` records it.
@@ -49,9 +57,12 @@ fn ticket_from(raw: &str) -> StoreResult<Ticket> {
 #[async_trait]
 impl MatchQueue for RedisStore {
     async fn join(&self, ticket: &Ticket, max_matches: u64) -> StoreResult<Joined> {
+        let account = &ticket.account;
         let mut inv = MM.join.key(self.mm_key("tickets"));
+        inv.key(self.mm_key("seq")).key(self.mm_key(&format!("pending:{account}")));
+        inv.key(self.mm_key(&format!("formed:{account}"))).key(self.mm_key(&format!("q:{}", ticket.queue)));
         let body = serde_json::to_string(ticket).expect("tickets serialize");
-        inv.arg(&self.prefix).arg(&ticket.account).arg(body).arg(max_matches);
+        inv.arg(account).arg(body).arg(max_matches);
         let reply: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
         Ok(match reply.first().map(String::as_str) {
             Some("pending") => Joined::MatchPending,
@@ -66,8 +77,9 @@ impl MatchQueue for RedisStore {
 
     async fn leave(&self, account: &str, holder: Option<(&str, u64)>) -> StoreResult<Left> {
         let mut inv = MM.leave.key(self.mm_key("tickets"));
+        inv.key(self.mm_key("forming")).key(self.mm_key(&format!("pending:{account}")));
         let (node, conn) = holder.map_or((String::new(), String::new()), |(n, c)| (n.to_owned(), c.to_string()));
-        inv.arg(&self.prefix).arg(account).arg(node).arg(conn);
+        inv.arg(account).arg(node).arg(conn);
         let reply: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
         Ok(match (reply.first().map(String::as_str), reply.get(1)) {
             (Some("pending"), _) => Left::MatchPending,
@@ -78,7 +90,7 @@ impl MatchQueue for RedisStore {
 
     async fn position(&self, account: &str) -> StoreResult<Option<(Ticket, u64)>> {
         let mut inv = MM.position.key(self.mm_key("tickets"));
-        inv.arg(&self.prefix).arg(account);
+        inv.arg(account);
         let reply: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
         match (reply.first(), reply.get(1).and_then(|p| p.parse().ok())) {
             (Some(raw), Some(position)) => Ok(Some((ticket_from(raw)?, position))),
@@ -96,7 +108,8 @@ impl MatchQueue for RedisStore {
         gone: &[String],
     ) -> StoreResult<Taken> {
         let mut inv = MM.take.key(self.mm_key("tickets"));
-        inv.arg(&self.prefix).arg(queue).arg(size).arg(match_id).arg(pending_secs.max(1)).arg(node);
+        inv.key(self.mm_key("forming")).key(self.mm_key(&format!("q:{queue}")));
+        inv.arg(size).arg(match_id).arg(pending_secs.max(1)).arg(node);
         for node in gone {
             inv.arg(node);
         }
@@ -109,7 +122,7 @@ impl MatchQueue for RedisStore {
 
     async fn put_back(&self, match_id: &str, max_tries: u32) -> StoreResult<u64> {
         let mut inv = MM.put_back.key(self.mm_key("tickets"));
-        inv.arg(&self.prefix).arg(match_id).arg(max_tries);
+        inv.key(self.mm_key("forming")).arg(match_id).arg(max_tries);
         self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await
     }
 
@@ -120,9 +133,12 @@ impl MatchQueue for RedisStore {
         frames: &[(String, String)],
         joinable_secs: u64,
     ) -> StoreResult<bool> {
-        let mut inv = MM.start.key(self.mm_key("tickets"));
-        inv.arg(&self.prefix).arg(match_id).arg(server).arg(joinable_secs.max(1)).arg(MATCH_COUNT_WINDOW_SECS);
+        let mut inv = MM.start.key(self.mm_key("forming"));
+        inv.key(self.mm_key(&format!("match:{match_id}")));
+        inv.arg(match_id).arg(server).arg(joinable_secs.max(1)).arg(MATCH_COUNT_WINDOW_SECS);
         for (account, frame) in frames {
+            inv.key(self.mm_key(&format!("pending:{account}"))).key(self.mm_key(&format!("found:{account}")));
+            inv.key(self.mm_key(&format!("formed:{account}")));
             inv.arg(account).arg(frame);
         }
         let started: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
@@ -142,14 +158,14 @@ impl MatchQueue for RedisStore {
 
     async fn confirm(&self, match_id: &str, secs: u64) -> StoreResult<bool> {
         let mut inv = MM.confirm.key(self.mm_key("tickets"));
-        inv.arg(&self.prefix).arg(match_id).arg(secs.max(1));
+        inv.key(self.mm_key(&format!("match:{match_id}"))).arg(match_id).arg(secs.max(1));
         let confirmed: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
         Ok(confirmed == 1)
     }
 
     async fn current(&self, server: &str) -> StoreResult<Option<(String, Vec<String>)>> {
         let mut inv = MM.current.key(self.mm_key("tickets"));
-        inv.arg(&self.prefix).arg(server);
+        inv.key(self.mm_key(&format!("lease:{server}")));
         let reply: Vec<String> = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
         let Ok([match_id, record]) = <[String; 2]>::try_from(reply) else {
             return Ok(None);
@@ -161,7 +177,7 @@ impl MatchQueue for RedisStore {
 
     async fn end(&self, match_id: &str) -> StoreResult<bool> {
         let mut inv = MM.end.key(self.mm_key("tickets"));
-        inv.arg(&self.prefix).arg(match_id);
+        inv.key(self.mm_key(&format!("match:{match_id}"))).arg(match_id);
         let ended: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
         Ok(ended == 1)
     }

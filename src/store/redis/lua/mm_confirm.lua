@@ -1,8 +1,10 @@
-local p, mid = ARGV[1], ARGV[2]
-local record = p .. '{mm}:match:' .. mid
-local raw = redis.call('GET', record)
+-- Keeps a started match and its game server's lease (if the match still holds it).
+-- KEYS: tickets, match:<id>. ARGV: match, secs.
+-- From data: lease:<the match's server>.
+-- Returns 1, or 0 when the match is unknown.
+local raw = redis.call('GET', KEYS[2])
 if not raw then return 0 end
-redis.call('EXPIRE', record, tonumber(ARGV[3]))
-local lease = p .. '{mm}:lease:' .. cjson.decode(raw).server
-if redis.call('GET', lease) == mid then redis.call('EXPIRE', lease, tonumber(ARGV[3])) end
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+local lease = mm('lease:' .. cjson.decode(raw).server)
+if redis.call('GET', lease) == ARGV[1] then redis.call('EXPIRE', lease, tonumber(ARGV[2])) end
 return 1

@@ -1,20 +1,27 @@
-local p, q, size, mid, ttl = ARGV[1], ARGV[1] .. '{mm}:q:' .. ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local forming = p .. '{mm}:forming'
+-- Takes the first `size` tickets of a queue, if there are that many, into a forming
+-- match. First puts back, in order, the players of matches that `gone` nodes were
+-- forming, forgets forming records older than the pending state they set, and drops
+-- the tickets of `gone` nodes met on the way.
+-- KEYS: tickets, forming, q:<queue>.
+-- ARGV: size, match, pending secs, node forming it, then the gone nodes.
+-- From data: pending:<account> of each taken ticket (and see mm_restore.lua).
+-- Returns {dropped, put back, taken ticket...}: no tickets when there were too few.
+local q, size, mid, ttl = KEYS[3], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local gone = {}
-for i = 7, #ARGV do gone[ARGV[i]] = true end
+for i = 5, #ARGV do gone[ARGV[i]] = true end
 local now = redis.call('TIME')
 now = now[1] * 1000 + math.floor(now[2] / 1000)
 -- Matches that dead nodes were forming go back in order; records older than the
 -- pending state they set are forgotten.
 local put_back, dead = 0, 0
-local all = redis.call('HGETALL', forming)
+local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
   local f = cjson.decode(all[i + 1])
   if gone[f.node] then
-    local back, lost = restore(p, all[i], gone, 0)
+    local back, lost = restore(all[i], gone, 0)
     put_back, dead = put_back + back, dead + lost
   elseif now - f.at > ttl * 1000 then
-    redis.call('HDEL', forming, all[i])
+    redis.call('HDEL', KEYS[2], all[i])
   end
 end
 local taken, drop, start = {}, {}, 0
@@ -42,9 +49,9 @@ for _, raw in ipairs(taken) do
   local t = cjson.decode(raw)
   redis.call('ZREM', q, t.account)
   redis.call('HDEL', KEYS[1], t.account)
-  redis.call('SET', p .. '{mm}:pending:' .. t.account, mid, 'EX', ttl)
+  redis.call('SET', mm('pending:' .. t.account), mid, 'EX', ttl)
   table.insert(record, t)
   table.insert(counts, raw)
 end
-redis.call('HSET', forming, mid, cjson.encode({node = ARGV[6], at = now, tickets = record}))
+redis.call('HSET', KEYS[2], mid, cjson.encode({node = ARGV[4], at = now, tickets = record}))
 return counts
