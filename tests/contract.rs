@@ -112,7 +112,7 @@ async fn token_cache(s: &(impl TokenCache + Sessions)) {
     // Caching again without a name keeps the session's.
     s.cache(&token, &record, 60, None).await.unwrap();
     assert_eq!(s.lookup(&token).await.unwrap(), hit("Cool \"Gamer\""));
-    s.forget(&[token.clone()]).await.unwrap();
+    s.forget(&[token]).await.unwrap();
     assert_eq!(s.lookup(&token).await.unwrap(), CacheLookup::Miss { display_name: None });
 
     // A session's name outlives a cache miss (the token cache entry expired first).
@@ -382,7 +382,7 @@ async fn queue_gone_node(s: &impl MatchQueue) {
     assert_eq!(accounts(&taken.tickets), [names[0].as_str(), names[1].as_str()]);
     s.join(&ticket(&q, &names[3], &alive, 4), 0).await.unwrap();
     // The next formation drops the dead node's tickets and puts the live ones back.
-    let taken = s.take(&q, 2, &format!("m2{id}"), &alive, 60, &[dead.clone()]).await.unwrap();
+    let taken = s.take(&q, 2, &format!("m2{id}"), &alive, 60, std::slice::from_ref(&dead)).await.unwrap();
     assert_eq!((taken.dropped, taken.put_back), (1, 1));
     assert_eq!(accounts(&taken.tickets), [names[1].as_str(), names[2].as_str()]);
     assert_eq!(s.position(&names[0]).await.unwrap(), None);
@@ -463,7 +463,7 @@ async fn user_store(label: &str, s: &dyn UserStore) {
     let tokens: Vec<_> = (0..3).map(|_| Token::generate().hash()).collect();
     for (i, token) in tokens.iter().enumerate() {
         let revoked = s.insert_token(user_id, token, Some("203.0.113.7"), expires_at, 2).await.unwrap();
-        assert_eq!(revoked, if i < 2 { vec![] } else { vec![tokens[0].clone()] }, "token {i}");
+        assert_eq!(revoked, if i < 2 { vec![] } else { vec![tokens[0]] }, "token {i}");
         // Tokens issued in one second still have an order.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -478,7 +478,7 @@ async fn user_store(label: &str, s: &dyn UserStore) {
     assert!(s.revoke_token(&tokens[1]).await.unwrap());
     assert_eq!(s.find_token(&tokens[1]).await.unwrap(), None);
     assert!(!s.revoke_token(&Token::generate().hash()).await.unwrap());
-    assert_eq!(s.revoke_user_tokens(&jane.to_lowercase()).await.unwrap(), vec![tokens[2].clone()]);
+    assert_eq!(s.revoke_user_tokens(&jane.to_lowercase()).await.unwrap(), vec![tokens[2]]);
     assert!(s.live_tokens(&tokens).await.unwrap().is_empty());
 
     // An expired token is no token.
