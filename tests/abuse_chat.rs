@@ -23,7 +23,7 @@ fn private(target: &str, message: &str) -> Value {
     json!({"type": "private_chat", "payload": {"target": target, "message": message}})
 }
 
-/// Redis key of a token's session display name (see the key schema in src/store/redis.rs).
+/// Redis key of a token's session display name (see the key schema in src/store/redis/mod.rs).
 fn session_key(cluster: &Cluster, token: &str) -> String {
     let hash: String = Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     format!("{}{{t:{hash}}}:sess", cluster.prefix)

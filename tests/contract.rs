@@ -52,7 +52,9 @@ async fn cluster_contract<S: Shared>(label: &str, s: &S) {
     case(label, "login throttle", login_throttle(s)).await;
     case(label, "login throttle: guesses in flight", login_in_flight(s)).await;
     case(label, "login throttle: the cap and known networks", login_cap(s)).await;
+    case(label, "queue: join, keep, leave", queue_join_leave(s)).await;
     case(label, "queue: first in, first out, put back", queue_fifo_put_back(s)).await;
+    case(label, "queue: tries run out", queue_tries(s)).await;
     case(label, "queue: a dead node's tickets and matches", queue_gone_node(s)).await;
     case(label, "queue: start, joinable, end, leases", queue_matches(s)).await;
     case(label, "queue: matches per account", queue_match_cap(s)).await;
@@ -110,7 +112,7 @@ async fn token_cache(s: &(impl TokenCache + Sessions)) {
     // Caching again without a name keeps the session's.
     s.cache(&token, &record, 60, None).await.unwrap();
     assert_eq!(s.lookup(&token).await.unwrap(), hit("Cool \"Gamer\""));
-    s.forget(&[token.clone()]).await.unwrap();
+    s.forget(&[token]).await.unwrap();
     assert_eq!(s.lookup(&token).await.unwrap(), CacheLookup::Miss { display_name: None });
 
     // A session's name outlives a cache miss (the token cache entry expired first).
@@ -305,6 +307,17 @@ async fn queue_join_leave(s: &impl MatchQueue) {
     assert_eq!(s.leave(&jane, None).await.unwrap(), Left::NoTicket);
     assert_eq!(s.position(&jane).await.unwrap(), None);
     assert_eq!(s.length(&q).await.unwrap(), 0);
+    // Joining another queue moves the ticket: out of the old queue (the one script
+    // key Redis names from the ticket it reads), to the back of the new one.
+    let other = queue();
+    s.join(&ticket(&other, &format!("john{id}"), "n3", 1), 0).await.unwrap();
+    assert_eq!(s.join(&ticket(&q, &jane, "n1", 1), 0).await.unwrap(), Joined::New);
+    assert_eq!(s.join(&ticket(&other, &jane, "n1", 1), 0).await.unwrap(), Joined::New);
+    assert_eq!((s.length(&q).await.unwrap(), s.length(&other).await.unwrap()), (0, 2));
+    let (held, position) = s.position(&jane).await.unwrap().unwrap();
+    assert_eq!((held.queue.as_str(), position), (other.as_str(), 2));
+    assert!(matches!(s.leave(&jane, None).await.unwrap(), Left::Removed(t) if t.queue == other));
+    assert_eq!(s.length(&other).await.unwrap(), 1);
 }
 
 async fn queue_fifo_put_back(s: &impl MatchQueue) {
@@ -369,7 +382,7 @@ async fn queue_gone_node(s: &impl MatchQueue) {
     assert_eq!(accounts(&taken.tickets), [names[0].as_str(), names[1].as_str()]);
     s.join(&ticket(&q, &names[3], &alive, 4), 0).await.unwrap();
     // The next formation drops the dead node's tickets and puts the live ones back.
-    let taken = s.take(&q, 2, &format!("m2{id}"), &alive, 60, &[dead.clone()]).await.unwrap();
+    let taken = s.take(&q, 2, &format!("m2{id}"), &alive, 60, std::slice::from_ref(&dead)).await.unwrap();
     assert_eq!((taken.dropped, taken.put_back), (1, 1));
     assert_eq!(accounts(&taken.tickets), [names[1].as_str(), names[2].as_str()]);
     assert_eq!(s.position(&names[0]).await.unwrap(), None);
@@ -450,7 +463,7 @@ async fn user_store(label: &str, s: &dyn UserStore) {
     let tokens: Vec<_> = (0..3).map(|_| Token::generate().hash()).collect();
     for (i, token) in tokens.iter().enumerate() {
         let revoked = s.insert_token(user_id, token, Some("203.0.113.7"), expires_at, 2).await.unwrap();
-        assert_eq!(revoked, if i < 2 { vec![] } else { vec![tokens[0].clone()] }, "token {i}");
+        assert_eq!(revoked, if i < 2 { vec![] } else { vec![tokens[0]] }, "token {i}");
         // Tokens issued in one second still have an order.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -465,7 +478,7 @@ async fn user_store(label: &str, s: &dyn UserStore) {
     assert!(s.revoke_token(&tokens[1]).await.unwrap());
     assert_eq!(s.find_token(&tokens[1]).await.unwrap(), None);
     assert!(!s.revoke_token(&Token::generate().hash()).await.unwrap());
-    assert_eq!(s.revoke_user_tokens(&jane.to_lowercase()).await.unwrap(), vec![tokens[2].clone()]);
+    assert_eq!(s.revoke_user_tokens(&jane.to_lowercase()).await.unwrap(), vec![tokens[2]]);
     assert!(s.live_tokens(&tokens).await.unwrap().is_empty());
 
     // An expired token is no token.

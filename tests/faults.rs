@@ -99,7 +99,7 @@ fn auth_success(username: &str, token: &str) -> Value {
     json!({"type": "auth_success", "payload": {"username": username, "token": token}})
 }
 
-/// Redis key of a token's cache entry (see the key schema in src/store/redis.rs).
+/// Redis key of a token's cache entry (see the key schema in src/store/redis/mod.rs).
 fn token_cache_key(cluster: &Cluster, token: &str) -> String {
     format!("{}{{t:{}}}:tok", cluster.prefix, hex(&Sha256::digest(token.as_bytes())))
 }

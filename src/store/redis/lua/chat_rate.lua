@@ -3,6 +3,8 @@
 -- interval later; a message that would move it more than `burst` intervals past now
 -- is refused) and, if there was one and a channel is given, publishes there.
 -- KEYS: the bucket. ARGV: ms per message, burst[, publish command, channel, message].
+-- The channel is no key: the caller names one only when it hashes to the bucket's
+-- slot (on Cluster a script may publish to a shard channel of its own slot only).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])

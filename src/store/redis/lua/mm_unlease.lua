@@ -1,0 +1,4 @@
+-- Frees a game server's lease if the match still holds it.
+-- KEYS: lease:<server>. ARGV: match.
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0

@@ -1,0 +1,195 @@
+//! Redis: the token-validity cache, sessions, presence, the directory, rate limits,
+//! chat buckets, the chat bus and the matchmaking queue.
+//!
+//! By concern: `conn` the topology (one server, Sentinel, Cluster), connecting, the
+//! circuit breaker and the version check; `roles` the token cache, sessions,
+//! presence, the directory, limits and chat buckets; `bus` the chat bus; `queue`
+//! matchmaking. Every key's name is made here, below the schema; every Lua script is a
+//! file in `lua/`, and every key a script touches is passed in `KEYS` except the
+//! matchmaking keys a script names from data it reads (see `{mm}` below).
+//!
+//! Key schema (every key starts with the configured prefix, `ocps:` by default). Keys
+//! one operation touches together share a `{hash tag}`, ready for Redis Cluster:
+//! - `{t:<sha256 hex>}:tok`  token cache: `"<user id> <expires unix> <username>"`, or `-` for
+//!   a token PostgreSQL does not know (short TTL); never longer than the token lives
+//! - `{t:<sha256 hex>}:sess` the session's display name, for the token's lifetime
+//! - `{presence}:beats`      sorted set: node id → last heartbeat (ms, Redis clock)
+//!   (`lua/beat.lua`)
+//! - `{presence}:counts`     hash: node id → authenticated connections
+//! - `{presence}:gone`       sorted set: node id → when its heartbeat was found stale
+//! - `{n:<name>}:acct`       the account a name typed as a private message's target
+//!   names: its stored spelling, or `-` for none (an hour; a minute for none)
+//! - `{n:<account name>}:nodes` set: the nodes holding that account's sessions (the
+//!   name exactly as stored: PostgreSQL's `lower()` alone decides which spellings
+//!   are one account)
+//! - `{d:<display name>}:nodes` set: the nodes holding sessions with that display name
+//! - `{rl:<key>}`            rate-limit counter, per window (registrations per address)
+//! - `{login:<subject>}:net:<network>` hash: one (subject, network) pair's failed
+//!   guesses, when the next may come, guesses in flight (`lua/login.lua`); a
+//!   subject is `a<account id>` or `n<sha256 of a typed name no account has>`
+//! - `{login:<subject>}:failures` the subject's failures from every network, per window
+//! - `{login:<subject>}:known` hash: network → when it last logged into the subject
+//! - `{<prefix>chat}:rate:<user id>` an account's chat bucket: when (ms, Redis clock)
+//!   it is full again; gone once full (`lua/chat_rate.lua`). Tagged with the global
+//!   chat channel's whole name, so it lives in that channel's slot (below)
+//! - `{mm}:tickets`          hash: account → its ticket (JSON)
+//! - `{mm}:q:<queue>`        sorted set: account → place in the queue
+//! - `{mm}:seq`              counter: places handed out
+//! - `{mm}:pending:<account>` the match being formed (then joinable) for the account
+//! - `{mm}:forming`          hash: match id → `{node, at, tickets}` while it forms
+//! - `{mm}:found:<account>`  the account's `match_found` while its match is joinable
+//! - `{mm}:match:<id>`       a started match: `{server, accounts}`
+//! - `{mm}:lease:<server>`   the match holding a game server
+//! - `{mm}:formed:<account>` counter: the matches the account started in the window
+//! - channel `chat`          the chat bus to every node (JSON [`BusEvent`](super::BusEvent)s)
+//! - channel `chat:<node id>` private messages routed to one node
+//!
+//! Matchmaking keys all carry one hash tag, `{mm}` (one slot: every operation is one
+//! atomic script, `lua/mm_*.lua`). A script is given in `KEYS` every key whose name
+//! is known before it runs; the keys it names from data it reads (the queue of an
+//! account's ticket, the accounts of a match, a match's game server, the match holding
+//! a lease) cannot be, without a read before the script that would race with it:
+//! `lua/mm.lua` names those beside `KEYS[1]` (always `{mm}:tickets`), so they stay in
+//! the slot the script runs in on Cluster.
+//!
+//! Topologies (`REDIS_URL`, see [`RedisTarget`]): one server, a master found through
+//! Sentinel, or a Redis Cluster. All three share one connection type ([`Conn`]),
+//! so every command is written once. On Cluster no command or pipeline spans
+//! two slots (the hash tags above), and the bus uses sharded pub/sub (`SPUBLISH`,
+//! `SSUBSCRIBE`), never `PUBLISH`, which a cluster copies to every shard.
+//!
+//! `global_chat` is one script that takes from the sender's chat bucket and, if it
+//! had a message left, publishes: on Cluster a script may touch one slot only, a
+//! shard channel included, hence every chat bucket in the global channel's slot.
+//! That shard carries every global message already; a private message's check is one
+//! more small script there. (A `REDIS_KEY_PREFIX` whose own braces move the bucket to
+//! another slot makes it the script, then the publish: two round trips.)
+
+mod bus;
+mod conn;
+mod queue;
+mod roles;
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::RwLock;
+use std::time::Instant;
+
+use redis::Script;
+
+use super::Route;
+use crate::auth::TokenHash;
+use crate::config::RedisTarget;
+use crate::error::StoreError;
+use crate::metrics as m;
+pub use conn::Conn;
+use conn::Topology;
+pub use roles::PRESENCE_STALE_MS;
+
+pub struct RedisStore {
+    topology: Topology,
+    /// One connection every task shares: concurrent commands are pipelined on it,
+    /// one round trip each (on Cluster, one per shard). Replaced when it breaks.
+    shared: RwLock<Option<Conn>>,
+    prefix: String,
+    cluster: bool,
+    beat: Script,
+    login: Script,
+    chat_rate: Script,
+    down: AtomicBool,
+    /// While down: milliseconds since `epoch` at which the next probe may go out.
+    next_probe_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl RedisStore {
+    /// `url` is any `REDIS_URL` form ([`RedisTarget`]); nothing connects until first use.
+    pub fn connect(url: &str, prefix: &str, max_size: usize) -> Result<RedisStore, StoreError> {
+        RedisStore::connect_with_ca(url, None, prefix, max_size)
+    }
+
+    /// Like [`connect`](Self::connect); a TLS `url` trusts the CAs in `ca_file` (PEM)
+    /// instead of the system's.
+    pub fn connect_with_ca(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+        prefix: &str,
+        max_size: usize,
+    ) -> Result<RedisStore, StoreError> {
+        let target = RedisTarget::parse(url).map_err(|e| StoreError::Other(format!("REDIS_URL: {e}")))?;
+        let topology = Topology::new(target, ca_file, max_size)?;
+        m::redis_degraded(false);
+        Ok(RedisStore {
+            cluster: matches!(topology, Topology::Cluster { .. }),
+            topology,
+            shared: RwLock::new(None),
+            prefix: prefix.to_owned(),
+            beat: Script::new(include_str!("lua/beat.lua")),
+            login: Script::new(include_str!("lua/login.lua")),
+            chat_rate: Script::new(include_str!("lua/chat_rate.lua")),
+            down: AtomicBool::new(false),
+            next_probe_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        })
+    }
+}
+
+/// Every key's and channel's name (the schema above).
+impl RedisStore {
+    fn chat_channel(&self) -> String {
+        format!("{}chat", self.prefix)
+    }
+
+    fn node_channel(&self, node_id: &str) -> String {
+        format!("{}chat:{node_id}", self.prefix)
+    }
+
+    /// An account's chat bucket, in the global chat channel's slot.
+    fn chat_rate_key(&self, user_id: i64) -> String {
+        format!("{p}{{{p}chat}}:rate:{user_id}", p = self.prefix)
+    }
+
+    /// An account name's keys: its "is an account" cache entry and its route.
+    fn account_keys(&self, name: &str) -> (String, String) {
+        (format!("{}{{n:{name}}}:acct", self.prefix), format!("{}{{n:{name}}}:nodes", self.prefix))
+    }
+
+    fn route_key(&self, route: &Route) -> String {
+        match route {
+            Route::Account(name) => self.account_keys(name).1,
+            Route::DisplayName(name) => format!("{}{{d:{name}}}:nodes", self.prefix),
+        }
+    }
+
+    fn token_keys(&self, token: &TokenHash) -> (String, String) {
+        let mut tok = String::with_capacity(self.prefix.len() + 64 + 9);
+        tok.push_str(&self.prefix);
+        tok.push_str("{t:");
+        token.push_hex(&mut tok);
+        tok.push('}');
+        let mut sess = tok.clone();
+        tok.push_str(":tok");
+        sess.push_str(":sess");
+        (tok, sess)
+    }
+
+    fn presence_keys(&self) -> (String, String, String) {
+        let key = |name: &str| format!("{}{{presence}}:{name}", self.prefix);
+        (key("beats"), key("counts"), key("gone"))
+    }
+
+    fn limit_key(&self, key: &str) -> String {
+        format!("{}{{rl:{key}}}", self.prefix)
+    }
+
+    /// One (subject, network) pair's login keys, all under the subject's tag: the
+    /// pair's, the subject's failures, the subject's known networks.
+    fn login_keys(&self, subject: &str, network: &str) -> [String; 3] {
+        let key = |part: &str| format!("{}{{login:{subject}}}:{part}", self.prefix);
+        [key(&format!("net:{network}")), key("failures"), key("known")]
+    }
+
+    /// A matchmaking key: `rest` under the `{mm}` tag.
+    fn mm_key(&self, rest: &str) -> String {
+        format!("{}{{mm}}:{rest}", self.prefix)
+    }
+}

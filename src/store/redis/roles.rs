@@ -1,0 +1,235 @@
+//! The roles on plain keys and small scripts: the token cache, sessions, limits
+//! (registrations, the login throttle), presence, the directory and chat buckets.
+
+use async_trait::async_trait;
+use redis::cluster_routing::Slot;
+use redis::AsyncCommands;
+
+use super::RedisStore;
+use crate::auth::TokenHash;
+use crate::store::{
+    seconds_until, Admit, Beat, BusEvent, CacheLookup, ChatBuckets, ChatRate, Directory, Limits, LoginPolicy,
+    NameLookup, Presence, Resolved, Route, Sessions, StoreResult, TokenCache, TokenRecord, GONE_KEPT_MS,
+    GUESS_IN_FLIGHT_MS,
+};
+
+/// A node whose heartbeat is older than this stops counting (a few missed heartbeats).
+pub const PRESENCE_STALE_MS: u64 = 5_000;
+
+impl RedisStore {
+    /// `login.lua` for one (subject, network) pair: its keys share the subject's tag.
+    fn login_invocation(
+        &self,
+        subject: &str,
+        network: &str,
+        op: &str,
+        policy: &LoginPolicy,
+    ) -> redis::ScriptInvocation<'_> {
+        let [pair, failures, known] = self.login_keys(subject, network);
+        let mut inv = self.login.key(pair);
+        inv.key(failures).key(known).arg(op).arg(network);
+        inv.arg(policy.free).arg(policy.base_ms).arg(policy.max_ms).arg(policy.forget_ms);
+        inv.arg(policy.per_subject).arg(policy.window_ms).arg(policy.known_ms).arg(GUESS_IN_FLIGHT_MS);
+        inv
+    }
+}
+
+fn parse_token_entry(value: &str) -> Option<TokenRecord> {
+    let mut parts = value.splitn(3, ' ');
+    let user_id = parts.next()?.parse().ok()?;
+    let expires_at = parts.next()?.parse().ok()?;
+    let username = parts.next()?.to_owned();
+    Some(TokenRecord { user_id, username, expires_at })
+}
+
+#[async_trait]
+impl TokenCache for RedisStore {
+    async fn lookup(&self, token: &TokenHash) -> StoreResult<CacheLookup> {
+        let (tok, sess) = self.token_keys(token);
+        let (entry, display_name): (Option<String>, Option<String>) =
+            self.run(|mut c| async move { c.mget(&[tok, sess]).await }).await?;
+        Ok(match entry.as_deref() {
+            Some("-") => CacheLookup::Negative,
+            Some(value) => match parse_token_entry(value) {
+                Some(token) => CacheLookup::Hit { token, display_name },
+                None => CacheLookup::Miss { display_name },
+            },
+            None => CacheLookup::Miss { display_name },
+        })
+    }
+
+    async fn cache(
+        &self,
+        token: &TokenHash,
+        record: &TokenRecord,
+        ttl_secs: u64,
+        display_name: Option<&str>,
+    ) -> StoreResult<()> {
+        let (tok, sess) = self.token_keys(token);
+        let mut pipe = redis::pipe();
+        let value = format!("{} {} {}", record.user_id, record.expires_at, record.username);
+        pipe.set_ex(&tok, value, ttl_secs.max(1)).ignore();
+        if let Some(name) = display_name {
+            pipe.set_ex(&sess, name, seconds_until(record.expires_at)).ignore();
+        }
+        self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
+    }
+
+    async fn cache_negative(&self, token: &TokenHash, ttl_secs: u64) -> StoreResult<()> {
+        let (tok, _) = self.token_keys(token);
+        // NX: never overwrite an entry a concurrent login just wrote.
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&tok).arg("-").arg("EX").arg(ttl_secs.max(1)).arg("NX");
+        self.run(|mut c| async move { cmd.query_async::<Option<String>>(&mut c).await.map(|_| ()) }).await
+    }
+
+    async fn forget(&self, tokens: &[TokenHash]) -> StoreResult<()> {
+        // One command per token: each token's keys share a slot, different tokens may not.
+        for t in tokens {
+            let (tok, sess) = self.token_keys(t);
+            self.run(|mut c| async move { c.del::<_, ()>(&[tok, sess]).await }).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sessions for RedisStore {
+    async fn set_display_name(&self, token: &TokenHash, name: &str, ttl_secs: u64) -> StoreResult<()> {
+        let (_, sess) = self.token_keys(token);
+        let name = name.to_owned();
+        self.run(|mut c| async move { c.set_ex(sess, name, ttl_secs.max(1)).await }).await
+    }
+}
+
+#[async_trait]
+impl Limits for RedisStore {
+    async fn login_admit(&self, subject: &str, network: &str, policy: &LoginPolicy) -> StoreResult<Admit> {
+        let inv = self.login_invocation(subject, network, "admit", policy);
+        let decided: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(match decided {
+            1 => Admit::Check,
+            2 => Admit::Wait,
+            _ => Admit::Refuse,
+        })
+    }
+
+    async fn login_resolved(
+        &self,
+        subject: &str,
+        network: &str,
+        how: Resolved,
+        policy: &LoginPolicy,
+    ) -> StoreResult<()> {
+        let op = match how {
+            Resolved::Wrong => "wrong",
+            Resolved::Right => "right",
+        };
+        let inv = self.login_invocation(subject, network, op, policy);
+        let _: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(())
+    }
+
+    async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
+        let key = self.limit_key(key);
+        let mut pipe = redis::pipe();
+        pipe.incr(&key, 1).cmd("EXPIRE").arg(&key).arg(window_secs.max(1)).arg("NX").ignore();
+        let (count,): (u64,) = self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        Ok(count)
+    }
+}
+
+#[async_trait]
+impl Presence for RedisStore {
+    async fn beat(&self, node_id: &str, authenticated: usize) -> StoreResult<Beat> {
+        let (beats, counts, gone) = self.presence_keys();
+        let mut inv = self.beat.key(beats);
+        inv.key(counts).key(gone).arg(node_id).arg(authenticated).arg(PRESENCE_STALE_MS).arg(GONE_KEPT_MS);
+        let (known, nodes, gone): (u8, Vec<(String, u64)>, Vec<String>) =
+            self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        let others = nodes.into_iter().filter(|(node, _)| node != node_id).collect();
+        Ok(Beat { others, gone, unknown: known == 0 })
+    }
+
+    async fn remove(&self, node_id: &str) -> StoreResult<()> {
+        let (beats, counts, _) = self.presence_keys();
+        let mut pipe = redis::pipe();
+        pipe.zrem(beats, node_id).ignore().hdel(counts, node_id).ignore();
+        self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
+    }
+}
+
+/// How long a name is remembered as an account's.
+const ACCOUNT_CACHE_SECS: u64 = 3600;
+/// How long a name is remembered as nobody's: short, since a registration overwrites
+/// only its own spelling at once.
+const NO_ACCOUNT_CACHE_SECS: u64 = 60;
+/// The remembered answer for a name that is no account's (no username is this short).
+const NO_ACCOUNT: &str = "-";
+
+#[async_trait]
+impl Directory for RedisStore {
+    async fn account_route(&self, name: &str) -> StoreResult<(NameLookup, Vec<String>)> {
+        // Both keys share a hash tag: one pipeline, one round trip, one slot.
+        let (acct, nodes) = self.account_keys(name);
+        let mut pipe = redis::pipe();
+        pipe.get(acct).smembers(nodes);
+        let (known, nodes): (Option<String>, Vec<String>) =
+            self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        let lookup = match known {
+            None => NameLookup::Unknown,
+            Some(v) if v == NO_ACCOUNT => NameLookup::NoAccount,
+            Some(account) => NameLookup::Account(account),
+        };
+        Ok((lookup, nodes))
+    }
+
+    async fn remember_account(&self, name: &str, account: Option<&str>) -> StoreResult<()> {
+        let (acct, _) = self.account_keys(name);
+        let (value, secs) = match account {
+            Some(account) => (account.to_owned(), ACCOUNT_CACHE_SECS),
+            None => (NO_ACCOUNT.to_owned(), NO_ACCOUNT_CACHE_SECS),
+        };
+        self.run(|mut c| async move { c.set_ex(acct, value, secs).await }).await
+    }
+
+    async fn nodes(&self, route: &Route) -> StoreResult<Vec<String>> {
+        let key = self.route_key(route);
+        self.run(|mut c| async move { c.smembers(key).await }).await
+    }
+
+    async fn join(&self, route: &Route, node_id: &str) -> StoreResult<()> {
+        let (key, node) = (self.route_key(route), node_id.to_owned());
+        self.run(|mut c| async move { c.sadd(key, node).await }).await
+    }
+
+    async fn leave(&self, route: &Route, node_id: &str) -> StoreResult<()> {
+        let (key, node) = (self.route_key(route), node_id.to_owned());
+        self.run(|mut c| async move { c.srem(key, node).await }).await
+    }
+}
+
+#[async_trait]
+impl ChatBuckets for RedisStore {
+    async fn take_message(&self, user_id: i64, rate: ChatRate) -> StoreResult<bool> {
+        let mut inv = self.chat_rate.key(self.chat_rate_key(user_id));
+        inv.arg(1000.0 / f64::from(rate.per_sec)).arg(rate.burst);
+        let taken: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(taken == 1)
+    }
+
+    async fn take_and_publish(&self, user_id: i64, rate: ChatRate, event: &BusEvent) -> StoreResult<bool> {
+        let (key, channel) = (self.chat_rate_key(user_id), self.chat_channel());
+        if self.cluster && Slot::for_key(&key) != Slot::for_key(&channel) {
+            if !self.take_message(user_id, rate).await? {
+                return Ok(false);
+            }
+            return self.send(channel, event).await.map(|()| true);
+        }
+        let body = serde_json::to_string(event).expect("chat events serialize");
+        let mut inv = self.chat_rate.key(key);
+        inv.arg(1000.0 / f64::from(rate.per_sec)).arg(rate.burst).arg(self.publish_command()).arg(channel).arg(body);
+        let sent: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+        Ok(sent == 1)
+    }
+}
