@@ -1,7 +1,9 @@
-//! The wire format, one set of serde types for both ends: the node decodes requests
-//! and serializes replies with them, and the load generator and the tests build
-//! requests and decode replies with the same types. Every frame is
-//! `{"type": "...", "payload": ...}`.
+//! The wire format, one set of serde types for both ends: the node decodes request
+//! payloads and serializes replies with them, and the load generator and the tests
+//! build requests and decode replies with the same types. Every frame is
+//! `{"type": "...", "payload": ...}`. The `Request` enum, which names each request's
+//! payload type, is generated with the message table (`handlers::Request`), so the
+//! two cannot disagree.
 
 use std::borrow::Cow;
 
@@ -9,8 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// A decoded frame, either way. `payload` stays raw JSON: each handler decodes its
-/// own shape, because a payload of the wrong shape gets a message-specific reply.
+/// A decoded frame, either way. `payload` stays raw JSON until the message table
+/// decodes it into the message's [`Payload`] type.
 #[derive(Debug, Deserialize)]
 pub struct Envelope<'a> {
     #[serde(rename = "type", borrow)]
@@ -44,6 +46,38 @@ pub fn parse_string(payload: Option<&RawValue>) -> Option<String> {
         return None;
     }
     serde_json::from_str(raw).ok()
+}
+
+/// A request's payload type, as the message table names it. Decoding gives `None`
+/// for a payload of another shape: each handler answers that as its contract says
+/// (`Invalid login format`, `BAD_MESSAGE`, or nothing at all).
+pub trait Payload: DeserializeOwned {
+    /// By default a payload is a JSON object of this shape.
+    fn decode(payload: Option<&RawValue>) -> Option<Self> {
+        parse_object(payload)
+    }
+}
+
+/// `set_username` and `global_chat` payload.
+impl Payload for String {
+    fn decode(payload: Option<&RawValue>) -> Option<Self> {
+        parse_string(payload)
+    }
+}
+
+impl Payload for Credentials {}
+impl Payload for TokenPayload {}
+impl Payload for Registration {}
+impl Payload for PrivateMessage {}
+
+/// Absent and `null` are the default queue.
+impl Payload for QueueChoice {
+    fn decode(payload: Option<&RawValue>) -> Option<Self> {
+        match payload.map(RawValue::get) {
+            None | Some("null") => Some(QueueChoice::default()),
+            Some(_) => parse_object(payload),
+        }
+    }
 }
 
 /// `login` payload.
@@ -88,29 +122,6 @@ fn present_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<O
     String::deserialize(deserializer).map(Some)
 }
 
-/// Every request a client sends, as a client builds it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
-pub enum Request {
-    Login(Credentials),
-    TokenAuth(TokenPayload),
-    Register(Registration),
-    SetUsername(String),
-    Logout,
-    Count,
-    GlobalChat(String),
-    PrivateChat(PrivateMessage),
-    JoinQueue(QueueChoice),
-    LeaveQueue,
-    QueueStatus,
-}
-
-impl Request {
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("requests always serialize")
-    }
-}
-
 /// A chat line as delivered: the sender's display name, the text, and the sender's
 /// account name (display names are free text; the account says who really wrote it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,22 +131,21 @@ pub struct ChatLine<'a> {
     pub account: Cow<'a, str>,
 }
 
-/// Every message the node sends, with its exact `type` and `payload` shape.
+/// Every message the node sends, with its exact `type` and `payload` shape. Each
+/// wire name is spelled out (renaming a variant must not rename a message), and a
+/// test pins every one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+#[serde(tag = "type", content = "payload")]
 pub enum Reply<'a> {
-    Error {
-        message: Cow<'a, str>,
-        code: Cow<'a, str>,
-    },
-    AuthError {
-        message: Cow<'a, str>,
-    },
-    AuthSuccess {
-        username: Cow<'a, str>,
-        token: Cow<'a, str>,
-    },
+    #[serde(rename = "error")]
+    Error { message: Cow<'a, str>, code: Cow<'a, str> },
+    #[serde(rename = "auth_error")]
+    AuthError { message: Cow<'a, str> },
+    #[serde(rename = "auth_success")]
+    AuthSuccess { username: Cow<'a, str>, token: Cow<'a, str> },
+    #[serde(rename = "display_name_updated")]
     DisplayNameUpdated(Cow<'a, str>),
+    #[serde(rename = "register_success")]
     RegisterSuccess {
         success: bool,
         message: Cow<'a, str>,
@@ -144,17 +154,24 @@ pub enum Reply<'a> {
         username: Cow<'a, str>,
         token: Cow<'a, str>,
     },
+    #[serde(rename = "logged_out")]
     LoggedOut,
+    #[serde(rename = "player_count")]
     PlayerCount(u64),
+    #[serde(rename = "global_chat")]
     GlobalChat(ChatLine<'a>),
+    #[serde(rename = "private_chat")]
     PrivateChat(ChatLine<'a>),
+    #[serde(rename = "queued")]
     Queued,
+    #[serde(rename = "dequeued")]
     Dequeued,
+    #[serde(rename = "queue_status")]
     QueueStatus(QueueStatus),
+    #[serde(rename = "match_found")]
     MatchFound(MatchFound),
-    MatchError {
-        message: Cow<'a, str>,
-    },
+    #[serde(rename = "match_error")]
+    MatchError { message: Cow<'a, str> },
 }
 
 /// A player's place in a queue.
@@ -210,14 +227,71 @@ mod tests {
         assert!(parse_envelope(r#""count""#).is_none());
     }
 
+    /// Every reply's wire name, spelled out once more: the match is exhaustive, so a
+    /// new reply cannot be added without naming it here.
+    fn wire_name(reply: &Reply) -> &'static str {
+        match reply {
+            Reply::Error { .. } => "error",
+            Reply::AuthError { .. } => "auth_error",
+            Reply::AuthSuccess { .. } => "auth_success",
+            Reply::DisplayNameUpdated(_) => "display_name_updated",
+            Reply::RegisterSuccess { .. } => "register_success",
+            Reply::LoggedOut => "logged_out",
+            Reply::PlayerCount(_) => "player_count",
+            Reply::GlobalChat(_) => "global_chat",
+            Reply::PrivateChat(_) => "private_chat",
+            Reply::Queued => "queued",
+            Reply::Dequeued => "dequeued",
+            Reply::QueueStatus(_) => "queue_status",
+            Reply::MatchFound(_) => "match_found",
+            Reply::MatchError { .. } => "match_error",
+        }
+    }
+
+    /// Each reply carries its wire name, decodes back to itself, and is written out
+    /// in `docs/PROTOCOL.md`.
     #[test]
-    fn requests_match_the_contract() {
-        assert_eq!(Request::Logout.to_json(), r#"{"type":"logout"}"#);
-        assert_eq!(Request::SetUsername("x".into()).to_json(), r#"{"type":"set_username","payload":"x"}"#);
-        let login = Request::Login(Credentials { username: "jane.doe".into(), password: "pw".into() });
-        assert_eq!(login.to_json(), r#"{"type":"login","payload":{"username":"jane.doe","password":"pw"}}"#);
-        let register = Request::Register(Registration { username: "u".into(), password: "p".into(), email: None });
-        assert_eq!(register.to_json(), r#"{"type":"register","payload":{"username":"u","password":"p"}}"#);
+    fn every_reply_has_its_documented_wire_name() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+        let line = || ChatLine { username: "n".into(), message: "m".into(), account: "a".into() };
+        let status = QueueStatus { queued: false, queue: None, position: None, waiting_secs: None };
+        let found = MatchFound {
+            match_id: "m".into(),
+            players: vec!["a".into()],
+            host: "h".into(),
+            port: 1,
+            container_id: "c".into(),
+            ticket: "t".into(),
+        };
+        let every = [
+            Reply::Error { message: "m".into(), code: "c".into() },
+            Reply::AuthError { message: "m".into() },
+            Reply::AuthSuccess { username: "u".into(), token: "t".into() },
+            Reply::DisplayNameUpdated("n".into()),
+            Reply::RegisterSuccess {
+                success: true,
+                message: "m".into(),
+                auto_login: true,
+                username: "u".into(),
+                token: "t".into(),
+            },
+            Reply::LoggedOut,
+            Reply::PlayerCount(1),
+            Reply::GlobalChat(line()),
+            Reply::PrivateChat(line()),
+            Reply::Queued,
+            Reply::Dequeued,
+            Reply::QueueStatus(status),
+            Reply::MatchFound(found),
+            Reply::MatchError { message: "m".into() },
+        ];
+        for reply in every {
+            let json = reply.to_json();
+            let name = wire_name(&reply);
+            assert!(json.starts_with(&format!(r#"{{"type":"{name}""#)), "{json}");
+            assert_eq!(Reply::parse(&json).as_ref(), Some(&reply));
+            assert!(doc.contains(&format!(r#"{{"type":"{name}""#)), "docs/PROTOCOL.md never shows a {name} frame");
+        }
     }
 
     #[test]

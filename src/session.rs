@@ -1,6 +1,6 @@
 //! One connection's authentication state, owned by its connection task. Handlers
-//! change it only through [`Session::begin`], [`Session::rename`] and
-//! [`Session::end`]; `end` is the one place where a session stops, whether by
+//! change it only through [`Session::begin`], [`Session::rename`],
+//! [`Session::set_queued`] and [`Session::end`]; `end` is the one place where a session stops, whether by
 //! `logout`, a new login on the same connection, or the socket going away, so every
 //! feature that keeps per-session state (the registry of live players, the
 //! matchmaking ticket) lets go of it there.
@@ -15,6 +15,9 @@ use crate::node::Node;
 use crate::outbox::Outbox;
 use crate::registry::Peer;
 
+/// An authenticated session's player. Handlers of players' messages receive it from
+/// dispatch (`handlers::Access::Player`).
+#[derive(Clone)]
 pub struct Auth {
     pub user_id: i64,
     /// The account name as stored.
@@ -31,7 +34,7 @@ pub struct Session {
     pub client_ip: IpAddr,
     auth: Option<Auth>,
     /// This connection holds its account's matchmaking ticket.
-    pub queued: bool,
+    queued: bool,
     /// Since when the connection has been unauthenticated (it must authenticate in time).
     unauthenticated_since: Instant,
     outbox: Outbox,
@@ -44,12 +47,6 @@ impl Session {
 
     pub fn auth(&self) -> Option<&Auth> {
         self.auth.as_ref()
-    }
-
-    /// The authenticated player; only for handlers that dispatch lets through
-    /// authenticated connections only.
-    pub fn player(&self) -> &Auth {
-        self.auth.as_ref().expect("dispatch checked authentication")
     }
 
     pub fn is_authenticated(&self) -> bool {
@@ -90,6 +87,12 @@ impl Session {
             auth.display_name = display_name.clone();
             node.registry.rename(self.id, display_name);
         }
+    }
+
+    /// Records whether this connection holds its account's matchmaking ticket, which
+    /// [`Session::end`] then releases.
+    pub fn set_queued(&mut self, queued: bool) {
+        self.queued = queued;
     }
 
     /// Ends the session, if any: the one hook every feature joins.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use openchampps::protocol::{Credentials, Request};
+use openchampps::handlers::Request;
+use openchampps::protocol::Credentials;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;

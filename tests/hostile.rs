@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use common::*;
+use openchampps::handlers::Kind;
 use openchampps::names::display_name;
 use openchampps::protocol::Credentials;
 use openchampps::protocol::{parse_envelope, parse_object, parse_string};
@@ -16,9 +17,10 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Map, Value};
 
-/// Every message type of the contract.
-const TYPES: [&str; 8] =
-    ["login", "token_auth", "register", "set_username", "logout", "count", "global_chat", "private_chat"];
+/// Every message type of the contract: the node's message table.
+fn types() -> Vec<&'static str> {
+    Kind::ALL.iter().map(|k| k.name()).collect()
+}
 /// Payload keys the handlers look for.
 const KEYS: [&str; 6] = ["username", "password", "email", "token", "target", "message"];
 
@@ -73,9 +75,9 @@ fn object(map: BTreeMap<String, Value>) -> Value {
 /// A `type`: mostly real ones, else near misses and anything at all.
 fn message_type() -> BoxedStrategy<String> {
     prop_oneof![
-        6 => prop::sample::select(TYPES.to_vec()).prop_map(str::to_owned),
-        1 => prop::sample::select(TYPES.to_vec()).prop_map(|t| t.to_uppercase()),
-        1 => prop::sample::select(TYPES.to_vec()).prop_map(|t| format!(" {t}")),
+        6 => prop::sample::select(types()).prop_map(str::to_owned),
+        1 => prop::sample::select(types()).prop_map(|t| t.to_uppercase()),
+        1 => prop::sample::select(types()).prop_map(|t| format!(" {t}")),
         1 => interesting_string(),
     ]
     .boxed()
@@ -220,6 +222,11 @@ fn contract_shape(reply: &Value) -> Result<(), String> {
                     ("AUTH_REQUIRED", m) => m == "Authentication required",
                     ("UNKNOWN_TYPE", m) => m == "Unknown message type",
                     ("SERVER_ERROR", m) => m == "Server error, try again later",
+                    ("BAD_QUEUE", m) => m == "Unknown queue",
+                    ("MATCH_PENDING", m) => m == "Match already found",
+                    ("RATE_LIMITED", m) => {
+                        m == "Too many messages, slow down" || m == "Too many matches, try again later"
+                    }
                     ("REGISTRATION_ERROR", m) => REGISTRATION_ERRORS.contains(&m),
                     _ => false,
                 }
@@ -248,6 +255,20 @@ fn contract_shape(reply: &Value) -> Result<(), String> {
         Some("display_name_updated") => keys(reply) == ["payload", "type"] && s(p),
         Some("logged_out") => keys(reply) == ["type"],
         Some("player_count") => keys(reply) == ["payload", "type"] && p.is_u64(),
+        Some("queued" | "dequeued") => keys(reply) == ["type"],
+        Some("queue_status") => {
+            keys(reply) == ["payload", "type"]
+                && match p["queued"].as_bool() {
+                    Some(true) => {
+                        keys(p) == ["position", "queue", "queued", "waiting_secs"]
+                            && s(&p["queue"])
+                            && p["position"].is_u64()
+                            && p["waiting_secs"].is_u64()
+                    }
+                    Some(false) => keys(p) == ["queued"],
+                    None => false,
+                }
+        }
         Some("global_chat" | "private_chat") => {
             keys(reply) == ["payload", "type"]
                 && keys(p) == ["account", "message", "username"]
@@ -305,7 +326,14 @@ fn allowed_reply(frame: &str, authenticated: bool, reply: Option<&Value>) -> Res
         ("count", Some(r)) => r["type"] == "player_count",
         ("global_chat" | "private_chat", None) => true,
         ("global_chat" | "private_chat", Some(r)) => is_error(r, "BAD_MESSAGE"),
-        (_, Some(r)) => !TYPES.contains(&kind) && is_error(r, "UNKNOWN_TYPE"),
+        ("join_queue", Some(r)) => {
+            *r == json!({"type": "queued"})
+                || ["BAD_MESSAGE", "BAD_QUEUE", "MATCH_PENDING", "RATE_LIMITED"].iter().any(|c| is_error(r, c))
+        }
+        ("leave_queue", Some(r)) => *r == json!({"type": "dequeued"}) || is_error(r, "MATCH_PENDING"),
+        ("leave_queue", None) => true,
+        ("queue_status", Some(r)) => r["type"] == "queue_status",
+        (_, Some(r)) => !types().contains(&kind) && is_error(r, "UNKNOWN_TYPE"),
         (_, None) => false,
     };
     if ok {
@@ -473,6 +501,9 @@ fn live_node_answers_hostile_frames() {
         "0",
         "--chat-messages-per-sec",
         "0",
+        // No match ever forms between the fuzzer's few connections.
+        "--match-queues",
+        "default:100",
     ]));
     let live = RefCell::new(rt.block_on(Live::connect(&node)));
 
@@ -507,7 +538,7 @@ async fn deeply_nested_json_is_answered_not_crashed_on() {
     let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
     let objects = format!("{}{}", r#"{"a":"#.repeat(depth / 3), "}".repeat(depth / 3));
     let mut conn = Conn { client, authenticated: true };
-    for kind in TYPES.iter().chain(&["nope"]) {
+    for kind in types().iter().chain(&["nope"]) {
         for payload in [&nested, &objects] {
             let frame = format!(r#"{{"type":"{kind}","payload":{payload}}}"#);
             conn.step(&frame).await.unwrap_or_else(|e| panic!("{kind}: {e}"));

@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use openchampps::protocol::{Reply, Request};
+use openchampps::handlers::Request;
+use openchampps::protocol::Reply;
 
 /// A player whose `set_username` waits 2 s on a slow session store keeps receiving
 /// chat meanwhile: 1,000 messages, four times its outgoing queue, without being cut

@@ -3,10 +3,14 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
-use openchampps::protocol::{ChatLine, Reply};
+use openchampps::handlers::{Access, Kind, Request};
+use openchampps::protocol::{
+    parse_envelope, ChatLine, Credentials, PrivateMessage, QueueChoice, Registration, Reply, TokenPayload,
+};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -41,9 +45,114 @@ async fn frames_that_are_not_typed_json_objects_are_bad_messages() {
 async fn unauthenticated_connections_may_only_authenticate() {
     let node = inproc_node(&[]).await;
     let mut client = node.client().await;
-    for kind in ["count", "logout", "set_username", "global_chat", "private_chat", "no_such_type"] {
-        let reply = client.request(json!({"type": kind, "payload": "x"})).await;
-        assert_eq!(reply, error("Authentication required", "AUTH_REQUIRED"), "{kind}");
+    let players = Kind::ALL.iter().filter(|k| k.access() == Access::Player).map(|k| k.name());
+    for kind in players.chain(["no_such_type"]) {
+        for payload in [json!("x"), json!({}), Value::Null] {
+            let reply = client.request(json!({"type": kind, "payload": payload})).await;
+            assert_eq!(reply, error("Authentication required", "AUTH_REQUIRED"), "{kind} {payload}");
+        }
+    }
+}
+
+/// A request of `kind` that succeeds, with what `client` needs done first.
+async fn succeeding(kind: Kind, node: &InProcNode, client: &mut Client) -> Request {
+    match kind {
+        Kind::Login => {
+            let username = unique_name("trip.login");
+            node.client().await.signed_up(&username).await;
+            Request::Login(Credentials { username, password: PASSWORD.into() })
+        }
+        Kind::TokenAuth => {
+            let token = node.client().await.signed_up(&unique_name("trip.token")).await;
+            Request::TokenAuth(TokenPayload { token })
+        }
+        Kind::Register => Request::Register(Registration {
+            username: unique_name("trip.new"),
+            password: PASSWORD.into(),
+            email: None,
+        }),
+        Kind::SetUsername => Request::SetUsername("Round Trip".into()),
+        Kind::Logout => Request::Logout,
+        Kind::Count => Request::Count,
+        Kind::GlobalChat => Request::GlobalChat("hello".into()),
+        Kind::PrivateChat => Request::PrivateChat(PrivateMessage { target: "nobody".into(), message: "hi".into() }),
+        Kind::JoinQueue => Request::JoinQueue(QueueChoice::default()),
+        Kind::LeaveQueue => {
+            assert_eq!(client.ask(Request::JoinQueue(QueueChoice::default())).await, json!({"type": "queued"}));
+            Request::LeaveQueue
+        }
+        Kind::QueueStatus => Request::QueueStatus,
+    }
+}
+
+/// `docs/PROTOCOL.md`'s message table: type => (needs authentication, reply cell).
+fn documented_messages() -> BTreeMap<String, (bool, String)> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let section = doc.split("## Message types").nth(1).expect("docs/PROTOCOL.md has a '## Message types' section");
+    section
+        .lines()
+        .skip_while(|l| !l.starts_with("| `"))
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_owned(), (cells[2] == "yes", cells[3].to_owned()))
+        })
+        .collect()
+}
+
+/// Every line of the message table, through a node and the doc: the request a client
+/// builds carries the line's wire type and a payload the line's type decodes (the
+/// node answers it with success), the reply is the line's, and `docs/PROTOCOL.md`
+/// has the line's row (type, authentication, reply), and no other.
+#[tokio::test]
+async fn every_message_kind_round_trips_through_the_table_the_node_and_the_doc() {
+    let node = inproc_node(&[]).await;
+    let documented = documented_messages();
+    let table: BTreeSet<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+    assert_eq!(documented.keys().map(String::as_str).collect::<BTreeSet<_>>(), table, "docs/PROTOCOL.md's rows");
+    for &kind in Kind::ALL {
+        let name = kind.name();
+        let player = kind.access() == Access::Player;
+        let mut client = if player { node.player("trip").await } else { node.client().await };
+        let request = succeeding(kind, &node, &mut client).await;
+
+        // The request as a client builds it.
+        let text = request.to_json();
+        assert_eq!(request.kind(), kind);
+        let envelope = parse_envelope(&text).expect("a typed object");
+        assert_eq!((envelope.kind.as_ref(), Kind::from_type(&envelope.kind)), (name, Some(kind)), "{text}");
+        assert_eq!(serde_json::from_str::<Request>(&text).expect(&text).kind(), kind);
+
+        // The node's answer, up to a marker frame: pushed chat aside, at most one reply.
+        client.send_text(&text).await;
+        client.send_text("not json").await;
+        let mut replies = Vec::new();
+        loop {
+            let frame = client.recv().await;
+            if frame == error(BAD_MESSAGE.0, BAD_MESSAGE.1) {
+                break;
+            }
+            let reply = Reply::parse(&frame.to_string()).unwrap_or_else(|| panic!("{name}: not a reply: {frame}"));
+            if !matches!(reply, Reply::GlobalChat(_) | Reply::PrivateChat(_)) {
+                replies.push((frame["type"].as_str().unwrap().to_owned(), reply));
+            }
+        }
+        assert!(replies.len() <= 1, "{name}: {replies:?}");
+        let reply = replies.first();
+        assert!(kind.answers_with(reply.map(|(_, r)| r)), "{name} answered {reply:?}");
+
+        // Its row in the doc.
+        let (needs_auth, replies_cell) = &documented[name];
+        assert_eq!(*needs_auth, player, "docs/PROTOCOL.md: does {name} need authentication?");
+        let first = reply.map_or("nothing".to_owned(), |(wire, _)| format!("`{wire}`"));
+        assert!(replies_cell.starts_with(&first), "docs/PROTOCOL.md: {name} replies {replies_cell:?}, not {first}");
+
+        // A player's message on a connection that is not authenticated.
+        if player {
+            let mut anonymous = node.client().await;
+            anonymous.send_request(&request).await;
+            assert_eq!(anonymous.recv().await, error("Authentication required", "AUTH_REQUIRED"), "{name}");
+        }
     }
 }
 

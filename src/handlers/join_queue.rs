@@ -2,23 +2,16 @@
 //! account's place; joining from another connection moves the ticket there and tells
 //! the earlier connection `dequeued`.
 
-use serde_json::value::RawValue;
-
-use super::Outcome;
+use super::{store_failed, Outcome};
 use crate::error::Error;
 use crate::node::Node;
 use crate::protocol::{QueueChoice, Reply};
-use crate::session::Session;
+use crate::session::{Auth, Session};
 use crate::store::{BusEvent, FrameTarget, Joined, Ticket};
 
-pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
-    let choice = match payload.map(RawValue::get) {
-        None | Some("null") => QueueChoice::default(),
-        Some(raw) if raw.starts_with('{') => serde_json::from_str(raw).map_err(|_| Error::BadMessage)?,
-        Some(_) => return Err(Error::BadMessage),
-    };
+pub async fn apply(node: &Node, session: &mut Session, player: &Auth, request: Option<QueueChoice>) -> Outcome {
+    let choice = request.ok_or(Error::BadMessage)?;
     let queue = node.matchmaker.queue(choice.queue.as_deref()).ok_or(Error::UnknownQueue)?;
-    let player = session.player();
     let ticket = Ticket {
         account: player.username.clone(),
         username: player.username.clone(),
@@ -32,7 +25,7 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     };
     // Never a queue in one node's memory: that would split the players.
     let cap = node.config.max_matches_per_hour;
-    match node.stores.queue.join(&ticket, cap).await.map_err(|_| Error::ServerError)? {
+    match node.stores.queue.join(&ticket, cap).await.map_err(|e| store_failed(e, Error::ServerError))? {
         Joined::MatchPending => return Err(Error::MatchPending),
         Joined::Limited => return Err(Error::MatchRateLimited),
         Joined::Kept { node: holder, conn } if (holder.as_str(), conn) != (node.node_id.as_str(), session.id) => {
@@ -41,6 +34,6 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
         }
         Joined::Kept { .. } | Joined::New => {}
     }
-    session.queued = true;
-    Ok(Some(Reply::Queued.to_json()))
+    session.set_queued(true);
+    Ok(Some(Reply::Queued))
 }

@@ -6,18 +6,16 @@
 //! the hash pool (a login that finds the pool full is refused before any store work). Known and unknown names take the same steps and get the same
 //! replies.
 
-use serde_json::value::RawValue;
-
-use super::{start_session, store_failed, Outcome};
+use super::{start_session, store_failed, store_skipped, Outcome};
 use crate::error::Error;
 use crate::node::Node;
-use crate::protocol::{parse_object, Credentials, Reply};
+use crate::protocol::{Credentials, Reply};
 use crate::ratelimit::Subject;
 use crate::session::Session;
 use crate::store::Resolved;
 
-pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
-    let Some(Credentials { username, password }) = parse_object(payload) else {
+pub async fn apply(node: &Node, session: &mut Session, request: Option<Credentials>) -> Outcome {
+    let Some(Credentials { username, password }) = request else {
         return Err(Error::InvalidLoginFormat);
     };
     if username.chars().count() < 3 || password.chars().count() < 6 {
@@ -53,7 +51,7 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
         if let Ok(place) = node.hasher.admit(&turn) {
             let rehashed = node.hasher.hash(place, password).await;
             if let Err(e) = node.stores.users.set_password_hash(user.id, &rehashed).await {
-                tracing::warn!(error = %e, "could not store rehashed password");
+                store_skipped(e, "the old password hash stays");
             }
         }
     }
@@ -62,5 +60,5 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     let token = start_session(node, session, user.id, &user.username)
         .await
         .map_err(|e| store_failed(e, Error::AuthServerError))?;
-    Ok(Some(Reply::AuthSuccess { username: user.username.into(), token: token.as_str().into() }.to_json()))
+    Ok(Some(Reply::AuthSuccess { username: user.username.into(), token: token.as_str().to_owned().into() }))
 }

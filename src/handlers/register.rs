@@ -2,35 +2,30 @@
 
 use std::net::IpAddr;
 
-use serde_json::value::RawValue;
-
-use super::{start_session, store_failed, Outcome};
+use super::{start_session, store_failed, store_skipped, Outcome};
 use crate::error::Error;
 use crate::names::{canonical_username, MAX_USERNAME_CHARS};
 use crate::node::Node;
-use crate::protocol::{parse_object, Registration, Reply};
+use crate::protocol::{Registration, Reply};
 use crate::ratelimit;
 use crate::session::Session;
 use crate::store::Conflict;
 
-pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
-    let Some(registration) = parse_object::<Registration>(payload) else {
+pub async fn apply(node: &Node, session: &mut Session, request: Option<Registration>) -> Outcome {
+    let Some(registration) = request else {
         return Err(Error::InvalidRegistrationFormat);
     };
     let (user_id, username) = create_account(node, registration, session.client_ip).await?;
     let token = start_session(node, session, user_id, &username)
         .await
         .map_err(|e| store_failed(e, Error::RegistrationFailed))?;
-    Ok(Some(
-        Reply::RegisterSuccess {
-            success: true,
-            message: "Registration successful".into(),
-            auto_login: true,
-            username: username.into(),
-            token: token.as_str().into(),
-        }
-        .to_json(),
-    ))
+    Ok(Some(Reply::RegisterSuccess {
+        success: true,
+        message: "Registration successful".into(),
+        auto_login: true,
+        username: username.into(),
+        token: token.as_str().to_owned().into(),
+    }))
 }
 
 const MAX_EMAIL_CHARS: usize = 254;
@@ -87,7 +82,9 @@ pub async fn create_account(
         Ok(id) => {
             // Private messages to this name now go to the account, never to a
             // look-alike display name.
-            let _ = node.stores.directory.remember_account(&username, Some(&username)).await;
+            if let Err(e) = node.stores.directory.remember_account(&username, Some(&username)).await {
+                store_skipped(e, "the directory's entry for the name left as it was");
+            }
             Ok((id, username))
         }
         Err(Conflict::Username) => Err(Error::UsernameTaken),

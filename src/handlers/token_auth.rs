@@ -6,20 +6,18 @@
 //! message rate bounds how many distinct ones a client can try. No rate limit ever
 //! refuses a valid token.
 
-use serde_json::value::RawValue;
-
-use super::{store_failed, Outcome};
-use crate::auth::Token;
+use super::{store_failed, store_skipped, Outcome};
+use crate::auth::{Token, TokenHash};
 use crate::error::Error;
 use crate::metrics::{self as m, CacheOutcome};
 use crate::names;
 use crate::node::Node;
-use crate::protocol::{parse_object, Reply, TokenPayload};
+use crate::protocol::{Reply, TokenPayload};
 use crate::session::{Auth, Session};
-use crate::store::{unix_now, CacheLookup};
+use crate::store::{unix_now, CacheLookup, TokenRecord};
 
-pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue>) -> Outcome {
-    let Some(TokenPayload { token: sent }) = parse_object(payload) else {
+pub async fn apply(node: &Node, session: &mut Session, request: Option<TokenPayload>) -> Outcome {
+    let Some(TokenPayload { token: sent }) = request else {
         return Err(Error::InvalidTokenFormat);
     };
     let Some(token) = Token::parse(&sent) else {
@@ -39,26 +37,13 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
             m::token_cache(CacheOutcome::NegativeHit);
             return Err(Error::InvalidToken);
         }
-        lookup => {
-            let (display_name, redis_up) = match lookup {
-                Ok(CacheLookup::Miss { display_name }) => {
-                    m::token_cache(CacheOutcome::Miss);
-                    (display_name, true)
-                }
-                _ => (None, false),
-            };
-            let found =
-                node.stores.users.find_token(&hash).await.map_err(|e| store_failed(e, Error::AuthServerError))?;
-            let Some(record) = found else {
-                if redis_up {
-                    let _ = node.stores.tokens.cache_negative(&hash, node.config.token_negative_ttl_secs).await;
-                }
-                return Err(Error::InvalidToken);
-            };
-            if redis_up {
-                let _ = node.stores.tokens.cache(&hash, &record, node.cache_ttl(record.expires_at), None).await;
-            }
-            (record, display_name)
+        Ok(CacheLookup::Miss { display_name }) => {
+            m::token_cache(CacheOutcome::Miss);
+            (from_database(node, &hash, true).await?, display_name)
+        }
+        Err(e) => {
+            store_skipped(e, "token checked in PostgreSQL");
+            (from_database(node, &hash, false).await?, None)
         }
     };
 
@@ -67,7 +52,7 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     // restored: the session starts with the account name, as after a login.
     let display_name = display_name.filter(|n| names::display_name(n).as_ref() == Some(n));
     let display_name = display_name.as_deref().unwrap_or(&record.username).into();
-    let reply = Reply::AuthSuccess { username: record.username.as_str().into(), token: sent.into() }.to_json();
+    let reply = Reply::AuthSuccess { username: record.username.clone().into(), token: sent.into() };
     let auth = Auth {
         user_id: record.user_id,
         username: record.username,
@@ -77,4 +62,24 @@ pub async fn apply(node: &Node, session: &mut Session, payload: Option<&RawValue
     };
     session.begin(node, auth);
     Ok(Some(reply))
+}
+
+/// The token's record from PostgreSQL; while Redis is up, cached for the next
+/// `token_auth` (an unknown token as unknown).
+async fn from_database(node: &Node, hash: &TokenHash, redis_up: bool) -> Result<TokenRecord, Error> {
+    let found = node.stores.users.find_token(hash).await.map_err(|e| store_failed(e, Error::AuthServerError))?;
+    let Some(record) = found else {
+        if redis_up {
+            if let Err(e) = node.stores.tokens.cache_negative(hash, node.config.token_negative_ttl_secs).await {
+                store_skipped(e, "unknown token not cached");
+            }
+        }
+        return Err(Error::InvalidToken);
+    };
+    if redis_up {
+        if let Err(e) = node.stores.tokens.cache(hash, &record, node.cache_ttl(record.expires_at), None).await {
+            store_skipped(e, "token not cached");
+        }
+    }
+    Ok(record)
 }

@@ -3,7 +3,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::protocol::{parse_envelope, Credentials, Registration, Reply, Request, TokenPayload};
+use crate::handlers::Request;
+use crate::protocol::{parse_envelope, Credentials, Registration, Reply, TokenPayload};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::http::Uri;

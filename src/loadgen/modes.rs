@@ -16,7 +16,8 @@ use tokio::time::Instant;
 use super::args::{BenchArgs, Mode};
 use super::client::{login_message, token_auth_message, Client, Failure, Target};
 use super::stats::{Live, Recorder};
-use crate::protocol::{Reply, Request};
+use crate::handlers::Request;
+use crate::protocol::Reply;
 
 /// How long receivers keep listening after the window, for chat still in flight.
 const CHAT_GRACE: Duration = Duration::from_millis(250);

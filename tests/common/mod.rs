@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use openchampps::config::Config;
-use openchampps::protocol::{ChatLine, Credentials, Registration, Reply, Request, TokenPayload};
+use openchampps::handlers::Request;
+use openchampps::protocol::{ChatLine, Credentials, Registration, Reply, TokenPayload};
 use openchampps::server::{self, Listeners};
 use openchampps::store::memory::MemoryShared;
 use openchampps::store::Stores;
