@@ -103,7 +103,7 @@ pub struct Config {
     /// name is an account's or not makes no difference.
     #[arg(long, env = "LOGIN_FREE_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=30), global = true)]
     pub login_free_failures: u32,
-    /// Longest wait between guesses at one account from one address.
+    /// Longest wait between guesses at one name from one network.
     #[arg(long, env = "LOGIN_BACKOFF_MAX_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub login_backoff_max_secs: u64,
     /// Failed logins per account from all addresses together, cluster-wide, inside the

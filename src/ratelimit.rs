@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::bucket::AccountBuckets;
 use crate::config::Config;
-use crate::store::{Admit, ChatRate, Limits, LoginPolicy, Resolved, StoreResult};
+use crate::store::{Admit, ChatRate, Limits, LoginKey, LoginPolicy, Pair, Resolved, StoreResult};
 
 /// A connection's message rate is a bucket too.
 pub use crate::bucket::Bucket;
@@ -77,8 +77,8 @@ pub struct LoginThrottle {
 
 /// A guess admitted by [`LoginThrottle::admit`]: report how it went.
 pub struct Guess {
-    subject: String,
-    network: String,
+    key: LoginKey,
+    pair: Pair,
 }
 
 impl LoginThrottle {
@@ -104,12 +104,13 @@ impl LoginThrottle {
             Subject::Account(id) => format!("a{id}"),
             Subject::Name(name) => format!("n{:.32x}", Sha256::digest(name.to_lowercase().as_bytes())),
         };
-        let guess = Guess { subject, network: network_key(ip) };
+        let key = LoginKey { subject, network: network_key(ip), address: address_key(ip) };
         let give_up = Instant::now() + WAIT_LIMIT;
         loop {
-            match self.limits.login_admit(&guess.subject, &guess.network, &self.policy).await {
+            match self.limits.login_admit(&key, &self.policy).await {
+                Ok(Admit::Check(pair)) => return Some(Guess { key, pair }),
                 // Without any store to count in, a guess is not refused.
-                Ok(Admit::Check) | Err(_) => return Some(guess),
+                Err(_) => return Some(Guess { key, pair: Pair::Network }),
                 Ok(Admit::Refuse) => return None,
                 Ok(Admit::Wait) if Instant::now() >= give_up => return None,
                 Ok(Admit::Wait) => tokio::time::sleep(WAIT_STEP).await,
@@ -119,7 +120,7 @@ impl LoginThrottle {
 
     /// Settles an admitted guess.
     pub async fn resolved(&self, guess: Guess, how: Resolved) {
-        let _ = self.limits.login_resolved(&guess.subject, &guess.network, how, &self.policy).await;
+        let _ = self.limits.login_resolved(&guess.key, guess.pair, how, &self.policy).await;
     }
 }
 

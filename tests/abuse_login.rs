@@ -203,6 +203,27 @@ async fn a_network_that_logged_in_before_is_never_refused_by_the_account_cap() {
     assert_eq!(from(&node, "198.51.100.200").await.login(&jane, PASSWORD).await["type"], "auth_success");
 }
 
+/// A neighbour in Jane's /24 keeps guessing her password: the network's pair backs
+/// off, but Jane's own address, which logged in before, has a pair of its own.
+#[tokio::test]
+async fn a_neighbour_in_the_same_network_cannot_hold_back_a_known_address() {
+    let cluster = Cluster::new().await;
+    let node = cluster.node_with(&[BEHIND_PROXY, ("LOGIN_FREE_FAILURES", "5")]).await;
+    let jane = unique_name("jane");
+    node.client().await.signed_up(&jane).await;
+    assert_eq!(from(&node, "203.0.113.8").await.login(&jane, PASSWORD).await["type"], "auth_success");
+    let mut neighbour = from(&node, "203.0.113.7").await;
+    for _ in 0..5 {
+        assert_eq!(neighbour.login(&jane, "wrongPassword").await, auth_error(BAD_CREDENTIALS));
+    }
+    assert_eq!(neighbour.login(&jane, "wrongPassword").await, auth_error(TOO_MANY));
+    // A fresh address of that network waits with the neighbour…
+    assert_eq!(from(&node, "203.0.113.9").await.login(&jane, PASSWORD).await, auth_error(TOO_MANY));
+    // …Jane's own does not, and her success does not give the neighbour a fresh budget.
+    assert_eq!(from(&node, "203.0.113.8").await.login(&jane, PASSWORD).await["type"], "auth_success");
+    assert_eq!(neighbour.login(&jane, "wrongPassword").await, auth_error(TOO_MANY));
+}
+
 // 11. A player's own concurrent logins ------------------------------------------------
 
 /// A launcher, a game client and a phone behind one home router all log in at once

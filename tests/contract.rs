@@ -35,6 +35,7 @@ async fn shared_contract<S: Shared>(label: &str, s: &S) {
     case(label, "bus", bus(s)).await;
     case(label, "login throttle", login_throttle(s)).await;
     case(label, "login throttle: guesses in flight", login_in_flight(s)).await;
+    case(label, "login throttle: a known address", login_known_address(s)).await;
     case(label, "login throttle: the cap and known networks", login_cap(s)).await;
     case(label, "counters", counters(s)).await;
     case(label, "queue: join, keep, leave", queue_join_leave(s)).await;
@@ -51,6 +52,7 @@ async fn cluster_contract<S: Shared>(label: &str, s: &S) {
     case(label, "directory", directory(s)).await;
     case(label, "login throttle", login_throttle(s)).await;
     case(label, "login throttle: guesses in flight", login_in_flight(s)).await;
+    case(label, "login throttle: a known address", login_known_address(s)).await;
     case(label, "login throttle: the cap and known networks", login_cap(s)).await;
     case(label, "queue: join, keep, leave", queue_join_leave(s)).await;
     case(label, "queue: first in, first out, put back", queue_fifo_put_back(s)).await;
@@ -212,53 +214,84 @@ fn subject() -> String {
     format!("test{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A guess at `subject` from `address` of `network`.
+fn from(subject: &str, network: &str, address: &str) -> LoginKey {
+    LoginKey { subject: subject.into(), network: network.into(), address: address.into() }
+}
+
+const NET: Admit = Admit::Check(Pair::Network);
+
 async fn login_throttle(s: &impl Limits) {
     let (who, p) = (subject(), policy(3, 100));
+    let attacker = from(&who, "203.0.113.0/24", "203.0.113.7");
     for _ in 0..3 {
-        assert_eq!(s.login_admit(&who, "203.0.113.0/24", &p).await.unwrap(), Admit::Check);
-        s.login_resolved(&who, "203.0.113.0/24", Resolved::Wrong, &p).await.unwrap();
+        assert_eq!(s.login_admit(&attacker, &p).await.unwrap(), NET);
+        s.login_resolved(&attacker, Pair::Network, Resolved::Wrong, &p).await.unwrap();
     }
-    // The third failure imposes a wait on that network only.
-    assert_eq!(s.login_admit(&who, "203.0.113.0/24", &p).await.unwrap(), Admit::Refuse);
-    assert_eq!(s.login_admit(&who, "198.51.100.0/24", &p).await.unwrap(), Admit::Check);
+    // The third failure imposes a wait on that network, any address of it, only.
+    assert_eq!(s.login_admit(&from(&who, "203.0.113.0/24", "203.0.113.8"), &p).await.unwrap(), Admit::Refuse);
+    let elsewhere = from(&who, "198.51.100.0/24", "198.51.100.1");
+    assert_eq!(s.login_admit(&elsewhere, &p).await.unwrap(), NET);
     // A right guess forgives its pair.
-    s.login_resolved(&who, "198.51.100.0/24", Resolved::Right, &p).await.unwrap();
+    s.login_resolved(&elsewhere, Pair::Network, Resolved::Right, &p).await.unwrap();
+    assert_eq!(s.login_admit(&attacker, &p).await.unwrap(), Admit::Refuse);
+}
+
+async fn login_known_address(s: &impl Limits) {
+    let (who, p) = (subject(), policy(3, 100));
+    // Jane logs in from .8; later a neighbour in her /24 uses up its budget.
+    let jane = from(&who, "203.0.113.0/24", "203.0.113.8");
+    assert_eq!(s.login_admit(&jane, &p).await.unwrap(), NET);
+    s.login_resolved(&jane, Pair::Network, Resolved::Right, &p).await.unwrap();
+    let neighbour = from(&who, "203.0.113.0/24", "203.0.113.7");
     for _ in 0..3 {
-        assert_eq!(s.login_admit(&who, "198.51.100.0/24", &p).await.unwrap(), Admit::Check);
-        s.login_resolved(&who, "198.51.100.0/24", Resolved::Right, &p).await.unwrap();
+        assert_eq!(s.login_admit(&neighbour, &p).await.unwrap(), NET);
+        s.login_resolved(&neighbour, Pair::Network, Resolved::Wrong, &p).await.unwrap();
     }
-    assert_eq!(s.login_admit(&who, "203.0.113.0/24", &p).await.unwrap(), Admit::Refuse);
+    assert_eq!(s.login_admit(&neighbour, &p).await.unwrap(), Admit::Refuse);
+    // Jane's own address has its own pair, with its own budget.
+    for _ in 0..3 {
+        assert_eq!(s.login_admit(&jane, &p).await.unwrap(), Admit::Check(Pair::Address));
+        s.login_resolved(&jane, Pair::Address, Resolved::Wrong, &p).await.unwrap();
+    }
+    assert_eq!(s.login_admit(&jane, &p).await.unwrap(), Admit::Refuse);
 }
 
 async fn login_in_flight(s: &impl Limits) {
-    let (who, p, net) = (subject(), policy(3, 100), "203.0.113.0/24");
+    let (who, p) = (subject(), policy(3, 100));
+    let client = from(&who, "203.0.113.0/24", "203.0.113.7");
     for _ in 0..3 {
-        assert_eq!(s.login_admit(&who, net, &p).await.unwrap(), Admit::Check);
+        assert_eq!(s.login_admit(&client, &p).await.unwrap(), NET);
     }
     // Free only if the three in flight turn out right: wait for them.
-    assert_eq!(s.login_admit(&who, net, &p).await.unwrap(), Admit::Wait);
-    s.login_resolved(&who, net, Resolved::Right, &p).await.unwrap();
-    let other = subject();
+    assert_eq!(s.login_admit(&client, &p).await.unwrap(), Admit::Wait);
+    s.login_resolved(&client, Pair::Network, Resolved::Right, &p).await.unwrap();
+    // Now a known address: its own pair.
+    assert_eq!(s.login_admit(&client, &p).await.unwrap(), Admit::Check(Pair::Address));
+    let other = from(&subject(), "203.0.113.0/24", "203.0.113.7");
     for _ in 0..3 {
-        assert_eq!(s.login_admit(&other, net, &p).await.unwrap(), Admit::Check);
+        assert_eq!(s.login_admit(&other, &p).await.unwrap(), NET);
     }
     for _ in 0..3 {
-        s.login_resolved(&other, net, Resolved::Wrong, &p).await.unwrap();
+        s.login_resolved(&other, Pair::Network, Resolved::Wrong, &p).await.unwrap();
     }
-    assert_eq!(s.login_admit(&other, net, &p).await.unwrap(), Admit::Refuse);
+    assert_eq!(s.login_admit(&other, &p).await.unwrap(), Admit::Refuse);
 }
 
 async fn login_cap(s: &impl Limits) {
     let (who, p) = (subject(), policy(1, 4));
-    assert_eq!(s.login_admit(&who, "home/24", &p).await.unwrap(), Admit::Check);
-    s.login_resolved(&who, "home/24", Resolved::Right, &p).await.unwrap();
+    let home = from(&who, "home/24", "home.1");
+    assert_eq!(s.login_admit(&home, &p).await.unwrap(), NET);
+    s.login_resolved(&home, Pair::Network, Resolved::Right, &p).await.unwrap();
     for attacker in 0..4 {
-        let net = format!("attacker{attacker}/24");
-        assert_eq!(s.login_admit(&who, &net, &p).await.unwrap(), Admit::Check);
-        s.login_resolved(&who, &net, Resolved::Wrong, &p).await.unwrap();
+        let attacker = from(&who, &format!("attacker{attacker}/24"), &format!("attacker{attacker}.1"));
+        assert_eq!(s.login_admit(&attacker, &p).await.unwrap(), NET);
+        s.login_resolved(&attacker, Pair::Network, Resolved::Wrong, &p).await.unwrap();
     }
-    assert_eq!(s.login_admit(&who, "stranger/24", &p).await.unwrap(), Admit::Refuse);
-    assert_eq!(s.login_admit(&who, "home/24", &p).await.unwrap(), Admit::Check);
+    assert_eq!(s.login_admit(&from(&who, "stranger/24", "stranger.1"), &p).await.unwrap(), Admit::Refuse);
+    // The cap never refuses the known address, nor another address of its network.
+    assert_eq!(s.login_admit(&home, &p).await.unwrap(), Admit::Check(Pair::Address));
+    assert_eq!(s.login_admit(&from(&who, "home/24", "home.2"), &p).await.unwrap(), NET);
 }
 
 async fn counters(s: &impl Limits) {

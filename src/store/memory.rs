@@ -14,8 +14,9 @@ use tokio::sync::broadcast;
 
 use super::{
     unix_now, Admit, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Conflict, Directory, Health, Joinable,
-    Joined, Left, Limits, LoginPolicy, MatchQueue, NameLookup, Presence, Resolved, Route, Sessions, StoreResult, Taken,
-    Ticket, TokenCache, TokenRecord, UserRecord, UserStore, GUESS_IN_FLIGHT_MS, MATCH_COUNT_WINDOW_SECS,
+    Joined, Left, Limits, LoginKey, LoginPolicy, MatchQueue, NameLookup, Pair, Presence, Resolved, Route, Sessions,
+    StoreResult, Taken, Ticket, TokenCache, TokenRecord, UserRecord, UserStore, GUESS_IN_FLIGHT_MS,
+    MATCH_COUNT_WINDOW_SECS,
 };
 use crate::auth::TokenHash;
 use crate::bucket::AccountBuckets;
@@ -199,9 +200,9 @@ struct Shared {
     accounts: HashMap<String, NameLookup>,
     routes: HashMap<Route, std::collections::HashSet<String>>,
     counters: HashMap<String, Expiring<u64>>,
-    /// Login throttle by (subject, network), as the Redis script `login.lua`.
+    /// Login throttle by (subject, network or address), as the Redis script `login.lua`.
     logins: HashMap<(String, String), LoginPair>,
-    /// (subject, network) → until when the network is known to the subject.
+    /// (subject, `n:<network>` or `a:<address>`) → until when it is known to the subject.
     known: HashMap<(String, String), Instant>,
     tickets: HashMap<String, Ticket>,
     seq: u64,
@@ -281,11 +282,20 @@ fn subject_failures(subject: &str) -> String {
     format!("login:{subject}:failures")
 }
 
+/// A login pair's key, as `login.lua` names it: (subject, `net:…` or `addr:…`).
+fn pair_key(key: &LoginKey, pair: Pair) -> (String, String) {
+    let client = match pair {
+        Pair::Network => format!("net:{}", key.network),
+        Pair::Address => format!("addr:{}", key.address),
+    };
+    (key.subject.clone(), client)
+}
+
 /// A login pair's state, fresh when it was forgotten; in-flight guesses this old
 /// died with their node.
-fn login_pair(inner: &mut Shared, pair: (String, String), now: Instant) -> &mut LoginPair {
+fn login_pair<'a>(inner: &'a mut Shared, key: &LoginKey, pair: Pair, now: Instant) -> &'a mut LoginPair {
     let fresh = || LoginPair { n: 0, next: now, in_flight: 0, since: now, forget: now };
-    let entry = inner.logins.entry(pair).or_insert_with(fresh);
+    let entry = inner.logins.entry(pair_key(key, pair)).or_insert_with(fresh);
     if entry.forget <= now {
         *entry = fresh();
     }
@@ -481,16 +491,20 @@ impl ChatBuckets for MemoryShared {
 
 #[async_trait]
 impl Limits for MemoryShared {
-    async fn login_admit(&self, subject: &str, network: &str, policy: &LoginPolicy) -> StoreResult<Admit> {
+    async fn login_admit(&self, key: &LoginKey, policy: &LoginPolicy) -> StoreResult<Admit> {
         let mut inner = self.inner.lock().unwrap();
         let now = Instant::now();
-        let pair = (subject.to_owned(), network.to_owned());
-        let known = inner.known.get(&pair).is_some_and(|until| *until > now);
-        let failures = live(&inner.counters, &subject_failures(subject)).copied().unwrap_or_default();
-        if !known && failures >= policy.per_subject {
-            return Ok(Admit::Refuse);
+        let known = |inner: &Shared, client: String| {
+            inner.known.get(&(key.subject.clone(), client)).is_some_and(|until| *until > now)
+        };
+        let pair = if known(&inner, format!("a:{}", key.address)) { Pair::Address } else { Pair::Network };
+        if pair == Pair::Network && !known(&inner, format!("n:{}", key.network)) {
+            let failures = live(&inner.counters, &subject_failures(&key.subject)).copied().unwrap_or_default();
+            if failures >= policy.per_subject {
+                return Ok(Admit::Refuse);
+            }
         }
-        let entry = login_pair(&mut inner, pair, now);
+        let entry = login_pair(&mut inner, key, pair, now);
         if now < entry.next {
             return Ok(Admit::Refuse);
         }
@@ -500,33 +514,30 @@ impl Limits for MemoryShared {
         entry.in_flight += 1;
         entry.since = now;
         entry.forget = entry.forget.max(now + Duration::from_millis(policy.forget_ms.max(GUESS_IN_FLIGHT_MS)));
-        Ok(Admit::Check)
+        Ok(Admit::Check(pair))
     }
 
-    async fn login_resolved(
-        &self,
-        subject: &str,
-        network: &str,
-        how: Resolved,
-        policy: &LoginPolicy,
-    ) -> StoreResult<()> {
+    async fn login_resolved(&self, key: &LoginKey, pair: Pair, how: Resolved, policy: &LoginPolicy) -> StoreResult<()> {
         let mut inner = self.inner.lock().unwrap();
         let now = Instant::now();
-        let pair = (subject.to_owned(), network.to_owned());
         if how == Resolved::Right {
-            inner.logins.remove(&pair);
-            inner.known.insert(pair, now + Duration::from_millis(policy.known_ms));
+            inner.logins.remove(&pair_key(key, pair));
+            let until = now + Duration::from_millis(policy.known_ms);
+            for client in [format!("n:{}", key.network), format!("a:{}", key.address)] {
+                inner.known.insert((key.subject.clone(), client), until);
+            }
             return Ok(());
         }
         {
             let window = Duration::from_millis(policy.window_ms);
-            let counter = inner.counters.entry(subject_failures(subject)).or_insert(Expiring { value: 0, until: now });
+            let failures = subject_failures(&key.subject);
+            let counter = inner.counters.entry(failures).or_insert(Expiring { value: 0, until: now });
             if counter.until <= now {
                 *counter = Expiring { value: 0, until: now + window };
             }
             counter.value += 1;
         }
-        let entry = login_pair(&mut inner, pair, now);
+        let entry = login_pair(&mut inner, key, pair, now);
         entry.in_flight = entry.in_flight.saturating_sub(1);
         entry.n += 1;
         entry.next = now + Duration::from_millis(policy.wait_after(entry.n));

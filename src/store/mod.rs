@@ -275,13 +275,15 @@ pub trait ChatBuckets: Send + Sync + 'static {
     async fn take_and_publish(&self, user_id: i64, rate: ChatRate, event: &BusEvent) -> StoreResult<bool>;
 }
 
-/// How password guesses are throttled. Per (subject, network), where a subject is an
-/// account or a typed name no account has (the same rules for both, so the replies
-/// tell nothing about which names exist): `free` failures, then each further guess
-/// must wait `base_ms` after the last failure, doubling up to `max_ms`; a pair is
-/// forgotten `forget_ms` after its last failure (plus any wait it imposed). Per
-/// subject, from all networks together: at most `per_subject` failures per
-/// `window_ms`, except for networks that logged into it within `known_ms`.
+/// How password guesses are throttled. Per (subject, client network), where a
+/// subject is an account or a typed name no account has (the same rules for both,
+/// so the replies tell nothing about which names exist): `free` failures, then each
+/// further guess must wait `base_ms` after the last failure, doubling up to
+/// `max_ms`; a pair is forgotten `forget_ms` after its last failure (plus any wait it
+/// imposed). A client address that logged into the subject within `known_ms` has a
+/// pair of its own instead of its network's. Per subject, from all networks
+/// together: at most `per_subject` failures per `window_ms`, except from networks
+/// that logged into it within `known_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginPolicy {
     pub free: u32,
@@ -307,11 +309,31 @@ impl LoginPolicy {
     }
 }
 
+/// Whom a password guess is at, and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginKey {
+    /// `a<account id>`, or `n<digest of a typed name no account has>`.
+    pub subject: String,
+    /// The client's network (IPv4 /24, IPv6 /48).
+    pub network: String,
+    /// The client's address (IPv4, IPv6 /64).
+    pub address: String,
+}
+
+/// Which pair a guess counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pair {
+    Network,
+    /// The client's own address, which logged into the subject before.
+    Address,
+}
+
 /// Whether a password guess may be checked now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
-    /// Yes: it is reserved until [`Limits::login_resolved`] says how it went.
-    Check,
+    /// Yes, counted against that pair: it is reserved until
+    /// [`Limits::login_resolved`] says how it went.
+    Check(Pair),
     /// Not yet: other guesses of the pair are still being checked, and whether this
     /// one is free depends on how they go. Ask again shortly.
     Wait,
@@ -463,20 +485,14 @@ pub trait MatchQueue: Send + Sync + 'static {
 /// Counters for rate limits that hold across nodes.
 #[async_trait]
 pub trait Limits: Send + Sync + 'static {
-    /// Decides, atomically, whether one password guess at `subject` from `network`
-    /// may be checked ([`LoginPolicy`]); a guess in flight counts as a failure for
-    /// the decisions made meanwhile only until it resolves.
-    async fn login_admit(&self, subject: &str, network: &str, policy: &LoginPolicy) -> StoreResult<Admit>;
-    /// Settles a guess [`login_admit`](Self::login_admit) reserved: a wrong one
-    /// counts against the pair and the subject; a right one forgives the pair and
-    /// remembers `network` as the subject's.
-    async fn login_resolved(
-        &self,
-        subject: &str,
-        network: &str,
-        how: Resolved,
-        policy: &LoginPolicy,
-    ) -> StoreResult<()>;
+    /// Decides, atomically, whether one password guess may be checked
+    /// ([`LoginPolicy`]); a guess in flight counts as a failure for the decisions
+    /// made meanwhile only until it resolves.
+    async fn login_admit(&self, key: &LoginKey, policy: &LoginPolicy) -> StoreResult<Admit>;
+    /// Settles a guess [`login_admit`](Self::login_admit) reserved on `pair`: a wrong
+    /// one counts against the pair and the subject; a right one forgives the pair
+    /// and remembers the client's network and address as the subject's.
+    async fn login_resolved(&self, key: &LoginKey, pair: Pair, how: Resolved, policy: &LoginPolicy) -> StoreResult<()>;
     /// Counts one event against `key` (the window starts with the first) and returns
     /// the count including it: atomic, so concurrent callers each see their own number.
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64>;
@@ -549,22 +565,18 @@ struct WithLocalFallback<S> {
 
 #[async_trait]
 impl<S: Limits> Limits for WithLocalFallback<S> {
-    async fn login_admit(&self, subject: &str, network: &str, policy: &LoginPolicy) -> StoreResult<Admit> {
-        match self.shared.login_admit(subject, network, policy).await {
-            Err(_) => self.local.login_admit(subject, network, policy).await,
+    async fn login_admit(&self, key: &LoginKey, policy: &LoginPolicy) -> StoreResult<Admit> {
+        match self.shared.login_admit(key, policy).await {
+            Err(_) => self.local.login_admit(key, policy).await,
             ok => ok,
         }
     }
 
-    async fn login_resolved(
-        &self,
-        subject: &str,
-        network: &str,
-        how: Resolved,
-        policy: &LoginPolicy,
-    ) -> StoreResult<()> {
-        let _ = self.local.login_resolved(subject, network, how, policy).await;
-        self.shared.login_resolved(subject, network, how, policy).await
+    async fn login_resolved(&self, key: &LoginKey, pair: Pair, how: Resolved, policy: &LoginPolicy) -> StoreResult<()> {
+        match self.shared.login_resolved(key, pair, how, policy).await {
+            Err(_) => self.local.login_resolved(key, pair, how, policy).await,
+            ok => ok,
+        }
     }
 
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {

@@ -27,8 +27,11 @@
 //! - `{login:<subject>}:net:<network>` hash: one (subject, network) pair's failed
 //!   guesses, when the next may come, guesses in flight (`lua/login.lua`); a
 //!   subject is `a<account id>` or `n<sha256 of a typed name no account has>`
+//! - `{login:<subject>}:addr:<address>` hash: the same for one client address that
+//!   logged into the subject before (it is not held back by its network's pair)
 //! - `{login:<subject>}:failures` the subject's failures from every network, per window
-//! - `{login:<subject>}:known` hash: network → when it last logged into the subject
+//! - `{login:<subject>}:known` hash: `n:<network>` / `a:<address>` → when it last
+//!   logged into the subject
 //! - `{<prefix>chat}:rate:<user id>` an account's chat bucket: when (ms, Redis clock)
 //!   it is full again; gone once full (`lua/chat_rate.lua`). Tagged with the global
 //!   chat channel's whole name, so it lives in that channel's slot (below)
@@ -76,7 +79,7 @@ use std::time::Instant;
 
 use redis::Script;
 
-use super::Route;
+use super::{LoginKey, Route};
 use crate::auth::TokenHash;
 use crate::config::RedisTarget;
 use crate::error::StoreError;
@@ -181,11 +184,11 @@ impl RedisStore {
         format!("{}{{rl:{key}}}", self.prefix)
     }
 
-    /// One (subject, network) pair's login keys, all under the subject's tag: the
-    /// pair's, the subject's failures, the subject's known networks.
-    fn login_keys(&self, subject: &str, network: &str) -> [String; 3] {
-        let key = |part: &str| format!("{}{{login:{subject}}}:{part}", self.prefix);
-        [key(&format!("net:{network}")), key("failures"), key("known")]
+    /// One guess's login keys, all under its subject's tag: the network's pair, the
+    /// address's pair, the subject's failures, the subject's known clients.
+    fn login_keys(&self, login: &LoginKey) -> [String; 4] {
+        let key = |part: &str| format!("{}{{login:{}}}:{part}", self.prefix, login.subject);
+        [key(&format!("net:{}", login.network)), key(&format!("addr:{}", login.address)), key("failures"), key("known")]
     }
 
     /// A matchmaking key: `rest` under the `{mm}` tag.

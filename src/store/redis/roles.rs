@@ -8,8 +8,8 @@ use redis::AsyncCommands;
 use super::RedisStore;
 use crate::auth::TokenHash;
 use crate::store::{
-    seconds_until, Admit, Beat, BusEvent, CacheLookup, ChatBuckets, ChatRate, Directory, Limits, LoginPolicy,
-    NameLookup, Presence, Resolved, Route, Sessions, StoreResult, TokenCache, TokenRecord, GONE_KEPT_MS,
+    seconds_until, Admit, Beat, BusEvent, CacheLookup, ChatBuckets, ChatRate, Directory, Limits, LoginKey, LoginPolicy,
+    NameLookup, Pair, Presence, Resolved, Route, Sessions, StoreResult, TokenCache, TokenRecord, GONE_KEPT_MS,
     GUESS_IN_FLIGHT_MS,
 };
 
@@ -17,17 +17,18 @@ use crate::store::{
 pub const PRESENCE_STALE_MS: u64 = 5_000;
 
 impl RedisStore {
-    /// `login.lua` for one (subject, network) pair: its keys share the subject's tag.
+    /// `login.lua` for one guess: its keys share the subject's tag.
     fn login_invocation(
         &self,
-        subject: &str,
-        network: &str,
+        key: &LoginKey,
         op: &str,
+        pair: Pair,
         policy: &LoginPolicy,
     ) -> redis::ScriptInvocation<'_> {
-        let [pair, failures, known] = self.login_keys(subject, network);
-        let mut inv = self.login.key(pair);
-        inv.key(failures).key(known).arg(op).arg(network);
+        let [network_pair, address_pair, failures, known] = self.login_keys(key);
+        let mut inv = self.login.key(network_pair);
+        inv.key(address_pair).key(failures).key(known).arg(op).arg(&key.network).arg(&key.address);
+        inv.arg(if pair == Pair::Address { "a" } else { "n" });
         inv.arg(policy.free).arg(policy.base_ms).arg(policy.max_ms).arg(policy.forget_ms);
         inv.arg(policy.per_subject).arg(policy.window_ms).arg(policy.known_ms).arg(GUESS_IN_FLIGHT_MS);
         inv
@@ -104,28 +105,23 @@ impl Sessions for RedisStore {
 
 #[async_trait]
 impl Limits for RedisStore {
-    async fn login_admit(&self, subject: &str, network: &str, policy: &LoginPolicy) -> StoreResult<Admit> {
-        let inv = self.login_invocation(subject, network, "admit", policy);
+    async fn login_admit(&self, key: &LoginKey, policy: &LoginPolicy) -> StoreResult<Admit> {
+        let inv = self.login_invocation(key, "admit", Pair::Network, policy);
         let decided: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
         Ok(match decided {
-            1 => Admit::Check,
+            1 => Admit::Check(Pair::Network),
+            3 => Admit::Check(Pair::Address),
             2 => Admit::Wait,
             _ => Admit::Refuse,
         })
     }
 
-    async fn login_resolved(
-        &self,
-        subject: &str,
-        network: &str,
-        how: Resolved,
-        policy: &LoginPolicy,
-    ) -> StoreResult<()> {
+    async fn login_resolved(&self, key: &LoginKey, pair: Pair, how: Resolved, policy: &LoginPolicy) -> StoreResult<()> {
         let op = match how {
             Resolved::Wrong => "wrong",
             Resolved::Right => "right",
         };
-        let inv = self.login_invocation(subject, network, op, policy);
+        let inv = self.login_invocation(key, op, pair, policy);
         let _: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
         Ok(())
     }
