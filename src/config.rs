@@ -239,8 +239,9 @@ pub struct Config {
     /// How long a join ticket (and the match it names) stays valid.
     #[arg(long, env = "MATCH_TICKET_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub match_ticket_ttl_secs: u64,
-    /// Matches one account may start per hour (from its first); `join_queue` past it is
-    /// refused with RATE_LIMITED. 0: no cap.
+    /// Unconfirmed matches one account may start per hour (from its first): a match
+    /// its game server confirms is given back. `join_queue` past it is refused with
+    /// RATE_LIMITED. 0: no cap.
     #[arg(long, env = "MAX_MATCHES_PER_HOUR", default_value_t = 10, global = true)]
     pub max_matches_per_hour: u64,
 

@@ -469,6 +469,22 @@ async fn queue_match_cap(s: &impl MatchQueue) {
     // Two matches formed: a third is refused to a, not to b, who has no cap.
     assert_eq!(s.join(&ticket(&q, &a, "n1", 1), 2).await.unwrap(), Joined::Limited);
     assert_eq!(s.join(&ticket(&q, &b, "n1", 2), 0).await.unwrap(), Joined::New);
+    assert!(matches!(s.leave(&b, None).await.unwrap(), Left::Removed(_)));
+
+    // Only matches no game server confirmed count: confirmed (played) ones are given back, once.
+    let (c, d) = (format!("c{id}"), format!("d{id}"));
+    for round in 0..3 {
+        assert_eq!(s.join(&ticket(&q, &c, "n1", 3), 2).await.unwrap(), Joined::New, "round {round}");
+        s.join(&ticket(&q, &d, "n1", 4), 0).await.unwrap();
+        let match_id = format!("c{round}{id}");
+        s.take(&q, 2, &match_id, "n1", 60, &[]).await.unwrap();
+        let frames = [(c.clone(), "found".to_owned()), (d.clone(), "found".to_owned())];
+        assert!(s.start(&match_id, "", &frames, 60).await.unwrap());
+        assert!(s.confirm(&match_id, 60).await.unwrap());
+        assert!(s.confirm(&match_id, 60).await.unwrap());
+        assert!(s.end(&match_id).await.unwrap());
+    }
+    assert_eq!(s.join(&ticket(&q, &c, "n1", 3), 2).await.unwrap(), Joined::New);
 }
 
 // Users and tokens ----------------------------------------------------------------------

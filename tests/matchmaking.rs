@@ -448,7 +448,8 @@ fn the_ticket_command_verifies_and_refuses() {
     let keys = "k1:0123456789abcdef0123456789abcdef";
     let verify = |ticket: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_openchampps"))
-            .args(["ticket", "verify", ticket])
+            .args(["ticket", "verify", ticket, "--server", "203.0.113.7:7001"])
+            .args(["--match", "11111111-2222-3333-4444-555555555555"])
             .env_clear()
             .env("MATCH_TICKET_KEYS", keys)
             .output()
@@ -463,6 +464,14 @@ fn the_ticket_command_verifies_and_refuses() {
     let forged = vector.replace(".T-rV", ".U-rV");
     assert!(!verify(&forged).status.success(), "a forged ticket verified");
     assert!(!verify("v1.k9.e30.AAAA").status.success(), "a ticket of an unknown key verified");
+    // Not without the server and its current match.
+    let unchecked = std::process::Command::new(env!("CARGO_BIN_EXE_openchampps"))
+        .args(["ticket", "verify", vector])
+        .env_clear()
+        .env("MATCH_TICKET_KEYS", keys)
+        .output()
+        .unwrap();
+    assert!(!unchecked.status.success(), "verified without --server and --match");
 }
 
 /// A ticket whose connection ended while Redis did not answer is released once Redis

@@ -210,6 +210,8 @@ struct Shared {
     forming: HashMap<String, Forming>,
     found: HashMap<String, Expiring<String>>,
     matches: HashMap<String, Expiring<(String, Vec<String>)>>,
+    /// Started matches their game server confirmed (they no longer count against the cap).
+    confirmed: std::collections::HashSet<String>,
     leases: HashMap<String, Expiring<String>>,
 }
 
@@ -697,9 +699,17 @@ impl MatchQueue for MemoryShared {
 
     async fn confirm(&self, match_id: &str, secs: u64) -> StoreResult<bool> {
         let mut inner = self.inner.lock().unwrap();
-        let Some(server) = live(&inner.matches, match_id).map(|(server, _)| server.clone()) else {
+        let Some((server, accounts)) = live(&inner.matches, match_id).cloned() else {
             return Ok(false);
         };
+        // As mm_confirm.lua: a confirmed match no longer counts against its players' cap.
+        if inner.confirmed.insert(match_id.to_owned()) {
+            for account in accounts {
+                if let Some(formed) = inner.counters.get_mut(&formed_key(&account)) {
+                    formed.value = formed.value.saturating_sub(1);
+                }
+            }
+        }
         let until = Expiring::new((), secs).until;
         inner.matches.get_mut(match_id).expect("live").until = until;
         if let Some(lease) = inner.leases.get_mut(&server).filter(|l| l.until > Instant::now() && l.value == match_id) {
