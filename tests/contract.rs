@@ -19,8 +19,8 @@ use openchampps::store::redis::RedisStore;
 use openchampps::store::*;
 
 /// Everything the Redis roles are, in one implementation.
-trait Shared: TokenCache + Sessions + Presence + Directory + Bus + Limits + MatchQueue {}
-impl<S: TokenCache + Sessions + Presence + Directory + Bus + Limits + MatchQueue> Shared for S {}
+trait Shared: TokenCache + Sessions + Presence + Directory + Bus + ChatBuckets + Limits + MatchQueue {}
+impl<S: TokenCache + Sessions + Presence + Directory + Bus + ChatBuckets + Limits + MatchQueue> Shared for S {}
 
 /// Runs one case, naming it when it fails.
 async fn case<F: Future<Output = ()>>(store: &str, name: &str, run: F) {
@@ -33,6 +33,7 @@ async fn shared_contract<S: Shared>(label: &str, s: &S) {
     case(label, "directory", directory(s)).await;
     case(label, "presence", presence(s)).await;
     case(label, "bus", bus(s)).await;
+    case(label, "chat buckets", chat_buckets(s)).await;
     case(label, "login throttle", login_throttle(s)).await;
     case(label, "login throttle: guesses in flight", login_in_flight(s)).await;
     case(label, "login throttle: a known address", login_known_address(s)).await;
@@ -49,6 +50,7 @@ async fn shared_contract<S: Shared>(label: &str, s: &S) {
 /// The roles whose keys or scripts differ on Cluster.
 async fn cluster_contract<S: Shared>(label: &str, s: &S) {
     case(label, "token cache", token_cache(s)).await;
+    case(label, "chat buckets", chat_buckets(s)).await;
     case(label, "directory", directory(s)).await;
     case(label, "login throttle", login_throttle(s)).await;
     case(label, "login throttle: guesses in flight", login_in_flight(s)).await;
@@ -194,6 +196,37 @@ async fn bus(s: &impl Bus) {
 
 async fn next(stream: &mut futures_util::stream::BoxStream<'static, BusEvent>) -> Option<BusEvent> {
     tokio::time::timeout(Duration::from_secs(5), stream.next()).await.ok().flatten()
+}
+
+// Chat buckets ----------------------------------------------------------------------
+
+async fn chat_buckets(s: &(impl ChatBuckets + Bus)) {
+    let user = rand::random::<u32>() as i64;
+    let rate = ChatRate { per_sec: 1, burst: 3 };
+    let taken: Vec<bool> = futures_util::future::join_all((0..4).map(|_| s.take_message(user, rate)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(taken.iter().filter(|t| **t).count(), 3, "a burst of 3: {taken:?}");
+
+    // Take and publish: only what the bucket lets through is published, in order.
+    let node = format!("n-{}", uuid::Uuid::new_v4().simple());
+    let mut on_node = s.subscribe(&node).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let speaker = user + 1;
+    let mut allowed = Vec::new();
+    for i in 0..4 {
+        let event = BusEvent::Global { from: "Jane".into(), account: "jane".into(), message: format!("m{i}") };
+        allowed.push(s.take_and_publish(speaker, rate, &event).await.unwrap());
+    }
+    assert_eq!(allowed, [true, true, true, false]);
+    for i in 0..3 {
+        let Some(BusEvent::Global { message, .. }) = next(&mut on_node).await else { panic!("m{i} not published") };
+        assert_eq!(message, format!("m{i}"));
+    }
+    let extra = tokio::time::timeout(Duration::from_millis(300), on_node.next()).await;
+    assert!(extra.is_err(), "published past the rate: {extra:?}");
 }
 
 // Limits ----------------------------------------------------------------------------
