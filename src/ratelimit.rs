@@ -60,8 +60,9 @@ pub fn network_key(ip: IpAddr) -> String {
 pub enum Subject<'a> {
     /// An account, whatever spelling of its name was typed.
     Account(i64),
-    /// A typed name no account has: throttled alike, so replies say nothing about
-    /// which names exist.
+    /// A typed name no account has, folded as the account lookup folds names
+    /// (`UserStore::find_login`): throttled alike, every spelling that would find one
+    /// account being one name, so replies say nothing about which names exist.
     Name(&'a str),
 }
 
@@ -102,7 +103,7 @@ impl LoginThrottle {
     pub async fn admit(&self, subject: Subject<'_>, ip: IpAddr) -> Option<Guess> {
         let subject = match subject {
             Subject::Account(id) => format!("a{id}"),
-            Subject::Name(name) => format!("n{:.32x}", Sha256::digest(name.to_lowercase().as_bytes())),
+            Subject::Name(name) => format!("n{:.32x}", Sha256::digest(name.as_bytes())),
         };
         let key = LoginKey { subject, network: network_key(ip), address: address_key(ip) };
         let give_up = Instant::now() + WAIT_LIMIT;

@@ -539,6 +539,11 @@ async fn user_store(label: &str, s: &dyn UserStore) {
     s.set_password_hash(user_id, "hash3").await.unwrap();
     assert_eq!(s.find_user(&jane).await.unwrap().unwrap().password_hash, "hash3");
     assert!(s.find_user(&format!("nobody{id}")).await.unwrap().is_none());
+    // A login's lookup: the name folded as the lookup folds it, and the account.
+    let (folded, found) = s.find_login(&jane.to_uppercase()).await.unwrap();
+    assert_eq!((folded, found.map(|u| u.id)), (jane.to_lowercase(), Some(user_id)));
+    let (folded, found) = s.find_login(&format!("NoBody{id}")).await.unwrap();
+    assert_eq!((folded, found.map(|u| u.id)), (format!("nobody{id}"), None));
 
     // Live tokens are capped: past the cap the oldest is revoked.
     let expires_at = unix_now() + 3600;

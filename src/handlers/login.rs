@@ -1,10 +1,11 @@
 //! `login`: username and password in, a new token out.
 //!
 //! The order is what keeps one client from shutting others out: the login first
-//! lines up behind its own address's logins in progress (a few at a time), then
-//! every throttle is decided, and only a guess that will be checked takes a place in
-//! the hash pool (a login that finds the pool full is refused before any store work). Known and unknown names take the same steps and get the same
-//! replies.
+//! lines up behind its own address's and network's logins in progress (a few at a
+//! time), then takes a place in the hash pool if one is free at once (else `Server
+//! busy`, before any store work), then every throttle is decided: a refused guess
+//! gives its place back before any hash. Known and unknown names take the same steps
+//! and get the same replies.
 
 use super::{start_session, store_failed, store_skipped, Outcome};
 use crate::error::Error;
@@ -25,14 +26,15 @@ pub async fn apply(node: &Node, session: &mut Session, request: Option<Credentia
     let turn = node.hasher.line_up(session.client_ip).await;
     let place = node.hasher.admit(&turn).map_err(|_| Error::ServerBusy)?;
     // A name no account can have (PostgreSQL text cannot hold NUL) is an unknown user.
-    let user = if !username.contains('\0') {
-        node.stores.users.find_user(&username).await.map_err(|e| store_failed(e, Error::AuthServerError))?
+    let (folded, user) = if !username.contains('\0') {
+        node.stores.users.find_login(&username).await.map_err(|e| store_failed(e, Error::AuthServerError))?
     } else {
-        None
+        (username.to_lowercase(), None)
     };
-    // Guesses are counted by the account, however its name is typed, before the hash
-    // is checked, so a burst of them cannot slip past the limit.
-    let subject = user.as_ref().map_or(Subject::Name(&username), |u| Subject::Account(u.id));
+    // Guesses are counted by the account, however its name is typed, or by the name
+    // as the lookup folds it, before the hash is checked, so a burst of them cannot
+    // slip past the limit.
+    let subject = user.as_ref().map_or(Subject::Name(&folded), |u| Subject::Account(u.id));
     let guess = node.logins.admit(subject, session.client_ip).await.ok_or(Error::TooManyAttempts)?;
     // An unknown user is verified against a dummy hash: same time, same reply.
     let stored = user.as_ref().map(|u| u.password_hash.clone());

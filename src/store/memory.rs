@@ -69,6 +69,10 @@ impl UserStore for MemoryUsers {
         Ok(self.inner.lock().unwrap().by_name(username).cloned())
     }
 
+    async fn find_login(&self, username: &str) -> StoreResult<(String, Option<UserRecord>)> {
+        Ok((username.to_lowercase(), self.find_user(username).await?))
+    }
+
     async fn email_taken(&self, email: &str) -> StoreResult<bool> {
         let email = email.to_lowercase();
         Ok(self.inner.lock().unwrap().users.iter().any(|(_, e)| e.as_ref().is_some_and(|e| e.to_lowercase() == email)))

@@ -70,6 +70,10 @@ pub trait UserStore: Health {
     async fn migrate(&self) -> StoreResult<()>;
     /// Finds an account by name, case-insensitively.
     async fn find_user(&self, username: &str) -> StoreResult<Option<UserRecord>>;
+    /// The same, in the same one query, with the name folded as the lookup folds it:
+    /// a login keys guesses at a name nobody has by it, so every spelling that would
+    /// find one account is one name, exactly as for an account.
+    async fn find_login(&self, username: &str) -> StoreResult<(String, Option<UserRecord>)>;
     async fn email_taken(&self, email: &str) -> StoreResult<bool>;
     async fn create_user(
         &self,

@@ -140,6 +140,20 @@ impl UserStore for PgStore {
         Ok(rows.first().map(|r| UserRecord { id: r.get(0), username: r.get(1), password_hash: r.get(2) }))
     }
 
+    async fn find_login(&self, username: &str) -> StoreResult<(String, Option<UserRecord>)> {
+        let rows = self
+            .rows(
+                "SELECT lower($1), u.id, u.username, u.password_hash FROM (SELECT 1) AS one \
+                 LEFT JOIN users u ON lower(u.username) = lower($1)",
+                &[(&username, Type::TEXT)],
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| StoreError::Other("no row for a login lookup".into()))?;
+        let user =
+            row.get::<_, Option<i64>>(1).map(|id| UserRecord { id, username: row.get(2), password_hash: row.get(3) });
+        Ok((row.get(0), user))
+    }
+
     async fn email_taken(&self, email: &str) -> StoreResult<bool> {
         let rows = self
             .rows("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1))", &[(&email, Type::TEXT)])
