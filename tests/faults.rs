@@ -711,3 +711,67 @@ async fn a_client_that_stops_reading_is_cut_off_while_others_keep_chatting() {
     eprintln!("slow reader: peak RSS {peak:.0} MiB");
     assert!(peak < 200.0, "node peaked at {peak:.0} MiB");
 }
+
+// ---------------------------------------------------------------------------------
+// A Redis too old
+// ---------------------------------------------------------------------------------
+
+/// A stand-in Redis that says it is 6.2.14: it answers `INFO` with that version and
+/// every other command with `+OK`. Runs until the test ends.
+async fn old_redis() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    // Pipelined commands: one answer per `*` array header.
+                    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                    for command in text.split('*').filter(|c| !c.is_empty()) {
+                        let reply = if command.to_ascii_uppercase().contains("\r\nINFO\r\n") {
+                            let info = "# Server\r\nredis_version:6.2.14\r\n";
+                            format!("${}\r\n{info}\r\n", info.len())
+                        } else {
+                            "+OK\r\n".to_owned()
+                        };
+                        if socket.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// `EXPIRE … NX` and the scripts need Redis 7: a node on an older Redis stops with
+/// one line as soon as it reaches it, rather than failing later, call by call.
+#[tokio::test]
+async fn a_node_on_a_redis_older_than_7_stops_with_one_line() {
+    let cluster = Cluster::with_stores(&pg_admin_url(), &format!("redis://127.0.0.1:{}/0", old_redis().await)).await;
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_openchampps"))
+        .env_clear()
+        .envs(cluster.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = eventually(Duration::from_secs(30), || {
+        let exited = node.try_wait().unwrap().is_some();
+        async move { exited }
+    })
+    .await;
+    if !exited {
+        let _ = node.kill();
+    }
+    let out = node.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim(), "openchampps: Redis 6.2.14 is too old: 7.0 or newer is needed");
+}
