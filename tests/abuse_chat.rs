@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::stores::PrivateRedis;
+use common::stores::{command_calls, PrivateRedis};
 use common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -217,19 +217,6 @@ async fn chat_is_still_rate_limited_while_redis_is_down() {
     eprintln!("Redis down: {delivered} delivered, {refused} refused in {elapsed:.1} s");
     assert!(delivered >= 10, "the burst of 10 was not delivered locally: {delivered}");
     assert!((delivered as f64) <= 10.0 + 5.0 * (elapsed + 1.0), "{delivered} delivered in {elapsed:.1} s");
-}
-
-/// Calls per Redis command since the last `CONFIG RESETSTAT` (commands a script runs
-/// count too).
-async fn command_calls(redis: &mut redis::aio::MultiplexedConnection) -> std::collections::HashMap<String, u64> {
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(redis).await.unwrap();
-    info.lines()
-        .filter_map(|line| {
-            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
-            Some((name.to_owned(), calls))
-        })
-        .collect()
 }
 
 /// The cluster-wide check costs `global_chat` no round trip: one script call per

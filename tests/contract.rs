@@ -254,13 +254,18 @@ fn from(subject: &str, network: &str, address: &str) -> LoginKey {
 
 const NET: Admit = Admit::Check(Pair::Network);
 
+/// `times` guesses from `key`, each admitted on `pair` and wrong.
+async fn wrong_guesses(s: &impl Limits, key: &LoginKey, pair: Pair, times: usize, p: &LoginPolicy) {
+    for _ in 0..times {
+        assert_eq!(s.login_admit(key, p).await.unwrap(), Admit::Check(pair));
+        s.login_resolved(key, pair, Resolved::Wrong, p).await.unwrap();
+    }
+}
+
 async fn login_throttle(s: &impl Limits) {
     let (who, p) = (subject(), policy(3, 100));
     let attacker = from(&who, "203.0.113.0/24", "203.0.113.7");
-    for _ in 0..3 {
-        assert_eq!(s.login_admit(&attacker, &p).await.unwrap(), NET);
-        s.login_resolved(&attacker, Pair::Network, Resolved::Wrong, &p).await.unwrap();
-    }
+    wrong_guesses(s, &attacker, Pair::Network, 3, &p).await;
     // The third failure imposes a wait on that network, any address of it, only.
     assert_eq!(s.login_admit(&from(&who, "203.0.113.0/24", "203.0.113.8"), &p).await.unwrap(), Admit::Refuse);
     let elsewhere = from(&who, "198.51.100.0/24", "198.51.100.1");
@@ -277,16 +282,10 @@ async fn login_known_address(s: &impl Limits) {
     assert_eq!(s.login_admit(&jane, &p).await.unwrap(), NET);
     s.login_resolved(&jane, Pair::Network, Resolved::Right, &p).await.unwrap();
     let neighbour = from(&who, "203.0.113.0/24", "203.0.113.7");
-    for _ in 0..3 {
-        assert_eq!(s.login_admit(&neighbour, &p).await.unwrap(), NET);
-        s.login_resolved(&neighbour, Pair::Network, Resolved::Wrong, &p).await.unwrap();
-    }
+    wrong_guesses(s, &neighbour, Pair::Network, 3, &p).await;
     assert_eq!(s.login_admit(&neighbour, &p).await.unwrap(), Admit::Refuse);
     // Jane's own address has its own pair, with its own budget.
-    for _ in 0..3 {
-        assert_eq!(s.login_admit(&jane, &p).await.unwrap(), Admit::Check(Pair::Address));
-        s.login_resolved(&jane, Pair::Address, Resolved::Wrong, &p).await.unwrap();
-    }
+    wrong_guesses(s, &jane, Pair::Address, 3, &p).await;
     assert_eq!(s.login_admit(&jane, &p).await.unwrap(), Admit::Refuse);
 }
 
@@ -318,8 +317,7 @@ async fn login_cap(s: &impl Limits) {
     s.login_resolved(&home, Pair::Network, Resolved::Right, &p).await.unwrap();
     for attacker in 0..4 {
         let attacker = from(&who, &format!("attacker{attacker}/24"), &format!("attacker{attacker}.1"));
-        assert_eq!(s.login_admit(&attacker, &p).await.unwrap(), NET);
-        s.login_resolved(&attacker, Pair::Network, Resolved::Wrong, &p).await.unwrap();
+        wrong_guesses(s, &attacker, Pair::Network, 1, &p).await;
     }
     assert_eq!(s.login_admit(&from(&who, "stranger/24", "stranger.1"), &p).await.unwrap(), Admit::Refuse);
     // The cap never refuses the known address, nor another address of its network.

@@ -3,25 +3,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::stores::{PrivatePgBouncer, PrivatePostgres, PrivateRedis};
+use common::stores::{command_calls, PrivatePgBouncer, PrivatePostgres, PrivateRedis};
 use common::*;
 use serde_json::json;
 use sha2::Digest;
-
-/// Calls per command since the last reset, from `INFO commandstats`.
-async fn command_calls(redis: &mut redis::aio::MultiplexedConnection) -> HashMap<String, u64> {
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(redis).await.unwrap();
-    info.lines()
-        .filter_map(|line| {
-            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
-            Some((name.to_owned(), calls))
-        })
-        .collect()
-}
 
 async fn reset_stats(redis: &mut redis::aio::MultiplexedConnection) {
     let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(redis).await.unwrap();
