@@ -1,7 +1,9 @@
-//! In-memory twins of the stores, for a whole node inside a test process: the
+//! In-memory twins of the stores, for whole nodes inside a test process: the
 //! protocol logic runs against them in milliseconds. They keep the same semantics
 //! as PostgreSQL and Redis (case-insensitive names, expiries, atomic counters,
-//! a bus every subscriber hears) but nothing is shared with another process.
+//! a bus every subscriber hears) but nothing is shared with another process:
+//! several nodes of one process form a cluster by sharing one [`MemoryUsers`] and one
+//! [`MemoryShared`] (`Stores::in_memory_with`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,7 +17,7 @@ use tokio::sync::broadcast;
 use super::{
     unix_now, Admit, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Conflict, Directory, Health, Joinable,
     Joined, Left, Limits, LoginKey, LoginPolicy, MatchQueue, NameLookup, Pair, Presence, Resolved, Route, Sessions,
-    StoreResult, Taken, Ticket, TokenCache, TokenRecord, UserRecord, UserStore, GUESS_IN_FLIGHT_MS,
+    StoreResult, Taken, Ticket, TokenCache, TokenRecord, UserRecord, UserStore, GONE_KEPT_MS, GUESS_IN_FLIGHT_MS,
     MATCH_COUNT_WINDOW_SECS,
 };
 use crate::auth::TokenHash;
@@ -201,6 +203,9 @@ struct Shared {
     tokens: HashMap<TokenHash, Expiring<Option<TokenRecord>>>,
     sessions: HashMap<TokenHash, Expiring<String>>,
     presence: HashMap<String, u64>,
+    /// Nodes judged dead ([`MemoryShared::mark_gone`]), and since when: Redis's
+    /// `{presence}:gone`.
+    gone: HashMap<String, Instant>,
     accounts: HashMap<String, NameLookup>,
     routes: HashMap<Route, std::collections::HashSet<String>>,
     counters: HashMap<String, Expiring<u64>>,
@@ -341,6 +346,19 @@ impl MemoryShared {
     pub fn slow_sessions(&self, delay: Duration) {
         *self.session_delay.lock().unwrap() = delay;
     }
+
+    /// Judges `node_id` dead, as Redis's heartbeat script does with a node whose
+    /// heartbeat went stale: it stops counting among the others, and every later
+    /// [`Beat`] lists it in `gone` (for [`GONE_KEPT_MS`]) until it beats again. Nodes
+    /// sharing one process never go stale by themselves: this is the in-process
+    /// stand-in for a stale heartbeat, for a test that killed a node without a goodbye.
+    pub fn mark_gone(&self, node_id: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        let now = Instant::now();
+        inner.presence.remove(node_id);
+        inner.gone.insert(node_id.to_owned(), now);
+        inner.gone.retain(|_, since| now.duration_since(*since) < Duration::from_millis(GONE_KEPT_MS));
+    }
 }
 
 #[async_trait]
@@ -403,12 +421,18 @@ impl Sessions for MemoryShared {
 
 #[async_trait]
 impl Presence for MemoryShared {
-    /// Nodes sharing one process never die unannounced: nobody is ever gone.
+    /// Nodes sharing one process never die unannounced: nobody goes stale, and only
+    /// the nodes a test judged dead ([`MemoryShared::mark_gone`]) are gone.
     async fn beat(&self, node_id: &str, authenticated: usize) -> StoreResult<Beat> {
         let mut inner = self.inner.lock().unwrap();
         let known = inner.presence.insert(node_id.to_owned(), authenticated as u64).is_some();
+        if !known {
+            // Back (or new): not gone, whatever others judged.
+            inner.gone.remove(node_id);
+        }
         let others = inner.presence.iter().filter(|(node, _)| *node != node_id).map(|(k, v)| (k.clone(), *v));
-        Ok(Beat { others: others.collect(), gone: Vec::new(), unknown: !known })
+        let others = others.collect();
+        Ok(Beat { others, gone: inner.gone.keys().cloned().collect(), unknown: !known })
     }
 
     async fn remove(&self, node_id: &str) -> StoreResult<()> {
@@ -767,5 +791,29 @@ impl MatchQueue for MemoryShared {
             inner.leases.remove(server);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node judged dead is reported gone and stops counting, as Redis reports a node
+    /// whose heartbeat went stale; beating again brings it back.
+    #[tokio::test]
+    async fn a_node_marked_gone_is_gone_until_it_beats_again() {
+        let shared = MemoryShared::default();
+        shared.beat("a", 1).await.unwrap();
+        shared.beat("b", 2).await.unwrap();
+        shared.mark_gone("a");
+        let beat = shared.beat("b", 2).await.unwrap();
+        assert_eq!((beat.others, beat.gone, beat.unknown), (Vec::new(), vec!["a".to_owned()], false));
+        // Back: unknown (its routes must be written again), and no longer gone.
+        assert!(shared.beat("a", 1).await.unwrap().unknown);
+        let beat = shared.beat("b", 2).await.unwrap();
+        assert_eq!((beat.others, beat.gone), (vec![("a".to_owned(), 1)], Vec::new()));
+        // A node that withdrew is not dead.
+        shared.remove("a").await.unwrap();
+        assert_eq!(shared.beat("b", 2).await.unwrap().gone, Vec::<String>::new());
     }
 }

@@ -539,7 +539,13 @@ impl Stores {
     /// Everything in this process's memory: one node, no durability (tests).
     pub fn in_memory() -> (Stores, Arc<memory::MemoryShared>) {
         let shared = Arc::new(memory::MemoryShared::default());
-        (Stores::from_parts(Arc::new(memory::MemoryUsers::default()), shared.clone()), shared)
+        (Stores::in_memory_with(Arc::new(memory::MemoryUsers::default()), shared.clone()), shared)
+    }
+
+    /// The stores of one of several nodes in this process that form a cluster: each
+    /// node gets the same `users` and `shared` (tests).
+    pub fn in_memory_with(users: Arc<memory::MemoryUsers>, shared: Arc<memory::MemoryShared>) -> Stores {
+        Stores::from_parts(users, shared)
     }
 
     fn from_parts<S>(users: Arc<dyn UserStore>, shared: Arc<S>) -> Stores

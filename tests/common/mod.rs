@@ -1,6 +1,7 @@
 //! Shared fixtures: a private database and Redis key prefix per test, real node
-//! processes, and a small WebSocket/HTTP client. Everything a test creates is
-//! removed when its fixtures drop.
+//! processes (`Cluster`), in-process nodes on in-memory stores, alone
+//! (`inproc_node`) or sharing them as one cluster (`InProcCluster`), and a small
+//! WebSocket/HTTP client. Everything a test creates is removed when its fixtures drop.
 // Each test binary uses its own part of these helpers (none is unused by all).
 #![allow(dead_code)]
 
@@ -17,7 +18,7 @@ use openchampps::config::Config;
 use openchampps::handlers::Request;
 use openchampps::protocol::{ChatLine, Credentials, Registration, Reply, TokenPayload};
 use openchampps::server::{self, Listeners};
-use openchampps::store::memory::MemoryShared;
+use openchampps::store::memory::{MemoryShared, MemoryUsers};
 use openchampps::store::Stores;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -222,7 +223,8 @@ pub struct InProcNode {
     endpoint: Endpoint,
     /// The node's shared-state store, to slow it down or look inside.
     pub shared: Arc<MemoryShared>,
-    task: tokio::task::JoinHandle<Result<(), String>>,
+    /// `None` once killed.
+    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
 }
 
 impl std::ops::Deref for InProcNode {
@@ -232,8 +234,17 @@ impl std::ops::Deref for InProcNode {
     }
 }
 
-/// An in-process node with the test settings and `flags` (`--name value` pairs).
+/// An in-process node with the test settings and `flags` (`--name value` pairs), on
+/// in-memory stores of its own.
 pub async fn inproc_node(flags: &[&str]) -> InProcNode {
+    let (stores, shared) = Stores::in_memory();
+    start_inproc(flags, stores, shared).await
+}
+
+/// Starts an in-process node on `stores` and waits until it is ready. Its
+/// `node_id` is the one it runs under (`--node-id` or a fresh name, and the suffix
+/// the node adds).
+async fn start_inproc(flags: &[&str], stores: Stores, shared: Arc<MemoryShared>) -> InProcNode {
     let mut args = vec![
         "--listen-addr",
         "127.0.0.1:0",
@@ -249,24 +260,98 @@ pub async fn inproc_node(flags: &[&str]) -> InProcNode {
         "--registrations-per-address",
         "0",
     ];
+    let fresh = format!("inproc-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let name = flags.iter().position(|f| *f == "--node-id").and_then(|i| flags.get(i + 1)).copied();
+    let name = name.unwrap_or(&fresh).to_owned();
     args.extend_from_slice(flags);
-    let node_id = format!("inproc-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    args.extend_from_slice(&["--node-id", &node_id]);
+    args.extend_from_slice(&["--node-id", &name]);
     let config = Config::from_flags(&args).expect("valid test flags");
     let listeners = Listeners::bind(&config).await.expect("bind loopback ports");
     let public = listeners.public.local_addr().unwrap();
     let metrics = listeners.metrics.local_addr().unwrap();
-    let (stores, shared) = Stores::in_memory();
-    // Runs until the test drops it.
+    // The node adds a random suffix to its name: it is the one new in the
+    // process-wide build_info (every node of this process reports there).
+    let before = node_ids(&name);
+    // Runs until the test kills or drops it.
     let task = tokio::spawn(server::run(config, listeners, stores, std::future::pending()));
-    let node = InProcNode { endpoint: Endpoint { public, metrics, node_id }, shared, task };
+    let mut node =
+        InProcNode { endpoint: Endpoint { public, metrics, node_id: name.clone() }, shared, task: Some(task) };
     node.wait_ready().await;
+    let started: Vec<String> = node_ids(&name).into_iter().filter(|id| !before.contains(id)).collect();
+    match &started[..] {
+        [id] => node.endpoint.node_id = id.clone(),
+        _ => panic!("in-process node {name}: not one new node id in build_info: {started:?}"),
+    }
     node
+}
+
+/// The ids under `name` in the process-wide `openchampps_build_info`.
+fn node_ids(name: &str) -> Vec<String> {
+    let scrape = openchampps::metrics::install().render();
+    scrape.lines().filter_map(|l| build_info_node_id(l, name)).collect()
+}
+
+fn build_info_node_id(line: &str, name: &str) -> Option<String> {
+    let labels = line.strip_prefix("openchampps_build_info{")?;
+    let start = labels.find("node_id=\"")? + "node_id=\"".len();
+    let id = labels[start..].split('"').next()?;
+    // The suffix `Config::node_id` adds: a dash and six hex digits.
+    let suffix = id.strip_prefix(name)?.strip_prefix('-')?;
+    (suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_hexdigit())).then(|| id.to_owned())
+}
+
+impl InProcNode {
+    /// Kills the node without a goodbye, as SIGKILL kills a process: it stops serving
+    /// (new connections, heartbeat, matchmaking, the bus), then the shared store judges
+    /// it dead (`MemoryShared::mark_gone`, the in-process stand-in for a stale
+    /// heartbeat), so the other nodes clean up after it (its tickets, its forming
+    /// matches). Connections it had accepted are served by tasks of their own: the test
+    /// drops their clients, as the kernel would close their sockets. (On the tests'
+    /// current-thread runtime its heartbeat task is stopped before the judgement; on a
+    /// multi-thread one, a beat being written at that very moment would bring it back.)
+    pub async fn kill(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.shared.mark_gone(&self.endpoint.node_id);
+    }
 }
 
 impl Drop for InProcNode {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// In-process nodes that form one cluster: each node runs on the same in-memory
+/// stores (`Stores::in_memory_with`), as process nodes share PostgreSQL and Redis.
+/// For the logic of the cluster (matchmaking, the bus, presence) in milliseconds.
+#[derive(Default)]
+pub struct InProcCluster {
+    pub users: Arc<MemoryUsers>,
+    pub shared: Arc<MemoryShared>,
+}
+
+impl InProcCluster {
+    pub fn new() -> InProcCluster {
+        InProcCluster::default()
+    }
+
+    pub async fn node(&self) -> InProcNode {
+        self.node_with(&[]).await
+    }
+
+    /// A node with `extra` settings as environment variables, as `Cluster::node_with`
+    /// takes them: `("GAME_SERVERS", "…")` is the flag `--game-servers …`.
+    pub async fn node_with(&self, extra: &[(&str, &str)]) -> InProcNode {
+        let flags: Vec<(String, &str)> =
+            extra.iter().map(|(k, v)| (format!("--{}", k.to_lowercase().replace('_', "-")), *v)).collect();
+        let flags: Vec<&str> = flags.iter().flat_map(|(flag, v)| [flag.as_str(), v]).collect();
+        let stores = Stores::in_memory_with(self.users.clone(), self.shared.clone());
+        start_inproc(&flags, stores, self.shared.clone()).await
     }
 }
 
@@ -598,6 +683,20 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// Checks a join ticket as a game server would (docs/PROTOCOL.md, "Join ticket");
+/// returns its claims.
+pub fn verify_ticket(ticket: &str, secret: &[u8]) -> Option<Value> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let (signed, signature) = ticket.rsplit_once('.')?;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).ok()?;
+    mac.update(signed.as_bytes());
+    mac.verify_slice(&URL_SAFE_NO_PAD.decode(signature).ok()?).ok()?;
+    let claims = signed.rsplit('.').next()?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).ok()?).ok()
 }
 
 pub fn unique_name(stem: &str) -> String {
