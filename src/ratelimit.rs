@@ -14,46 +14,19 @@
 //! of other accounts' failures.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::address::{address_key, network_key};
 use crate::bucket::AccountBuckets;
 use crate::config::Config;
 use crate::store::{Admit, ChatRate, Limits, LoginKey, LoginPolicy, Pair, Resolved, StoreResult};
 
 /// A connection's message rate is a bucket too.
 pub use crate::bucket::Bucket;
-
-/// The address a limit counts: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64,
-/// the smallest block one subscriber usually holds.
-pub fn address_key(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-    }
-}
-
-/// The network password guesses count against: an IPv4 /24 or an IPv6 /48, the
-/// block one attacker is assumed to hold entirely (an IPv6 site gets a /48; an
-/// attacker hopping through fresh /64s of it gets no fresh budget with each).
-pub fn network_key(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            format!("{}/24", Ipv4Addr::new(a, b, c, 0))
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{}/48", Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
-        }
-    }
-}
 
 /// Whom a password guess is at.
 #[derive(Debug, Clone, Copy)]
@@ -216,16 +189,6 @@ impl Drop for AddressSlot {
 mod tests {
     use super::*;
 
-    #[test]
-    fn addresses_are_counted_by_ipv4_or_ipv6_slash_64() {
-        let key = |s: &str| address_key(s.parse().unwrap());
-        assert_eq!(key("203.0.113.7"), "203.0.113.7");
-        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
-        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
-        assert_eq!(key("2001:db8:1:2:ffff::1"), key("2001:db8:1:2::9"));
-        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
-    }
-
     /// Redis down: the node's own bucket still holds the account to its rate.
     #[test]
     fn chat_falls_back_to_the_nodes_own_bucket_while_redis_is_down() {
@@ -239,16 +202,6 @@ mod tests {
         assert!(!chat.settle(8, &Ok(false)));
         let unlimited = ChatLimiter::new(&Config::from_flags(&["--chat-messages-per-sec", "0"]).unwrap());
         assert!((0..100).all(|_| unlimited.settle(7, &down())));
-    }
-
-    #[test]
-    fn guesses_count_by_ipv4_slash_24_or_ipv6_slash_48() {
-        let key = |s: &str| network_key(s.parse().unwrap());
-        assert_eq!(key("203.0.113.7"), "203.0.113.0/24");
-        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.0/24");
-        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1::/48");
-        assert_eq!(key("2001:db8:1:ffff::1"), key("2001:db8:1:2::9"));
-        assert_ne!(key("2001:db8:2::1"), key("2001:db8:1::1"));
     }
 
     #[test]

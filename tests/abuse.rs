@@ -641,7 +641,7 @@ async fn usernames_that_are_not_stable_identifiers_are_refused() {
 fn proxies_and_addresses_are_recognised_in_every_spelling() {
     let trusted: openchampps::config::TrustedProxies = "127.0.0.0/8".parse().unwrap();
     assert!(trusted.contains(&"::ffff:127.0.0.1".parse().unwrap()));
-    let key = |s: &str| openchampps::ratelimit::address_key(s.parse().unwrap());
+    let key = |s: &str| openchampps::address::address_key(s.parse().unwrap());
     assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:aaaa::2"));
     assert_eq!(key("::ffff:203.0.113.9"), "203.0.113.9");
 }

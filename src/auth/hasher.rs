@@ -74,7 +74,7 @@ struct Inner {
 
 impl HashPool {
     /// `per_address`, `per_network`: logins one client address, and one network
-    /// (`ratelimit::network_key`), may have in progress at once.
+    /// (`address::network_key`), may have in progress at once.
     pub fn new(params: Params, workers: usize, queue: usize, per_address: usize, per_network: usize) -> HashPool {
         let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
@@ -96,8 +96,8 @@ impl HashPool {
     /// shares of logins in progress; hold the result for the whole login or
     /// registration.
     pub async fn line_up(&self, ip: IpAddr) -> Turn {
-        let address = self.addresses.enter(crate::ratelimit::address_key(ip)).await;
-        let network = self.networks.enter(crate::ratelimit::network_key(ip)).await;
+        let address = self.addresses.enter(crate::address::address_key(ip)).await;
+        let network = self.networks.enter(crate::address::network_key(ip)).await;
         Turn { _address: address, network }
     }
 
