@@ -84,6 +84,7 @@ async fn innocent_logins(node: &NodeProc, address: &str, name: &str) -> (usize, 
 /// player from another network still logs in, each time within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_from_one_address_ten_networks_or_one_slash_48_does_not_deny_password_login() {
+    let _alone = HEAVY.lock().await;
     let cluster = Cluster::new().await;
     let node = cluster
         .node_with(&[

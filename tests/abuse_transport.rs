@@ -36,6 +36,7 @@ async fn flood(url: &str, count: usize) -> (Vec<serde_json::Value>, Option<Close
 /// 100 clients at once, each sending 200 messages back to back (burst 40).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_closed_for_flooding_gets_every_reply_and_the_close_reason() {
+    let _alone = HEAVY.lock().await;
     let cluster = Cluster::new().await;
     let node = cluster.node_with(&[("MAX_MESSAGES_PER_SEC", "20")]).await;
     let url = node.ws_url();

@@ -472,10 +472,6 @@ const REAL_ARGON2: [(&str, &str); 4] = [
 ];
 const FLOOD: usize = 500;
 
-/// One login flood at a time: each test measures one node under one flood, not two
-/// floods fighting over the machine's two cores.
-static FLOODS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// `FLOOD` connected clients, each about to log in as `user` the moment it is released.
 struct LoginFlood {
     go: Arc<tokio::sync::Barrier>,
@@ -522,7 +518,7 @@ impl LoginFlood {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_logins_are_answered_in_bounded_memory_while_token_auth_stays_fast() {
-    let _alone = FLOODS.lock().await;
+    let _alone = HEAVY.lock().await;
     let cluster = Cluster::new().await;
     let node = cluster.node_with(&REAL_ARGON2).await;
     let jane = unique_name("jane");
@@ -560,7 +556,7 @@ async fn five_hundred_concurrent_logins_are_answered_in_bounded_memory_while_tok
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_floods_one_after_another_keep_memory_bounded() {
-    let _alone = FLOODS.lock().await;
+    let _alone = HEAVY.lock().await;
     let cluster = Cluster::new().await;
     let node = cluster.node_with(&REAL_ARGON2).await;
     let jane = unique_name("jane");
@@ -579,7 +575,7 @@ async fn login_floods_one_after_another_keep_memory_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_refused_as_busy_cost_no_database_queries() {
-    let _alone = FLOODS.lock().await;
+    let _alone = HEAVY.lock().await;
     let pg = PrivatePostgres::start();
     let cluster = Cluster::with_stores(&pg.url(), &redis_url()).await;
     let node = cluster.node_with(&REAL_ARGON2).await;

@@ -115,6 +115,7 @@ async fn the_command_allocator_gets_a_server_from_a_program() {
 /// Three nodes race to form matches over 300 players: each player ends in exactly one match.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_nodes_put_every_player_in_exactly_one_match() {
+    let _alone = HEAVY.lock().await;
     let cluster = Cluster::new().await;
     let servers: Vec<String> = (0..160).map(|i| format!("198.51.100.1:{}", 7000 + i)).collect();
     let servers = servers.join(",");

@@ -57,6 +57,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// sample waits for a scrape: about 17 bytes per operation, measured.)
 #[test]
 fn memory_stays_flat_under_load_without_scrapes() {
+    let _alone = HEAVY.blocking_lock();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cluster = rt.block_on(Cluster::new());
     let node = rt.block_on(cluster.node_with(&[("MAX_MESSAGES_PER_SEC", "0")]));

@@ -163,6 +163,7 @@ const IN_FLIGHT: usize = 200;
 /// would take minutes); every session is a real WebSocket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_of_a_dead_node_reconnect_without_asking_postgres() {
+    let _alone = HEAVY.lock().await;
     const PLAYERS: usize = 2_000;
     let pg = PrivatePostgres::start();
     let cluster = Cluster::with_stores(&pg.url(), &redis_url()).await;

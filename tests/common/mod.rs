@@ -39,6 +39,11 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| REDIS_URL.into())
 }
 
+/// Held by the tests that load the machine (floods, storms, soaks) and by those that
+/// bound a latency: they take turns, so a bound never measures another test's
+/// flood. A tokio mutex: a test holds it across awaits; the sync ones block on it.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A database and a Redis key prefix of one test's own; dropped with it.
 pub struct Cluster {
     pub db_name: String,
