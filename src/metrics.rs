@@ -9,6 +9,8 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::config::Allocator;
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Buckets resolving 1 ms … 1 s (and a little past it) for latencies.
@@ -293,24 +295,71 @@ pub fn heartbeat_age(age: Duration) {
 }
 
 /// How a matchmaking ticket ended (the `outcome` label).
-pub const TICKET_OUTCOMES: [&str; 4] = ["matched", "left", "disconnected", "node_died"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketOutcome {
+    /// Its player was taken into a match (counted once, on the match's first try).
+    Matched,
+    /// `leave_queue`.
+    Left,
+    /// The connection holding it went away.
+    Disconnected,
+    /// The node forming its match died and the ticket could not go back.
+    NodeDied,
+}
 
-/// Exports the matchmaking series of these queues at 0.
-pub fn register_matchmaking(queues: &[(String, usize)], allocators: &[&'static str]) {
+impl TicketOutcome {
+    const ALL: [TicketOutcome; 4] =
+        [TicketOutcome::Matched, TicketOutcome::Left, TicketOutcome::Disconnected, TicketOutcome::NodeDied];
+
+    fn label(self) -> &'static str {
+        match self {
+            TicketOutcome::Matched => "matched",
+            TicketOutcome::Left => "left",
+            TicketOutcome::Disconnected => "disconnected",
+            TicketOutcome::NodeDied => "node_died",
+        }
+    }
+}
+
+/// How one try at a game server went (the `result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocationResult {
+    Ok,
+    /// Every server is taken.
+    Exhausted,
+    /// The allocator failed.
+    Failed,
+}
+
+impl AllocationResult {
+    const ALL: [AllocationResult; 3] = [AllocationResult::Ok, AllocationResult::Exhausted, AllocationResult::Failed];
+
+    fn label(self) -> &'static str {
+        match self {
+            AllocationResult::Ok => "ok",
+            AllocationResult::Exhausted => "exhausted",
+            AllocationResult::Failed => "failed",
+        }
+    }
+}
+
+/// Exports the matchmaking series of these queues, and of every allocator, at 0.
+pub fn register_matchmaking(queues: &[(String, usize)]) {
     for (queue, _) in queues {
         gauge!("openchampps_queue_length", "queue" => queue.clone()).increment(0.0);
         counter!("openchampps_matches_formed_total", "queue" => queue.clone()).increment(0);
         let _ = histogram!("openchampps_queue_wait_seconds", "queue" => queue.clone());
     }
     counter!("openchampps_queue_put_back_total").increment(0);
-    for outcome in TICKET_OUTCOMES {
-        counter!("openchampps_queue_tickets_total", "outcome" => outcome).increment(0);
+    for outcome in TicketOutcome::ALL {
+        counter!("openchampps_queue_tickets_total", "outcome" => outcome.label()).increment(0);
     }
-    for &allocator in allocators {
-        for result in ["ok", "exhausted", "failed"] {
-            counter!("openchampps_allocations_total", "allocator" => allocator, "result" => result).increment(0);
+    for &allocator in Allocator::ALL {
+        for result in AllocationResult::ALL {
+            counter!("openchampps_allocations_total", "allocator" => allocator.name(), "result" => result.label())
+                .increment(0);
         }
-        let _ = histogram!("openchampps_allocation_duration_seconds", "allocator" => allocator);
+        let _ = histogram!("openchampps_allocation_duration_seconds", "allocator" => allocator.name());
     }
 }
 
@@ -318,8 +367,8 @@ pub fn queue_length(queue: &str, length: u64) {
     gauge!("openchampps_queue_length", "queue" => queue.to_owned()).set(length as f64);
 }
 
-pub fn ticket_ended(outcome: &'static str, n: u64) {
-    counter!("openchampps_queue_tickets_total", "outcome" => outcome).increment(n);
+pub fn ticket_ended(outcome: TicketOutcome, n: u64) {
+    counter!("openchampps_queue_tickets_total", "outcome" => outcome.label()).increment(n);
 }
 
 /// Players put back at their places: their match found no server this time, or the
@@ -336,8 +385,9 @@ pub fn match_formed(queue: &str, waits: impl IntoIterator<Item = Duration>) {
     }
 }
 
-pub fn allocation(allocator: &'static str, result: &'static str, elapsed: Duration) {
-    counter!("openchampps_allocations_total", "allocator" => allocator, "result" => result).increment(1);
+pub fn allocation(allocator: Allocator, result: AllocationResult, elapsed: Duration) {
+    let allocator = allocator.name();
+    counter!("openchampps_allocations_total", "allocator" => allocator, "result" => result.label()).increment(1);
     histogram!("openchampps_allocation_duration_seconds", "allocator" => allocator).record(elapsed.as_secs_f64());
 }
 
