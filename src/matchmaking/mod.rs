@@ -34,7 +34,7 @@ use crate::config::{AllocatorSettings, Config};
 use crate::metrics::{self as m, AllocationResult, TicketOutcome};
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::{MatchFound, Reply};
-use crate::store::{unix_now, BusEvent, FrameTarget, Joinable, Left, MatchQueue, Ticket};
+use crate::store::{unix_now, unix_now_ms, BusEvent, FrameTarget, Joinable, Left, MatchQueue, Ticket};
 
 /// How often each node looks for matches to form.
 const FORM_EVERY: Duration = Duration::from_millis(500);
@@ -172,7 +172,7 @@ impl Matchmaker {
         let fresh: Vec<&Ticket> = taken.tickets.iter().filter(|t| t.tries == 0).collect();
         tracing::info!(%match_id, queue, players = taken.tickets.len(), retried = taken.tickets.len() - fresh.len(), "match formed");
         if !fresh.is_empty() {
-            let now_ms = (unix_now() * 1000) as u64;
+            let now_ms = unix_now_ms();
             let waits = fresh.iter().map(|t| Duration::from_millis(now_ms.saturating_sub(t.joined_ms)));
             m::match_formed(queue, waits);
             m::ticket_ended(TicketOutcome::Matched, fresh.len() as u64);
