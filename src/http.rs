@@ -18,16 +18,20 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::create_account;
 use crate::config::{ClientIpHeader, Config, TrustedProxies};
 use crate::connection::{websocket_config, Connection};
 use crate::error::Error;
-use crate::handlers::register::create_account;
 use crate::metrics as m;
 use crate::node::{Node, Status};
 use crate::protocol::Registration;
 use crate::ratelimit::AddressSlots;
 
 type Body = Full<Bytes>;
+
+/// `POST /register`'s answer to a username or password under its minimum length
+/// (`names::MIN_USERNAME_CHARS`, `accounts::MIN_PASSWORD_CHARS`).
+const TOO_SHORT: &str = "Username must be at least 3 characters and password at least 6 characters";
 
 /// Store checks behind `/ready` give up after this long and report the store down.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -273,9 +277,7 @@ async fn register(node: &Node, peer: SocketAddr, req: Request<Incoming>) -> Resp
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        Err(Error::UsernameTooShort | Error::PasswordTooShort) => {
-            text(StatusCode::BAD_REQUEST, "Username must be at least 3 characters and password at least 6 characters")
-        }
+        Err(Error::UsernameTooShort | Error::PasswordTooShort) => text(StatusCode::BAD_REQUEST, TOO_SHORT),
         Err(Error::InvalidRegistrationFormat) => text(StatusCode::BAD_REQUEST, BAD_BODY),
         Err(Error::UsernameTaken | Error::EmailTaken) => text(StatusCode::CONFLICT, "Username or email already exists"),
         Err(Error::RegistrationRateLimited) => {
@@ -295,6 +297,15 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_too_short_answer_names_the_minimums() {
+        let (username, password) = (crate::names::MIN_USERNAME_CHARS, crate::accounts::MIN_PASSWORD_CHARS);
+        assert_eq!(
+            TOO_SHORT,
+            format!("Username must be at least {username} characters and password at least {password} characters")
+        );
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
