@@ -17,10 +17,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::accounts::create_account;
 use crate::config::{ClientIpHeader, Config, TrustedProxies};
-use crate::connection::{websocket_config, Connection};
+use crate::connection::{self, websocket_config, Connection};
 use crate::error::Error;
 use crate::metrics as m;
 use crate::node::{Node, Status};
@@ -180,13 +181,17 @@ fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Re
     let id = public.next_id.fetch_add(1, Ordering::Relaxed);
     let node = public.node.clone();
     let going_away = public.going_away.clone();
-    tokio::spawn(async move {
+    // Every line the connection logs, the handshake's included, is in its span.
+    let span = connection::span(&node.node_id, id);
+    let session_span = span.clone();
+    let connection = async move {
         let _held = (permit, slot);
         match websocket.await {
-            Ok(ws) => Connection::new(node, ws, id, client_ip).run(going_away).await,
+            Ok(ws) => Connection::new(node, ws, id, client_ip, session_span).run(going_away).await,
             Err(e) => tracing::debug!(error = %e, "WebSocket handshake failed"),
         }
-    });
+    };
+    tokio::spawn(connection.instrument(span));
     response
 }
 
