@@ -51,11 +51,11 @@ pub fn install() -> PrometheusHandle {
 /// `rate()` and `increase()` work on a fresh node. Message types and close reasons
 /// are registered by their owners (the message table, the connection).
 fn register_fixed_labels() {
-    for store in ["postgres", "redis"] {
-        counter!("openchampps_store_errors_total", "store" => store).increment(0);
+    for store in Store::ALL {
+        counter!("openchampps_store_errors_total", "store" => store.label()).increment(0);
     }
-    for kind in ["global", "private"] {
-        counter!("openchampps_chat_messages_relayed_total", "kind" => kind).increment(0);
+    for kind in ChatKind::ALL {
+        counter!("openchampps_chat_messages_relayed_total", "kind" => kind.label()).increment(0);
     }
     LazyLock::force(&CACHE_LOOKUPS);
     let _ = histogram!("openchampps_hash_duration_seconds");
@@ -66,8 +66,8 @@ fn register_fixed_labels() {
     }
     gauge!("openchampps_connections_authenticated").increment(0.0);
     redis_degraded(false);
-    for pool in ["postgres", "redis"] {
-        pool_connections(pool, 0, 0, 0);
+    for store in Store::ALL {
+        pool_connections(store, 0, 0, 0);
     }
     heartbeat_age(Duration::ZERO);
 }
@@ -276,15 +276,52 @@ pub fn hash_duration(elapsed: Duration) {
     histogram!("openchampps_hash_duration_seconds").record(elapsed.as_secs_f64());
 }
 
-pub fn chat_relayed(kind: &'static str, deliveries: u64) {
-    counter!("openchampps_chat_messages_relayed_total", "kind" => kind).increment(deliveries);
+/// A store (the `store` and `pool` labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Postgres,
+    Redis,
 }
 
-pub fn store_error(store: &'static str) {
-    counter!("openchampps_store_errors_total", "store" => store).increment(1);
+impl Store {
+    const ALL: [Store; 2] = [Store::Postgres, Store::Redis];
+
+    fn label(self) -> &'static str {
+        match self {
+            Store::Postgres => "postgres",
+            Store::Redis => "redis",
+        }
+    }
 }
 
-pub fn pool_connections(pool: &'static str, size: usize, available: usize, waiting: usize) {
+/// Which chat a relayed message is (the `kind` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatKind {
+    Global,
+    Private,
+}
+
+impl ChatKind {
+    const ALL: [ChatKind; 2] = [ChatKind::Global, ChatKind::Private];
+
+    fn label(self) -> &'static str {
+        match self {
+            ChatKind::Global => "global",
+            ChatKind::Private => "private",
+        }
+    }
+}
+
+pub fn chat_relayed(kind: ChatKind, deliveries: u64) {
+    counter!("openchampps_chat_messages_relayed_total", "kind" => kind.label()).increment(deliveries);
+}
+
+pub fn store_error(store: Store) {
+    counter!("openchampps_store_errors_total", "store" => store.label()).increment(1);
+}
+
+pub fn pool_connections(store: Store, size: usize, available: usize, waiting: usize) {
+    let pool = store.label();
     gauge!("openchampps_pool_connections", "pool" => pool, "state" => "size").set(size as f64);
     gauge!("openchampps_pool_connections", "pool" => pool, "state" => "available").set(available as f64);
     gauge!("openchampps_pool_connections", "pool" => pool, "state" => "waiting").set(waiting as f64);
