@@ -382,10 +382,18 @@ struct Status {
 mod tests {
     use super::*;
 
+    /// The allocator of these flags, as `Config::validate` checks them (with
+    /// AGONES_VIA=kubernetes, a token file that exists while it is checked; these
+    /// tests never send a request).
     fn agones(flags: &[&str]) -> Agones {
+        let token = std::env::temp_dir().join(format!("ocps-agones-token-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&token, "test-token\n").unwrap();
         let mut args = vec!["--allocator", "agones", "--agones-allocator-url", "http://127.0.0.1:1"];
+        args.extend_from_slice(&["--agones-kubernetes-token-file", token.to_str().unwrap()]);
         args.extend_from_slice(flags);
-        match crate::config::Config::from_flags(&args).unwrap().validate().unwrap().allocator {
+        let settings = crate::config::Config::from_flags(&args).unwrap().validate();
+        std::fs::remove_file(&token).unwrap();
+        match settings.unwrap().allocator {
             crate::config::AllocatorSettings::Agones(settings) => Agones::new(&settings),
             other => panic!("not agones: {other:?}"),
         }
