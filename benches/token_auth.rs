@@ -121,7 +121,8 @@ impl Env {
         let stores = Stores::connect(&config).map_err(|e| e.to_string())?;
         let pg = stores.users.clone();
         pg.migrate().await.map_err(|e| format!("migrations failed: {e}"))?;
-        let node = Arc::new(Node::new(config, "bench-node".into(), stores.clone()).0);
+        let settings = config.validate().map_err(|e| format!("invalid node settings: {e}"))?;
+        let node = Arc::new(Node::new(settings, "bench-node".into(), stores.clone()).0);
 
         // A real account and token; token_auth never checks the password hash.
         let user_id = pg

@@ -204,11 +204,11 @@ impl Cluster {
         match event {
             BusEvent::Global { from, account, message } => {
                 let text = Reply::GlobalChat(chat_line(from, account, message)).to_json();
-                m::chat_relayed("global", self.registry.deliver_all(&Message::text(text)));
+                m::chat_relayed(m::ChatKind::Global, self.registry.deliver_all(&Message::text(text)));
             }
             BusEvent::Private { from, account, to, message } => {
                 let text = Reply::PrivateChat(chat_line(from, account, message)).to_json();
-                m::chat_relayed("private", self.registry.deliver_to(to, &Message::text(text)));
+                m::chat_relayed(m::ChatKind::Private, self.registry.deliver_to(to, &Message::text(text)));
             }
             BusEvent::Frame { to: FrameTarget::Account(account), text } => {
                 self.registry.deliver_to(&Route::Account(account.clone()), &Message::text(text.as_str()));
@@ -312,7 +312,7 @@ impl Cluster {
                 result = session => match result {
                     Ok(()) => tracing::warn!("chat bus subscription ended; resubscribing"),
                     Err(e) => {
-                        m::store_error("redis");
+                        m::store_error(m::Store::Redis);
                         tracing::warn!(error = %e, "chat bus unreachable; retrying");
                     }
                 },

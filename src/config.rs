@@ -1,9 +1,75 @@
 //! Node configuration: every setting is an environment variable with a matching flag.
 //! Defaults are documented next to each field and mirrored in the README table.
+//!
+//! [`Config`] is the settings as given (clap parses each field, a choice into its
+//! enum); [`Config::validate`] checks what clap cannot and derives, once, what the
+//! node runs with ([`Settings`]: the argon2 parameters, the allocator's settings), so
+//! nothing after start-up parses a setting again.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
+
+/// A setting with a fixed set of values: an enum whose values' names are written
+/// once, here, and which clap parses, lists in `--help` and refuses by
+/// (`[possible values: …]`). `name()` is the value as written (and a metric label).
+macro_rules! choice {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name { $($(#[$vmeta])* $variant,)* }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+        }
+
+        impl clap::ValueEnum for $name {
+            fn value_variants<'a>() -> &'a [Self] {
+                Self::ALL
+            }
+
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                Some(clap::builder::PossibleValue::new(self.name()))
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+pub(crate) use choice;
+
+choice! {
+    /// Where game servers come from (`ALLOCATOR`); also the `allocator` metric label.
+    pub enum Allocator {
+        /// The `GAME_SERVERS` pool.
+        Static = "static",
+        /// `ALLOCATOR_COMMAND`, run once per match.
+        Command = "command",
+        /// Agones, as `AGONES_VIA` says.
+        Agones = "agones",
+    }
+}
+
+choice! {
+    /// How `ALLOCATOR=agones` allocates (`AGONES_VIA`).
+    pub enum AgonesVia {
+        /// `POST /gameserverallocation` to the allocator service (AGONES_ALLOCATOR_URL).
+        AllocatorService = "allocator-service",
+        /// A GameServerAllocation created through the Kubernetes API.
+        Kubernetes = "kubernetes",
+    }
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -159,8 +225,8 @@ pub struct Config {
     /// Where game servers come from: `static` (the GAME_SERVERS pool), `command`
     /// (ALLOCATOR_COMMAND) or `agones` (Agones, AGONES_*: its allocator service or a
     /// GameServerAllocation through the Kubernetes API, as AGONES_VIA says).
-    #[arg(long, env = "ALLOCATOR", default_value = "static", value_parser = ["static", "command", "agones"], global = true)]
-    pub allocator: String,
+    #[arg(long, env = "ALLOCATOR", default_value = "static", global = true)]
+    pub allocator: Allocator,
     /// For `ALLOCATOR=command`: a program run (through `sh -c`) once per match, with
     /// the match as JSON on stdin, printing `{"server_id","host","port"}` on stdout.
     #[arg(long, env = "ALLOCATOR_COMMAND", default_value = "", global = true)]
@@ -169,8 +235,8 @@ pub struct Config {
     /// /gameserverallocation` to AGONES_ALLOCATOR_URL) or `kubernetes` (a
     /// GameServerAllocation created through AGONES_KUBERNETES_API with the service
     /// account token of AGONES_KUBERNETES_TOKEN_FILE).
-    #[arg(long, env = "AGONES_VIA", default_value = "allocator-service", value_parser = ["allocator-service", "kubernetes"], global = true)]
-    pub agones_via: String,
+    #[arg(long, env = "AGONES_VIA", default_value = "allocator-service", global = true)]
+    pub agones_via: AgonesVia,
     /// For `AGONES_VIA=kubernetes`: the Kubernetes API server (`http://` only for
     /// tests and local proxies).
     #[arg(long, env = "AGONES_KUBERNETES_API", default_value = "https://kubernetes.default.svc", global = true)]
@@ -324,27 +390,19 @@ impl Config {
         format!("{name}-{:06x}", rand::random::<u32>() & 0xff_ffff)
     }
 
-    /// Checks what clap's per-field parsers cannot: relations between fields and
-    /// values that only a store client can judge. Returns a one-line error.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks what clap's per-field parsers cannot (relations between fields, values
+    /// only a store client can judge) and derives, once, what the node runs with.
+    /// Returns a one-line error.
+    pub fn validate(self) -> Result<Settings, String> {
         // With its TLS settings: a missing or unreadable sslrootcert stops the node here.
         crate::tls::pg_target(&self.database_url())
             .map_err(|e| format!("invalid PostgreSQL URL (DB_CONN/DATABASE_URL): {e}"))?;
-        if self.allocator == "command" && self.allocator_command.trim().is_empty() {
-            return Err("ALLOCATOR=command needs ALLOCATOR_COMMAND".into());
-        }
         // The metrics port is often reachable from the whole cluster network: a short
         // token would be guessed.
         if !self.game_server_token.is_empty() && self.game_server_token.chars().count() < 16 {
             return Err("GAME_SERVER_TOKEN must be at least 16 characters (or empty: ending matches off)".into());
         }
-        if self.allocator == "agones" {
-            self.agones_endpoint()?;
-            self.agones_tls()?;
-            if let Some(token) = self.agones_token_file() {
-                read_token(&token)?;
-            }
-        }
+        let allocator = self.allocator_settings()?;
         if let Some(url) = &self.db_migration_url {
             crate::tls::pg_target(url).map_err(|e| format!("invalid DB_MIGRATION_URL: {e}"))?;
         }
@@ -360,31 +418,78 @@ impl Config {
         if self.ping_timeout_secs <= self.ping_interval_secs {
             return Err("PING_TIMEOUT_SECS must be greater than PING_INTERVAL_SECS".into());
         }
-        self.argon2_params()?;
+        let argon2 = self.argon2_params()?;
         if self.db_pool_size == 0 || self.redis_pool_size == 0 {
             return Err("DB_POOL_SIZE and REDIS_POOL_SIZE must be at least 1".into());
         }
-        Ok(())
+        Ok(Settings { config: self, argon2, allocator })
     }
 
-    /// Whether AGONES_VIA is `kubernetes`.
-    pub fn agones_via_kubernetes(&self) -> bool {
-        self.agones_via == "kubernetes"
+    /// The Argon2id parameters (ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_PARALLELISM).
+    pub fn argon2_params(&self) -> Result<argon2::Params, String> {
+        argon2::Params::new(self.argon2_memory_kib, self.argon2_iterations, self.argon2_parallelism, None)
+            .map_err(|e| format!("invalid argon2 parameters: {e}"))
+    }
+
+    /// ALLOCATOR and the settings of the allocator it names, checked: the TLS
+    /// configuration built, the token file read once.
+    fn allocator_settings(&self) -> Result<AllocatorSettings, String> {
+        Ok(match self.allocator {
+            Allocator::Static => AllocatorSettings::Static {
+                servers: self.game_servers.0.clone(),
+                // Until its game server confirms the match: its joinable window.
+                lease_secs: self.match_ticket_ttl_secs,
+            },
+            Allocator::Command if self.allocator_command.trim().is_empty() => {
+                return Err("ALLOCATOR=command needs ALLOCATOR_COMMAND".into())
+            }
+            Allocator::Command => AllocatorSettings::Command { command: self.allocator_command.clone() },
+            Allocator::Agones => {
+                let endpoint = self.agones_endpoint()?;
+                let tls = self.agones_tls(&endpoint)?;
+                let token_file = match self.agones_via {
+                    AgonesVia::AllocatorService => None,
+                    AgonesVia::Kubernetes => {
+                        let path = PathBuf::from(self.agones_kubernetes_token_file.trim());
+                        read_token(&path)?;
+                        Some(path)
+                    }
+                };
+                let mut selector = self.agones_selector_labels.0.clone();
+                if !self.agones_fleet.trim().is_empty() {
+                    selector.insert("agones.dev/fleet".into(), self.agones_fleet.trim().to_owned());
+                }
+                AllocatorSettings::Agones(Box::new(AgonesSettings {
+                    endpoint,
+                    tls,
+                    token_file,
+                    namespace: self.agones_namespace.clone(),
+                    selector,
+                    port_name: self.agones_port_name.clone(),
+                    timeout: Duration::from_secs(self.agones_timeout_secs),
+                }))
+            }
+        })
     }
 
     /// Where each allocation is POSTed: the allocator service's
     /// `/gameserverallocation` (AGONES_ALLOCATOR_URL), or with AGONES_VIA=kubernetes
     /// the namespace's `gameserverallocations` collection on AGONES_KUBERNETES_API.
-    pub fn agones_endpoint(&self) -> Result<hyper::Uri, String> {
-        let (setting, url, path) = if self.agones_via_kubernetes() {
-            let namespace = self.agones_namespace.trim();
-            if namespace.is_empty() || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                return Err(format!("invalid AGONES_NAMESPACE {namespace:?}: expected a Kubernetes namespace name"));
+    fn agones_endpoint(&self) -> Result<hyper::Uri, String> {
+        let (setting, url, path) = match self.agones_via {
+            AgonesVia::Kubernetes => {
+                let namespace = self.agones_namespace.trim();
+                if namespace.is_empty() || !namespace.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    return Err(format!(
+                        "invalid AGONES_NAMESPACE {namespace:?}: expected a Kubernetes namespace name"
+                    ));
+                }
+                let path = format!("/apis/allocation.agones.dev/v1/namespaces/{namespace}/gameserverallocations");
+                ("AGONES_KUBERNETES_API", self.agones_kubernetes_api.trim(), path)
             }
-            let path = format!("/apis/allocation.agones.dev/v1/namespaces/{namespace}/gameserverallocations");
-            ("AGONES_KUBERNETES_API", self.agones_kubernetes_api.trim(), path)
-        } else {
-            ("AGONES_ALLOCATOR_URL", self.agones_allocator_url.trim(), "/gameserverallocation".to_owned())
+            AgonesVia::AllocatorService => {
+                ("AGONES_ALLOCATOR_URL", self.agones_allocator_url.trim(), "/gameserverallocation".to_owned())
+            }
         };
         if url.is_empty() {
             return Err(format!("ALLOCATOR=agones needs {setting}"));
@@ -397,16 +502,17 @@ impl Config {
         format!("{base}{path}").parse().map_err(|e| format!("invalid {setting}: {e}"))
     }
 
-    /// The TLS client configuration for an `https` endpoint (ring provider); `None`
+    /// The TLS client configuration for an `https` `endpoint` (ring provider); `None`
     /// for `http`. The allocator service: mTLS from AGONES_CLIENT_CERT,
     /// AGONES_CLIENT_KEY and AGONES_CA_FILE. The Kubernetes API: no client
     /// certificate (the bearer token authenticates), trusting AGONES_CA_FILE or else
     /// the service account's ca.crt.
-    pub fn agones_tls(&self) -> Result<Option<rustls::ClientConfig>, String> {
+    fn agones_tls(&self, endpoint: &hyper::Uri) -> Result<Option<rustls::ClientConfig>, String> {
         let (cert, key, ca) =
             (self.agones_client_cert.trim(), self.agones_client_key.trim(), self.agones_ca_file.trim());
         let path = |setting, path| (setting, std::path::Path::new(path));
-        if self.agones_via_kubernetes() {
+        let https = endpoint.scheme_str() == Some("https");
+        if self.agones_via == AgonesVia::Kubernetes {
             if !(cert.is_empty() && key.is_empty()) {
                 return Err(
                     "AGONES_CLIENT_CERT/AGONES_CLIENT_KEY are set but AGONES_VIA=kubernetes does not use them \
@@ -414,7 +520,7 @@ impl Config {
                         .into(),
                 );
             }
-            if self.agones_endpoint()?.scheme_str() != Some("https") {
+            if !https {
                 if !ca.is_empty() {
                     return Err("AGONES_CA_FILE is set but AGONES_KUBERNETES_API is not https".into());
                 }
@@ -423,7 +529,7 @@ impl Config {
             let ca = if ca.is_empty() { path("the service account CA", SA_CA) } else { path("AGONES_CA_FILE", ca) };
             return crate::tls::ca_client(ca).map(Some);
         }
-        if self.agones_endpoint()?.scheme_str() != Some("https") {
+        if !https {
             if !(cert.is_empty() && key.is_empty() && ca.is_empty()) {
                 return Err(
                     "AGONES_CLIENT_CERT/AGONES_CLIENT_KEY/AGONES_CA_FILE are set but AGONES_ALLOCATOR_URL is not https"
@@ -445,16 +551,62 @@ impl Config {
         )
         .map(Some)
     }
+}
 
-    /// With AGONES_VIA=kubernetes, the bearer token file.
-    pub fn agones_token_file(&self) -> Option<std::path::PathBuf> {
-        self.agones_via_kubernetes().then(|| self.agones_kubernetes_token_file.trim().into())
-    }
+/// The settings a node runs with: the configuration as given, and what
+/// [`Config::validate`] derived from it once at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    /// ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_PARALLELISM.
+    pub argon2: argon2::Params,
+    /// ALLOCATOR and its allocator's settings.
+    pub allocator: AllocatorSettings,
+}
 
-    pub fn argon2_params(&self) -> Result<argon2::Params, String> {
-        argon2::Params::new(self.argon2_memory_kib, self.argon2_iterations, self.argon2_parallelism, None)
-            .map_err(|e| format!("invalid argon2 parameters: {e}"))
+/// Where game servers come from (`ALLOCATOR`), with the settings of that allocator.
+#[derive(Debug, Clone)]
+pub enum AllocatorSettings {
+    /// The `GAME_SERVERS` pool, each server leased to one match for `lease_secs` (the
+    /// joinable window, MATCH_TICKET_TTL_SECS) until its game server confirms it.
+    Static {
+        servers: Vec<(String, u16)>,
+        lease_secs: u64,
+    },
+    /// `ALLOCATOR_COMMAND` (not empty).
+    Command {
+        command: String,
+    },
+    Agones(Box<AgonesSettings>),
+}
+
+impl AllocatorSettings {
+    pub fn kind(&self) -> Allocator {
+        match self {
+            AllocatorSettings::Static { .. } => Allocator::Static,
+            AllocatorSettings::Command { .. } => Allocator::Command,
+            AllocatorSettings::Agones(_) => Allocator::Agones,
+        }
     }
+}
+
+/// `ALLOCATOR=agones`: the AGONES_* settings, checked.
+#[derive(Debug, Clone)]
+pub struct AgonesSettings {
+    /// Where each allocation is POSTed (AGONES_ALLOCATOR_URL's `/gameserverallocation`,
+    /// or the namespace's `gameserverallocations` on AGONES_KUBERNETES_API).
+    pub endpoint: hyper::Uri,
+    /// For an `https` endpoint: mTLS to the allocator service, or the Kubernetes API's CA.
+    pub tls: Option<rustls::ClientConfig>,
+    /// With AGONES_VIA=kubernetes: the bearer token file (re-read on each try: projected
+    /// tokens rotate); `None`: the allocator service.
+    pub token_file: Option<PathBuf>,
+    pub namespace: String,
+    /// AGONES_SELECTOR_LABELS, and AGONES_FLEET as `agones.dev/fleet`.
+    pub selector: BTreeMap<String, String>,
+    pub port_name: String,
+    /// AGONES_TIMEOUT_SECS.
+    pub timeout: Duration,
 }
 
 /// The service account token Kubernetes mounts in a pod (AGONES_KUBERNETES_TOKEN_FILE).
@@ -476,7 +628,7 @@ pub fn read_token(path: &std::path::Path) -> Result<String, String> {
 
 /// Comma-separated `key=value` labels (an empty value: none).
 #[derive(Debug, Clone, Default)]
-pub struct Labels(pub std::collections::BTreeMap<String, String>);
+pub struct Labels(pub BTreeMap<String, String>);
 
 impl std::str::FromStr for Labels {
     type Err = String;
@@ -843,8 +995,54 @@ mod matchmaking_settings_tests {
         assert!(with_token("").is_ok());
         assert!(with_token("0123456789abcdef").is_ok());
         assert_eq!(
-            with_token("short").unwrap_err(),
+            with_token("short").map(|_| ()).unwrap_err(),
             "GAME_SERVER_TOKEN must be at least 16 characters (or empty: ending matches off)"
         );
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::{AgonesVia, Allocator, AllocatorSettings, Config};
+
+    #[test]
+    fn choices_parse_by_their_one_list_of_names() {
+        let defaults = Config::from_flags(&[]).unwrap();
+        assert_eq!((defaults.allocator, defaults.agones_via), (Allocator::Static, AgonesVia::AllocatorService));
+        let names: Vec<&str> = Allocator::ALL.iter().map(|a| a.name()).collect();
+        assert_eq!(names, ["static", "command", "agones"]);
+        for &allocator in Allocator::ALL {
+            assert_eq!(Config::from_flags(&["--allocator", allocator.name()]).unwrap().allocator, allocator);
+        }
+        for &via in AgonesVia::ALL {
+            assert_eq!(Config::from_flags(&["--agones-via", via.name()]).unwrap().agones_via, via);
+        }
+        for bad in [&["--allocator", "Static"][..], &["--allocator", "pool"], &["--agones-via", "kube"]] {
+            let e = Config::from_flags(bad).unwrap_err();
+            assert!(e.contains("possible values"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn validation_derives_what_the_node_runs_with() {
+        let settings = Config::from_flags(&["--argon2-memory-kib", "2048", "--game-servers", "gs:7001"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!((settings.argon2.m_cost(), settings.argon2.t_cost()), (2048, 2));
+        match settings.allocator {
+            AllocatorSettings::Static { servers, lease_secs } => {
+                assert_eq!((servers, lease_secs), (vec![("gs".to_owned(), 7001)], 300))
+            }
+            other => panic!("{other:?}"),
+        }
+        let command = |flags: &[&str]| Config::from_flags(flags).unwrap().validate().map(|s| s.allocator);
+        assert_eq!(command(&["--allocator", "command"]).unwrap_err(), "ALLOCATOR=command needs ALLOCATOR_COMMAND");
+        match command(&["--allocator", "command", "--allocator-command", "allocate.sh"]).unwrap() {
+            AllocatorSettings::Command { command } => assert_eq!(command, "allocate.sh"),
+            other => panic!("{other:?}"),
+        }
+        let bad_argon2 = Config::from_flags(&["--argon2-iterations", "0"]).unwrap().validate().map(|_| ());
+        assert!(bad_argon2.unwrap_err().starts_with("invalid argon2 parameters"));
     }
 }

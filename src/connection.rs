@@ -85,6 +85,13 @@ impl Close {
     }
 }
 
+/// The span every log line of connection `id` is in, so one player's lines can be
+/// found: the connection's id, this node's, and the account once the connection
+/// authenticates (recorded by `Session::begin`).
+pub fn span(node_id: &str, id: u64) -> tracing::Span {
+    tracing::info_span!("connection", id, node = %node_id, account = tracing::field::Empty)
+}
+
 /// Exports every close reason at 0 from the start.
 pub fn register_metrics() {
     m::register_close_reasons(Close::ALL.map(Close::reason));
@@ -142,9 +149,16 @@ impl Socket {
 }
 
 impl Connection {
-    pub fn new(node: Arc<Node>, ws: HyperWebsocketStream, id: u64, client_ip: IpAddr) -> Connection {
+    /// Connection `id`, whose log lines go in `span` ([`span`]).
+    pub fn new(
+        node: Arc<Node>,
+        ws: HyperWebsocketStream,
+        id: u64,
+        client_ip: IpAddr,
+        span: tracing::Span,
+    ) -> Connection {
         let (outbox, inbox) = outbox::channel(node.config.outgoing_queue as usize);
-        let session = Session::new(id, client_ip, outbox);
+        let session = Session::new(id, client_ip, outbox).in_span(span);
         let ws = Socket { ws, write_limit: Duration::from_secs(node.config.ping_timeout_secs) };
         Connection { node, ws, session, inbox }
     }

@@ -146,6 +146,29 @@ pub enum StoreError {
     Other(String),
 }
 
+/// Logs a store failure that ends the message in `reply`, and returns the reply.
+pub fn store_failed(error: StoreError, reply: Error) -> Error {
+    log_store_failure(&error, &reply.to_string());
+    reply
+}
+
+/// Logs a store failure the handler carries on after, saying what it does instead.
+pub fn store_skipped(error: StoreError, instead: &str) {
+    log_store_failure(&error, instead);
+}
+
+/// Every store failure a handler (or the account creation they share with
+/// `POST /register`) meets is logged here, one way: the cause and what
+/// came of it. A call that was not even tried because Redis is known to be down is
+/// only a debug line: the Redis store logs the outage once, when it starts.
+fn log_store_failure(error: &StoreError, then: &str) {
+    if matches!(error, StoreError::RedisUnreachable) {
+        tracing::debug!(%error, then, "store unavailable");
+    } else {
+        tracing::warn!(%error, then, "store unavailable");
+    }
+}
+
 /// A PostgreSQL client error with its cause ("error performing TLS handshake" alone
 /// does not say that the certificate was refused). A server's error is left as it
 /// was: its detail may quote the row (a username, an email).

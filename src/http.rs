@@ -17,17 +17,22 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+use crate::accounts::create_account;
 use crate::config::{ClientIpHeader, Config, TrustedProxies};
-use crate::connection::{websocket_config, Connection};
+use crate::connection::{self, websocket_config, Connection};
 use crate::error::Error;
-use crate::handlers::register::create_account;
 use crate::metrics as m;
 use crate::node::{Node, Status};
 use crate::protocol::Registration;
 use crate::ratelimit::AddressSlots;
 
 type Body = Full<Bytes>;
+
+/// `POST /register`'s answer to a username or password under its minimum length
+/// (`names::MIN_USERNAME_CHARS`, `accounts::MIN_PASSWORD_CHARS`).
+const TOO_SHORT: &str = "Username must be at least 3 characters and password at least 6 characters";
 
 /// Store checks behind `/ready` give up after this long and report the store down.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -176,13 +181,17 @@ fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Re
     let id = public.next_id.fetch_add(1, Ordering::Relaxed);
     let node = public.node.clone();
     let going_away = public.going_away.clone();
-    tokio::spawn(async move {
+    // Every line the connection logs, the handshake's included, is in its span.
+    let span = connection::span(&node.node_id, id);
+    let session_span = span.clone();
+    let connection = async move {
         let _held = (permit, slot);
         match websocket.await {
-            Ok(ws) => Connection::new(node, ws, id, client_ip).run(going_away).await,
+            Ok(ws) => Connection::new(node, ws, id, client_ip, session_span).run(going_away).await,
             Err(e) => tracing::debug!(error = %e, "WebSocket handshake failed"),
         }
-    });
+    };
+    tokio::spawn(connection.instrument(span));
     response
 }
 
@@ -273,9 +282,7 @@ async fn register(node: &Node, peer: SocketAddr, req: Request<Incoming>) -> Resp
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        Err(Error::UsernameTooShort | Error::PasswordTooShort) => {
-            text(StatusCode::BAD_REQUEST, "Username must be at least 3 characters and password at least 6 characters")
-        }
+        Err(Error::UsernameTooShort | Error::PasswordTooShort) => text(StatusCode::BAD_REQUEST, TOO_SHORT),
         Err(Error::InvalidRegistrationFormat) => text(StatusCode::BAD_REQUEST, BAD_BODY),
         Err(Error::UsernameTaken | Error::EmailTaken) => text(StatusCode::CONFLICT, "Username or email already exists"),
         Err(Error::RegistrationRateLimited) => {
@@ -295,6 +302,15 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_too_short_answer_names_the_minimums() {
+        let (username, password) = (crate::names::MIN_USERNAME_CHARS, crate::accounts::MIN_PASSWORD_CHARS);
+        assert_eq!(
+            TOO_SHORT,
+            format!("Username must be at least {username} characters and password at least {password} characters")
+        );
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

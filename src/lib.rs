@@ -1,3 +1,4 @@
+pub mod accounts;
 pub mod address;
 pub mod auth;
 pub mod bucket;

@@ -41,16 +41,17 @@ async fn main() {
         .with_env_filter(openchampps::log_filter())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    if let Err(e) = cli.config.validate() {
+    let settings = cli.config.validate().unwrap_or_else(|e| {
         eprintln!("openchampps: {e}");
         std::process::exit(2);
-    }
+    });
+    let config = &settings.config;
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => server::serve(cli.config).await,
         Command::Bench(args) => loadgen::run(args).await,
-        Command::Revoke(args) => revoke::run(&cli.config, args).await,
-        Command::Migrate(args) => migrate::run(&cli.config, args).await,
-        Command::Ticket(args) => matchmaking::ticket_command(&cli.config, args),
+        Command::Revoke(args) => revoke::run(config, args).await,
+        Command::Migrate(args) => migrate::run(config, args).await,
+        Command::Ticket(args) => matchmaking::ticket_command(config, args),
+        Command::Serve => server::serve(settings).await,
     };
     if let Err(e) = result {
         eprintln!("openchampps: {e}");

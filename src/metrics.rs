@@ -9,6 +9,8 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::config::Allocator;
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Buckets resolving 1 ms … 1 s (and a little past it) for latencies.
@@ -49,11 +51,11 @@ pub fn install() -> PrometheusHandle {
 /// `rate()` and `increase()` work on a fresh node. Message types and close reasons
 /// are registered by their owners (the message table, the connection).
 fn register_fixed_labels() {
-    for store in ["postgres", "redis"] {
-        counter!("openchampps_store_errors_total", "store" => store).increment(0);
+    for store in Store::ALL {
+        counter!("openchampps_store_errors_total", "store" => store.label()).increment(0);
     }
-    for kind in ["global", "private"] {
-        counter!("openchampps_chat_messages_relayed_total", "kind" => kind).increment(0);
+    for kind in ChatKind::ALL {
+        counter!("openchampps_chat_messages_relayed_total", "kind" => kind.label()).increment(0);
     }
     LazyLock::force(&CACHE_LOOKUPS);
     let _ = histogram!("openchampps_hash_duration_seconds");
@@ -64,8 +66,8 @@ fn register_fixed_labels() {
     }
     gauge!("openchampps_connections_authenticated").increment(0.0);
     redis_degraded(false);
-    for pool in ["postgres", "redis"] {
-        pool_connections(pool, 0, 0, 0);
+    for store in Store::ALL {
+        pool_connections(store, 0, 0, 0);
     }
     heartbeat_age(Duration::ZERO);
 }
@@ -274,15 +276,52 @@ pub fn hash_duration(elapsed: Duration) {
     histogram!("openchampps_hash_duration_seconds").record(elapsed.as_secs_f64());
 }
 
-pub fn chat_relayed(kind: &'static str, deliveries: u64) {
-    counter!("openchampps_chat_messages_relayed_total", "kind" => kind).increment(deliveries);
+/// A store (the `store` and `pool` labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Postgres,
+    Redis,
 }
 
-pub fn store_error(store: &'static str) {
-    counter!("openchampps_store_errors_total", "store" => store).increment(1);
+impl Store {
+    const ALL: [Store; 2] = [Store::Postgres, Store::Redis];
+
+    fn label(self) -> &'static str {
+        match self {
+            Store::Postgres => "postgres",
+            Store::Redis => "redis",
+        }
+    }
 }
 
-pub fn pool_connections(pool: &'static str, size: usize, available: usize, waiting: usize) {
+/// Which chat a relayed message is (the `kind` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatKind {
+    Global,
+    Private,
+}
+
+impl ChatKind {
+    const ALL: [ChatKind; 2] = [ChatKind::Global, ChatKind::Private];
+
+    fn label(self) -> &'static str {
+        match self {
+            ChatKind::Global => "global",
+            ChatKind::Private => "private",
+        }
+    }
+}
+
+pub fn chat_relayed(kind: ChatKind, deliveries: u64) {
+    counter!("openchampps_chat_messages_relayed_total", "kind" => kind.label()).increment(deliveries);
+}
+
+pub fn store_error(store: Store) {
+    counter!("openchampps_store_errors_total", "store" => store.label()).increment(1);
+}
+
+pub fn pool_connections(store: Store, size: usize, available: usize, waiting: usize) {
+    let pool = store.label();
     gauge!("openchampps_pool_connections", "pool" => pool, "state" => "size").set(size as f64);
     gauge!("openchampps_pool_connections", "pool" => pool, "state" => "available").set(available as f64);
     gauge!("openchampps_pool_connections", "pool" => pool, "state" => "waiting").set(waiting as f64);
@@ -293,24 +332,71 @@ pub fn heartbeat_age(age: Duration) {
 }
 
 /// How a matchmaking ticket ended (the `outcome` label).
-pub const TICKET_OUTCOMES: [&str; 4] = ["matched", "left", "disconnected", "node_died"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketOutcome {
+    /// Its player was taken into a match (counted once, on the match's first try).
+    Matched,
+    /// `leave_queue`.
+    Left,
+    /// The connection holding it went away.
+    Disconnected,
+    /// The node forming its match died and the ticket could not go back.
+    NodeDied,
+}
 
-/// Exports the matchmaking series of these queues at 0.
-pub fn register_matchmaking(queues: &[(String, usize)], allocators: &[&'static str]) {
+impl TicketOutcome {
+    const ALL: [TicketOutcome; 4] =
+        [TicketOutcome::Matched, TicketOutcome::Left, TicketOutcome::Disconnected, TicketOutcome::NodeDied];
+
+    fn label(self) -> &'static str {
+        match self {
+            TicketOutcome::Matched => "matched",
+            TicketOutcome::Left => "left",
+            TicketOutcome::Disconnected => "disconnected",
+            TicketOutcome::NodeDied => "node_died",
+        }
+    }
+}
+
+/// How one try at a game server went (the `result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocationResult {
+    Ok,
+    /// Every server is taken.
+    Exhausted,
+    /// The allocator failed.
+    Failed,
+}
+
+impl AllocationResult {
+    const ALL: [AllocationResult; 3] = [AllocationResult::Ok, AllocationResult::Exhausted, AllocationResult::Failed];
+
+    fn label(self) -> &'static str {
+        match self {
+            AllocationResult::Ok => "ok",
+            AllocationResult::Exhausted => "exhausted",
+            AllocationResult::Failed => "failed",
+        }
+    }
+}
+
+/// Exports the matchmaking series of these queues, and of every allocator, at 0.
+pub fn register_matchmaking(queues: &[(String, usize)]) {
     for (queue, _) in queues {
         gauge!("openchampps_queue_length", "queue" => queue.clone()).increment(0.0);
         counter!("openchampps_matches_formed_total", "queue" => queue.clone()).increment(0);
         let _ = histogram!("openchampps_queue_wait_seconds", "queue" => queue.clone());
     }
     counter!("openchampps_queue_put_back_total").increment(0);
-    for outcome in TICKET_OUTCOMES {
-        counter!("openchampps_queue_tickets_total", "outcome" => outcome).increment(0);
+    for outcome in TicketOutcome::ALL {
+        counter!("openchampps_queue_tickets_total", "outcome" => outcome.label()).increment(0);
     }
-    for &allocator in allocators {
-        for result in ["ok", "exhausted", "failed"] {
-            counter!("openchampps_allocations_total", "allocator" => allocator, "result" => result).increment(0);
+    for &allocator in Allocator::ALL {
+        for result in AllocationResult::ALL {
+            counter!("openchampps_allocations_total", "allocator" => allocator.name(), "result" => result.label())
+                .increment(0);
         }
-        let _ = histogram!("openchampps_allocation_duration_seconds", "allocator" => allocator);
+        let _ = histogram!("openchampps_allocation_duration_seconds", "allocator" => allocator.name());
     }
 }
 
@@ -318,8 +404,8 @@ pub fn queue_length(queue: &str, length: u64) {
     gauge!("openchampps_queue_length", "queue" => queue.to_owned()).set(length as f64);
 }
 
-pub fn ticket_ended(outcome: &'static str, n: u64) {
-    counter!("openchampps_queue_tickets_total", "outcome" => outcome).increment(n);
+pub fn ticket_ended(outcome: TicketOutcome, n: u64) {
+    counter!("openchampps_queue_tickets_total", "outcome" => outcome.label()).increment(n);
 }
 
 /// Players put back at their places: their match found no server this time, or the
@@ -336,8 +422,9 @@ pub fn match_formed(queue: &str, waits: impl IntoIterator<Item = Duration>) {
     }
 }
 
-pub fn allocation(allocator: &'static str, result: &'static str, elapsed: Duration) {
-    counter!("openchampps_allocations_total", "allocator" => allocator, "result" => result).increment(1);
+pub fn allocation(allocator: Allocator, result: AllocationResult, elapsed: Duration) {
+    let allocator = allocator.name();
+    counter!("openchampps_allocations_total", "allocator" => allocator, "result" => result.label()).increment(1);
     histogram!("openchampps_allocation_duration_seconds", "allocator" => allocator).record(elapsed.as_secs_f64());
 }
 

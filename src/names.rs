@@ -4,6 +4,10 @@
 
 use unicode_normalization::UnicodeNormalization;
 
+/// Shortest username `register` accepts and `login` checks (accounts taken over from
+/// the Go server may be shorter: `store::takeover` counts them).
+pub const MIN_USERNAME_CHARS: usize = 3;
+
 /// Longest username `register` accepts. Accounts taken over from the Go server are
 /// shorter still: its column was `VARCHAR(50)` (`store::takeover`).
 pub const MAX_USERNAME_CHARS: usize = 64;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::auth::HashPool;
 use crate::cluster::Cluster;
-use crate::config::Config;
+use crate::config::{Config, Settings};
 use crate::last_used::LastUsed;
 use crate::matchmaking::{Matchmaker, Releases};
 use crate::ratelimit::LoginThrottle;
@@ -44,16 +44,17 @@ pub struct Feeds {
 }
 
 impl Node {
-    pub fn new(config: Config, node_id: String, stores: Stores) -> (Node, Feeds) {
-        let params = config.argon2_params().expect("validated at start-up");
+    /// The node `settings` describe (checked and derived by `Config::validate`).
+    pub fn new(settings: Settings, node_id: String, stores: Stores) -> (Node, Feeds) {
+        let Settings { config, argon2, allocator } = settings;
         let (per_address, per_network) =
             (config.hash_places_per_address as usize, config.hash_places_per_network as usize);
-        let hasher = HashPool::new(params, config.hash_workers, config.hash_queue, per_address, per_network);
+        let hasher = HashPool::new(argon2, config.hash_workers, config.hash_queue, per_address, per_network);
         let logins = LoginThrottle::new(stores.limits.clone(), &config);
         let (registry, route_changes) = Registry::new();
         let registry = Arc::new(registry);
         let cluster = Arc::new(Cluster::new(node_id.clone(), &stores, registry.clone(), &config));
-        let (matchmaker, releases) = Matchmaker::new(&config, stores.queue.clone(), cluster.clone());
+        let (matchmaker, releases) = Matchmaker::new(&config, &allocator, stores.queue.clone(), cluster.clone());
         let node = Node {
             config,
             node_id,

@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Settings};
 use crate::http::{self, Public};
 use crate::metrics as m;
 use crate::node::{Node, Status};
@@ -59,34 +59,47 @@ impl Listeners {
 
 /// The `serve` command: PostgreSQL and Redis as configured, the configured ports,
 /// until SIGTERM/SIGINT.
-pub async fn serve(config: Config) -> Result<(), String> {
-    let stores = Stores::connect(&config).map_err(|e| e.to_string())?;
-    let listeners = Listeners::bind(&config).await?;
-    raise_fd_limit(config.max_connections);
-    run(config, listeners, stores, shutdown_signal()).await
+pub async fn serve(settings: Settings) -> Result<(), String> {
+    let stores = Stores::connect(&settings.config).map_err(|e| e.to_string())?;
+    let listeners = Listeners::bind(&settings.config).await?;
+    raise_fd_limit(settings.config.max_connections);
+    run_settings(settings, listeners, stores, shutdown_signal()).await
 }
 
-/// Runs a node on `listeners` and `stores` until `shutdown` resolves, then drains
-/// and returns.
+/// Runs a node with `config`, checked as `main` checks it (for embedding a node:
+/// tests), on `listeners` and `stores` until `shutdown` resolves, then drains and
+/// returns.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     stores: Stores,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
+    run_settings(config.validate()?, listeners, stores, shutdown).await
+}
+
+/// Runs a node with `settings` on `listeners` and `stores` until `shutdown`
+/// resolves, then drains and returns.
+pub async fn run_settings(
+    settings: Settings,
+    listeners: Listeners,
+    stores: Stores,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let config = &settings.config;
     let node_id = config.node_id();
     let handle = m::install();
     m::build_info(&node_id);
     handlers::register_metrics();
     connection::register_metrics();
-    m::register_matchmaking(&config.match_queues.0, &crate::matchmaking::ALLOCATORS);
+    m::register_matchmaking(&config.match_queues.0);
 
     let public_addr = listeners.public.local_addr().map_err(|e| e.to_string())?;
     let metrics_addr = listeners.metrics.local_addr().map_err(|e| e.to_string())?;
     let max_connections = config.max_connections as usize;
     let per_address = crate::ratelimit::AddressSlots::new(config.max_connections_per_address);
     let drain = Duration::from_secs(config.shutdown_drain_secs);
-    let (node, feeds) = Node::new(config, node_id.clone(), stores);
+    let (node, feeds) = Node::new(settings, node_id.clone(), stores);
     let node = Arc::new(node);
     let public = Arc::new(Public {
         node: node.clone(),

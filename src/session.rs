@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::time::Instant;
+use tracing::Span;
 
 use crate::auth::TokenHash;
 use crate::node::Node;
@@ -38,11 +39,27 @@ pub struct Session {
     /// Since when the connection has been unauthenticated (it must authenticate in time).
     unauthenticated_since: Instant,
     outbox: Outbox,
+    /// The connection's span (`connection::span`): [`Session::begin`] records the
+    /// account in it.
+    span: Span,
 }
 
 impl Session {
     pub fn new(id: u64, client_ip: IpAddr, outbox: Outbox) -> Session {
-        Session { id, client_ip, auth: None, queued: false, unauthenticated_since: Instant::now(), outbox }
+        Session {
+            id,
+            client_ip,
+            auth: None,
+            queued: false,
+            unauthenticated_since: Instant::now(),
+            outbox,
+            span: Span::none(),
+        }
+    }
+
+    /// The session of a connection whose log lines are in `span`.
+    pub fn in_span(self, span: Span) -> Session {
+        Session { span, ..self }
     }
 
     pub fn auth(&self) -> Option<&Auth> {
@@ -71,6 +88,7 @@ impl Session {
             self.end(node);
             // A player back on a new connection: its match, if it is still on.
             node.matchmaker.resend_joinable(auth.username.clone(), self.outbox.clone());
+            self.span.record("account", tracing::field::display(&auth.username));
         }
         let peer = Peer {
             display_name: auth.display_name.clone(),

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::*;
@@ -95,4 +96,63 @@ async fn every_way_a_session_ends_releases_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the closed connection still counts");
+}
+
+/// What the test binary's log subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every line logged in this test binary from now on. A process-wide subscriber: a
+/// thread's own (`set_default`) can miss lines whose call sites tests on other
+/// threads reached first.
+fn captured_logs() -> Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = {
+            let captured = captured.clone();
+            move || captured.clone()
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the one subscriber of this test binary");
+        captured
+    })
+    .clone()
+}
+
+/// Every line a connection logs is in its span: the connection's id, the node's, and
+/// the account once the connection authenticates, so one player's lines can be found.
+#[tokio::test]
+async fn a_connections_log_lines_name_its_node_and_account() {
+    let captured = captured_logs();
+    let node = inproc_node(&[]).await;
+    let name = unique_name("traced");
+    let mut player = node.client().await;
+    player.signed_up(&name).await;
+    player.close().await;
+
+    let text = || String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let ended = |text: &str| {
+        text.lines()
+            .find(|l| l.contains("connection ended") && l.contains(&format!("account={name}")))
+            .map(str::to_owned)
+    };
+    assert!(eventually(Duration::from_secs(10), || async { ended(&text()).is_some() }).await, "{}", text());
+    let line = ended(&text()).unwrap();
+    assert!(line.contains("connection{id=") && line.contains(&format!("node={}", node.node_id)), "{line}");
 }

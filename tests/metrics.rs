@@ -1,13 +1,18 @@
-//! What a node exports before any traffic, and that recording metrics costs no
-//! memory when nobody scrapes. Node processes: metrics are per process.
+//! What a node exports before any traffic, that recording metrics costs no memory
+//! when nobody scrapes, and that the queue-wait histogram sees waits under a second.
+//! Node processes (metrics are per process), but for the queue wait: an in-process
+//! node on a queue of its own.
 
 mod common;
 
 use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use openchampps::connection::Close;
 use openchampps::handlers::Kind;
+use openchampps::store::MatchQueue;
+use serde_json::json;
 
 fn has_series(scrape: &str, series: &str) -> bool {
     scrape.lines().any(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')))
@@ -42,8 +47,52 @@ async fn a_fresh_node_exports_every_known_series_at_zero() {
     for kind in ["global", "private"] {
         expected.push(format!(r#"openchampps_chat_messages_relayed_total{{kind="{kind}"}}"#));
     }
+    for outcome in ["matched", "left", "disconnected", "node_died"] {
+        expected.push(format!(r#"openchampps_queue_tickets_total{{outcome="{outcome}"}}"#));
+    }
+    for allocator in ["static", "command", "agones"] {
+        for result in ["ok", "exhausted", "failed"] {
+            expected.push(format!(r#"openchampps_allocations_total{{allocator="{allocator}",result="{result}"}}"#));
+        }
+        expected.push(format!(r#"openchampps_allocation_duration_seconds_count{{allocator="{allocator}"}}"#));
+    }
     let missing: Vec<&String> = expected.iter().filter(|s| !has_series(&scrape, s)).collect();
     assert!(missing.is_empty(), "missing from a fresh node's first scrape: {missing:#?}\n{scrape}");
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A ticket's `joined_ms` is when it was taken, to the millisecond (not whole seconds
+/// times 1,000), so the queue-wait histogram sees waits under a second.
+#[tokio::test]
+async fn queue_waits_are_measured_in_milliseconds() {
+    let queue = unique_name("wait");
+    let node = inproc_node(&["--match-queues", &format!("{queue}:2")]).await;
+    let first_name = unique_name("first");
+    let mut first = node.client().await;
+    first.signed_up(&first_name).await;
+    let mut second = node.player("second").await;
+    let join = json!({"type": "join_queue", "payload": {"queue": queue}});
+
+    let before = unix_ms();
+    assert_eq!(first.request(join.clone()).await["type"], "queued");
+    let after = unix_ms();
+    let (ticket, _) = node.shared.position(&first_name).await.unwrap().expect("a ticket");
+    assert!((before..=after).contains(&ticket.joined_ms), "{before} <= {} <= {after}", ticket.joined_ms);
+
+    // The first player waits at least this long: a wait of its own, under a second.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(second.request(join).await["type"], "queued");
+    let sum = format!(r#"openchampps_queue_wait_seconds_sum{{queue="{queue}"}} "#);
+    let count = format!(r#"openchampps_queue_wait_seconds_count{{queue="{queue}"}} 2"#);
+    let formed =
+        eventually(Duration::from_secs(10), || async { node.metrics_text().await.lines().any(|l| l == count) }).await;
+    let scrape = node.metrics_text().await;
+    assert!(formed, "no match formed: {scrape}");
+    let waited: f64 = scrape.lines().find_map(|l| l.strip_prefix(&sum)).unwrap().parse().unwrap();
+    assert!(waited >= 0.05, "the two waits add up to {waited} s");
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -19,7 +19,7 @@ pub async fn apply(node: &Node, session: &mut Session, player: &Auth, request: O
         node: node.node_id.clone(),
         conn: session.id,
         seq: 0,
-        joined_ms: (crate::store::unix_now() * 1000) as u64,
+        joined_ms: crate::store::unix_now_ms(),
         tries: 0,
         left: false,
     };

@@ -19,7 +19,9 @@ pub async fn apply(node: &Node, session: &mut Session, request: Option<Credentia
     let Some(Credentials { username, password }) = request else {
         return Err(Error::InvalidLoginFormat);
     };
-    if username.chars().count() < 3 || password.chars().count() < 6 {
+    if username.chars().count() < crate::names::MIN_USERNAME_CHARS
+        || password.chars().count() < crate::accounts::MIN_PASSWORD_CHARS
+    {
         return Err(Error::InvalidLoginFormat);
     }
 

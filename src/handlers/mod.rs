@@ -31,7 +31,7 @@ mod login;
 mod logout;
 mod private_chat;
 mod queue_status;
-pub mod register;
+mod register;
 mod set_username;
 mod token_auth;
 
@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::auth::Token;
-use crate::error::{Error, StoreError};
+use crate::error::{store_failed, store_skipped, Error, StoreError};
 use crate::metrics::{AuthResult, MessageMetrics};
 use crate::node::Node;
 use crate::protocol::{
@@ -227,28 +227,6 @@ fn chat_text(node: &Node, message: String) -> Result<String, Error> {
 /// Whether `text` is longer than `max` characters (bytes first: most text is short).
 fn longer_than(text: &str, max: usize) -> bool {
     text.len() > max && text.chars().count() > max
-}
-
-/// Logs a store failure that ends the message in `reply`, and returns the reply.
-fn store_failed(error: StoreError, reply: Error) -> Error {
-    log_store_failure(&error, &reply.to_string());
-    reply
-}
-
-/// Logs a store failure the handler carries on after, saying what it does instead.
-fn store_skipped(error: StoreError, instead: &str) {
-    log_store_failure(&error, instead);
-}
-
-/// Every store failure a handler meets is logged here, one way: the cause and what
-/// came of it. A call that was not even tried because Redis is known to be down is
-/// only a debug line: the Redis store logs the outage once, when it starts.
-fn log_store_failure(error: &StoreError, then: &str) {
-    if matches!(error, StoreError::RedisUnreachable) {
-        tracing::debug!(%error, then, "store unavailable");
-    } else {
-        tracing::warn!(%error, then, "store unavailable");
-    }
 }
 
 #[cfg(test)]

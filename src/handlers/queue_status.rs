@@ -13,7 +13,7 @@ pub async fn apply(node: &Node, _session: &mut Session, player: &Auth) -> Outcom
                 queued: true,
                 queue: Some(ticket.queue),
                 position: Some(position),
-                waiting_secs: Some(((crate::store::unix_now() * 1000) as u64).saturating_sub(ticket.joined_ms) / 1000),
+                waiting_secs: Some(crate::store::unix_now_ms().saturating_sub(ticket.joined_ms) / 1000),
             },
             None => QueueStatus { queued: false, queue: None, position: None, waiting_secs: None },
         };

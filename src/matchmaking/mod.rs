@@ -25,17 +25,16 @@ use tokio_util::sync::CancellationToken;
 mod allocate;
 pub mod ticket;
 
-pub use allocate::ALLOCATORS;
 pub use ticket::{ticket_command, TicketArgs};
 
 use allocate::{Allocate, Failure, Request, Server};
 
 use crate::cluster::Cluster;
-use crate::config::Config;
-use crate::metrics as m;
+use crate::config::{AllocatorSettings, Config};
+use crate::metrics::{self as m, AllocationResult, TicketOutcome};
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::{MatchFound, Reply};
-use crate::store::{unix_now, BusEvent, FrameTarget, Joinable, Left, MatchQueue, Ticket};
+use crate::store::{unix_now, unix_now_ms, BusEvent, FrameTarget, Joinable, Left, MatchQueue, Ticket};
 
 /// How often each node looks for matches to form.
 const FORM_EVERY: Duration = Duration::from_millis(500);
@@ -63,13 +62,18 @@ pub struct Matchmaker {
 pub type Releases = mpsc::UnboundedReceiver<(String, u64)>;
 
 impl Matchmaker {
-    pub fn new(config: &Config, queue: Arc<dyn MatchQueue>, cluster: Arc<Cluster>) -> (Matchmaker, Releases) {
+    pub fn new(
+        config: &Config,
+        allocator: &AllocatorSettings,
+        queue: Arc<dyn MatchQueue>,
+        cluster: Arc<Cluster>,
+    ) -> (Matchmaker, Releases) {
         let mut keys = config.match_ticket_keys.0.clone();
         if keys.is_empty() {
             keys.push(("node".into(), uuid::Uuid::new_v4().as_bytes().to_vec()));
         }
         let (released, rx) = mpsc::unbounded_channel();
-        let allocator = allocate::from_config(config, queue.clone());
+        let allocator = allocate::build(allocator, !config.game_server_token.is_empty(), queue.clone());
         let matchmaker = Matchmaker {
             queues: config.match_queues.0.clone(),
             keys,
@@ -146,7 +150,7 @@ impl Matchmaker {
     /// `false` when the store could not be asked (to be tried again).
     async fn end_ticket(&self, ticket: &(String, u64)) -> bool {
         match self.queue.leave(&ticket.0, Some((self.cluster.node_id(), ticket.1))).await {
-            Ok(Left::Removed(_)) => m::ticket_ended("disconnected", 1),
+            Ok(Left::Removed(_)) => m::ticket_ended(TicketOutcome::Disconnected, 1),
             Ok(_) => {}
             Err(_) => return false,
         }
@@ -159,7 +163,7 @@ impl Matchmaker {
         let ttl = self.ticket_ttl_secs;
         let gone = self.cluster.gone_nodes();
         let taken = self.queue.take(queue, size, &match_id, self.cluster.node_id(), ttl, &gone).await.ok()?;
-        m::ticket_ended("node_died", taken.dropped);
+        m::ticket_ended(TicketOutcome::NodeDied, taken.dropped);
         m::put_back(taken.put_back);
         if taken.tickets.is_empty() {
             return None;
@@ -168,10 +172,10 @@ impl Matchmaker {
         let fresh: Vec<&Ticket> = taken.tickets.iter().filter(|t| t.tries == 0).collect();
         tracing::info!(%match_id, queue, players = taken.tickets.len(), retried = taken.tickets.len() - fresh.len(), "match formed");
         if !fresh.is_empty() {
-            let now_ms = (unix_now() * 1000) as u64;
+            let now_ms = unix_now_ms();
             let waits = fresh.iter().map(|t| Duration::from_millis(now_ms.saturating_sub(t.joined_ms)));
             m::match_formed(queue, waits);
-            m::ticket_ended("matched", fresh.len() as u64);
+            m::ticket_ended(TicketOutcome::Matched, fresh.len() as u64);
         }
         Some(Formed { match_id, tickets: taken.tickets })
     }
@@ -192,7 +196,8 @@ impl Matchmaker {
         };
         let started = std::time::Instant::now();
         let result = allocator.allocate(&request).await;
-        m::allocation(allocator.name(), result.as_ref().map_or_else(Failure::result, |_| "ok"), started.elapsed());
+        let outcome = result.as_ref().map_or_else(Failure::result, |_| AllocationResult::Ok);
+        m::allocation(allocator.kind(), outcome, started.elapsed());
         match result {
             Ok(server) => self.announce(&match_id, &tickets, &server).await,
             Err(e) => {

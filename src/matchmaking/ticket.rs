@@ -108,12 +108,19 @@ pub fn verify(
     Ok(claims)
 }
 
+crate::config::choice! {
+    /// What `openchampps ticket` does.
+    pub enum TicketAction {
+        Verify = "verify",
+        Credential = "credential",
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct TicketArgs {
     /// `verify` a join ticket, or print a game server's `credential` for
     /// `match:<match id>` or `server:<server id>` (from GAME_SERVER_TOKEN).
-    #[arg(value_parser = ["verify", "credential"])]
-    pub action: String,
+    pub action: TicketAction,
     /// The ticket, as `match_found` carried it; or `match:<id>` / `server:<id>`.
     pub ticket: String,
     /// verify (required): the game server it is presented to (its `containerID`).
@@ -127,7 +134,7 @@ pub struct TicketArgs {
 /// `openchampps ticket verify TICKET --server ID --match ID`: prints the claims of
 /// a valid ticket, or why not; `openchampps ticket credential SCOPE:ID`.
 pub fn ticket_command(config: &Config, args: TicketArgs) -> Result<(), String> {
-    if args.action == "credential" {
+    if args.action == TicketAction::Credential {
         let key = &config.game_server_token;
         let (scope, id) = args
             .ticket

@@ -27,6 +27,11 @@ pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Milliseconds since the Unix epoch: when a queue ticket was taken (`Ticket::joined_ms`).
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Seconds left until `expires_at`, at least one: the Redis TTL of whatever lives as
 /// long as a token.
 pub fn seconds_until(expires_at: i64) -> u64 {

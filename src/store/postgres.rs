@@ -54,7 +54,7 @@ impl PgStore {
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| {
-            m::store_error("postgres");
+            m::store_error(m::Store::Postgres);
             e.into()
         })
     }
@@ -85,7 +85,7 @@ fn hashes(rows: &[Row]) -> Vec<TokenHash> {
 
 fn counted<T>(r: Result<T, tokio_postgres::Error>) -> StoreResult<T> {
     r.map_err(|e| {
-        m::store_error("postgres");
+        m::store_error(m::Store::Postgres);
         e.into()
     })
 }
@@ -100,7 +100,7 @@ impl Health for PgStore {
 
     fn export_pool_gauges(&self) {
         let s = self.pool.status();
-        m::pool_connections("postgres", s.size, s.available, s.waiting);
+        m::pool_connections(m::Store::Postgres, s.size, s.available, s.waiting);
     }
 }
 

@@ -26,7 +26,7 @@ use tokio_postgres::{Client, GenericClient, IsolationLevel};
 
 use super::StoreResult;
 use crate::error::StoreError;
-use crate::names::unstable_username;
+use crate::names::{unstable_username, MIN_USERNAME_CHARS};
 
 /// How long the takeover waits for its exclusive lock on the two tables: a Go server
 /// still running (inside a transaction) would otherwise hold every node's start-up.
@@ -78,7 +78,7 @@ pub struct Survey {
     pub argon2: i64,
     /// Password hashes in neither format: those accounts cannot log in.
     pub unknown_hashes: i64,
-    /// Names shorter than the 3 characters `login` requires: their tokens still work.
+    /// Names shorter than the [`MIN_USERNAME_CHARS`] `login` requires: their tokens still work.
     pub short_usernames: i64,
     pub tokens: i64,
     pub live: i64,
@@ -108,13 +108,15 @@ pub async fn survey(
     let start = Instant::now();
     let row = client
         .query_one(
-            "SELECT count(*), \
-                    count(*) FILTER (WHERE char_length(password_hash) = 60 AND (password_hash LIKE '$2a$%' \
-                                     OR password_hash LIKE '$2b$%' OR password_hash LIKE '$2y$%')), \
-                    count(*) FILTER (WHERE password_hash LIKE '$argon2%'), \
-                    count(*) FILTER (WHERE username ~ '[^[:space:]]' AND char_length(username) < 3), \
-                    current_setting('TimeZone') \
-             FROM users",
+            &format!(
+                "SELECT count(*), \
+                        count(*) FILTER (WHERE char_length(password_hash) = 60 AND (password_hash LIKE '$2a$%' \
+                                         OR password_hash LIKE '$2b$%' OR password_hash LIKE '$2y$%')), \
+                        count(*) FILTER (WHERE password_hash LIKE '$argon2%'), \
+                        count(*) FILTER (WHERE username ~ '[^[:space:]]' AND char_length(username) < {MIN_USERNAME_CHARS}), \
+                        current_setting('TimeZone') \
+                 FROM users"
+            ),
             &[],
         )
         .await?;
@@ -522,7 +524,8 @@ async fn report(client: &mut Client) -> Result<(), String> {
     }
     if s.short_usernames > 0 {
         println!(
-            "  users named with fewer than 3 characters (their tokens work; a password login cannot name them): {}",
+            "  users named with fewer than {MIN_USERNAME_CHARS} characters (their tokens work; a password login \
+             cannot name them): {}",
             s.short_usernames
         );
     }

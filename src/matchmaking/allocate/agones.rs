@@ -48,7 +48,8 @@ use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 
 use super::{Allocate, Failure, Request, Server};
-use crate::config::Config;
+use crate::config::AgonesSettings;
+use crate::config::Allocator;
 
 /// Most of an error body quoted in a failure reason.
 const QUOTED: usize = 200;
@@ -71,36 +72,31 @@ pub struct Agones {
 }
 
 impl Agones {
-    /// The allocator the AGONES_* settings describe (already checked by
-    /// `Config::validate`, which builds the same TLS configuration).
-    pub fn new(config: &Config) -> Result<Agones, String> {
-        let endpoint = config.agones_endpoint()?;
+    /// The allocator the AGONES_* settings describe (checked by `Config::validate`,
+    /// which built the TLS configuration).
+    pub fn new(settings: &AgonesSettings) -> Agones {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(config.agones_timeout_secs)));
+        http.set_connect_timeout(Some(settings.timeout));
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let connector = match config.agones_tls()? {
-            Some(tls) => builder.with_tls_config(tls).https_only().enable_http1().wrap_connector(http),
+        let connector = match &settings.tls {
+            Some(tls) => builder.with_tls_config(tls.clone()).https_only().enable_http1().wrap_connector(http),
             // Plain HTTP: the TLS half is never used, any configuration does.
             None => {
                 builder.with_tls_config(crate::tls::unused_client()).https_or_http().enable_http1().wrap_connector(http)
             }
         };
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        let mut selector = config.agones_selector_labels.0.clone();
-        if !config.agones_fleet.trim().is_empty() {
-            selector.insert("agones.dev/fleet".into(), config.agones_fleet.trim().to_owned());
-        }
-        Ok(Agones {
+        Agones {
             client,
-            endpoint,
-            namespace: config.agones_namespace.clone(),
-            selector,
-            port_name: config.agones_port_name.clone(),
-            timeout: Duration::from_secs(config.agones_timeout_secs),
-            token_file: config.agones_token_file(),
-        })
+            endpoint: settings.endpoint.clone(),
+            namespace: settings.namespace.clone(),
+            selector: settings.selector.clone(),
+            port_name: settings.port_name.clone(),
+            timeout: settings.timeout,
+            token_file: settings.token_file.clone(),
+        }
     }
 
     /// Who answers, in failure reasons.
@@ -217,8 +213,8 @@ impl Agones {
 
 #[async_trait]
 impl Allocate for Agones {
-    fn name(&self) -> &'static str {
-        "agones"
+    fn kind(&self) -> Allocator {
+        Allocator::Agones
     }
 
     async fn allocate(&self, request: &Request<'_>) -> Result<Server, Failure> {
@@ -386,10 +382,21 @@ struct Status {
 mod tests {
     use super::*;
 
+    /// The allocator of these flags, as `Config::validate` checks them (with
+    /// AGONES_VIA=kubernetes, a token file that exists while it is checked; these
+    /// tests never send a request).
     fn agones(flags: &[&str]) -> Agones {
+        let token = std::env::temp_dir().join(format!("ocps-agones-token-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&token, "test-token\n").unwrap();
         let mut args = vec!["--allocator", "agones", "--agones-allocator-url", "http://127.0.0.1:1"];
+        args.extend_from_slice(&["--agones-kubernetes-token-file", token.to_str().unwrap()]);
         args.extend_from_slice(flags);
-        Agones::new(&Config::from_flags(&args).unwrap()).unwrap()
+        let settings = crate::config::Config::from_flags(&args).unwrap().validate();
+        std::fs::remove_file(&token).unwrap();
+        match settings.unwrap().allocator {
+            crate::config::AllocatorSettings::Agones(settings) => Agones::new(&settings),
+            other => panic!("not agones: {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 
 use super::{Allocate, Failure, Request, Server};
+use crate::config::Allocator;
 
 /// Longest one run of the command may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,8 +36,8 @@ struct Allocated {
 
 #[async_trait]
 impl Allocate for Command {
-    fn name(&self) -> &'static str {
-        "command"
+    fn kind(&self) -> Allocator {
+        Allocator::Command
     }
 
     async fn allocate(&self, request: &Request<'_>) -> Result<Server, Failure> {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::config::Config;
+use crate::config::{Allocator, AllocatorSettings};
+use crate::metrics::AllocationResult;
 use crate::store::MatchQueue;
 
 /// The match a game server is wanted for.
@@ -42,10 +43,10 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn result(&self) -> &'static str {
+    pub fn result(&self) -> AllocationResult {
         match self {
-            Failure::Exhausted(_) => "exhausted",
-            Failure::Failed(_) => "failed",
+            Failure::Exhausted(_) => AllocationResult::Exhausted,
+            Failure::Failed(_) => AllocationResult::Failed,
         }
     }
 }
@@ -60,33 +61,29 @@ impl std::fmt::Display for Failure {
 
 #[async_trait]
 pub trait Allocate: Send + Sync + 'static {
-    /// The `allocator` label: the `ALLOCATOR` value.
-    fn name(&self) -> &'static str;
+    /// Which `ALLOCATOR` this is (the `allocator` label).
+    fn kind(&self) -> Allocator;
     /// One try at a game server for the match.
     async fn allocate(&self, request: &Request<'_>) -> Result<Server, Failure>;
 }
 
-/// Every `ALLOCATOR` value, for the metrics registered at 0.
-pub const ALLOCATORS: [&str; 3] = ["static", "command", "agones"];
-
-/// The allocator `ALLOCATOR` names.
-pub fn from_config(config: &Config, queue: Arc<dyn MatchQueue>) -> Arc<dyn Allocate> {
-    match config.allocator.as_str() {
-        "command" => Arc::new(command::Command::new(&config.allocator_command)),
-        // Config::validate checked the same settings before the node started.
-        "agones" => Arc::new(agones::Agones::new(config).expect("AGONES_* settings validated at start-up")),
-        _ => {
-            if config.game_servers.0.is_empty() {
+/// The allocator the settings name. `credentials`: whether game servers get a
+/// credential for their match (GAME_SERVER_TOKEN is set).
+pub fn build(settings: &AllocatorSettings, credentials: bool, queue: Arc<dyn MatchQueue>) -> Arc<dyn Allocate> {
+    match settings {
+        AllocatorSettings::Command { command } => Arc::new(command::Command::new(command)),
+        AllocatorSettings::Agones(agones) => Arc::new(agones::Agones::new(agones)),
+        AllocatorSettings::Static { servers, lease_secs } => {
+            if servers.is_empty() {
                 tracing::warn!("ALLOCATOR=static without GAME_SERVERS: every match will end in match_error");
             }
-            if !config.game_servers.0.is_empty() && config.game_server_token.is_empty() {
+            if !servers.is_empty() && !credentials {
                 tracing::warn!(
                     "ALLOCATOR=static without GAME_SERVER_TOKEN: game servers cannot learn, confirm or end their \
                      match; each server is leased for MATCH_TICKET_TTL_SECS only"
                 );
             }
-            // Until its game server confirms the match: its joinable window.
-            Arc::new(static_pool::StaticPool::new(&config.game_servers.0, config.match_ticket_ttl_secs, queue))
+            Arc::new(static_pool::StaticPool::new(servers, *lease_secs, queue))
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{Allocate, Failure, Request, Server};
+use crate::config::Allocator;
 use crate::store::MatchQueue;
 
 pub struct StaticPool {
@@ -24,8 +25,8 @@ impl StaticPool {
 
 #[async_trait]
 impl Allocate for StaticPool {
-    fn name(&self) -> &'static str {
-        "static"
+    fn kind(&self) -> Allocator {
+        Allocator::Static
     }
 
     /// A server of the pool nobody else holds, leased to the match.

@@ -224,7 +224,7 @@ impl RedisStore {
         };
         let failed = result.as_ref().err().is_some_and(unreachable);
         if result.is_err() {
-            m::store_error("redis");
+            m::store_error(m::Store::Redis);
         }
         // A master demoted by a failover answers READONLY: reconnect (Sentinel asks again).
         let demoted = matches!(&result, Err(StoreError::Redis(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly));
@@ -306,7 +306,7 @@ impl Health for RedisStore {
     fn export_pool_gauges(&self) {
         if let Topology::Single { pool, .. } = &self.topology {
             let s = pool.status();
-            m::pool_connections("redis", s.size, s.available, s.waiting);
+            m::pool_connections(m::Store::Redis, s.size, s.available, s.waiting);
         }
     }
 }
