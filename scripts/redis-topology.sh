@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts a private Redis topology from Debian's redis-server, for manual runs and
-# benchmarks (the tests start their own: tests/common/stores.rs).
+# benchmarks (the tests start their own: tests/it/common/stores.rs).
 #
 #   scripts/redis-topology.sh cluster DIR    # 3 masters (Redis Cluster), no replicas
 #   scripts/redis-topology.sh sentinel DIR   # a master, a replica, 3 sentinels (master name mymaster)

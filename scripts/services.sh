@@ -63,7 +63,7 @@ ensure_pgbouncer() {
   apt_install pgbouncer
 }
 
-# tests/topologies.rs starts its own Redis Cluster (redis-server --cluster-enabled,
+# tests/it/topologies.rs starts its own Redis Cluster (redis-server --cluster-enabled,
 # redis-cli --cluster create) and Sentinel (redis-server --sentinel) processes: only the
 # binaries are needed, not Debian's services.
 ensure_redis_topologies() {

@@ -20,7 +20,7 @@
 //!
 //! Adding a message: a handler file, one line in [`messages!`], its payload type
 //! (`protocol::Payload`) and reply variant in `protocol.rs`, and its row in
-//! `docs/PROTOCOL.md`. `tests/protocol.rs` round-trips every line: the request as a
+//! `docs/PROTOCOL.md`. `tests/it/protocol.rs` round-trips every line: the request as a
 //! client builds it, the node's reply, and the doc's row.
 
 mod count;

@@ -2,12 +2,10 @@
 //! ending a session (logout, a new login, the socket going away) releases it once.
 //! In-process nodes on the in-memory stores.
 
-mod common;
-
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use openchampps::handlers::Request;
 use openchampps::protocol::Reply;
 

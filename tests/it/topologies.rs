@@ -6,12 +6,10 @@
 //! killed under Sentinel and under Cluster, and the time until the nodes work again
 //! (without a restart) is measured.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::stores::{error_stats, redis_cli, PrivateRedis, PrivateRedisCluster, PrivateRedisSentinel, TestPki};
-use common::*;
+use crate::common::stores::{error_stats, redis_cli, PrivateRedis, PrivateRedisCluster, PrivateRedisSentinel, TestPki};
+use crate::common::*;
 use serde_json::json;
 
 /// The nodes re-check live sessions' tokens every second, and let chat through unthrottled.

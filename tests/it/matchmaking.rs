@@ -17,12 +17,10 @@
 //!   `tests/topologies.rs`: matchmaking on Sentinel and Cluster; `tests/contract.rs`:
 //!   the queue twin against Redis, case by case.
 
-mod common;
-
 use std::time::Duration;
 
-use common::stores::{redis_cli, PrivateRedis, TempDir};
-use common::*;
+use crate::common::stores::{redis_cli, PrivateRedis, TempDir};
+use crate::common::*;
 use serde_json::{json, Value};
 
 const KEYS: (&str, &str) = ("MATCH_TICKET_KEYS", "k1:0123456789abcdef0123456789abcdef");

@@ -2,14 +2,12 @@
 //! (its test databases refuse plain connections) and a private `redis-server` that
 //! listens only on a TLS port, both with a certificate from a CA made for the test.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::stores::{PrivatePostgres, PrivateRedis, PrivateRedisCluster, TestPki};
-use common::*;
+use crate::common::stores::{PrivatePostgres, PrivateRedis, PrivateRedisCluster, TestPki};
+use crate::common::*;
 use serde_json::Value;
 
 /// `db_url` with libpq TLS parameters appended.

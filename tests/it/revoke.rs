@@ -2,12 +2,10 @@
 //! database. A revoked token must stop working on every node at once, even where it
 //! was cached; nothing else may stop working with it.
 
-mod common;
-
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const INVALID_TOKEN: &str = "Invalid or expired token";

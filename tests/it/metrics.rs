@@ -3,12 +3,10 @@
 //! Node processes (metrics are per process), but for the queue wait: an in-process
 //! node on a queue of its own.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 use openchampps::connection::Close;
 use openchampps::handlers::Kind;
 use openchampps::store::MatchQueue;

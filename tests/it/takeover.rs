@@ -3,13 +3,11 @@
 //! as the Go server did, and starts real node processes (or `openchampps migrate`)
 //! on it.
 
-mod common;
-
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// The Go server's schema, as its `config.SetupDatabase` creates it.

@@ -3,12 +3,10 @@
 //! working (the contract closes a connection only for oversized or binary frames,
 //! which these tests do not send).
 
-mod common;
-
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 use openchampps::handlers::Kind;
 use openchampps::names::display_name;
 use openchampps::protocol::Credentials;

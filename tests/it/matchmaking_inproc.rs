@@ -25,14 +25,12 @@
 //! test whose nodes may move the counter (put a match back, run out of servers,
 //! drop a dead node's tickets).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::stores::TempDir;
+use crate::common::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::stores::TempDir;
-use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;

@@ -4,13 +4,11 @@
 //! PostgreSQL. A change in one implementation that the other does not follow fails
 //! here.
 
-mod common;
-
 use std::future::Future;
 use std::time::Duration;
 
-use common::stores::PrivateRedisCluster;
-use common::*;
+use crate::common::stores::PrivateRedisCluster;
+use crate::common::*;
 use futures_util::StreamExt;
 use openchampps::auth::Token;
 use openchampps::store::memory::{MemoryShared, MemoryUsers};

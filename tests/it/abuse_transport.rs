@@ -2,9 +2,7 @@
 //! which address it believes a client has. Each test performs the attack against a
 //! real node process, PostgreSQL and Redis.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;

@@ -3,13 +3,11 @@
 //! Point 12c (a dequeued connection gets no `match_found`) is queue logic: it runs on
 //! in-process nodes, in `tests/matchmaking_inproc.rs`.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;

@@ -1,13 +1,11 @@
 //! Chat abuse against real nodes, PostgreSQL and Redis: names and targets far longer
 //! than any name, and one account chatting from several nodes at once.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::stores::{command_calls, PrivateRedis};
-use common::*;
+use crate::common::stores::{command_calls, PrivateRedis};
+use crate::common::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 

@@ -2,13 +2,11 @@
 //! against real nodes, PostgreSQL and Redis, and shows it fails. Players come from
 //! the addresses a trusted proxy (loopback) names in `X-Forwarded-For`.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use openchampps::handlers::Request;
 use openchampps::protocol::Credentials;

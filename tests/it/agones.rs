@@ -5,8 +5,6 @@
 //! for `AGONES_VIA=kubernetes`, the Kubernetes API's `gameserverallocations` create
 //! (a GameServerAllocation answered with its `status`).
 
-mod common;
-
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,8 +12,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::stores::{TempDir, TestPki};
-use common::*;
+use crate::common::stores::{TempDir, TestPki};
+use crate::common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;

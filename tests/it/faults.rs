@@ -1,17 +1,15 @@
 //! The node under faults and floods: a store going away and coming back, bogus-token
 //! and login floods, clients hiding behind a load balancer, clients that stop reading.
 //!
-//! Tests that stop a store run their own PostgreSQL / Redis (`common::stores`) on
+//! Tests that stop a store run their own PostgreSQL / Redis (`crate::common::stores`) on
 //! private ports; the machine's shared servers are never touched.
-
-mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::stores::{PrivatePostgres, PrivateRedis};
-use common::*;
+use crate::common::stores::{PrivatePostgres, PrivateRedis};
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

@@ -1,10 +1,8 @@
 //! Several nodes on one PostgreSQL and Redis behave as one server.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 async fn counts(clients: &mut [&mut Client]) -> Vec<u64> {

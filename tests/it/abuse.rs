@@ -2,12 +2,10 @@
 //! and Redis, and shows it fails. A valid credential from an innocent player is never
 //! refused because of what someone else did.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -1,12 +1,10 @@
 //! Constant cost per operation (SCALE.md), measured on a private Redis with
 //! `INFO commandstats` and on a private PostgreSQL with `pg_stat_statements`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::stores::{command_calls, PrivatePgBouncer, PrivatePostgres, PrivateRedis};
-use common::*;
+use crate::common::stores::{command_calls, PrivatePgBouncer, PrivatePostgres, PrivateRedis};
+use crate::common::*;
 use serde_json::json;
 use sha2::Digest;
 

@@ -1,11 +1,9 @@
 //! The three seed documents: `login`, `token_auth`, `set_username`, every reply and
 //! error text as the contract spells it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

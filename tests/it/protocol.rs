@@ -1,12 +1,10 @@
 //! The rest of the contract: envelope errors, registration, logout, lobby messages,
 //! transport rules and the HTTP endpoints.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use openchampps::handlers::{Access, Kind, Request};
 use openchampps::protocol::{
     parse_envelope, ChatLine, Credentials, PrivateMessage, QueueChoice, Registration, Reply, TokenPayload,
