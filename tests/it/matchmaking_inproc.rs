@@ -375,19 +375,11 @@ async fn a_match_whose_forming_node_dies_is_put_back_in_order() {
         "the match was not put back: {}",
         holder.metrics_text().await
     );
-    let (first, second) =
-        (alice.request(json!({"type": "queue_status"})).await, bob.request(json!({"type": "queue_status"})).await);
-    assert_eq!(
-        (first["payload"]["position"].as_u64(), second["payload"]["position"].as_u64()),
-        (Some(1), Some(2)),
-        "{first} {second}"
-    );
+    assert_queued_first_and_second(&mut alice, &mut bob).await;
 
     // A node forming matches of two seats them.
     let _seater = cluster.node_with(&[KEYS, SERVERS]).await;
-    let (to_alice, to_bob) = (alice.next_of("match_found").await, bob.next_of("match_found").await);
-    assert_eq!(to_alice["payload"]["match_id"], to_bob["payload"]["match_id"]);
-    assert_eq!(to_alice["payload"]["players"].as_array().unwrap().len(), 2);
+    assert_matched_together(&mut alice, &mut bob).await;
 }
 
 /// A node killed with queued players: their tickets go with it, and nobody is

@@ -20,7 +20,7 @@ use openchampps::protocol::{ChatLine, Credentials, Registration, Reply, TokenPay
 use openchampps::server::{self, Listeners};
 use openchampps::store::memory::{MemoryShared, MemoryUsers};
 use openchampps::store::Stores;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -706,4 +706,18 @@ pub fn verify_ticket(ticket: &str, secret: &[u8]) -> Option<Value> {
 
 pub fn unique_name(stem: &str) -> String {
     format!("{stem}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// `first` is first in its queue and `second` second (both queued).
+pub async fn assert_queued_first_and_second(first: &mut Client, second: &mut Client) {
+    let status = json!({"type": "queue_status"});
+    let (a, b) = (first.request(status.clone()).await, second.request(status).await);
+    assert_eq!((a["payload"]["position"].as_u64(), b["payload"]["position"].as_u64()), (Some(1), Some(2)), "{a} {b}");
+}
+
+/// `a` and `b` get the `match_found` of one two-player match.
+pub async fn assert_matched_together(a: &mut Client, b: &mut Client) {
+    let (to_a, to_b) = (a.next_of("match_found").await, b.next_of("match_found").await);
+    assert_eq!(to_a["payload"]["match_id"], to_b["payload"]["match_id"]);
+    assert_eq!(to_a["payload"]["players"].as_array().unwrap().len(), 2);
 }
