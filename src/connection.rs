@@ -17,13 +17,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenHash;
+use crate::bucket::Bucket;
 use crate::config::Config;
 use crate::error::Error;
 use crate::handlers;
 use crate::metrics as m;
 use crate::node::Node;
 use crate::outbox::{self, Inbox, Outgoing};
-use crate::ratelimit::Bucket;
 use crate::session::Session;
 
 /// How long a server-side close may take (writing the close frame, then lingering

@@ -62,12 +62,12 @@ fn register_fixed_labels() {
     gauge!("openchampps_hash_queue_depth").increment(0.0);
     gauge!("openchampps_connections_open").increment(0.0);
     for why in Refused::ALL {
-        counter!("openchampps_connections_refused_total", "reason" => why.reason()).increment(0);
+        counter!("openchampps_connections_refused_total", "reason" => why.label()).increment(0);
     }
     gauge!("openchampps_connections_authenticated").increment(0.0);
     redis_degraded(false);
     for store in Store::ALL {
-        pool_connections(store, 0, 0, 0);
+        pool_connections(*store, 0, 0, 0);
     }
     heartbeat_age(Duration::ZERO);
 }
@@ -156,64 +156,51 @@ pub fn register_close_reasons(reasons: impl IntoIterator<Item = &'static str>) {
     }
 }
 
-/// Why a WebSocket upgrade was refused (the `reason` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// The node holds MAX_CONNECTIONS.
-    NodeFull,
-    /// The client's address holds MAX_CONNECTIONS_PER_ADDRESS.
-    AddressFull,
+/// A metric label's values: an enum, `ALL` its variants in order (so a variant
+/// indexes a list built from `ALL`), and the text each one is exported as.
+macro_rules! labels {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($(#[$vmeta])* $variant,)* }
+
+        impl $name {
+            const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            fn label(self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+        }
+    };
 }
 
-impl Refused {
-    const ALL: [Refused; 2] = [Refused::NodeFull, Refused::AddressFull];
-
-    fn reason(self) -> &'static str {
-        match self {
-            Refused::NodeFull => "node full",
-            Refused::AddressFull => "too many from one address",
-        }
+labels! {
+    /// Why a WebSocket upgrade was refused (the `reason` label).
+    pub enum Refused {
+        /// The node holds MAX_CONNECTIONS.
+        NodeFull = "node full",
+        /// The client's address holds MAX_CONNECTIONS_PER_ADDRESS.
+        AddressFull = "too many from one address",
     }
 }
 
 pub fn connection_refused(why: Refused) {
-    counter!("openchampps_connections_refused_total", "reason" => why.reason()).increment(1);
+    counter!("openchampps_connections_refused_total", "reason" => why.label()).increment(1);
 }
 
 pub fn authenticated_connections(n: usize) {
     gauge!("openchampps_connections_authenticated").set(n as f64);
 }
 
-/// How an authentication attempt ended (the `result` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthResult {
-    Success,
-    InvalidFormat,
-    InvalidCredentials,
-    RateLimited,
-    Busy,
-    ServerError,
-}
-
-impl AuthResult {
-    const ALL: [AuthResult; 6] = [
-        AuthResult::Success,
-        AuthResult::InvalidFormat,
-        AuthResult::InvalidCredentials,
-        AuthResult::RateLimited,
-        AuthResult::Busy,
-        AuthResult::ServerError,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            AuthResult::Success => "success",
-            AuthResult::InvalidFormat => "invalid_format",
-            AuthResult::InvalidCredentials => "invalid_credentials",
-            AuthResult::RateLimited => "rate_limited",
-            AuthResult::Busy => "busy",
-            AuthResult::ServerError => "server_error",
-        }
+labels! {
+    /// How an authentication attempt ended (the `result` label).
+    pub enum AuthResult {
+        Success = "success",
+        InvalidFormat = "invalid_format",
+        InvalidCredentials = "invalid_credentials",
+        RateLimited = "rate_limited",
+        Busy = "busy",
+        ServerError = "server_error",
     }
 }
 
@@ -252,16 +239,20 @@ impl MessageMetrics {
     }
 }
 
-/// Token cache lookups, by outcome.
-#[derive(Debug, Clone, Copy)]
-pub enum CacheOutcome {
-    Hit,
-    Miss,
-    NegativeHit,
+labels! {
+    /// Token cache lookups, by outcome (the `outcome` label).
+    pub enum CacheOutcome {
+        Hit = "hit",
+        Miss = "miss",
+        NegativeHit = "negative_hit",
+    }
 }
 
-static CACHE_LOOKUPS: LazyLock<[Counter; 3]> = LazyLock::new(|| {
-    ["hit", "miss", "negative_hit"].map(|o| counter!("openchampps_token_cache_lookups_total", "outcome" => o))
+static CACHE_LOOKUPS: LazyLock<Vec<Counter>> = LazyLock::new(|| {
+    CacheOutcome::ALL
+        .iter()
+        .map(|o| counter!("openchampps_token_cache_lookups_total", "outcome" => o.label()))
+        .collect()
 });
 
 pub fn token_cache(outcome: CacheOutcome) {
@@ -276,39 +267,19 @@ pub fn hash_duration(elapsed: Duration) {
     histogram!("openchampps_hash_duration_seconds").record(elapsed.as_secs_f64());
 }
 
-/// A store (the `store` and `pool` labels).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Store {
-    Postgres,
-    Redis,
-}
-
-impl Store {
-    const ALL: [Store; 2] = [Store::Postgres, Store::Redis];
-
-    fn label(self) -> &'static str {
-        match self {
-            Store::Postgres => "postgres",
-            Store::Redis => "redis",
-        }
+labels! {
+    /// A store (the `store` and `pool` labels).
+    pub enum Store {
+        Postgres = "postgres",
+        Redis = "redis",
     }
 }
 
-/// Which chat a relayed message is (the `kind` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChatKind {
-    Global,
-    Private,
-}
-
-impl ChatKind {
-    const ALL: [ChatKind; 2] = [ChatKind::Global, ChatKind::Private];
-
-    fn label(self) -> &'static str {
-        match self {
-            ChatKind::Global => "global",
-            ChatKind::Private => "private",
-        }
+labels! {
+    /// Which chat a relayed message is (the `kind` label).
+    pub enum ChatKind {
+        Global = "global",
+        Private = "private",
     }
 }
 
@@ -331,52 +302,28 @@ pub fn heartbeat_age(age: Duration) {
     gauge!("openchampps_presence_heartbeat_age_seconds").set(age.as_secs_f64());
 }
 
-/// How a matchmaking ticket ended (the `outcome` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TicketOutcome {
-    /// Its player was taken into a match (counted once, on the match's first try).
-    Matched,
-    /// `leave_queue`.
-    Left,
-    /// The connection holding it went away.
-    Disconnected,
-    /// The node forming its match died and the ticket could not go back.
-    NodeDied,
-}
-
-impl TicketOutcome {
-    const ALL: [TicketOutcome; 4] =
-        [TicketOutcome::Matched, TicketOutcome::Left, TicketOutcome::Disconnected, TicketOutcome::NodeDied];
-
-    fn label(self) -> &'static str {
-        match self {
-            TicketOutcome::Matched => "matched",
-            TicketOutcome::Left => "left",
-            TicketOutcome::Disconnected => "disconnected",
-            TicketOutcome::NodeDied => "node_died",
-        }
+labels! {
+    /// How a matchmaking ticket ended (the `outcome` label).
+    pub enum TicketOutcome {
+        /// Its player was taken into a match (counted once, on the match's first try).
+        Matched = "matched",
+        /// `leave_queue`.
+        Left = "left",
+        /// The connection holding it went away.
+        Disconnected = "disconnected",
+        /// The node forming its match died and the ticket could not go back.
+        NodeDied = "node_died",
     }
 }
 
-/// How one try at a game server went (the `result` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AllocationResult {
-    Ok,
-    /// Every server is taken.
-    Exhausted,
-    /// The allocator failed.
-    Failed,
-}
-
-impl AllocationResult {
-    const ALL: [AllocationResult; 3] = [AllocationResult::Ok, AllocationResult::Exhausted, AllocationResult::Failed];
-
-    fn label(self) -> &'static str {
-        match self {
-            AllocationResult::Ok => "ok",
-            AllocationResult::Exhausted => "exhausted",
-            AllocationResult::Failed => "failed",
-        }
+labels! {
+    /// How one try at a game server went (the `result` label).
+    pub enum AllocationResult {
+        Ok = "ok",
+        /// Every server is taken.
+        Exhausted = "exhausted",
+        /// The allocator failed.
+        Failed = "failed",
     }
 }
 

@@ -25,9 +25,6 @@ use crate::bucket::AccountBuckets;
 use crate::config::Config;
 use crate::store::{Admit, ChatRate, Limits, LoginKey, LoginPolicy, Pair, Resolved, StoreResult};
 
-/// A connection's message rate is a bucket too.
-pub use crate::bucket::Bucket;
-
 /// Whom a password guess is at.
 #[derive(Debug, Clone, Copy)]
 pub enum Subject<'a> {
