@@ -100,21 +100,26 @@ async fn two_players_on_different_nodes_are_matched() {
     assert_eq!(on_b.request(json!({"type": "leave_queue"})).await, error("Match already found", "MATCH_PENDING"));
 }
 
-#[tokio::test]
-async fn one_ticket_per_account_and_it_ends_with_leave_or_disconnect() {
-    let cluster = InProcCluster::new();
-    let (a, b) = (cluster.node_with(&[KEYS, SERVERS]).await, cluster.node_with(&[KEYS, SERVERS]).await);
-    let jane = unique_name("jane");
-    let token = a.client().await.signed_up(&jane).await;
+/// One account on a connection to `a` and one to `b`, both joining the queue: the
+/// ticket moves to the second, and the first is told `dequeued`. Returns the token
+/// and the two connections.
+async fn queued_from_both(a: &InProcNode, b: &InProcNode) -> (String, Client, Client) {
+    let token = a.client().await.signed_up(&unique_name("jane")).await;
     let mut first = a.client().await;
     first.token_auth(&token).await;
     let mut second = b.client().await;
     second.token_auth(&token).await;
-
     assert_eq!(first.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
     assert_eq!(second.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
-    // The ticket moved to the second connection; the first is told.
     assert_eq!(first.next_of("dequeued").await, json!({"type": "dequeued"}));
+    (token, first, second)
+}
+
+#[tokio::test]
+async fn one_ticket_per_account_and_it_ends_with_leave_or_disconnect() {
+    let cluster = InProcCluster::new();
+    let (a, b) = (cluster.node_with(&[KEYS, SERVERS]).await, cluster.node_with(&[KEYS, SERVERS]).await);
+    let (token, mut first, mut second) = queued_from_both(&a, &b).await;
     assert_eq!(second.request(json!({"type": "queue_status"})).await["payload"]["position"], 1);
 
     // leave_queue from the first connection, on the other node, removes it.
@@ -450,14 +455,7 @@ async fn a_dequeued_connection_gets_no_match_found() {
     let cluster = InProcCluster::new();
     let settings = [KEYS, ("GAME_SERVERS", "203.0.113.9:7305")];
     let (a, b) = (cluster.node_with(&settings).await, cluster.node_with(&settings).await);
-    let token = a.client().await.signed_up(&unique_name("jane")).await;
-    let mut first = a.client().await;
-    first.token_auth(&token).await;
-    let mut second = b.client().await;
-    second.token_auth(&token).await;
-    assert_eq!(first.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
-    assert_eq!(second.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
-    assert_eq!(first.next_of("dequeued").await, json!({"type": "dequeued"}));
+    let (_, mut first, mut second) = queued_from_both(&a, &b).await;
 
     let mut bob = a.player("bob").await;
     assert_eq!(bob.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
