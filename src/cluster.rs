@@ -21,6 +21,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::error::store_skipped;
 use crate::metrics as m;
 use crate::protocol::{ChatLine, Reply};
 use crate::ratelimit::ChatLimiter;
@@ -168,7 +169,9 @@ impl Cluster {
             NameLookup::Unknown => match self.users.find_user(&target).await {
                 Ok(user) => {
                     let stored = user.map(|u| u.username);
-                    let _ = directory.remember_account(&target, stored.as_deref()).await;
+                    if let Err(e) = directory.remember_account(&target, stored.as_deref()).await {
+                        store_skipped(e, "target's account not remembered");
+                    }
                     stored
                 }
                 // Nobody can tell whether `target` is an account: treat it as one, so a
@@ -191,9 +194,13 @@ impl Cluster {
         for holder in nodes.iter().filter(|n| **n != self.node_id) {
             if self.view.is_gone(holder) {
                 // A node that died holding the route: drop it from the directory.
-                let _ = self.directory.leave(&to, holder).await;
+                if let Err(e) = self.directory.leave(&to, holder).await {
+                    store_skipped(e, "dead node's route left in the directory");
+                }
             } else {
-                let _ = self.bus.publish_to(holder, &event).await;
+                if let Err(e) = self.bus.publish_to(holder, &event).await {
+                    store_skipped(e, "private message not sent to another node");
+                }
             }
         }
         true
@@ -224,7 +231,9 @@ impl Cluster {
         if node_id == self.node_id {
             self.deliver_local(event);
         } else {
-            let _ = self.bus.publish_to(node_id, event).await;
+            if let Err(e) = self.bus.publish_to(node_id, event).await {
+                store_skipped(e, "frame not sent to its node");
+            }
         }
     }
 
@@ -293,7 +302,9 @@ impl Cluster {
             }
         }
         for route in self.registry.routes() {
-            let _ = directory.leave(&route, node_id).await;
+            if let Err(e) = directory.leave(&route, node_id).await {
+                store_skipped(e, "route left in the directory at shutdown (it ages out with this node)");
+            }
         }
     }
 

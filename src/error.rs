@@ -157,9 +157,9 @@ pub fn store_skipped(error: StoreError, instead: &str) {
     log_store_failure(&error, instead);
 }
 
-/// Every store failure a handler (or the account creation they share with
-/// `POST /register`) meets is logged here, one way: the cause and what
-/// came of it. A call that was not even tried because Redis is known to be down is
+/// Every store failure a handler, the account creation they share with
+/// `POST /register`, or a subsystem that carries on (cluster, matchmaking, the
+/// revocation check) meets is logged here, one way: the cause and what came of it. A call that was not even tried because Redis is known to be down is
 /// only a debug line: the Redis store logs the outage once, when it starts.
 fn log_store_failure(error: &StoreError, then: &str) {
     if matches!(error, StoreError::RedisUnreachable) {

@@ -17,6 +17,7 @@ use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenHash;
+use crate::error::store_skipped;
 use crate::node::Node;
 
 /// Tokens asked about per query.
@@ -66,7 +67,9 @@ async fn check(node: &Node, cached: &mut HashMap<TokenHash, Instant>) {
             continue;
         }
         tracing::info!(tokens = ended.len(), "ending sessions whose tokens are no longer valid");
-        let _ = node.stores.tokens.forget(&ended).await;
+        if let Err(e) = node.stores.tokens.forget(&ended).await {
+            store_skipped(e, "ended tokens left in the cache until it expires");
+        }
         for token in &ended {
             cached.remove(token);
             node.registry.revoke(token);

@@ -31,6 +31,7 @@ use allocate::{Allocate, Failure, Request, Server};
 
 use crate::cluster::Cluster;
 use crate::config::{AllocatorSettings, Config};
+use crate::error::store_skipped;
 use crate::metrics::{self as m, AllocationResult, TicketOutcome};
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::{MatchFound, Reply};
@@ -244,7 +245,9 @@ impl Matchmaker {
                 // Its players were put back (this node was taken for gone) or the store
                 // failed: another match will seat them; free the server.
                 tracing::warn!(%match_id, ?outcome, "match no longer forming; not announced");
-                let _ = self.queue.unlease(&server.server_id, match_id).await;
+                if let Err(e) = self.queue.unlease(&server.server_id, match_id).await {
+                    store_skipped(e, "server's lease left to expire");
+                }
                 return;
             }
         }
