@@ -133,7 +133,7 @@ async fn match_request(node: &Node, headers: &HeaderMap, match_id: &str, end: bo
         }
         Ok(true) => text(StatusCode::OK, "Match confirmed"),
         Ok(false) => text(StatusCode::NOT_FOUND, "No such match"),
-        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "Shared store unavailable, try again"),
+        Err(e) => store_unavailable(e),
     }
 }
 
@@ -146,13 +146,10 @@ async fn server_match(node: &Node, headers: &HeaderMap, server: &str) -> Respons
     match node.stores.queue.current(server).await {
         Ok(Some((match_id, players))) => {
             let token = crate::matchmaking::ticket::credential(&node.config.game_server_token, "match", &match_id);
-            let body = json!({"match_id": match_id, "players": players, "token": token});
-            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
+            json_body(StatusCode::OK, json!({"match_id": match_id, "players": players, "token": token}))
         }
         Ok(None) => text(StatusCode::NOT_FOUND, "No match"),
-        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "Shared store unavailable, try again"),
+        Err(e) => store_unavailable(e),
     }
 }
 
@@ -252,10 +249,7 @@ async fn ready(node: &Node) -> Response<Body> {
         "redis": up(matches!(redis, Ok(Ok(())))),
     });
     let code = if status == Status::Ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = code;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    json_body(code, body)
 }
 
 async fn register(node: &Node, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
@@ -276,11 +270,7 @@ async fn register(node: &Node, peer: SocketAddr, req: Request<Incoming>) -> Resp
     };
     match create_account(node, registration, client_ip).await {
         Ok(_) => {
-            let body = json!({"status": "success", "message": "User registered successfully"});
-            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-            *response.status_mut() = StatusCode::CREATED;
-            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
+            json_body(StatusCode::CREATED, json!({"status": "success", "message": "User registered successfully"}))
         }
         Err(Error::UsernameTooShort | Error::PasswordTooShort) => text(StatusCode::BAD_REQUEST, TOO_SHORT),
         Err(Error::InvalidRegistrationFormat) => text(StatusCode::BAD_REQUEST, BAD_BODY),
@@ -290,6 +280,19 @@ async fn register(node: &Node, peer: SocketAddr, req: Request<Incoming>) -> Resp
         }
         Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
     }
+}
+
+fn json_body(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A game server's request the shared store could not answer: logged, and 503 (retry).
+fn store_unavailable(error: crate::error::StoreError) -> Response<Body> {
+    crate::error::store_skipped(error, "game server told to retry");
+    text(StatusCode::SERVICE_UNAVAILABLE, "Shared store unavailable, try again")
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
