@@ -13,6 +13,7 @@ pub mod loadgen;
 pub mod matchmaking;
 pub mod metrics;
 pub mod migrate;
+pub mod moderation;
 pub mod names;
 pub mod node;
 pub mod outbox;
