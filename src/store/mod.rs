@@ -6,8 +6,13 @@
 //! ([`memory`]) for in-process tests. Nothing outside this module names a concrete
 //! store: the node gets a [`Stores`] and sees only the traits.
 
+pub mod admin;
+mod admin_memory;
+mod admin_pg;
 pub mod memory;
 pub mod postgres;
+
+pub use admin_memory::MemoryAdmin;
 pub mod redis;
 pub mod takeover;
 
@@ -521,6 +526,10 @@ pub struct Stores {
     pub queue: Arc<dyn MatchQueue>,
     /// Health of the shared-state store behind the Redis roles.
     pub shared: Arc<dyn Health>,
+    /// Operators of the admin API and their sessions (PostgreSQL).
+    pub operators: Arc<dyn admin::Operators>,
+    /// The append-only audit log (PostgreSQL).
+    pub audit: Arc<dyn admin::Audit>,
 }
 
 impl Stores {
@@ -536,7 +545,7 @@ impl Stores {
             &config.redis_key_prefix,
             config.redis_pool_size,
         )?);
-        let mut stores = Stores::from_parts(users, shared.clone());
+        let mut stores = Stores::from_parts(users.clone(), shared.clone(), users.clone(), users);
         stores.limits = Arc::new(WithLocalFallback { shared, local: memory::MemoryShared::default() });
         Ok(stores)
     }
@@ -550,10 +559,16 @@ impl Stores {
     /// The stores of one of several nodes in this process that form a cluster: each
     /// node gets the same `users` and `shared` (tests).
     pub fn in_memory_with(users: Arc<memory::MemoryUsers>, shared: Arc<memory::MemoryShared>) -> Stores {
-        Stores::from_parts(users, shared)
+        let admin = Arc::new(MemoryAdmin::default());
+        Stores::from_parts(users, shared, admin.clone(), admin)
     }
 
-    fn from_parts<S>(users: Arc<dyn UserStore>, shared: Arc<S>) -> Stores
+    fn from_parts<S>(
+        users: Arc<dyn UserStore>,
+        shared: Arc<S>,
+        operators: Arc<dyn admin::Operators>,
+        audit: Arc<dyn admin::Audit>,
+    ) -> Stores
     where
         S: TokenCache + Sessions + Presence + Directory + Bus + ChatBuckets + Limits + MatchQueue + Health,
     {
@@ -568,6 +583,8 @@ impl Stores {
             limits: shared.clone(),
             queue: shared.clone(),
             shared,
+            operators,
+            audit,
         }
     }
 }

@@ -60,7 +60,7 @@ impl PgStore {
     }
 
     /// Runs one statement and returns its rows.
-    async fn rows(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> StoreResult<Vec<Row>> {
+    pub(super) async fn rows(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> StoreResult<Vec<Row>> {
         let client = self.client().await?;
         counted(client.query_typed(sql, params).await)
     }
