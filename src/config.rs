@@ -121,6 +121,20 @@ pub struct Config {
     /// Side address for Prometheus /metrics.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9091", global = true)]
     pub metrics_addr: SocketAddr,
+    /// Separate address for the admin API and console (`/admin/`); default: served on
+    /// METRICS_ADDR. Never served on LISTEN_ADDR.
+    #[arg(long, env = "ADMIN_ADDR", global = true)]
+    pub admin_addr: Option<SocketAddr>,
+    /// An operator session ends after this many seconds without a request.
+    #[arg(long, env = "ADMIN_SESSION_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub admin_session_secs: u64,
+    /// Name of the first admin, created at node start when no operator exists (with
+    /// ADMIN_BOOTSTRAP_PASSWORD_FILE).
+    #[arg(long, env = "ADMIN_BOOTSTRAP_NAME", global = true)]
+    pub admin_bootstrap_name: Option<String>,
+    /// File holding the first admin's password (e.g. a mounted Secret).
+    #[arg(long, env = "ADMIN_BOOTSTRAP_PASSWORD_FILE", global = true)]
+    pub admin_bootstrap_password_file: Option<std::path::PathBuf>,
     /// Name of this node in logs, presence and metrics; default: the host name. A random
     /// suffix is added at every start.
     #[arg(long, env = "NODE_ID", global = true)]
@@ -417,6 +431,15 @@ impl Config {
         }
         if self.ping_timeout_secs <= self.ping_interval_secs {
             return Err("PING_TIMEOUT_SECS must be greater than PING_INTERVAL_SECS".into());
+        }
+        if self.admin_bootstrap_name.is_some() != self.admin_bootstrap_password_file.is_some() {
+            return Err("ADMIN_BOOTSTRAP_NAME and ADMIN_BOOTSTRAP_PASSWORD_FILE go together".into());
+        }
+        if let Some(path) = &self.admin_bootstrap_password_file {
+            crate::admin::read_password_file(path)?;
+        }
+        if self.admin_addr.is_some_and(|a| a == self.listen_addr && a.port() != 0) {
+            return Err("ADMIN_ADDR must not be LISTEN_ADDR: the admin API is never on the public port".into());
         }
         let argon2 = self.argon2_params()?;
         if self.db_pool_size == 0 || self.redis_pool_size == 0 {

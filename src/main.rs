@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 use openchampps::config::Config;
-use openchampps::{loadgen, matchmaking, migrate, revoke, server};
+use openchampps::{admin, loadgen, matchmaking, migrate, revoke, server};
 
 #[derive(Debug, Parser)]
 #[command(name = "openchampps", version, about = "OpenChampPS login/lobby node")]
@@ -24,6 +24,9 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Check a match join ticket with the MATCH_TICKET_KEYS, as a game server would.
     Ticket(matchmaking::TicketArgs),
+    /// Operators and moderation (docs/ADMIN_API.md): `operator`, `player`, `ban`, …
+    #[command(flatten)]
+    Admin(admin::cli::AdminCommand),
 }
 
 #[tokio::main]
@@ -51,6 +54,7 @@ async fn main() {
         Command::Revoke(args) => revoke::run(config, args).await,
         Command::Migrate(args) => migrate::run(config, args).await,
         Command::Ticket(args) => matchmaking::ticket_command(config, args),
+        Command::Admin(command) => admin::cli::run(&settings, command).await,
         Command::Serve => server::serve(settings).await,
     };
     if let Err(e) = result {

@@ -124,6 +124,11 @@ fn describe() {
         "openchampps_queue_put_back_total",
         "Players put back at their places in a queue (no server this try, or their match's node died)"
     );
+    describe_counter!(
+        "openchampps_moderation_actions_total",
+        "Actions on players through the admin API or command line, by action and outcome"
+    );
+    describe_counter!("openchampps_operator_logins_total", "Operator logins to the admin API, by outcome");
     describe_counter!("openchampps_allocations_total", "Game server allocations, by allocator and result");
     describe_histogram!(
         "openchampps_allocation_duration_seconds",
@@ -377,4 +382,49 @@ pub fn allocation(allocator: Allocator, result: AllocationResult, elapsed: Durat
 
 pub fn redis_degraded(down: bool) {
     gauge!("openchampps_redis_degraded").set(if down { 1.0 } else { 0.0 });
+}
+
+labels! {
+    /// How an operator's request ended (the `outcome` label of moderation actions).
+    pub enum ActionOutcome {
+        Ok = "ok",
+        /// Refused for the operator's role.
+        Refused = "refused",
+        /// Bad input, no such player, nothing to lift, a store down.
+        Failed = "failed",
+    }
+}
+
+labels! {
+    /// How an operator login ended (the `outcome` label).
+    pub enum OperatorLogin {
+        Ok = "ok",
+        Failed = "failed",
+        /// Too many attempts from the client's network (429).
+        Throttled = "throttled",
+    }
+}
+
+/// The actions on players the admin API and command line take (the `action` label).
+pub const MODERATION_ACTIONS: &[&str] = &["ban", "unban", "mute", "unmute", "kick", "reset-name", "revoke-tokens"];
+
+/// Exports the moderation and operator-login series at 0.
+pub fn register_admin() {
+    for action in MODERATION_ACTIONS {
+        for outcome in ActionOutcome::ALL {
+            counter!("openchampps_moderation_actions_total", "action" => *action, "outcome" => outcome.label())
+                .increment(0);
+        }
+    }
+    for outcome in OperatorLogin::ALL {
+        counter!("openchampps_operator_logins_total", "outcome" => outcome.label()).increment(0);
+    }
+}
+
+pub fn moderation_action(action: &'static str, outcome: ActionOutcome) {
+    counter!("openchampps_moderation_actions_total", "action" => action, "outcome" => outcome.label()).increment(1);
+}
+
+pub fn operator_login(outcome: OperatorLogin) {
+    counter!("openchampps_operator_logins_total", "outcome" => outcome.label()).increment(1);
 }

@@ -25,6 +25,7 @@ use crate::http::{self, Public};
 use crate::metrics as m;
 use crate::node::{Node, Status};
 use crate::store::Stores;
+use crate::admin::{self, Admin};
 use crate::{connection, handlers, revocation};
 
 /// A slow client gets this long to send its request headers.
@@ -43,6 +44,8 @@ const PUBLIC_BACKLOG: u32 = 4096;
 pub struct Listeners {
     pub public: TcpListener,
     pub metrics: TcpListener,
+    /// ADMIN_ADDR's, when set: the admin API there instead of on the metrics port.
+    pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -53,7 +56,13 @@ impl Listeners {
         let metrics = TcpListener::bind(config.metrics_addr)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.metrics_addr))?;
-        Ok(Listeners { public, metrics })
+        let admin = match config.admin_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (ADMIN_ADDR): {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { public, metrics, admin })
     }
 }
 
@@ -93,9 +102,15 @@ pub async fn run_settings(
     handlers::register_metrics();
     connection::register_metrics();
     m::register_matchmaking(&config.match_queues.0);
+    m::register_admin();
+    let admin = Arc::new(Admin::new(&settings, &stores, node_id.clone()));
 
     let public_addr = listeners.public.local_addr().map_err(|e| e.to_string())?;
     let metrics_addr = listeners.metrics.local_addr().map_err(|e| e.to_string())?;
+    let admin_addr = match &listeners.admin {
+        Some(l) => l.local_addr().map_err(|e| e.to_string())?,
+        None => metrics_addr,
+    };
     let max_connections = config.max_connections as usize;
     let per_address = crate::ratelimit::AddressSlots::new(config.max_connections_per_address);
     let drain = Duration::from_secs(config.shutdown_drain_secs);
@@ -118,14 +133,31 @@ pub async fn run_settings(
             service_fn(move |req| http::public(public.clone(), peer, req))
         }
     }));
+    // The admin API: on the metrics port, unless it has a listener of its own.
+    let admin_on_metrics = listeners.admin.is_none().then(|| admin.clone());
     servers.spawn(accept_loop(listeners.metrics, {
         let (handle, node) = (handle.clone(), node.clone());
-        move |_| {
-            let (handle, node) = (handle.clone(), node.clone());
-            service_fn(move |req| http::metrics(handle.clone(), node.clone(), req))
+        move |peer| {
+            let (handle, node, admin) = (handle.clone(), node.clone(), admin_on_metrics.clone());
+            service_fn(move |req| {
+                let (handle, node, admin) = (handle.clone(), node.clone(), admin.clone());
+                async move {
+                    match admin.filter(|_| admin::http::is_admin_path(req.uri().path())) {
+                        Some(admin) => admin::http::serve(admin, peer, req).await,
+                        None => http::metrics(handle, node, req).await,
+                    }
+                }
+            })
         }
     }));
-    tracing::info!(%node_id, %public_addr, %metrics_addr, "listening");
+    if let Some(listener) = listeners.admin {
+        let admin = admin.clone();
+        servers.spawn(accept_loop(listener, move |peer| {
+            let admin = admin.clone();
+            service_fn(move |req| admin::http::serve(admin.clone(), peer, req))
+        }));
+    }
+    tracing::info!(%node_id, %public_addr, %metrics_addr, %admin_addr, "listening");
 
     tokio::pin!(shutdown);
     // Several nodes may start at once on an empty database: the migration lock makes
@@ -142,6 +174,11 @@ pub async fn run_settings(
             },
         }
         tokio::time::sleep(MIGRATION_RETRY).await;
+    }
+
+    // The first admin, from the bootstrap settings, when no operator exists.
+    if let Err(e) = admin.bootstrap().await {
+        tracing::error!(error = %e, "could not create the first admin (ADMIN_BOOTSTRAP_NAME)");
     }
 
     let mut background = JoinSet::new();

@@ -1,0 +1,1 @@
+// Placeholder: the console is written on another branch (src/admin/console/).
