@@ -1,6 +1,6 @@
 pub mod accounts;
-pub mod admin;
 pub mod address;
+pub mod admin;
 pub mod auth;
 pub mod bucket;
 pub mod cluster;

@@ -40,10 +40,16 @@ async fn main() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(openchampps::log_filter())
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    // The admin commands print what they are asked for (`--json` too) on stdout: their
+    // log goes to stderr.
+    let (writer, ansi) = if matches!(cli.command, Some(Command::Admin(_))) {
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        (tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr), ansi)
+    } else {
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        (tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout), ansi)
+    };
+    tracing_subscriber::fmt().with_env_filter(openchampps::log_filter()).with_writer(writer).with_ansi(ansi).init();
     let settings = cli.config.validate().unwrap_or_else(|e| {
         eprintln!("openchampps: {e}");
         std::process::exit(2);

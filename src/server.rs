@@ -20,12 +20,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, Admin};
 use crate::config::{Config, Settings};
 use crate::http::{self, Public};
 use crate::metrics as m;
 use crate::node::{Node, Status};
 use crate::store::Stores;
-use crate::admin::{self, Admin};
 use crate::{connection, handlers, revocation};
 
 /// A slow client gets this long to send its request headers.
@@ -57,9 +57,9 @@ impl Listeners {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.metrics_addr))?;
         let admin = match config.admin_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (ADMIN_ADDR): {e}"))?,
-            ),
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (ADMIN_ADDR): {e}"))?)
+            }
             None => None,
         };
         Ok(Listeners { public, metrics, admin })

@@ -188,7 +188,13 @@ pub async fn run(settings: &Settings, command: AdminCommand) -> Result<(), Strin
 async fn operator(admin: &Admin, actor: &Actor, command: OperatorCommand) -> Result<(), String> {
     let show = |o: &crate::store::admin::OperatorRecord| {
         let state = if o.disabled { "disabled" } else { "enabled" };
-        println!("{:<24} {:<10} {:<9} created {}", o.name, o.role.as_str(), state, crate::moderation::rfc3339(o.created_at));
+        println!(
+            "{:<24} {:<10} {:<9} created {}",
+            o.name,
+            o.role.as_str(),
+            state,
+            crate::moderation::rfc3339(o.created_at)
+        );
     };
     let record = match command {
         OperatorCommand::Add { name, role } => {

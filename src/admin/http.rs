@@ -292,9 +292,8 @@ async fn api(admin: &Admin, peer: SocketAddr, req: Request<Incoming>, rest: &str
                     return Err(e);
                 }
             };
-            let updated = admin
-                .update_operator(&actor, name, change.role, change.disabled, change.password.as_deref())
-                .await?;
+            let updated =
+                admin.update_operator(&actor, name, change.role, change.disabled, change.password.as_deref()).await?;
             Ok(json_ok(operator_json(&updated)))
         }
         _ => Err(ApiError::new(404, "Not found")),

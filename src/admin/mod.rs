@@ -153,7 +153,13 @@ impl Admin {
         result
     }
 
-    async fn checked_act(&self, actor: &Actor, username: &str, action: Action, reason: &str) -> Result<Acted, ApiError> {
+    async fn checked_act(
+        &self,
+        actor: &Actor,
+        username: &str,
+        action: Action,
+        reason: &str,
+    ) -> Result<Acted, ApiError> {
         if let Some(refusal) = refused_outright(actor.role, &action) {
             return Err(ApiError::new(403, refusal));
         }
@@ -264,7 +270,8 @@ impl Admin {
         }
         let password = read_password_file(file)?;
         check_operator_name(name).map_err(|e| format!("ADMIN_BOOTSTRAP_NAME: {}", e.message))?;
-        let hash = self.hash_password(&password).await.map_err(|e| format!("ADMIN_BOOTSTRAP_PASSWORD_FILE: {}", e.message))?;
+        let hash =
+            self.hash_password(&password).await.map_err(|e| format!("ADMIN_BOOTSTRAP_PASSWORD_FILE: {}", e.message))?;
         if let Some(created) =
             self.operators.create_first_operator(name, Role::Admin, &hash).await.map_err(|e| e.to_string())?
         {

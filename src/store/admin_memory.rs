@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::admin::{AuditEntry, AuditQuery, NewAuditEntry, OperatorChange, OperatorRecord, OperatorSession};
 use super::admin::{Audit, Operators};
+use super::admin::{AuditEntry, AuditQuery, NewAuditEntry, OperatorChange, OperatorRecord, OperatorSession};
 use super::{unix_now, StoreResult};
 use crate::moderation::Role;
 

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 
-use super::admin::{AuditEntry, AuditQuery, NewAuditEntry, OperatorChange, OperatorRecord, OperatorSession, Outcome};
 use super::admin::{Audit, Operators};
+use super::admin::{AuditEntry, AuditQuery, NewAuditEntry, OperatorChange, OperatorRecord, OperatorSession, Outcome};
 use super::postgres::PgStore;
 use super::StoreResult;
 use crate::error::StoreError;
@@ -56,9 +56,8 @@ impl Operators for PgStore {
             "INSERT INTO operators (name, role, password_hash) VALUES ($1, $2, $3) \
              ON CONFLICT ((lower(name))) DO NOTHING RETURNING {OPERATOR_COLUMNS}"
         );
-        let rows = self
-            .rows(&sql, &[(&name, Type::TEXT), (&role.as_str(), Type::TEXT), (&password_hash, Type::TEXT)])
-            .await?;
+        let rows =
+            self.rows(&sql, &[(&name, Type::TEXT), (&role.as_str(), Type::TEXT), (&password_hash, Type::TEXT)]).await?;
         Ok(operators(&rows)?.into_iter().next())
     }
 
@@ -76,9 +75,8 @@ impl Operators for PgStore {
              ON CONFLICT ((lower(name))) DO NOTHING RETURNING {OPERATOR_COLUMNS}",
             lock = i64::from_be_bytes(*b"ocpsoper")
         );
-        let rows = self
-            .rows(&sql, &[(&name, Type::TEXT), (&role.as_str(), Type::TEXT), (&password_hash, Type::TEXT)])
-            .await?;
+        let rows =
+            self.rows(&sql, &[(&name, Type::TEXT), (&role.as_str(), Type::TEXT), (&password_hash, Type::TEXT)]).await?;
         Ok(operators(&rows)?.into_iter().next())
     }
 
@@ -136,7 +134,8 @@ impl Operators for PgStore {
             .await?;
         let Some(row) = rows.first() else { return Ok(None) };
         let role: String = row.get(1);
-        let role = Role::parse(&role).ok_or_else(|| StoreError::Other(format!("operator with unknown role {role:?}")))?;
+        let role =
+            Role::parse(&role).ok_or_else(|| StoreError::Other(format!("operator with unknown role {role:?}")))?;
         Ok(Some(OperatorSession { operator: row.get(0), role, csrf: row.get(2) }))
     }
 

@@ -9,6 +9,7 @@ mod abuse_chat;
 mod abuse_login;
 mod abuse_matches;
 mod abuse_transport;
+mod admin;
 mod agones;
 mod cluster;
 mod contract;
