@@ -13,6 +13,7 @@ mod admin;
 mod agones;
 mod cluster;
 mod contract;
+mod contract_admin;
 mod drain;
 mod faults;
 mod hostile;
