@@ -46,7 +46,7 @@ CONFIG_MAP_KEYS = {
     "HASH_PLACES_PER_ADDRESS", "HASH_PLACES_PER_NETWORK",
     "DB_POOL_SIZE", "REDIS_POOL_SIZE", "SHUTDOWN_DRAIN_SECS", "RUST_LOG", "LISTEN_ADDR", "METRICS_ADDR",
     "MATCH_QUEUES", "ALLOCATOR", "ALLOCATION_ATTEMPTS", "GAME_SERVER_LEASE_SECS", "MATCH_TICKET_TTL_SECS",
-    "MAX_MATCHES_PER_HOUR",
+    "MAX_MATCHES_PER_HOUR", "ADMIN_SESSION_SECS",
 }
 # ConfigMap key -> (config.* value, how the chart renders it), each only when the value is not empty.
 OPTIONAL_CONFIG_MAP_KEYS = {
@@ -149,6 +149,12 @@ MATCHMAKING_ENV = {
     "MATCH_TICKET_TTL_SECS": "120",
 }
 
+# The admin settings: ADMIN_ADDR on a port of its own, the first admin from a Secret.
+ADMIN_VALUES = {"admin": {"port": 9092, "sessionSecs": 900,
+                          "bootstrap": {"name": "root", "secretName": "openchampps-admin", "secretKey": "pw"}}}
+ADMIN_ENV = {"ADMIN_SESSION_SECS": "900", "ADMIN_ADDR": "0.0.0.0:9092", "ADMIN_BOOTSTRAP_NAME": "root",
+             "ADMIN_BOOTSTRAP_PASSWORD_FILE": "/etc/openchampps/admin/pw"}
+
 problems: list[str] = []
 # The chart's values.yaml, loaded in main(): what a render's values are laid over.
 chart_defaults: dict = {}
@@ -186,6 +192,7 @@ def value_sets(chart: pathlib.Path) -> list[tuple[str, dict | None]]:
         ("storeCa: the stores' CA from a Secret, REDIS_CA_FILE",
          explicit({"storeCa": {"secretName": "store-ca"}, "redisUrl": "rediss://redis-master:6380/0"})),
         ("storeCa: the stores' CA from a ConfigMap", explicit({"storeCa": {"configMapName": "store-ca"}})),
+        ("admin: a port of its own, the first admin from a Secret", explicit(ADMIN_VALUES)),
     ]
     for path in sorted((chart / "ci").glob("*.yaml")):
         sets.append((f"ci/{path.name}", helm.values_from_yaml(path.read_text())))
@@ -249,7 +256,8 @@ def check_policy(label: str, docs: list[dict], values: dict) -> None:
         "container drops ALL capabilities": sc.get("capabilities", {}).get("drop") == ["ALL"],
         "readinessProbe on /ready": container.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/ready",
         "livenessProbe on /health": container.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/health",
-        "named ports http and metrics": {p["name"] for p in container.get("ports", [])} == {"http", "metrics"},
+        "named ports http and metrics (and admin with admin.port)": {p["name"] for p in container.get("ports", [])}
+        == ({"http", "metrics", "admin"} if (merged(chart_defaults, values or {}).get("admin") or {}).get("port") else {"http", "metrics"}),
         "resources set": bool(container.get("resources", {}).get("requests")),
     }
     for what, ok in expectations.items():
@@ -297,6 +305,11 @@ def check_policy(label: str, docs: list[dict], values: dict) -> None:
                       ("MATCH_TICKET_TTL_SECS", "matchTicketTtlSecs"), ("MAX_MATCHES_PER_HOUR", "maxMatchesPerHour")):
         if env.get(key) != str(config.get(name)):
             problem(f"[{label}] {key} is {env.get(key)!r}, expected config.{name} {config.get(name)!r}")
+    admin = effective.get("admin") or {}
+    if admin.get("port"):
+        expected_keys.add("ADMIN_ADDR")
+    if (admin.get("bootstrap") or {}).get("secretName"):
+        expected_keys |= {"ADMIN_BOOTSTRAP_NAME", "ADMIN_BOOTSTRAP_PASSWORD_FILE"}
     if set(env) != expected_keys:
         missing, extra = sorted(expected_keys - set(env)), sorted(set(env) - expected_keys)
         problem(f"[{label}] ConfigMap keys differ from the node's settings: missing {missing}, unexpected {extra}")
@@ -403,6 +416,35 @@ def check_store_ca(chart: helm.Chart) -> None:
     pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     if pod.get("volumes") or any(e["name"] == "REDIS_CA_FILE" for e in pod["containers"][0].get("env", [])):
         problem("[defaults] storeCa unset, yet a CA volume or REDIS_CA_FILE is rendered")
+def check_admin(chart: helm.Chart) -> None:
+    """The admin settings in the ConfigMap, the bootstrap Secret mounted read-only where
+    ADMIN_BOOTSTRAP_PASSWORD_FILE points, and nothing of it by default."""
+    label = "admin"
+    docs = render(chart, explicit(ADMIN_VALUES))
+    env = {k: v for d in docs if d["kind"] == "ConfigMap" for k, v in (d.get("data") or {}).items()}
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
+    volume = {v["name"]: v for v in pod.get("volumes", [])}.get("admin-bootstrap", {}).get("secret", {})
+    expectations = {
+        "ConfigMap admin settings": all(env.get(k) == v for k, v in ADMIN_ENV.items()),
+        "read-only mount at /etc/openchampps/admin": mounts.get("admin-bootstrap", {}).get("mountPath") == "/etc/openchampps/admin"
+        and mounts["admin-bootstrap"].get("readOnly") is True,
+        "volume from the Secret": volume.get("secretName") == "openchampps-admin"
+        and volume.get("items") == [{"key": "pw", "path": "pw"}],
+        "container port admin": any(p["name"] == "admin" and p["containerPort"] == 9092 for p in container["ports"]),
+    }
+    wrong = [what for what, ok in expectations.items() if not ok]
+    if wrong:
+        problem(f"[{label}] {', '.join(wrong)}: {env}")
+    else:
+        print(f"ok   [{label}] {', '.join(f'{k}={v}' for k, v in ADMIN_ENV.items())}, Secret mounted read-only")
+    docs = render(chart, explicit())
+    env = {k: v for d in docs if d["kind"] == "ConfigMap" for k, v in (d.get("data") or {}).items()}
+    if env.get("ADMIN_SESSION_SECS") != "1800" or any(k in env for k in ADMIN_ENV if k != "ADMIN_SESSION_SECS"):
+        problem("[defaults] expected ADMIN_SESSION_SECS=1800 and no ADMIN_ADDR or bootstrap settings")
+
+
 def check_agones(chart: helm.Chart) -> None:
     """The Agones render: its ConfigMap against literal strings, and the mTLS Secret
     mounted read-only where the settings point."""
@@ -523,6 +565,10 @@ def main() -> int:
         check_store_ca(chart)
         expect_rejected(chart, "storeCa from a Secret and a ConfigMap", explicit({"storeCa": {"secretName": "a", "configMapName": "b"}}), r"storeCa")
         expect_rejected(chart, "storeCa.mountPath not absolute", explicit({"storeCa": {"secretName": "a", "mountPath": "ca"}}), r"mountPath")
+        check_admin(chart)
+        expect_rejected(chart, "admin.bootstrap.name without secretName", explicit({"admin": {"bootstrap": {"name": "root"}}}), r"admin.bootstrap")
+        expect_rejected(chart, "admin.port on the metrics port", explicit({"admin": {"port": 9091}}), r"admin.port")
+        expect_rejected(chart, "admin.bootstrap.name with a colon", explicit({"admin": {"bootstrap": {"name": "cli:x", "secretName": "s"}}}), r"name|pattern")
         check_agones(chart)
         expect_rejected(chart, "allocator agones without allocatorUrl", explicit({"config": {"allocator": "agones"}}), r"allocatorUrl")
         check_agones_kubernetes(chart)

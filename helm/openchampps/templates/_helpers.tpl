@@ -139,3 +139,15 @@ storeCa: one source for the CA file, the Secret or the ConfigMap.
 {{- fail "storeCa: set secretName or configMapName, not both" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The first admin comes from a name and a Secret together.
+*/}}
+{{- define "openchampps.checkAdmin" -}}
+{{- if ne (empty .Values.admin.bootstrap.name) (empty .Values.admin.bootstrap.secretName) }}
+{{- fail "admin.bootstrap: set name and secretName together (the first admin's name and the Secret with its password)" }}
+{{- end }}
+{{- if and .Values.admin.port (or (eq (int .Values.admin.port) (int .Values.ports.http)) (eq (int .Values.admin.port) (int .Values.ports.metrics))) }}
+{{- fail "admin.port must differ from ports.http and ports.metrics (0: serve the admin API on ports.metrics)" }}
+{{- end }}
+{{- end }}
