@@ -1068,4 +1068,18 @@ mod settings_tests {
         let bad_argon2 = Config::from_flags(&["--argon2-iterations", "0"]).unwrap().validate().map(|_| ());
         assert!(bad_argon2.unwrap_err().starts_with("invalid argon2 parameters"));
     }
+
+    #[test]
+    fn admin_settings_are_checked_at_start() {
+        let check = |flags: &[&str]| Config::from_flags(flags).unwrap().validate().map(|_| ());
+        let lone = check(&["--admin-bootstrap-name", "root"]).unwrap_err();
+        assert!(lone.contains("go together"), "{lone}");
+        let missing = check(&["--admin-bootstrap-name", "root", "--admin-bootstrap-password-file", "/nonexistent/pw"]);
+        assert!(missing.unwrap_err().contains("cannot read ADMIN_BOOTSTRAP_PASSWORD_FILE"));
+        let same = check(&["--listen-addr", "0.0.0.0:8080", "--admin-addr", "0.0.0.0:8080"]).unwrap_err();
+        assert!(same.contains("never on the public port"), "{same}");
+        assert!(check(&["--admin-addr", "127.0.0.1:9092"]).is_ok());
+        let defaults = Config::from_flags(&[]).unwrap();
+        assert_eq!((defaults.admin_addr, defaults.admin_session_secs), (None, 1800));
+    }
 }

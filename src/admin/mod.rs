@@ -132,6 +132,13 @@ impl Admin {
             Ok(acted) => (Outcome::Ok, acted.player.clone(), None),
             Err(e) => (e.outcome(), username.to_owned(), Some(error_detail(e))),
         };
+        tracing::info!(
+            operator = %actor.name,
+            action = name,
+            target = %target,
+            outcome = outcome.as_str(),
+            "moderation action"
+        );
         m::moderation_action(
             name,
             match outcome {
@@ -361,4 +368,41 @@ pub fn read_password_file(path: &Path) -> Result<String, String> {
 /// `{"status":…,"error":…}`: what an audited request was refused with.
 fn error_detail(e: &ApiError) -> String {
     serde_json::json!({"status": e.status, "error": e.message}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::moderation::MODERATOR_MAX_BAN_SECS as MAX;
+
+    #[test]
+    fn what_a_role_may_never_do() {
+        let ban = |secs| Action::Ban { secs };
+        assert_eq!(refused_outright(Role::Viewer, &Action::Kick), Some(NOT_ALLOWED));
+        assert_eq!(refused_outright(Role::Viewer, &ban(Some(60))), Some(NOT_ALLOWED));
+        assert_eq!(refused_outright(Role::Moderator, &ban(None)), Some(MODERATOR_BAN_LIMIT));
+        assert_eq!(refused_outright(Role::Moderator, &ban(Some(MAX + 1))), Some(MODERATOR_BAN_LIMIT));
+        assert_eq!(refused_outright(Role::Moderator, &ban(Some(MAX))), None);
+        assert_eq!(refused_outright(Role::Moderator, &Action::RevokeTokens), Some(NOT_ALLOWED));
+        // Lifting is judged by Moderation, which knows who acted.
+        assert_eq!(refused_outright(Role::Moderator, &Action::Unban), None);
+        for action in [ban(None), Action::RevokeTokens, Action::Unban, Action::Mute { secs: 1 }] {
+            assert_eq!(refused_outright(Role::Admin, &action), None);
+        }
+    }
+
+    #[test]
+    fn reasons_names_and_passwords() {
+        assert_eq!(check_reason("  spam \n").unwrap(), "spam");
+        for bad in ["", "   ", &"x".repeat(501)] {
+            assert_eq!(check_reason(bad).unwrap_err(), ApiError::new(400, REASON_REQUIRED));
+        }
+        assert!(check_reason(&"é".repeat(500)).is_ok(), "characters, not bytes");
+        assert!(check_operator_name("alice.b-2_x").is_ok());
+        for bad in ["", "cli:root", "a b", &"a".repeat(65), "bøb"] {
+            assert_eq!(check_operator_name(bad).unwrap_err().status, 400, "{bad:?}");
+        }
+        assert!(check_password("eight ch").is_ok());
+        assert!(check_password("seven c").is_err());
+    }
 }

@@ -161,3 +161,39 @@ impl Admin {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::moderation::Role;
+
+    #[test]
+    fn the_cookie_is_found_among_others_and_hashed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, "theme=dark; ocps_admin=abc123 ; other=1".parse().unwrap());
+        assert_eq!(cookie_token(&headers), Some(token_hash("abc123")));
+        headers.insert(COOKIE, "ocps_admin_x=abc123".parse().unwrap());
+        assert_eq!(cookie_token(&headers), None);
+    }
+
+    #[test]
+    fn cookies_are_strict_and_secure_over_tls() {
+        assert_eq!(set_cookie("t", false), "ocps_admin=t; HttpOnly; SameSite=Strict; Path=/admin");
+        assert!(set_cookie("t", true).ends_with("; Secure"));
+        assert!(clear_cookie(false).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn the_csrf_token_must_match() {
+        let session = OperatorSession { operator: "a".into(), role: Role::Admin, csrf: "k".repeat(64) };
+        let mut headers = HeaderMap::new();
+        assert!(!csrf_ok(&session, &headers));
+        headers.insert(CSRF_HEADER, "wrong".parse().unwrap());
+        assert!(!csrf_ok(&session, &headers));
+        headers.insert(CSRF_HEADER, "k".repeat(64).parse().unwrap());
+        assert!(csrf_ok(&session, &headers));
+        let empty = OperatorSession { csrf: String::new(), ..session };
+        headers.insert(CSRF_HEADER, "".parse().unwrap());
+        assert!(!csrf_ok(&empty, &headers));
+    }
+}
