@@ -661,6 +661,24 @@ async fn brute_force_is_throttled_without_locking_the_operator_out() {
 }
 
 #[tokio::test]
+async fn the_per_name_cap_never_locks_out_a_network_that_signed_in_before() {
+    let (_cluster, node) =
+        with_admin(&[("TRUSTED_PROXIES", "127.0.0.1/32"), ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "4")]).await;
+    let office = Api::from(node.metrics, "192.0.2.10");
+    assert_eq!(office.login("root", ADMIN_PASSWORD).await.status, 200);
+    // A botnet: one guess from each of many networks, under every per-network limit.
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        statuses.push(Api::from(node.metrics, &format!("198.18.{n}.1")).login("root", "botnet guess").await.status);
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 429, 429]);
+    let fresh = Api::from(node.metrics, "198.51.100.77").login("root", ADMIN_PASSWORD).await;
+    assert_eq!((fresh.status, fresh.error()), (429, TOO_MANY));
+    // The network the operator signed in from before still gets in.
+    assert_eq!(Api::from(node.metrics, "192.0.2.11").login("root", ADMIN_PASSWORD).await.status, 200);
+}
+
+#[tokio::test]
 async fn the_audit_log_filters_pages_and_no_endpoint_alters_it() {
     let (cluster, node) = with_admin(&[]).await;
     let root = Api::signed_in(node.metrics, "root", ADMIN_PASSWORD).await;
