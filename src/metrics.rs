@@ -201,6 +201,7 @@ labels! {
         RateLimited = "rate_limited",
         Busy = "busy",
         ServerError = "server_error",
+        Banned = "banned",
     }
 }
 

@@ -141,6 +141,14 @@ pub enum Reply<'a> {
     Error { message: Cow<'a, str>, code: Cow<'a, str> },
     #[serde(rename = "auth_error")]
     AuthError { message: Cow<'a, str> },
+    /// An `auth_error` of a banned account (`until`: RFC 3339 UTC, `null` permanent).
+    #[serde(rename = "auth_error", skip_deserializing)]
+    Banned { message: Cow<'a, str>, reason: Cow<'a, str>, until: Option<String> },
+    /// An `error` to a muted account's chat.
+    #[serde(rename = "error", skip_deserializing)]
+    Muted { message: Cow<'a, str>, code: Cow<'a, str>, until: String },
+    #[serde(rename = "kicked")]
+    Kicked { reason: Cow<'a, str> },
     #[serde(rename = "auth_success")]
     AuthSuccess { username: Cow<'a, str>, token: Cow<'a, str> },
     #[serde(rename = "display_name_updated")]

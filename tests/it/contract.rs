@@ -102,7 +102,12 @@ async fn token_cache(s: &(impl TokenCache + Sessions)) {
     s.cache_negative(&token, 30).await.unwrap();
     assert_eq!(s.lookup(&token).await.unwrap(), CacheLookup::Negative);
 
-    let record = TokenRecord { user_id: 7, username: "Jane".into(), expires_at: unix_now() + 3600 };
+    let record = TokenRecord {
+        user_id: 7,
+        username: "Jane".into(),
+        expires_at: unix_now() + 3600,
+        standing: Standing::default(),
+    };
     s.cache(&token, &record, 60, Some("Jane")).await.unwrap();
     let hit = |name: &str| CacheLookup::Hit { token: record.clone(), display_name: Some(name.into()) };
     assert_eq!(s.lookup(&token).await.unwrap(), hit("Jane"));
@@ -550,7 +555,7 @@ async fn user_store(label: &str, s: &dyn UserStore) {
         // Tokens issued in one second still have an order.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let record = TokenRecord { user_id, username: jane.clone(), expires_at };
+    let record = TokenRecord { user_id, username: jane.clone(), expires_at, standing: Standing::default() };
     assert_eq!(s.find_token(&tokens[0]).await.unwrap(), None);
     assert_eq!(s.find_token(&tokens[1]).await.unwrap(), Some(record.clone()));
     let mut live: Vec<_> = s.live_tokens(&tokens).await.unwrap().into_iter().map(|(t, _)| t).collect();

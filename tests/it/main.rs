@@ -12,6 +12,7 @@ mod abuse_transport;
 mod agones;
 mod cluster;
 mod contract;
+mod contract_moderation;
 mod drain;
 mod faults;
 mod hostile;

@@ -10,13 +10,16 @@
 //!
 //! Key schema (every key starts with the configured prefix, `ocps:` by default). Keys
 //! one operation touches together share a `{hash tag}`, ready for Redis Cluster:
-//! - `{t:<sha256 hex>}:tok`  token cache: `"<user id> <expires unix> <username>"`, or `-` for
-//!   a token PostgreSQL does not know (short TTL); never longer than the token lives
+//! - `{t:<sha256 hex>}:tok`  token cache: `"<user id> <expires unix> <username>"`, then
+//!   for an account with a ban or mute a line of its standing as JSON; or `-` for a
+//!   token PostgreSQL does not know (short TTL); never longer than the token lives
 //! - `{t:<sha256 hex>}:sess` the session's display name, for the token's lifetime
 //! - `{presence}:beats`      sorted set: node id → last heartbeat (ms, Redis clock)
 //!   (`lua/beat.lua`)
 //! - `{presence}:counts`     hash: node id → authenticated connections
 //! - `{presence}:gone`       sorted set: node id → when its heartbeat was found stale
+//! - `{presence}:nodes`      hash: node id → what operators see of it (`store::NodeInfo`
+//!   JSON), written after each heartbeat; stale entries dropped by the next reader
 //! - `{n:<name>}:acct`       the account a name typed as a private message's target
 //!   names: its stored spelling, or `-` for none (an hour; a minute for none)
 //! - `{n:<account name>}:nodes` set: the nodes holding that account's sessions (the
@@ -178,6 +181,11 @@ impl RedisStore {
     fn presence_keys(&self) -> (String, String, String) {
         let key = |name: &str| format!("{}{{presence}}:{name}", self.prefix);
         (key("beats"), key("counts"), key("gone"))
+    }
+
+    /// What operators see of each live node (`store::NodeInfo`), by node id.
+    fn nodes_key(&self) -> String {
+        format!("{}{{presence}}:nodes", self.prefix)
     }
 
     fn limit_key(&self, key: &str) -> String {

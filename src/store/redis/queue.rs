@@ -7,7 +7,9 @@ use redis::{AsyncCommands, Script};
 
 use super::RedisStore;
 use crate::error::StoreError;
-use crate::store::{Joinable, Joined, Left, MatchQueue, StoreResult, Taken, Ticket, MATCH_COUNT_WINDOW_SECS};
+use crate::store::{
+    Joinable, Joined, Left, MatchQueue, QueueOverview, StoreResult, Taken, Ticket, MATCH_COUNT_WINDOW_SECS,
+};
 
 /// The matchmaking scripts, by name.
 struct MmScripts {
@@ -200,4 +202,58 @@ impl MatchQueue for RedisStore {
         inv.arg(match_id);
         self.run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await.map(drop) }).await
     }
+
+    async fn overview(&self, queues: &[String], servers: &[String]) -> StoreResult<Vec<QueueOverview>> {
+        // Every key is in the {mm} slot: one pipeline for the counts and heads, one for
+        // the heads' tickets.
+        let mut pipe = redis::pipe();
+        for queue in queues {
+            let key = self.mm_key(&format!("q:{queue}"));
+            pipe.zcard(&key).zrange(&key, 0, 0);
+        }
+        pipe.hvals(self.mm_key("forming"));
+        for server in servers {
+            pipe.exists(self.mm_key(&format!("lease:{server}")));
+        }
+        let replies: Vec<redis::Value> = self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        let value = |i: usize| replies.get(i).cloned().unwrap_or(redis::Value::Nil);
+        let parse = |v: redis::Value| redis::from_redis_value::<Vec<String>>(v).unwrap_or_default();
+        let mut counts = Vec::new();
+        for i in 0..queues.len() {
+            let waiting: u64 = redis::from_redis_value(value(2 * i)).unwrap_or(0);
+            counts.push((waiting, parse(value(2 * i + 1)).into_iter().next()));
+        }
+        let forming: Vec<String> = parse(value(2 * queues.len()));
+        let leased = (0..servers.len())
+            .filter(|s| redis::from_redis_value::<bool>(value(2 * queues.len() + 1 + s)).unwrap_or(false))
+            .count() as u64;
+        let heads: Vec<&String> = counts.iter().filter_map(|(_, head)| head.as_ref()).collect();
+        let tickets: Vec<Option<String>> = if heads.is_empty() {
+            Vec::new()
+        } else {
+            let (key, heads) = (self.mm_key("tickets"), heads.clone());
+            self.run(|mut c| async move { redis::cmd("HMGET").arg(key).arg(heads).query_async(&mut c).await }).await?
+        };
+        let mut joined = tickets.into_iter().map(|raw| raw.and_then(|r| ticket_from(&r).ok()).map(|t| t.joined_ms));
+        Ok(queues
+            .iter()
+            .zip(counts)
+            .map(|(queue, (waiting, head))| {
+                let forming = forming.iter().filter(|raw| forming_queue(raw).as_deref() == Some(queue)).count() as u64;
+                QueueOverview {
+                    queue: queue.clone(),
+                    waiting,
+                    oldest_joined_ms: head.and_then(|_| joined.next().flatten()),
+                    forming,
+                    leased,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The queue of a forming match (`{mm}:forming` record): its first ticket's.
+fn forming_queue(raw: &str) -> Option<String> {
+    let record: serde_json::Value = serde_json::from_str(raw).ok()?;
+    record["tickets"][0]["queue"].as_str().map(str::to_owned)
 }
