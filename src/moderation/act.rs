@@ -79,9 +79,12 @@ impl Moderation {
                 (None, sessions)
             }
             Action::Kick => {
-                let sessions = self.tell(&account, Moderated::Kicked { reason: reason.to_owned() }).await;
-                if sessions == 0 {
-                    // Nobody to kick now: the account's next session is.
+                let sessions = self.session_count(&account).await;
+                if sessions > 0 {
+                    self.publish(&account, Moderated::Kicked { reason: reason.to_owned() }).await;
+                } else {
+                    // Nobody to kick now: the account's next session is (once: a kick
+                    // also sent over the bus would kick the session after that too).
                     self.stores.moderation.pend_kick(account.id, reason, &actor.name).await.map_err(unavailable)?;
                     self.refresh_cache(&account).await?;
                 }
@@ -160,13 +163,21 @@ impl Moderation {
     /// Asks every live session of the account, on every node, to carry out `action`;
     /// returns how many sessions there were.
     async fn tell(&self, account: &AccountRecord, action: Moderated) -> u64 {
+        let count = self.session_count(account).await;
+        self.publish(account, action).await;
+        count
+    }
+
+    async fn session_count(&self, account: &AccountRecord) -> u64 {
         let sessions = self.sessions(std::slice::from_ref(&account.username)).await;
-        let count = sessions.values().map(|s| s.len() as u64).sum();
+        sessions.values().map(|s| s.len() as u64).sum()
+    }
+
+    async fn publish(&self, account: &AccountRecord, action: Moderated) {
         let event = BusEvent::Moderate { account: account.username.clone(), action };
         if let Err(e) = self.stores.bus.publish(&event).await {
-            store_skipped(e, "live sessions learn of the action at their next session check");
+            store_skipped(e, "live sessions learn of a ban or mute at their next session check");
         }
-        count
     }
 }
 

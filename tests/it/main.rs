@@ -20,6 +20,7 @@ mod lifecycle;
 mod matchmaking;
 mod matchmaking_inproc;
 mod metrics;
+mod moderation;
 mod protocol;
 mod revoke;
 mod scale;
