@@ -5,8 +5,8 @@
 //! circuit breaker and the version check; `roles` the token cache, sessions,
 //! presence, the directory, limits and chat buckets; `bus` the chat bus; `queue`
 //! matchmaking. Every key's name is made here, below the schema; every Lua script is a
-//! file in `lua/`, and every key a script touches is passed in `KEYS`, the
-//! matchmaking keys named from data too (see `{mm}` below).
+//! file in `lua/`, and every key a script touches is passed in `KEYS` (checked by
+//! `lua_keys`), the matchmaking keys named from data too (see `{mm}` below).
 //!
 //! Key schema (every key starts with the configured prefix, `ocps:` by default). Keys
 //! one operation touches together share a `{hash tag}`, ready for Redis Cluster:
@@ -71,6 +71,8 @@
 
 mod bus;
 mod conn;
+#[cfg(test)]
+mod lua_keys;
 mod queue;
 mod roles;
 
