@@ -48,12 +48,12 @@
 //! - channel `chat`          the chat bus to every node (JSON [`BusEvent`](super::BusEvent)s)
 //! - channel `chat:<node id>` private messages routed to one node
 //!
-//! Matchmaking keys all carry one hash tag, `{mm}` (one slot: each operation is one
-//! atomic script, `lua/mm_*.lua`, or a read and then one). Some of the keys a script touches are named from
-//! data (the queue of an account's ticket, the accounts and queues of a match, a
-//! match's game server, the match holding a lease): `queue.rs` names them from a hint
-//! (data read before, or a previous attempt's answer) and passes the hint too; the
-//! script reads that data again and, if it would need other keys, changes nothing and
+//! Matchmaking keys all carry one hash tag, `{mm}` (one slot: every script,
+//! `lua/mm_*.lua`, is atomic). Some of the keys a script touches are named from data
+//! (the queue of an account's ticket, the accounts and queues of a match, a match's
+//! game server, the match holding a lease): `queue.rs` names them from a hint (data
+//! read before, or a previous attempt's answer) and passes the hint too; the script
+//! reads that data again and, if it would need other keys, changes nothing and
 //! answers the fresh hint, to be run again with it.
 //!
 //! Topologies (`REDIS_URL`, see [`RedisTarget`]): one server, a master found through

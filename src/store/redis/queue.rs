@@ -1,6 +1,7 @@
 //! The matchmaking queue: tickets, queues, forming and started matches, game-server
-//! leases. Every operation is a script (`lua/mm_*.lua`) on keys under one hash tag,
-//! `{mm}` (the schema in the module header), each key given in `KEYS`.
+//! leases, on keys under one hash tag, `{mm}` (the schema in the module header). An
+//! operation that changes more than one key is a script (`lua/mm_*.lua`), given each
+//! key it touches in `KEYS`.
 //!
 //! Some keys are named from data: the queue of an account's ticket, the accounts
 //! and queues of a forming match's tickets, a started match's accounts and game
