@@ -1,8 +1,7 @@
 //! One domain error whose variants each map to exactly one wire reply.
 
 use crate::metrics::AuthResult;
-use crate::moderation::rfc3339;
-use crate::protocol::Reply;
+use crate::protocol::{rfc3339, Reply};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {

@@ -220,6 +220,12 @@ impl Reply<'_> {
     }
 }
 
+/// Unix seconds as RFC 3339 UTC with whole seconds (`2026-12-06T07:40:00Z`).
+pub fn rfc3339(unix_secs: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,12 +28,30 @@ pub struct Peer {
     /// authenticated: what the admin views show of it.
     pub address: std::net::IpAddr,
     pub since: i64,
-    pub via: crate::session::Via,
+    pub via: Via,
 }
 
 impl Peer {
     fn routes(&self) -> [Route; 2] {
         [Route::Account(self.account.to_string()), Route::DisplayName(self.display_name.to_string())]
+    }
+}
+
+/// How a session authenticated (the admin views show it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Login,
+    TokenAuth,
+    Register,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Login => "login",
+            Via::TokenAuth => "token_auth",
+            Via::Register => "register",
+        }
     }
 }
 

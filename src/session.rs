@@ -14,7 +14,7 @@ use tracing::Span;
 use crate::auth::TokenHash;
 use crate::node::Node;
 use crate::outbox::Outbox;
-use crate::registry::Peer;
+use crate::registry::{Peer, Via};
 
 /// An authenticated session's player. Handlers of players' messages receive it from
 /// dispatch (`handlers::Access::Player`).
@@ -32,24 +32,6 @@ pub struct Auth {
     pub muted_until: Option<i64>,
     /// How the session authenticated.
     pub via: Via,
-}
-
-/// How a session authenticated (the admin views show it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    Login,
-    TokenAuth,
-    Register,
-}
-
-impl Via {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Via::Login => "login",
-            Via::TokenAuth => "token_auth",
-            Via::Register => "register",
-        }
-    }
 }
 
 impl Auth {

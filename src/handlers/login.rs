@@ -12,7 +12,8 @@ use crate::error::Error;
 use crate::node::Node;
 use crate::protocol::{Credentials, Reply};
 use crate::ratelimit::Subject;
-use crate::session::{Session, Via};
+use crate::registry::Via;
+use crate::session::Session;
 use crate::store::{unix_now, Resolved};
 
 pub async fn apply(node: &Node, session: &mut Session, request: Option<Credentials>) -> Outcome {

@@ -49,7 +49,8 @@ use crate::outbox::Moderated;
 use crate::protocol::{
     parse_envelope, Credentials, Payload, PrivateMessage, QueueChoice, Registration, Reply, TokenPayload,
 };
-use crate::session::{Auth, Session, Via};
+use crate::registry::Via;
+use crate::session::{Auth, Session};
 use crate::store::{unix_now, Standing, TokenRecord};
 
 /// A handler's answer: one reply, nothing, or an error (which maps to one reply).

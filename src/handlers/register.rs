@@ -6,7 +6,8 @@ use crate::accounts::create_account;
 use crate::error::Error;
 use crate::node::Node;
 use crate::protocol::{Registration, Reply};
-use crate::session::{Session, Via};
+use crate::registry::Via;
+use crate::session::Session;
 use crate::store::Standing;
 
 pub async fn apply(node: &Node, session: &mut Session, request: Option<Registration>) -> Outcome {

@@ -14,7 +14,8 @@ use crate::metrics::{self as m, CacheOutcome};
 use crate::names;
 use crate::node::Node;
 use crate::protocol::{Reply, TokenPayload};
-use crate::session::{Auth, Session, Via};
+use crate::registry::Via;
+use crate::session::{Auth, Session};
 use crate::store::{unix_now, CacheLookup, TokenRecord};
 
 pub async fn apply(node: &Node, session: &mut Session, request: Option<TokenPayload>) -> Outcome {

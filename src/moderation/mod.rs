@@ -127,6 +127,7 @@ pub const MAX_REASON_CHARS: usize = 500;
 
 mod act;
 mod views;
+pub use crate::protocol::rfc3339;
 pub use views::*;
 
 use std::collections::HashMap;
@@ -358,10 +359,4 @@ fn session_view(node: &str, s: SessionInfo) -> SessionView {
 fn match_id(frame: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(frame).ok()?;
     value["payload"]["match_id"].as_str().map(str::to_owned)
-}
-
-/// Unix seconds as RFC 3339 UTC with whole seconds (`2026-12-06T07:40:00Z`).
-pub fn rfc3339(unix_secs: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
 }
