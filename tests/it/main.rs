@@ -11,6 +11,7 @@ mod abuse_matches;
 mod abuse_transport;
 mod agones;
 mod cluster;
+mod console;
 mod contract;
 mod contract_moderation;
 mod drain;
