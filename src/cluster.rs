@@ -10,7 +10,7 @@
 //! when nobody holds it.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -27,12 +27,35 @@ use crate::protocol::{ChatLine, Reply};
 use crate::ratelimit::ChatLimiter;
 use crate::registry::{Registry, RouteChange, RouteChanges};
 use crate::store::{
-    Beat, Bus, BusEvent, ChatBuckets, Directory, FrameTarget, NameLookup, Presence, Route, Stores, UserStore,
+    Beat, Bus, BusEvent, ChatBuckets, Directory, FrameTarget, NameLookup, NodeInfo, Presence, Route, Stores, UserStore,
 };
 
 /// How often a node writes its heartbeat and refreshes its view of the others.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+
+/// Where a node is in its life, as `/ready` and the other nodes see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    Starting = 0,
+    Ready = 1,
+    Draining = 2,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Starting => "starting",
+            Status::Ready => "ready",
+            Status::Draining => "draining",
+        }
+    }
+}
+
+/// Every this many heartbeats the node checks that PostgreSQL answers (for the
+/// admin views of the cluster).
+const POSTGRES_CHECK_BEATS: u32 = 5;
 
 /// This node's part of the cluster: the stores that make it one, this node's live
 /// sessions, and its view of the others. Built once at start-up; its tasks
@@ -49,6 +72,9 @@ pub struct Cluster {
     registry: Arc<Registry>,
     chat: ChatLimiter,
     view: ClusterView,
+    status: AtomicU8,
+    /// Unix seconds this node started.
+    started: i64,
 }
 
 /// This node's view of the other live nodes, as of its last heartbeat.
@@ -93,7 +119,21 @@ impl Cluster {
             registry,
             chat: ChatLimiter::new(config),
             view: ClusterView::default(),
+            status: AtomicU8::new(Status::Starting as u8),
+            started: crate::store::unix_now(),
         }
+    }
+
+    pub fn status(&self) -> Status {
+        match self.status.load(Ordering::Relaxed) {
+            1 => Status::Ready,
+            2 => Status::Draining,
+            _ => Status::Starting,
+        }
+    }
+
+    pub fn set_status(&self, status: Status) {
+        self.status.store(status as u8, Ordering::Relaxed);
     }
 
     pub fn node_id(&self) -> &str {
@@ -206,7 +246,7 @@ impl Cluster {
         true
     }
 
-    /// Hands a chat event to the matching sessions of this node.
+    /// Hands a bus event to the matching sessions of this node.
     pub fn deliver_local(&self, event: &BusEvent) {
         match event {
             BusEvent::Global { from, account, message } => {
@@ -223,6 +263,22 @@ impl Cluster {
             BusEvent::Frame { to: FrameTarget::Connection(id), text } => {
                 self.registry.deliver_to_connection(*id, &Message::text(text.as_str()));
             }
+            BusEvent::Moderate { account, action } => {
+                self.registry.moderate(account, &Arc::new(action.clone()));
+            }
+            BusEvent::Describe { account, reply_to, request } => {
+                // Answered even when empty: the asking node waits for every node it asked.
+                let sessions = self.registry.describe(account);
+                let answer = BusEvent::Described { request: *request, node: self.node_id.clone(), sessions };
+                let (bus, reply_to) = (self.bus.clone(), reply_to.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = bus.publish_to(&reply_to, &answer).await {
+                        store_skipped(e, "sessions not described to the asking node");
+                    }
+                });
+            }
+            // Answers go to the process that asked (`moderation`), not to sessions.
+            BusEvent::Described { .. } => {}
         }
     }
 
@@ -251,16 +307,24 @@ impl Cluster {
         // A late beat is not followed by a burst of catching-up beats.
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_beat = Instant::now();
+        let (mut beats, mut postgres_up) = (0u32, true);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
+            if beats % POSTGRES_CHECK_BEATS == 0 {
+                postgres_up = tokio::time::timeout(HEARTBEAT_EVERY, self.users.ping()).await.is_ok_and(|r| r.is_ok());
+            }
+            beats = beats.wrapping_add(1);
             let count = self.registry.authenticated_count();
             match self.presence.beat(&self.node_id, count).await {
                 Ok(beat) => {
                     self.view.update(beat);
                     last_beat = Instant::now();
+                    if let Err(e) = self.presence.announce(&self.facts(count, postgres_up)).await {
+                        store_skipped(e, "this node's facts not shown to operators");
+                    }
                 }
                 Err(_) => self.view.alone(),
             }
@@ -268,6 +332,22 @@ impl Cluster {
         }
         if let Err(e) = self.presence.remove(&self.node_id).await {
             tracing::warn!(error = %e, "could not remove presence at shutdown; it expires by itself");
+        }
+    }
+
+    /// What operators see of this node (the admin API's nodes view).
+    fn facts(&self, players: usize, postgres_up: bool) -> NodeInfo {
+        let up = |up: bool| if up { "up" } else { "down" }.to_owned();
+        NodeInfo {
+            id: self.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started: self.started,
+            players: players as u64,
+            status: self.status().as_str().to_owned(),
+            // Written through Redis: as this node sees it, Redis answers.
+            redis: up(true),
+            postgres: up(postgres_up),
+            heartbeat: crate::store::unix_now(),
         }
     }
 

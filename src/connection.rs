@@ -23,7 +23,8 @@ use crate::error::Error;
 use crate::handlers;
 use crate::metrics as m;
 use crate::node::Node;
-use crate::outbox::{self, Inbox, Outgoing};
+use crate::outbox::{self, Inbox, Moderated, Outgoing};
+use crate::protocol::Reply;
 use crate::session::Session;
 
 /// How long a server-side close may take (writing the close frame, then lingering
@@ -50,10 +51,12 @@ pub enum Close {
     Binary,
     ShuttingDown,
     TooManyMessages,
+    /// An operator kicked the player (MODERATION.md).
+    Kicked,
 }
 
 impl Close {
-    pub const ALL: [Close; 7] = [
+    pub const ALL: [Close; 8] = [
         Close::AuthTimeout,
         Close::PingTimeout,
         Close::TooSlow,
@@ -61,11 +64,14 @@ impl Close {
         Close::Binary,
         Close::ShuttingDown,
         Close::TooManyMessages,
+        Close::Kicked,
     ];
 
     pub fn code(self) -> CloseCode {
         match self {
-            Close::AuthTimeout | Close::PingTimeout | Close::TooSlow | Close::TooManyMessages => CloseCode::Policy,
+            Close::AuthTimeout | Close::PingTimeout | Close::TooSlow | Close::TooManyMessages | Close::Kicked => {
+                CloseCode::Policy
+            }
             Close::FrameTooLarge => CloseCode::Size,
             Close::Binary => CloseCode::Unsupported,
             Close::ShuttingDown => CloseCode::Away,
@@ -81,6 +87,7 @@ impl Close {
             Close::Binary => "binary frames are not supported",
             Close::ShuttingDown => "server shutting down",
             Close::TooManyMessages => "too many messages",
+            Close::Kicked => "kicked",
         }
     }
 }
@@ -211,10 +218,7 @@ impl Connection {
                         Some(Err(_)) | None => return Err(None),
                     }
                 }
-                queued = self.inbox.recv() => match queued.map_err(|_| Some(Close::TooSlow))? {
-                    Outgoing::Frame(message) => self.ws.write(message, &self.inbox).await?,
-                    Outgoing::Revoked(token) => self.end_revoked(token).await?,
-                },
+                queued = self.inbox.recv() => self.apply(queued.map_err(|_| Some(Close::TooSlow))?).await?,
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= silence_limit {
                         return Err(Some(Close::PingTimeout));
@@ -233,9 +237,10 @@ impl Connection {
     }
 
     /// Runs one message's handler to its reply, writing queued chat meanwhile. A
-    /// revocation arriving meanwhile waits until the handler is done with the session.
+    /// revocation or an operator's action arriving meanwhile waits until the handler is
+    /// done with the session.
     async fn handle(&mut self, text: &str, going_away: &CancellationToken) -> Result<(), Ending> {
-        let mut revoked = Vec::new();
+        let mut deferred = Vec::new();
         let reply = {
             let Connection { node, ws, session, inbox } = self;
             let dispatch = handlers::dispatch(node, session, text);
@@ -247,7 +252,7 @@ impl Connection {
                     _ = going_away.cancelled() => return Err(Some(Close::ShuttingDown)),
                     queued = inbox.recv() => match queued.map_err(|_| Some(Close::TooSlow))? {
                         Outgoing::Frame(message) => ws.write(message, inbox).await?,
-                        Outgoing::Revoked(token) => revoked.push(token),
+                        session_change => deferred.push(session_change),
                     },
                 }
             }
@@ -255,10 +260,56 @@ impl Connection {
         if let Some(reply) = reply {
             self.ws.write(Message::text(reply), &self.inbox).await?;
         }
-        for token in revoked {
-            self.end_revoked(token).await?;
+        for session_change in deferred {
+            self.apply(session_change).await?;
         }
         Ok(())
+    }
+
+    async fn apply(&mut self, outgoing: Outgoing) -> Result<(), Ending> {
+        match outgoing {
+            Outgoing::Frame(message) => self.ws.write(message, &self.inbox).await,
+            Outgoing::Revoked(token) => self.end_revoked(token).await,
+            Outgoing::Moderated(action) => self.moderated(&action).await,
+        }
+    }
+
+    /// Carries out an operator's action on this session's account.
+    async fn moderated(&mut self, action: &Moderated) -> Result<(), Ending> {
+        match action {
+            Moderated::Banned { reason, until } => {
+                if self.session.is_authenticated() {
+                    self.session.end(&self.node);
+                    return self.ws.write(Message::text(Error::banned(reason, *until).to_json()), &self.inbox).await;
+                }
+                Ok(())
+            }
+            Moderated::Muted { until } => {
+                self.session.set_muted(*until);
+                Ok(())
+            }
+            Moderated::Kicked { reason } => {
+                let frame = Reply::Kicked { reason: reason.as_str().into() }.to_json();
+                self.ws.write(Message::text(frame), &self.inbox).await?;
+                Err(Some(Close::Kicked))
+            }
+            Moderated::TokensRevoked => match self.session.auth() {
+                Some(auth) => self.end_revoked(auth.token_hash).await,
+                None => Ok(()),
+            },
+            Moderated::NameReset => {
+                let Some(auth) = self.session.auth() else {
+                    return Ok(());
+                };
+                if *auth.display_name == *auth.username {
+                    return Ok(());
+                }
+                let name: Arc<str> = auth.username.as_str().into();
+                self.session.rename(&self.node, name.clone());
+                let frame = Reply::DisplayNameUpdated(name.as_ref().into()).to_json();
+                self.ws.write(Message::text(frame), &self.inbox).await
+            }
+        }
     }
 
     /// Ends the session if it still uses `token`, and tells the client why.

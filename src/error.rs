@@ -1,9 +1,9 @@
 //! One domain error whose variants each map to exactly one wire reply.
 
 use crate::metrics::AuthResult;
-use crate::protocol::Reply;
+use crate::protocol::{rfc3339, Reply};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     // `error` replies, any message.
     BadMessage,
@@ -19,6 +19,8 @@ pub enum Error {
     MatchPending,
     /// `join_queue` past `MAX_MATCHES_PER_HOUR`.
     MatchRateLimited,
+    /// Chat from a muted account, until the unix second given.
+    Muted(i64),
 
     // `auth_error` replies for `login` and `token_auth`.
     InvalidLoginFormat,
@@ -28,6 +30,8 @@ pub enum Error {
     InvalidTokenFormat,
     InvalidToken,
     AuthServerError,
+    /// A correct credential of a banned account.
+    Banned(Box<BanNotice>),
 
     // `error` replies with code REGISTRATION_ERROR.
     InvalidRegistrationFormat,
@@ -40,12 +44,31 @@ pub enum Error {
     RegistrationRateLimited,
 }
 
+/// What a banned account's credential is answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanNotice {
+    pub reason: String,
+    /// Unix seconds; `None`: permanent.
+    pub until: Option<i64>,
+}
+
 impl Error {
+    pub fn banned(reason: &str, until: Option<i64>) -> Error {
+        Error::Banned(Box::new(BanNotice { reason: reason.to_owned(), until }))
+    }
+
     /// The reply a client receives for this error.
-    pub fn to_json(self) -> String {
+    pub fn to_json(&self) -> String {
         let message = self.message().into();
         let error = |code: &'static str| Reply::Error { message: self.message().into(), code: code.into() };
         let reply = match self {
+            Error::Muted(until) => {
+                return Reply::Muted { message, code: "MUTED".into(), until: rfc3339(*until) }.to_json()
+            }
+            Error::Banned(ban) => {
+                let (reason, until) = (ban.reason.as_str().into(), ban.until.map(rfc3339));
+                return Reply::Banned { message, reason, until }.to_json();
+            }
             Error::BadMessage => error("BAD_MESSAGE"),
             Error::AuthRequired => error("AUTH_REQUIRED"),
             Error::UnknownType => error("UNKNOWN_TYPE"),
@@ -70,8 +93,10 @@ impl Error {
         reply.to_json()
     }
 
-    fn message(self) -> &'static str {
+    fn message(&self) -> &'static str {
         match self {
+            Error::Muted(_) => "You are muted",
+            Error::Banned(_) => "Account banned",
             Error::BadMessage => "Invalid message format",
             Error::AuthRequired => "Authentication required",
             Error::UnknownType => "Unknown message type",
@@ -97,7 +122,7 @@ impl Error {
     }
 
     /// The `result` label of the auth-attempt metric for this error.
-    pub fn auth_result(self) -> AuthResult {
+    pub fn auth_result(&self) -> AuthResult {
         match self {
             Error::InvalidLoginFormat
             | Error::InvalidTokenFormat
@@ -109,6 +134,7 @@ impl Error {
             }
             Error::TooManyAttempts | Error::RegistrationRateLimited => AuthResult::RateLimited,
             Error::ServerBusy => AuthResult::Busy,
+            Error::Banned(_) => AuthResult::Banned,
             _ => AuthResult::ServerError,
         }
     }

@@ -206,6 +206,7 @@ labels! {
         RateLimited = "rate_limited",
         Busy = "busy",
         ServerError = "server_error",
+        Banned = "banned",
     }
 }
 

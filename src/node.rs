@@ -1,6 +1,5 @@
 //! Everything a handler may touch, shared by all connections of this node.
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::auth::HashPool;
@@ -12,13 +11,7 @@ use crate::ratelimit::LoginThrottle;
 use crate::registry::{Registry, RouteChanges};
 use crate::store::Stores;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Status {
-    Starting = 0,
-    Ready = 1,
-    Draining = 2,
-}
+pub use crate::cluster::Status;
 
 pub struct Node {
     pub config: Config,
@@ -32,7 +25,6 @@ pub struct Node {
     pub cluster: Arc<Cluster>,
     pub matchmaker: Arc<Matchmaker>,
     pub last_used: LastUsed,
-    status: AtomicU8,
 }
 
 /// What the node's background tasks consume, handed over once at start-up.
@@ -65,21 +57,16 @@ impl Node {
             cluster,
             matchmaker: Arc::new(matchmaker),
             last_used: LastUsed::default(),
-            status: AtomicU8::new(Status::Starting as u8),
         };
         (node, Feeds { route_changes, releases })
     }
 
     pub fn status(&self) -> Status {
-        match self.status.load(Ordering::Relaxed) {
-            1 => Status::Ready,
-            2 => Status::Draining,
-            _ => Status::Starting,
-        }
+        self.cluster.status()
     }
 
     pub fn set_status(&self, status: Status) {
-        self.status.store(status as u8, Ordering::Relaxed);
+        self.cluster.set_status(status);
     }
 
     /// How long a positive token-cache entry may live: never past the token itself.

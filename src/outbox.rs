@@ -3,7 +3,8 @@
 //! authenticated, its registry entry) hold the sending [`Outbox`]. Chat is offered
 //! without waiting: a client whose queue is full is cut off rather than buffered.
 //! Besides frames, the queue carries the end of a session whose token stopped
-//! being valid, so it takes its place in order with the chat before it.
+//! being valid, and operators' actions on its account, so each takes its place in
+//! order with the chat before it.
 
 use std::sync::Arc;
 
@@ -19,6 +20,26 @@ pub enum Outgoing {
     Frame(Message),
     /// The session using this token must end (revoked, expired, user deleted).
     Revoked(TokenHash),
+    /// An operator acted on the session's account.
+    Moderated(Arc<Moderated>),
+}
+
+/// What an operator's action asks of each live session of the account
+/// (MODERATION.md, "What a player sees").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Moderated {
+    /// End the session with the ban's `auth_error`; it stays open, unauthenticated.
+    Banned { reason: String, until: Option<i64> },
+    /// Refuse chat until then (`None`: the mute is lifted).
+    Muted { until: Option<i64> },
+    /// Send `kicked`, then close with 1008 `kicked`.
+    Kicked { reason: String },
+    /// Take the account's name as display name, if it has another.
+    NameReset,
+    /// End the session with `Invalid or expired token`: every token of the account
+    /// was revoked.
+    TokensRevoked,
 }
 
 #[derive(Clone)]

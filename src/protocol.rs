@@ -141,6 +141,14 @@ pub enum Reply<'a> {
     Error { message: Cow<'a, str>, code: Cow<'a, str> },
     #[serde(rename = "auth_error")]
     AuthError { message: Cow<'a, str> },
+    /// An `auth_error` of a banned account (`until`: RFC 3339 UTC, `null` permanent).
+    #[serde(rename = "auth_error", skip_deserializing)]
+    Banned { message: Cow<'a, str>, reason: Cow<'a, str>, until: Option<String> },
+    /// An `error` to a muted account's chat.
+    #[serde(rename = "error", skip_deserializing)]
+    Muted { message: Cow<'a, str>, code: Cow<'a, str>, until: String },
+    #[serde(rename = "kicked")]
+    Kicked { reason: Cow<'a, str> },
     #[serde(rename = "auth_success")]
     AuthSuccess { username: Cow<'a, str>, token: Cow<'a, str> },
     #[serde(rename = "display_name_updated")]
@@ -212,6 +220,12 @@ impl Reply<'_> {
     }
 }
 
+/// Unix seconds as RFC 3339 UTC with whole seconds (`2026-12-06T07:40:00Z`).
+pub fn rfc3339(unix_secs: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +259,9 @@ mod tests {
             Reply::QueueStatus(_) => "queue_status",
             Reply::MatchFound(_) => "match_found",
             Reply::MatchError { .. } => "match_error",
+            Reply::Banned { .. } => "auth_error",
+            Reply::Muted { .. } => "error",
+            Reply::Kicked { .. } => "kicked",
         }
     }
 
@@ -284,14 +301,39 @@ mod tests {
             Reply::QueueStatus(status),
             Reply::MatchFound(found),
             Reply::MatchError { message: "m".into() },
+            Reply::Kicked { reason: "r".into() },
         ];
-        for reply in every {
+        let only_sent = [
+            Reply::Banned { message: "m".into(), reason: "r".into(), until: None },
+            Reply::Muted { message: "m".into(), code: "c".into(), until: "u".into() },
+        ];
+        for reply in every.iter().chain(&only_sent) {
             let json = reply.to_json();
-            let name = wire_name(&reply);
+            let name = wire_name(reply);
             assert!(json.starts_with(&format!(r#"{{"type":"{name}""#)), "{json}");
-            assert_eq!(Reply::parse(&json).as_ref(), Some(&reply));
             assert!(doc.contains(&format!(r#"{{"type":"{name}""#)), "docs/PROTOCOL.md never shows a {name} frame");
         }
+        for reply in every {
+            assert_eq!(Reply::parse(&reply.to_json()).as_ref(), Some(&reply));
+        }
+    }
+
+    /// MODERATION.md's frames, exactly.
+    #[test]
+    fn moderation_frames_match_the_contract() {
+        let banned = Reply::Banned { message: "Account banned".into(), reason: "spam".into(), until: None };
+        assert_eq!(
+            banned.to_json(),
+            r#"{"type":"auth_error","payload":{"message":"Account banned","reason":"spam","until":null}}"#
+        );
+        let until = "2026-12-06T07:40:00Z".to_owned();
+        let muted = Reply::Muted { message: "You are muted".into(), code: "MUTED".into(), until };
+        assert_eq!(
+            muted.to_json(),
+            r#"{"type":"error","payload":{"message":"You are muted","code":"MUTED","until":"2026-12-06T07:40:00Z"}}"#
+        );
+        let kicked = Reply::Kicked { reason: "afk".into() };
+        assert_eq!(kicked.to_json(), r#"{"type":"kicked","payload":{"reason":"afk"}}"#);
     }
 
     #[test]

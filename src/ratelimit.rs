@@ -72,7 +72,7 @@ impl LoginThrottle {
     /// them: a player's concurrent logins with the right password all get in.
     pub async fn admit(&self, subject: Subject<'_>, ip: IpAddr) -> Option<Guess> {
         let subject = match subject {
-            Subject::Account(id) => format!("a{id}"),
+            Subject::Account(id) => account_subject(id),
             Subject::Name(name) => format!("n{:.32x}", Sha256::digest(name.as_bytes())),
         };
         let key = LoginKey { subject, network: network_key(ip), address: address_key(ip) };
@@ -216,4 +216,9 @@ mod tests {
         assert_eq!(waits, [0, 0, 0, 0, 1000, 2000, 4000, 8000]);
         assert_eq!(p.wait_after(60), 900_000);
     }
+}
+
+/// The throttle's subject for account `id` (a `LoginKey`'s `subject`).
+pub fn account_subject(id: i64) -> String {
+    format!("a{id}")
 }

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 
 use crate::auth::TokenHash;
 use crate::metrics as m;
-use crate::outbox::{Outbox, Outgoing};
-use crate::store::Route;
+use crate::outbox::{Moderated, Outbox, Outgoing};
+use crate::store::{Route, SessionInfo};
 
 /// An authenticated connection as seen from outside its task.
 pub struct Peer {
@@ -24,11 +24,34 @@ pub struct Peer {
     pub account: Arc<str>,
     pub token_hash: TokenHash,
     pub outbox: Outbox,
+    /// The client's address, when the session began (unix seconds) and how it
+    /// authenticated: what the admin views show of it.
+    pub address: std::net::IpAddr,
+    pub since: i64,
+    pub via: Via,
 }
 
 impl Peer {
     fn routes(&self) -> [Route; 2] {
         [Route::Account(self.account.to_string()), Route::DisplayName(self.display_name.to_string())]
+    }
+}
+
+/// How a session authenticated (the admin views show it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Login,
+    TokenAuth,
+    Register,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Login => "login",
+            Via::TokenAuth => "token_auth",
+            Via::Register => "register",
+        }
     }
 }
 
@@ -162,6 +185,44 @@ impl Registry {
         for peer in self.peers.read().unwrap().by_id.values().filter(|p| p.token_hash == *token) {
             peer.outbox.offer(Outgoing::Revoked(*token));
         }
+    }
+
+    /// Asks every session of `account` (its name as stored) to carry out an
+    /// operator's action; returns how many were asked.
+    pub fn moderate(&self, account: &str, action: &Arc<Moderated>) -> u64 {
+        let peers = self.peers.read().unwrap();
+        let Some(ids) = peers.by_route.get(&Route::Account(account.to_owned())) else {
+            return 0;
+        };
+        let asked = ids.iter().filter_map(|id| peers.by_id.get(id));
+        asked.filter(|peer| peer.outbox.offer(Outgoing::Moderated(action.clone()))).count() as u64
+    }
+
+    /// Asks every session using `token` to carry out an operator's action.
+    pub fn moderate_token(&self, token: &TokenHash, action: &Arc<Moderated>) {
+        for peer in self.peers.read().unwrap().by_id.values().filter(|p| p.token_hash == *token) {
+            peer.outbox.offer(Outgoing::Moderated(action.clone()));
+        }
+    }
+
+    /// The sessions of `account` here, as the admin views show them.
+    pub fn describe(&self, account: &str) -> Vec<SessionInfo> {
+        let peers = self.peers.read().unwrap();
+        let Some(ids) = peers.by_route.get(&Route::Account(account.to_owned())) else {
+            return Vec::new();
+        };
+        let mut sessions: Vec<SessionInfo> = ids
+            .iter()
+            .filter_map(|id| peers.by_id.get(id))
+            .map(|peer| SessionInfo {
+                display_name: peer.display_name.to_string(),
+                address: peer.address.to_string(),
+                since: peer.since,
+                via: peer.via.as_str().to_owned(),
+            })
+            .collect();
+        sessions.sort_by_key(|s| s.since);
+        sessions
     }
 
     fn publish_len(&self, len: usize) {

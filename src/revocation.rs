@@ -7,7 +7,10 @@
 //! - a valid one is written to the token cache again once half the cache's lifetime
 //!   has passed since it last was, so when this node dies and its players reconnect
 //!   elsewhere all at once, their `token_auth` finds the cache warm and asks
-//!   PostgreSQL nothing.
+//!   PostgreSQL nothing;
+//! - a ban or mute in force on a live session's account is carried out here too, so
+//!   one imposed while this node could not hear the bus (Redis down) still reaches
+//!   its sessions within `SESSION_CHECK_SECS`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::TokenHash;
 use crate::error::store_skipped;
 use crate::node::Node;
+use crate::outbox::Moderated;
+use crate::store::{unix_now, TokenRecord};
 
 /// Tokens asked about per query.
 const BATCH: usize = 5_000;
@@ -48,6 +53,7 @@ async fn check(node: &Node, cached: &mut HashMap<TokenHash, Instant>) {
             return;
         };
         let live: HashMap<TokenHash, _> = live.into_iter().collect();
+        enforce_standing(node, &live);
         // Many writes in flight at once: one at a time, thousands of players would take
         // longer than the cache's lifetime on a slow link.
         let due: Vec<_> = live
@@ -73,6 +79,20 @@ async fn check(node: &Node, cached: &mut HashMap<TokenHash, Instant>) {
         for token in &ended {
             cached.remove(token);
             node.registry.revoke(token);
+        }
+    }
+}
+
+/// Bans and mutes in force on the accounts of live sessions (their tokens' records).
+fn enforce_standing(node: &Node, live: &HashMap<TokenHash, TokenRecord>) {
+    let now = unix_now();
+    for (token, record) in live {
+        let standing = &record.standing;
+        if let Some(ban) = standing.ban(now) {
+            let action = Moderated::Banned { reason: ban.reason.clone(), until: ban.until };
+            node.registry.moderate_token(token, &Arc::new(action));
+        } else if let Some(mute) = standing.mute(now) {
+            node.registry.moderate_token(token, &Arc::new(Moderated::Muted { until: mute.until }));
         }
     }
 }

@@ -14,7 +14,7 @@ use tracing::Span;
 use crate::auth::TokenHash;
 use crate::node::Node;
 use crate::outbox::Outbox;
-use crate::registry::Peer;
+use crate::registry::{Peer, Via};
 
 /// An authenticated session's player. Handlers of players' messages receive it from
 /// dispatch (`handlers::Access::Player`).
@@ -27,6 +27,18 @@ pub struct Auth {
     /// Unix seconds.
     pub expires_at: i64,
     pub display_name: Arc<str>,
+    /// Chat is refused until this unix second (a mute in force when the session began,
+    /// or imposed since).
+    pub muted_until: Option<i64>,
+    /// How the session authenticated.
+    pub via: Via,
+}
+
+impl Auth {
+    /// The mute in force at `now`, as its end.
+    pub fn muted(&self, now: i64) -> Option<i64> {
+        self.muted_until.filter(|until| *until > now)
+    }
 }
 
 pub struct Session {
@@ -38,6 +50,8 @@ pub struct Session {
     queued: bool,
     /// Since when the connection has been unauthenticated (it must authenticate in time).
     unauthenticated_since: Instant,
+    /// Unix seconds the current session began (the admin views show it).
+    since: i64,
     outbox: Outbox,
     /// The connection's span (`connection::span`): [`Session::begin`] records the
     /// account in it.
@@ -52,6 +66,7 @@ impl Session {
             auth: None,
             queued: false,
             unauthenticated_since: Instant::now(),
+            since: 0,
             outbox,
             span: Span::none(),
         }
@@ -89,12 +104,16 @@ impl Session {
             // A player back on a new connection: its match, if it is still on.
             node.matchmaker.resend_joinable(auth.username.clone(), self.outbox.clone());
             self.span.record("account", tracing::field::display(&auth.username));
+            self.since = crate::store::unix_now();
         }
         let peer = Peer {
             display_name: auth.display_name.clone(),
             account: auth.username.as_str().into(),
             token_hash: auth.token_hash,
             outbox: self.outbox.clone(),
+            address: self.client_ip,
+            since: self.since,
+            via: auth.via,
         };
         node.registry.insert(self.id, peer);
         self.auth = Some(auth);
@@ -104,6 +123,19 @@ impl Session {
         if let Some(auth) = self.auth.as_mut() {
             auth.display_name = display_name.clone();
             node.registry.rename(self.id, display_name);
+        }
+    }
+
+    /// Asks this connection to carry out an operator's action once the current
+    /// message is handled.
+    pub fn moderate(&self, action: crate::outbox::Moderated) {
+        self.outbox.offer(crate::outbox::Outgoing::Moderated(Arc::new(action)));
+    }
+
+    /// Mutes the session until `until` (unix seconds), or lifts its mute (`None`).
+    pub fn set_muted(&mut self, until: Option<i64>) {
+        if let Some(auth) = self.auth.as_mut() {
+            auth.muted_until = until;
         }
     }
 

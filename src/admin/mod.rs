@@ -97,7 +97,7 @@ impl Admin {
         // Operator logins are few: two hashes at once, a short queue.
         let hasher = HashPool::new(settings.argon2.clone(), 2, 16, 2, 8);
         Admin {
-            moderation: Moderation::new(stores.clone(), node_id),
+            moderation: Moderation::new(stores.clone(), node_id, &config),
             operators: stores.operators.clone(),
             audit: stores.audit.clone(),
             throttle: LoginThrottle::new(stores.limits.clone(), &config),

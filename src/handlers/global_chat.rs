@@ -9,7 +9,7 @@ use crate::store::BusEvent;
 
 pub async fn apply(node: &Node, _session: &mut Session, player: &Auth, request: Option<String>) -> Outcome {
     let message = request.filter(|m| !m.is_empty()).ok_or(Error::BadMessage)?;
-    let message = chat_text(node, message)?;
+    let message = chat_text(node, player, message)?;
     let (from, account) = (player.display_name.to_string(), player.username.clone());
     if !node.cluster.publish_chat(player.user_id, BusEvent::Global { from, account, message }).await {
         return Err(Error::ChatRateLimited);

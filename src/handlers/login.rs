@@ -7,13 +7,14 @@
 //! gives its place back before any hash. Known and unknown names take the same steps
 //! and get the same replies.
 
-use super::{start_session, store_failed, store_skipped, Outcome};
+use super::{kicked, start_session, store_failed, store_skipped, Outcome};
 use crate::error::Error;
 use crate::node::Node;
 use crate::protocol::{Credentials, Reply};
 use crate::ratelimit::Subject;
+use crate::registry::Via;
 use crate::session::Session;
-use crate::store::Resolved;
+use crate::store::{unix_now, Resolved};
 
 pub async fn apply(node: &Node, session: &mut Session, request: Option<Credentials>) -> Outcome {
     let Some(Credentials { username, password }) = request else {
@@ -49,6 +50,10 @@ pub async fn apply(node: &Node, session: &mut Session, request: Option<Credentia
         }
     };
     node.logins.resolved(guess, Resolved::Right).await;
+    // Only a correct password learns of a ban.
+    if let Some(ban) = user.standing.ban(unix_now()) {
+        return Err(Error::banned(&ban.reason, ban.until));
+    }
 
     if verified.needs_rehash {
         // Best effort: a failure here leaves the old, still valid hash in place.
@@ -60,8 +65,11 @@ pub async fn apply(node: &Node, session: &mut Session, request: Option<Credentia
         }
     }
     drop(turn);
+    if user.standing.kick.is_some() && kicked(node, session, user.id).await {
+        return Ok(None);
+    }
 
-    let token = start_session(node, session, user.id, &user.username)
+    let token = start_session(node, session, (user.id, &user.username, &user.standing), Via::Login)
         .await
         .map_err(|e| store_failed(e, Error::AuthServerError))?;
     Ok(Some(Reply::AuthSuccess { username: user.username.into(), token: token.as_str().to_owned().into() }))

@@ -45,11 +45,13 @@ use crate::auth::Token;
 use crate::error::{store_failed, store_skipped, Error, StoreError};
 use crate::metrics::{AuthResult, MessageMetrics};
 use crate::node::Node;
+use crate::outbox::Moderated;
 use crate::protocol::{
     parse_envelope, Credentials, Payload, PrivateMessage, QueueChoice, Registration, Reply, TokenPayload,
 };
+use crate::registry::Via;
 use crate::session::{Auth, Session};
-use crate::store::{unix_now, TokenRecord};
+use crate::store::{unix_now, Standing, TokenRecord};
 
 /// A handler's answer: one reply, nothing, or an error (which maps to one reply).
 pub type Outcome = Result<Option<Reply<'static>>, Error>;
@@ -191,7 +193,13 @@ pub async fn dispatch(node: &Node, session: &mut Session, text: &str) -> Option<
 
 /// Issues a new token for an account that just proved who it is, and authenticates
 /// the connection with a fresh session whose display name is the account name.
-async fn start_session(node: &Node, session: &mut Session, user_id: i64, username: &str) -> Result<Token, StoreError> {
+async fn start_session(
+    node: &Node,
+    session: &mut Session,
+    user: (i64, &str, &Standing),
+    via: Via,
+) -> Result<Token, StoreError> {
+    let (user_id, username, standing) = user;
     let token = Token::generate();
     let hash = token.hash();
     let expires_at = unix_now() + node.config.token_ttl_secs as i64;
@@ -204,22 +212,49 @@ async fn start_session(node: &Node, session: &mut Session, user_id: i64, usernam
             store_skipped(e, "revoked tokens stay cached until the session check ends them");
         }
     }
-    let record = TokenRecord { user_id, username: username.to_owned(), expires_at };
+    let record = TokenRecord { user_id, username: username.to_owned(), expires_at, standing: standing.clone() };
     // The cache only saves a PostgreSQL query on the next token_auth; without Redis
     // the token still works everywhere.
     if let Err(e) = node.stores.tokens.cache(&hash, &record, node.cache_ttl(expires_at), Some(username)).await {
         store_skipped(e, "token not cached");
     }
-    let auth =
-        Auth { user_id, username: username.to_owned(), token_hash: hash, expires_at, display_name: username.into() };
+    let auth = Auth {
+        user_id,
+        username: username.to_owned(),
+        token_hash: hash,
+        expires_at,
+        display_name: username.into(),
+        muted_until: standing.mute(unix_now()).and_then(|m| m.until),
+        via,
+    };
     session.begin(node, auth);
     Ok(token)
 }
 
-/// A chat message's text, if it is not longer than `CHAT_MAX_CHARS`.
-fn chat_text(node: &Node, message: String) -> Result<String, Error> {
+/// Delivers the kick that waited for this account's next session, if it is still
+/// waiting (exactly one session gets it): `kicked`, then the connection closes.
+async fn kicked(node: &Node, session: &Session, user_id: i64) -> bool {
+    match node.stores.moderation.take_kick(user_id).await {
+        Ok(Some(reason)) => {
+            session.moderate(Moderated::Kicked { reason });
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            store_skipped(e, "the waiting kick stays for the next session");
+            false
+        }
+    }
+}
+
+/// A chat message's text, if it is not longer than `CHAT_MAX_CHARS` and `player` is
+/// not muted.
+fn chat_text(node: &Node, player: &Auth, message: String) -> Result<String, Error> {
     if longer_than(&message, node.config.chat_max_chars as usize) {
         return Err(Error::BadMessage);
+    }
+    if let Some(until) = player.muted(unix_now()) {
+        return Err(Error::Muted(until));
     }
     Ok(message)
 }

@@ -17,7 +17,7 @@ pub async fn apply(node: &Node, _session: &mut Session, player: &Auth, request: 
     if longer_than(&target, MAX_TARGET_CHARS) {
         return Err(Error::BadMessage);
     }
-    let message = chat_text(node, message)?;
+    let message = chat_text(node, player, message)?;
     let (from, account) = (player.display_name.to_string(), player.username.clone());
     if !node.cluster.send_private(player.user_id, from, account, target, message).await {
         return Err(Error::ChatRateLimited);

@@ -6,14 +6,16 @@ use crate::accounts::create_account;
 use crate::error::Error;
 use crate::node::Node;
 use crate::protocol::{Registration, Reply};
+use crate::registry::Via;
 use crate::session::Session;
+use crate::store::Standing;
 
 pub async fn apply(node: &Node, session: &mut Session, request: Option<Registration>) -> Outcome {
     let Some(registration) = request else {
         return Err(Error::InvalidRegistrationFormat);
     };
     let (user_id, username) = create_account(node, registration, session.client_ip).await?;
-    let token = start_session(node, session, user_id, &username)
+    let token = start_session(node, session, (user_id, &username, &Standing::default()), Via::Register)
         .await
         .map_err(|e| store_failed(e, Error::RegistrationFailed))?;
     Ok(Some(Reply::RegisterSuccess {

@@ -1,18 +1,20 @@
 //! `token_auth`: a token issued by any node resumes its session on this one.
 //!
-//! Cache hit: one Redis round trip, no PostgreSQL. Miss (or Redis down): one
+//! Cache hit: one Redis round trip, no PostgreSQL (a ban or mute is in the cached
+//! entry). Miss (or Redis down): one
 //! PostgreSQL query, then the cache is filled. Unknown tokens are cached as negative
 //! entries, so repeating a bogus token never reaches PostgreSQL, and the per-connection
 //! message rate bounds how many distinct ones a client can try. No rate limit ever
 //! refuses a valid token.
 
-use super::{store_failed, store_skipped, Outcome};
+use super::{kicked, store_failed, store_skipped, Outcome};
 use crate::auth::{Token, TokenHash};
 use crate::error::Error;
 use crate::metrics::{self as m, CacheOutcome};
 use crate::names;
 use crate::node::Node;
 use crate::protocol::{Reply, TokenPayload};
+use crate::registry::Via;
 use crate::session::{Auth, Session};
 use crate::store::{unix_now, CacheLookup, TokenRecord};
 
@@ -47,6 +49,13 @@ pub async fn apply(node: &Node, session: &mut Session, request: Option<TokenPayl
         }
     };
 
+    let now = unix_now();
+    if let Some(ban) = record.standing.ban(now) {
+        return Err(Error::banned(&ban.reason, ban.until));
+    }
+    if record.standing.kick.is_some() && kicked(node, session, record.user_id).await {
+        return Ok(None);
+    }
     node.last_used.mark(hash);
     // A display name stored before names had a format (a 16 KB one, say) is not
     // restored: the session starts with the account name, as after a login.
@@ -59,6 +68,8 @@ pub async fn apply(node: &Node, session: &mut Session, request: Option<TokenPayl
         token_hash: hash,
         expires_at: record.expires_at,
         display_name,
+        muted_until: record.standing.mute(now).and_then(|m| m.until),
+        via: Via::TokenAuth,
     };
     session.begin(node, auth);
     Ok(Some(reply))

@@ -125,59 +125,238 @@ pub const MODERATOR_MAX_BAN_SECS: u64 = 30 * 86_400;
 /// The longest reason, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
 
+mod act;
 mod views;
+pub use crate::protocol::rfc3339;
 pub use views::*;
 
-use crate::store::Stores;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use crate::error::{store_skipped, StoreError};
+use crate::store::{unix_now, unix_now_ms, AccountRecord, BusEvent, Joinable, Route, Sanction, SessionInfo, Stores};
+
+/// How long a view waits for the nodes it asked about their sessions.
+const DESCRIBE_WAIT: Duration = Duration::from_millis(800);
 
 /// Acts on players and reads what the cluster holds, from any process that has the
 /// stores: a node (for its admin API) or the command line.
 pub struct Moderation {
     stores: Stores,
-    /// Where replies to this process's cluster-wide questions are sent.
+    /// This process's name on the bus: answers to its questions come to a channel
+    /// named after it.
     node_id: String,
+    /// Queues as configured, with their match sizes.
+    queues: Vec<(String, usize)>,
+    /// Game servers of the static pool (empty: none, or allocated by Agones).
+    servers: Vec<String>,
+    /// How long a session's display name is kept (TOKEN_TTL_SECS).
+    session_ttl_secs: u64,
 }
 
 impl Moderation {
-    pub fn new(stores: Stores, node_id: String) -> Moderation {
-        Moderation { stores, node_id }
-    }
-
-    /// Does `action` to `username`'s account, if `actor`'s role allows it.
-    pub async fn act(
-        &self,
-        username: &str,
-        action: Action,
-        reason: &str,
-        actor: &Actor,
-    ) -> Result<Acted, ModerationError> {
-        let _ = (username, action, reason, actor, &self.stores, &self.node_id);
-        Err(ModerationError::Unavailable("not built yet".into()))
+    pub fn new(stores: Stores, node_id: String, config: &crate::config::Config) -> Moderation {
+        Moderation {
+            stores,
+            node_id,
+            queues: config.match_queues.0.clone(),
+            servers: match config.allocator {
+                crate::config::Allocator::Static => {
+                    config.game_servers.0.iter().map(|(host, port)| format!("{host}:{port}")).collect()
+                }
+                _ => Vec::new(),
+            },
+            session_ttl_secs: config.token_ttl_secs,
+        }
     }
 
     /// The player 360 (without audit entries).
     pub async fn player(&self, username: &str) -> Result<PlayerView, ModerationError> {
-        let _ = username;
-        Err(ModerationError::Unavailable("not built yet".into()))
+        let account = self.account(username).await?;
+        let names = [account.username.clone()];
+        let subject = crate::ratelimit::account_subject(account.id);
+        let (standing, mut sessions, matchmaking, failed) = tokio::join!(
+            self.stores.moderation.standing(account.id),
+            self.sessions(&names),
+            self.matchmaking(&account.username),
+            self.stores.limits.failed_logins(&subject),
+        );
+        let standing = standing.map_err(unavailable)?;
+        let now = unix_now();
+        Ok(PlayerView {
+            sessions: sessions.remove(&account.username).unwrap_or_default(),
+            matchmaking,
+            ban: standing.ban(now).map(sanction_view),
+            mute: standing.mute(now).map(sanction_view),
+            failed_logins: failed.unwrap_or_else(|e| {
+                store_skipped(e, "failed logins shown as 0");
+                0
+            }),
+            account: account_view(&account),
+        })
     }
 
     /// Accounts whose username or email starts with `prefix`, at most `limit`.
     pub async fn players(&self, prefix: &str, limit: u32) -> Result<Vec<PlayerSummary>, ModerationError> {
-        let _ = (prefix, limit);
-        Err(ModerationError::Unavailable("not built yet".into()))
+        let found = self.stores.moderation.search_accounts(prefix, limit).await.map_err(unavailable)?;
+        let names: Vec<String> = found.iter().map(|a| a.username.clone()).collect();
+        let mut online = self.sessions(&names).await;
+        Ok(found
+            .into_iter()
+            .map(|a| PlayerSummary {
+                online: online.remove(&a.username).map_or(0, |s| s.len() as u64),
+                id: a.id,
+                username: a.username,
+                email: a.email,
+            })
+            .collect())
     }
 
     pub async fn nodes(&self) -> Result<Vec<NodeView>, ModerationError> {
-        Err(ModerationError::Unavailable("not built yet".into()))
+        let nodes = self.stores.presence.nodes().await.map_err(unavailable)?;
+        Ok(nodes
+            .into_iter()
+            .map(|n| NodeView {
+                id: n.id,
+                version: n.version,
+                started: rfc3339(n.started),
+                players: n.players,
+                status: n.status,
+                redis: n.redis,
+                postgres: n.postgres,
+                last_heartbeat: rfc3339(n.heartbeat),
+            })
+            .collect())
     }
 
     pub async fn queues(&self) -> Result<Vec<QueueView>, ModerationError> {
-        Err(ModerationError::Unavailable("not built yet".into()))
+        let names: Vec<String> = self.queues.iter().map(|(name, _)| name.clone()).collect();
+        let overview = self.stores.queue.overview(&names, &self.servers).await.map_err(unavailable)?;
+        let now_ms = unix_now_ms();
+        let pool = self.servers.len() as u64;
+        Ok(overview
+            .into_iter()
+            .map(|q| QueueView {
+                queue: q.queue,
+                waiting: q.waiting,
+                oldest_wait_secs: q.oldest_joined_ms.map(|joined| now_ms.saturating_sub(joined) / 1000),
+                pending_allocation: q.forming,
+                servers_leased: (pool > 0).then_some(q.leased),
+                servers_free: (pool > 0).then(|| pool.saturating_sub(q.leased)),
+            })
+            .collect())
+    }
+
+    async fn account(&self, username: &str) -> Result<AccountRecord, ModerationError> {
+        let found = self.stores.moderation.account(username).await.map_err(unavailable)?;
+        found.ok_or(ModerationError::NoSuchPlayer)
+    }
+
+    /// The live sessions of each account (names as stored), asked of the nodes the
+    /// directory says hold them; a node that does not answer in time is left out.
+    async fn sessions(&self, accounts: &[String]) -> HashMap<String, Vec<SessionView>> {
+        let mut found: HashMap<String, Vec<SessionView>> = HashMap::new();
+        let mut asked: HashMap<u64, (String, Vec<String>)> = HashMap::new();
+        for (request, account) in accounts.iter().enumerate() {
+            match self.stores.directory.nodes(&Route::Account(account.clone())).await {
+                Ok(nodes) if !nodes.is_empty() => {
+                    asked.insert(request as u64, (account.clone(), nodes));
+                }
+                Ok(_) => {}
+                Err(e) => store_skipped(e, "sessions not listed"),
+            }
+        }
+        if asked.is_empty() {
+            return found;
+        }
+        let reply_to = format!("{}.moderation.{}", self.node_id, uuid::Uuid::new_v4().simple());
+        let mut answers = match self.stores.bus.subscribe(&reply_to).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                store_skipped(e, "sessions not listed");
+                return found;
+            }
+        };
+        for (request, (account, nodes)) in &asked {
+            let question =
+                BusEvent::Describe { account: account.clone(), reply_to: reply_to.clone(), request: *request };
+            for node in nodes {
+                if let Err(e) = self.stores.bus.publish_to(node, &question).await {
+                    store_skipped(e, "a node not asked about its sessions");
+                }
+            }
+        }
+        let mut waiting: usize = asked.values().map(|(_, nodes)| nodes.len()).sum();
+        let deadline = tokio::time::Instant::now() + DESCRIBE_WAIT;
+        while waiting > 0 {
+            let Ok(Some(event)) = tokio::time::timeout_at(deadline, answers.next()).await else {
+                break;
+            };
+            let BusEvent::Described { request, node, sessions } = event else {
+                continue;
+            };
+            let Some((account, _)) = asked.get(&request) else {
+                continue;
+            };
+            waiting -= 1;
+            let views = sessions.into_iter().map(|s| session_view(&node, s));
+            found.entry(account.clone()).or_default().extend(views);
+        }
+        found
+    }
+
+    async fn matchmaking(&self, account: &str) -> Option<MatchmakingView> {
+        let queue = &self.stores.queue;
+        let (position, joinable) = tokio::join!(queue.position(account), queue.joinable(account));
+        let pending_match = match joinable {
+            Ok(Joinable::Found(frame)) => Some(match_id(&frame).unwrap_or_else(|| "unknown".into())),
+            Ok(Joinable::Forming) => Some("forming".into()),
+            _ => None,
+        };
+        let (queue, position, waiting_secs) = match position {
+            Ok(Some((ticket, position))) => {
+                let waited = unix_now_ms().saturating_sub(ticket.joined_ms) / 1000;
+                (Some(ticket.queue), Some(position), Some(waited))
+            }
+            _ => (None, None, None),
+        };
+        let any = queue.is_some() || pending_match.is_some();
+        any.then_some(MatchmakingView { queue, position, waiting_secs, pending_match })
     }
 }
 
-/// Unix seconds as RFC 3339 UTC with whole seconds (`2026-12-06T07:40:00Z`).
-pub fn rfc3339(unix_secs: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
+fn unavailable(e: StoreError) -> ModerationError {
+    ModerationError::Unavailable(format!("A store is unreachable, try again ({e})"))
+}
+
+fn account_view(a: &AccountRecord) -> Account {
+    Account {
+        id: a.id,
+        username: a.username.clone(),
+        email: a.email.clone(),
+        created: rfc3339(a.created_at),
+        last_login: a.last_login.map(rfc3339),
+    }
+}
+
+fn sanction_view(s: &Sanction) -> SanctionView {
+    SanctionView { reason: s.reason.clone(), until: s.until.map(rfc3339), by: s.by.clone(), at: rfc3339(s.at) }
+}
+
+fn session_view(node: &str, s: SessionInfo) -> SessionView {
+    SessionView {
+        node: node.to_owned(),
+        display_name: s.display_name,
+        address: s.address,
+        connected_since: rfc3339(s.since),
+        auth: s.via,
+    }
+}
+
+/// The match id of a `match_found` frame.
+fn match_id(frame: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(frame).ok()?;
+    value["payload"]["match_id"].as_str().map(str::to_owned)
 }

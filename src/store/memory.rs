@@ -15,10 +15,11 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    unix_now, Admit, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Conflict, Directory, Health, Joinable,
-    Joined, Left, Limits, LoginKey, LoginPolicy, MatchQueue, NameLookup, Pair, Presence, Resolved, Route, Sessions,
-    StoreResult, Taken, Ticket, TokenCache, TokenRecord, UserRecord, UserStore, GONE_KEPT_MS, GUESS_IN_FLIGHT_MS,
-    MATCH_COUNT_WINDOW_SECS,
+    unix_now, AccountRecord, Admit, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Conflict, Directory,
+    Health, Joinable, Joined, Left, Limits, LoginKey, LoginPolicy, MatchQueue, ModerationStore, NameLookup, NodeInfo,
+    Pair, Presence, QueueOverview, Resolved, Route, Sanction, SanctionKind, Sessions, Standing, StoreResult, Taken,
+    Ticket, TokenCache, TokenRecord, UserRecord, UserStore, GONE_KEPT_MS, GUESS_IN_FLIGHT_MS, MATCH_COUNT_WINDOW_SECS,
+    NODE_INFO_FRESH_SECS,
 };
 use crate::auth::TokenHash;
 use crate::bucket::AccountBuckets;
@@ -33,6 +34,10 @@ pub struct MemoryUsers {
 struct Users {
     users: Vec<(UserRecord, Option<String>)>,
     tokens: HashMap<TokenHash, StoredToken>,
+    /// Unix seconds each account was created.
+    created: HashMap<i64, i64>,
+    /// The sanctions in force, and waiting kicks, by account.
+    standing: HashMap<i64, Standing>,
 }
 
 struct StoredToken {
@@ -51,6 +56,36 @@ impl Users {
 
     fn by_id(&self, id: i64) -> Option<&UserRecord> {
         self.users.iter().map(|(u, _)| u).find(|u| u.id == id)
+    }
+
+    /// What PostgreSQL's lookups join: sanctions in force now.
+    fn standing(&self, id: i64) -> Standing {
+        let now = unix_now();
+        let mut standing = self.standing.get(&id).cloned().unwrap_or_default();
+        standing.ban = standing.ban.filter(|b| b.in_force(now));
+        standing.mute = standing.mute.filter(|m| m.in_force(now));
+        standing
+    }
+
+    /// Token `hash` as the lookups see it: live, or revoked while its account is banned.
+    fn token_record(&self, hash: &TokenHash) -> Option<TokenRecord> {
+        let t = self.tokens.get(hash).filter(|t| t.expires_at > unix_now())?;
+        let user = self.by_id(t.user_id)?;
+        let standing = self.standing(user.id);
+        if t.revoked && standing.ban.is_none() {
+            return None;
+        }
+        Some(TokenRecord { user_id: user.id, username: user.username.clone(), expires_at: t.expires_at, standing })
+    }
+
+    fn account(&self, (user, email): &(UserRecord, Option<String>)) -> AccountRecord {
+        AccountRecord {
+            id: user.id,
+            username: user.username.clone(),
+            email: email.clone(),
+            created_at: self.created.get(&user.id).copied().unwrap_or_default(),
+            last_login: None,
+        }
     }
 }
 
@@ -72,7 +107,9 @@ impl UserStore for MemoryUsers {
     }
 
     async fn find_login(&self, username: &str) -> StoreResult<(String, Option<UserRecord>)> {
-        Ok((username.to_lowercase(), self.find_user(username).await?))
+        let inner = self.inner.lock().unwrap();
+        let user = inner.by_name(username).map(|u| UserRecord { standing: inner.standing(u.id), ..u.clone() });
+        Ok((username.to_lowercase(), user))
     }
 
     async fn email_taken(&self, email: &str) -> StoreResult<bool> {
@@ -95,8 +132,14 @@ impl UserStore for MemoryUsers {
             return Ok(Err(Conflict::Email));
         }
         let id = inner.users.len() as i64 + 1;
-        let record = UserRecord { id, username: username.to_owned(), password_hash: password_hash.to_owned() };
+        let record = UserRecord {
+            id,
+            username: username.to_owned(),
+            password_hash: password_hash.to_owned(),
+            standing: Standing::default(),
+        };
         inner.users.push((record, email.map(str::to_owned)));
+        inner.created.insert(id, unix_now());
         Ok(Ok(id))
     }
 
@@ -136,13 +179,7 @@ impl UserStore for MemoryUsers {
 
     async fn live_tokens(&self, tokens: &[TokenHash]) -> StoreResult<Vec<(TokenHash, TokenRecord)>> {
         let inner = self.inner.lock().unwrap();
-        let now = unix_now();
-        let live = |h: &TokenHash| {
-            let t = inner.tokens.get(h).filter(|t| !t.revoked && t.expires_at > now)?;
-            let user = inner.by_id(t.user_id)?;
-            Some((*h, TokenRecord { user_id: user.id, username: user.username.clone(), expires_at: t.expires_at }))
-        };
-        Ok(tokens.iter().filter_map(live).collect())
+        Ok(tokens.iter().filter_map(|h| Some((*h, inner.token_record(h)?))).collect())
     }
 
     async fn prune_tokens(&self) -> StoreResult<u64> {
@@ -154,15 +191,7 @@ impl UserStore for MemoryUsers {
     }
 
     async fn find_token(&self, token: &TokenHash) -> StoreResult<Option<TokenRecord>> {
-        let inner = self.inner.lock().unwrap();
-        let Some(t) = inner.tokens.get(token).filter(|t| !t.revoked && t.expires_at > unix_now()) else {
-            return Ok(None);
-        };
-        Ok(inner.by_id(t.user_id).map(|u| TokenRecord {
-            user_id: u.id,
-            username: u.username.clone(),
-            expires_at: t.expires_at,
-        }))
+        Ok(self.inner.lock().unwrap().token_record(token))
     }
 
     async fn touch_tokens(&self, tokens: &[TokenHash]) -> StoreResult<u64> {
@@ -188,6 +217,71 @@ impl UserStore for MemoryUsers {
     }
 }
 
+#[async_trait]
+impl ModerationStore for MemoryUsers {
+    async fn account(&self, username: &str) -> StoreResult<Option<AccountRecord>> {
+        let inner = self.inner.lock().unwrap();
+        let wanted = username.to_lowercase();
+        Ok(inner.users.iter().find(|(u, _)| u.username.to_lowercase() == wanted).map(|u| inner.account(u)))
+    }
+
+    async fn search_accounts(&self, prefix: &str, limit: u32) -> StoreResult<Vec<AccountRecord>> {
+        let inner = self.inner.lock().unwrap();
+        let prefix = prefix.to_lowercase();
+        let starts = |s: &str| s.to_lowercase().starts_with(&prefix);
+        let mut found: Vec<AccountRecord> = inner
+            .users
+            .iter()
+            .filter(|(u, email)| starts(&u.username) || email.as_deref().is_some_and(starts))
+            .map(|u| inner.account(u))
+            .collect();
+        found.sort_by_key(|a| a.username.to_lowercase());
+        found.truncate(limit as usize);
+        Ok(found)
+    }
+
+    async fn standing(&self, user_id: i64) -> StoreResult<Standing> {
+        Ok(self.inner.lock().unwrap().standing(user_id))
+    }
+
+    async fn impose(&self, user_id: i64, kind: SanctionKind, sanction: &Sanction) -> StoreResult<()> {
+        let mut inner = self.inner.lock().unwrap();
+        let standing = inner.standing.entry(user_id).or_default();
+        match kind {
+            SanctionKind::Ban => standing.ban = Some(sanction.clone()),
+            SanctionKind::Mute => standing.mute = Some(sanction.clone()),
+        }
+        Ok(())
+    }
+
+    async fn lift(&self, user_id: i64, kind: SanctionKind, _by: &str, _reason: &str) -> StoreResult<Option<Sanction>> {
+        let mut inner = self.inner.lock().unwrap();
+        let now = unix_now();
+        let standing = inner.standing.entry(user_id).or_default();
+        let slot = match kind {
+            SanctionKind::Ban => &mut standing.ban,
+            SanctionKind::Mute => &mut standing.mute,
+        };
+        Ok(slot.take().filter(|s| s.in_force(now)))
+    }
+
+    async fn pend_kick(&self, user_id: i64, reason: &str, _by: &str) -> StoreResult<()> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.standing.entry(user_id).or_default().kick.get_or_insert_with(|| reason.to_owned());
+        Ok(())
+    }
+
+    async fn take_kick(&self, user_id: i64) -> StoreResult<Option<String>> {
+        Ok(self.inner.lock().unwrap().standing.get_mut(&user_id).and_then(|s| s.kick.take()))
+    }
+
+    async fn account_tokens(&self, user_id: i64) -> StoreResult<Vec<TokenHash>> {
+        let inner = self.inner.lock().unwrap();
+        let now = unix_now();
+        Ok(inner.tokens.iter().filter(|(_, t)| t.user_id == user_id && t.expires_at > now).map(|(h, _)| *h).collect())
+    }
+}
+
 /// The Redis roles: token cache, sessions, presence, bus, chat buckets, limits.
 pub struct MemoryShared {
     inner: Mutex<Shared>,
@@ -203,6 +297,8 @@ struct Shared {
     tokens: HashMap<TokenHash, Expiring<Option<TokenRecord>>>,
     sessions: HashMap<TokenHash, Expiring<String>>,
     presence: HashMap<String, u64>,
+    /// What operators see of each node: `{presence}:nodes`.
+    node_info: HashMap<String, NodeInfo>,
     /// Nodes judged dead ([`MemoryShared::mark_gone`]), and since when: Redis's
     /// `{presence}:gone`.
     gone: HashMap<String, Instant>,
@@ -381,7 +477,9 @@ impl TokenCache for MemoryShared {
         display_name: Option<&str>,
     ) -> StoreResult<()> {
         let mut inner = self.inner.lock().unwrap();
-        inner.tokens.insert(*token, Expiring::new(Some(record.clone()), ttl_secs));
+        // A waiting kick is never cached (as in Redis).
+        let standing = Standing { kick: None, ..record.standing.clone() };
+        inner.tokens.insert(*token, Expiring::new(Some(TokenRecord { standing, ..record.clone() }), ttl_secs));
         if let Some(name) = display_name {
             let ttl = super::seconds_until(record.expires_at);
             inner.sessions.insert(*token, Expiring::new(name.to_owned(), ttl));
@@ -436,8 +534,24 @@ impl Presence for MemoryShared {
     }
 
     async fn remove(&self, node_id: &str) -> StoreResult<()> {
-        self.inner.lock().unwrap().presence.remove(node_id);
+        let mut inner = self.inner.lock().unwrap();
+        inner.presence.remove(node_id);
+        inner.node_info.remove(node_id);
         Ok(())
+    }
+
+    async fn announce(&self, node: &NodeInfo) -> StoreResult<()> {
+        self.inner.lock().unwrap().node_info.insert(node.id.clone(), node.clone());
+        Ok(())
+    }
+
+    async fn nodes(&self) -> StoreResult<Vec<NodeInfo>> {
+        let mut inner = self.inner.lock().unwrap();
+        let now = unix_now();
+        inner.node_info.retain(|_, node| now - node.heartbeat <= NODE_INFO_FRESH_SECS);
+        let mut nodes: Vec<NodeInfo> = inner.node_info.values().cloned().collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
     }
 }
 
@@ -573,6 +687,11 @@ impl Limits for MemoryShared {
         entry.next = now + Duration::from_millis(policy.wait_after(entry.n));
         entry.forget = entry.next.max(now) + Duration::from_millis(policy.forget_ms);
         Ok(())
+    }
+
+    async fn failed_logins(&self, subject: &str) -> StoreResult<u64> {
+        let inner = self.inner.lock().unwrap();
+        Ok(live(&inner.counters, &subject_failures(subject)).copied().unwrap_or_default())
     }
 
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
@@ -783,6 +902,26 @@ impl MatchQueue for MemoryShared {
         }
         inner.leases.insert(server.to_owned(), Expiring::new(match_id.to_owned(), secs));
         Ok(true)
+    }
+
+    async fn overview(&self, queues: &[String], servers: &[String]) -> StoreResult<Vec<QueueOverview>> {
+        let inner = self.inner.lock().unwrap();
+        let leased = servers.iter().filter(|s| live(&inner.leases, s.as_str()).is_some()).count() as u64;
+        Ok(queues
+            .iter()
+            .map(|queue| {
+                let waiting = inner.tickets.values().filter(|t| &t.queue == queue);
+                let first = waiting.clone().min_by_key(|t| t.seq);
+                let forming = inner.forming.values().filter(|f| f.tickets.first().is_some_and(|t| &t.queue == queue));
+                QueueOverview {
+                    queue: queue.clone(),
+                    waiting: waiting.count() as u64,
+                    oldest_joined_ms: first.map(|t| t.joined_ms),
+                    forming: forming.count() as u64,
+                    leased,
+                }
+            })
+            .collect())
     }
 
     async fn unlease(&self, server: &str, match_id: &str) -> StoreResult<()> {

@@ -1,5 +1,5 @@
 //! The stores, behind traits sized to their roles. PostgreSQL holds the durable
-//! truth (users, tokens: [`UserStore`]); Redis the shared, expiring state, one trait
+//! truth (users, tokens: [`UserStore`]; bans and mutes: [`ModerationStore`]); Redis the shared, expiring state, one trait
 //! per role: [`TokenCache`], [`Sessions`], [`Presence`], [`Directory`], [`Bus`],
 //! [`ChatBuckets`], [`Limits`].
 //! Each role has a Redis implementation ([`redis`]) and an in-memory one
@@ -48,15 +48,117 @@ pub struct UserRecord {
     pub id: i64,
     pub username: String,
     pub password_hash: String,
+    /// What holds against the account (read with it, in the same query).
+    pub standing: Standing,
 }
 
-/// A token that is neither expired nor revoked, with its owner.
+/// A token that is neither expired nor revoked, with its owner; or, while its account
+/// is banned, a token the ban revoked (`standing.ban` is set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
     pub user_id: i64,
     pub username: String,
     /// Unix seconds.
     pub expires_at: i64,
+    pub standing: Standing,
+}
+
+/// A ban or mute in force (MODERATION.md).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sanction {
+    pub reason: String,
+    /// Unix seconds; `None`: permanent (bans only).
+    pub until: Option<i64>,
+    /// The operator, or `cli:<os user>`.
+    pub by: String,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+impl Sanction {
+    /// Still in force at `now` (unix seconds): expiry ends it without anyone acting.
+    pub fn in_force(&self, now: i64) -> bool {
+        self.until.is_none_or(|until| until > now)
+    }
+}
+
+/// What holds against an account when it authenticates: its ban and mute in force,
+/// and a kick that waits for its next session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Standing {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ban: Option<Sanction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mute: Option<Sanction>,
+    /// The reason of a kick of an account that had no live session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kick: Option<String>,
+}
+
+impl Standing {
+    pub fn is_clear(&self) -> bool {
+        self.ban.is_none() && self.mute.is_none() && self.kick.is_none()
+    }
+
+    /// The ban in force at `now`.
+    pub fn ban(&self, now: i64) -> Option<&Sanction> {
+        self.ban.as_ref().filter(|b| b.in_force(now))
+    }
+
+    /// The mute in force at `now`.
+    pub fn mute(&self, now: i64) -> Option<&Sanction> {
+        self.mute.as_ref().filter(|m| m.in_force(now))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanctionKind {
+    Ban,
+    Mute,
+}
+
+impl SanctionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SanctionKind::Ban => "ban",
+            SanctionKind::Mute => "mute",
+        }
+    }
+}
+
+/// An account as the admin views show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub id: i64,
+    pub username: String,
+    pub email: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub last_login: Option<i64>,
+}
+
+/// What moderation keeps in PostgreSQL: bans, mutes, kicks waiting for their player,
+/// and the account lookups of the admin views.
+#[async_trait]
+pub trait ModerationStore: Send + Sync + 'static {
+    /// The account named `username` (case-insensitive).
+    async fn account(&self, username: &str) -> StoreResult<Option<AccountRecord>>;
+    /// Accounts whose username or email starts with `prefix` (case-insensitive), by
+    /// username, at most `limit`.
+    async fn search_accounts(&self, prefix: &str, limit: u32) -> StoreResult<Vec<AccountRecord>>;
+    /// The account's standing now (sanctions in force, a waiting kick).
+    async fn standing(&self, user_id: i64) -> StoreResult<Standing>;
+    /// Puts `sanction` in force, lifting the one of the same kind before it.
+    async fn impose(&self, user_id: i64, kind: SanctionKind, sanction: &Sanction) -> StoreResult<()>;
+    /// Lifts the sanction of `kind` in force; returns it (`None`: nothing to lift).
+    async fn lift(&self, user_id: i64, kind: SanctionKind, by: &str, reason: &str) -> StoreResult<Option<Sanction>>;
+    /// Keeps a kick for the account's next login or `token_auth` (it had no session).
+    async fn pend_kick(&self, user_id: i64, reason: &str, by: &str) -> StoreResult<()>;
+    /// Takes the waiting kick, if any: exactly one caller gets it.
+    async fn take_kick(&self, user_id: i64) -> StoreResult<Option<String>>;
+    /// Every unexpired token of the account, revoked or not (to forget from the cache
+    /// when its standing changes).
+    async fn account_tokens(&self, user_id: i64) -> StoreResult<Vec<TokenHash>>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +268,30 @@ pub trait Presence: Send + Sync + 'static {
     async fn beat(&self, node_id: &str, authenticated: usize) -> StoreResult<Beat>;
     /// Withdraws the node at shutdown (it is not counted as dead).
     async fn remove(&self, node_id: &str) -> StoreResult<()>;
+    /// Records what operators see of a node (after each heartbeat).
+    async fn announce(&self, node: &NodeInfo) -> StoreResult<()>;
+    /// The nodes whose facts were recorded in the last [`NODE_INFO_FRESH_SECS`].
+    async fn nodes(&self) -> StoreResult<Vec<NodeInfo>>;
+}
+
+/// How long a node's recorded facts count as current: a few missed heartbeats.
+pub const NODE_INFO_FRESH_SECS: i64 = 10;
+
+/// What operators see of a node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub version: String,
+    /// Unix seconds.
+    pub started: i64,
+    pub players: u64,
+    /// `starting`, `ready` or `draining`.
+    pub status: String,
+    /// `up` or `down`, as the node sees it.
+    pub redis: String,
+    pub postgres: String,
+    /// Unix seconds of the node's last heartbeat.
+    pub heartbeat: i64,
 }
 
 /// The answer to a heartbeat.
@@ -257,6 +383,35 @@ pub enum BusEvent {
         to: Route,
         message: String,
     },
+    /// An operator's action, for every session of the account (its name as stored).
+    Moderate {
+        account: String,
+        action: crate::outbox::Moderated,
+    },
+    /// Asks every node holding sessions of `account` to describe them to node
+    /// `reply_to` ([`BusEvent::Described`]).
+    Describe {
+        account: String,
+        reply_to: String,
+        request: u64,
+    },
+    /// A node's sessions of the account a [`BusEvent::Describe`] asked about.
+    Described {
+        request: u64,
+        node: String,
+        sessions: Vec<SessionInfo>,
+    },
+}
+
+/// One live session as the node holding it describes it (the admin views).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionInfo {
+    pub display_name: String,
+    pub address: String,
+    /// Unix seconds.
+    pub since: i64,
+    /// `login`, `token_auth` or `register`.
+    pub via: String,
 }
 
 /// The cluster-wide message bus: an event published to all reaches every node once;
@@ -494,6 +649,23 @@ pub trait MatchQueue: Send + Sync + 'static {
     async fn lease(&self, server: &str, match_id: &str, secs: u64) -> StoreResult<bool>;
     /// Frees `server`'s lease if `match_id` holds it (a match that never started).
     async fn unlease(&self, server: &str, match_id: &str) -> StoreResult<()>;
+    /// What operators see of each of `queues`, with how many of the static pool's
+    /// `servers` are leased (a view: not one atomic read).
+    async fn overview(&self, queues: &[String], servers: &[String]) -> StoreResult<Vec<QueueOverview>>;
+}
+
+/// One queue as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueOverview {
+    pub queue: String,
+    /// Tickets waiting.
+    pub waiting: u64,
+    /// When the ticket first in line joined (unix ms).
+    pub oldest_joined_ms: Option<u64>,
+    /// Matches of this queue being formed (waiting for a game server).
+    pub forming: u64,
+    /// Game servers of the static pool leased (the same for every queue: one pool).
+    pub leased: u64,
 }
 
 /// Counters for rate limits that hold across nodes.
@@ -510,12 +682,15 @@ pub trait Limits: Send + Sync + 'static {
     /// Counts one event against `key` (the window starts with the first) and returns
     /// the count including it: atomic, so concurrent callers each see their own number.
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64>;
+    /// Wrong passwords counted against `subject` in its current window.
+    async fn failed_logins(&self, subject: &str) -> StoreResult<u64>;
 }
 
 /// Every store a node uses, by role.
 #[derive(Clone)]
 pub struct Stores {
     pub users: Arc<dyn UserStore>,
+    pub moderation: Arc<dyn ModerationStore>,
     pub tokens: Arc<dyn TokenCache>,
     pub sessions: Arc<dyn Sessions>,
     pub presence: Arc<dyn Presence>,
@@ -563,16 +738,18 @@ impl Stores {
         Stores::from_parts(users, shared, admin.clone(), admin)
     }
 
-    fn from_parts<S>(
-        users: Arc<dyn UserStore>,
+    fn from_parts<U, S>(
+        users: Arc<U>,
         shared: Arc<S>,
         operators: Arc<dyn admin::Operators>,
         audit: Arc<dyn admin::Audit>,
     ) -> Stores
     where
+        U: UserStore + ModerationStore,
         S: TokenCache + Sessions + Presence + Directory + Bus + ChatBuckets + Limits + MatchQueue + Health,
     {
         Stores {
+            moderation: users.clone(),
             users,
             tokens: shared.clone(),
             sessions: shared.clone(),
@@ -616,5 +793,9 @@ impl<S: Limits> Limits for WithLocalFallback<S> {
             Err(_) => self.local.hit(key, window_secs).await,
             ok => ok,
         }
+    }
+
+    async fn failed_logins(&self, subject: &str) -> StoreResult<u64> {
+        self.shared.failed_logins(subject).await
     }
 }

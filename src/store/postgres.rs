@@ -1,5 +1,6 @@
 //! PostgreSQL: users and tokens, the durable truth.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,7 +9,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
-use super::{Conflict, Health, StoreResult, TokenRecord, UserRecord, UserStore};
+use super::{
+    AccountRecord, Conflict, Health, ModerationStore, Sanction, SanctionKind, Standing, StoreResult, TokenRecord,
+    UserRecord, UserStore,
+};
 use crate::auth::TokenHash;
 use crate::error::StoreError;
 use crate::metrics as m;
@@ -78,6 +82,62 @@ fn client_config(url: &str) -> Result<crate::tls::PgTarget, StoreError> {
     Ok(target)
 }
 
+/// The standing of the account `u.id` (MODERATION.md) as JSON in column `standing`,
+/// and whether it is banned now in `banned`: joined to every login and token lookup,
+/// so a sanction costs them no second query.
+const STANDING: &str = "LEFT JOIN LATERAL (SELECT b.j IS NOT NULL AS banned, \
+    json_strip_nulls(json_build_object('ban', b.j, 'mute', mu.j, 'kick', k.reason))::text AS standing \
+    FROM (SELECT 1) one \
+    LEFT JOIN LATERAL (SELECT json_build_object('reason', reason, 'until', extract(epoch FROM until)::bigint, \
+        'by', created_by, 'at', extract(epoch FROM created_at)::bigint) j FROM sanctions \
+        WHERE user_id = u.id AND kind = 'ban' AND lifted_at IS NULL AND (until IS NULL OR until > now()) \
+        ORDER BY id DESC LIMIT 1) b ON true \
+    LEFT JOIN LATERAL (SELECT json_build_object('reason', reason, 'until', extract(epoch FROM until)::bigint, \
+        'by', created_by, 'at', extract(epoch FROM created_at)::bigint) j FROM sanctions \
+        WHERE user_id = u.id AND kind = 'mute' AND lifted_at IS NULL AND until > now() \
+        ORDER BY id DESC LIMIT 1) mu ON true \
+    LEFT JOIN LATERAL (SELECT reason FROM sanctions \
+        WHERE user_id = u.id AND kind = 'kick' AND lifted_at IS NULL ORDER BY id LIMIT 1) k ON true) s ON true";
+
+static FIND_LOGIN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT lower($1), u.id, u.username, u.password_hash, s.standing FROM (SELECT 1) AS one \
+         LEFT JOIN users u ON lower(u.username) = lower($1) {STANDING}"
+    )
+});
+
+/// A token's owner and expiry: a live token, or one revoked while its account is
+/// banned now (its holder is told of the ban, not of a bad token).
+static TOKEN_LOOKUP: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT t.token_hash, t.user_id, u.username, extract(epoch FROM t.expires_at)::bigint, s.standing \
+         FROM auth_tokens t JOIN users u ON u.id = t.user_id {STANDING} \
+         WHERE t.token_hash = ANY($1) AND t.expires_at > now() AND (t.revoked_at IS NULL OR s.banned)"
+    )
+});
+
+fn standing(raw: Option<&str>) -> Standing {
+    raw.and_then(|raw| serde_json::from_str(raw).ok()).unwrap_or_default()
+}
+
+/// Rows of [`TOKEN_LOOKUP`] as records.
+fn token_records(rows: &[Row]) -> Vec<(TokenHash, TokenRecord)> {
+    let records = rows.iter().map(|r| TokenRecord {
+        user_id: r.get(1),
+        username: r.get(2),
+        expires_at: r.get(3),
+        standing: standing(r.get(4)),
+    });
+    hashes(rows).into_iter().zip(records).collect()
+}
+
+fn account(r: &Row) -> AccountRecord {
+    AccountRecord { id: r.get(0), username: r.get(1), email: r.get(2), created_at: r.get(3), last_login: r.get(4) }
+}
+
+const ACCOUNT_COLUMNS: &str = "id, username, email, extract(epoch FROM created_at)::bigint, \
+    extract(epoch FROM last_login)::bigint";
+
 /// The token hashes in the first column of `rows`.
 fn hashes(rows: &[Row]) -> Vec<TokenHash> {
     rows.iter().filter_map(|r| r.get::<_, &[u8]>(0).try_into().ok().map(TokenHash)).collect()
@@ -137,20 +197,23 @@ impl UserStore for PgStore {
                 &[(&username, Type::TEXT)],
             )
             .await?;
-        Ok(rows.first().map(|r| UserRecord { id: r.get(0), username: r.get(1), password_hash: r.get(2) }))
+        Ok(rows.first().map(|r| UserRecord {
+            id: r.get(0),
+            username: r.get(1),
+            password_hash: r.get(2),
+            standing: Standing::default(),
+        }))
     }
 
     async fn find_login(&self, username: &str) -> StoreResult<(String, Option<UserRecord>)> {
-        let rows = self
-            .rows(
-                "SELECT lower($1), u.id, u.username, u.password_hash FROM (SELECT 1) AS one \
-                 LEFT JOIN users u ON lower(u.username) = lower($1)",
-                &[(&username, Type::TEXT)],
-            )
-            .await?;
+        let rows = self.rows(&FIND_LOGIN, &[(&username, Type::TEXT)]).await?;
         let row = rows.first().ok_or_else(|| StoreError::Other("no row for a login lookup".into()))?;
-        let user =
-            row.get::<_, Option<i64>>(1).map(|id| UserRecord { id, username: row.get(2), password_hash: row.get(3) });
+        let user = row.get::<_, Option<i64>>(1).map(|id| UserRecord {
+            id,
+            username: row.get(2),
+            password_hash: row.get(3),
+            standing: standing(row.get(4)),
+        });
         Ok((row.get(0), user))
     }
 
@@ -227,18 +290,8 @@ impl UserStore for PgStore {
 
     async fn live_tokens(&self, tokens: &[TokenHash]) -> StoreResult<Vec<(TokenHash, TokenRecord)>> {
         let wanted: Vec<&[u8]> = tokens.iter().map(|t| t.0.as_slice()).collect();
-        let rows = self
-            .rows(
-                "SELECT t.token_hash, t.user_id, u.username, extract(epoch FROM t.expires_at)::bigint \
-                 FROM auth_tokens t JOIN users u ON u.id = t.user_id \
-                 WHERE t.token_hash = ANY($1) AND t.revoked_at IS NULL AND t.expires_at > now()",
-                &[(&wanted, Type::BYTEA_ARRAY)],
-            )
-            .await?;
-        let live = hashes(&rows).into_iter().zip(&rows);
-        Ok(live
-            .map(|(hash, r)| (hash, TokenRecord { user_id: r.get(1), username: r.get(2), expires_at: r.get(3) }))
-            .collect())
+        let rows = self.rows(&TOKEN_LOOKUP, &[(&wanted, Type::BYTEA_ARRAY)]).await?;
+        Ok(token_records(&rows))
     }
 
     async fn prune_tokens(&self) -> StoreResult<u64> {
@@ -275,15 +328,9 @@ impl UserStore for PgStore {
     }
 
     async fn find_token(&self, token: &TokenHash) -> StoreResult<Option<TokenRecord>> {
-        let rows = self
-            .rows(
-                "SELECT t.user_id, u.username, extract(epoch FROM t.expires_at)::bigint \
-                 FROM auth_tokens t JOIN users u ON u.id = t.user_id \
-                 WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now()",
-                &[(&token.0.as_slice(), Type::BYTEA)],
-            )
-            .await?;
-        Ok(rows.first().map(|r| TokenRecord { user_id: r.get(0), username: r.get(1), expires_at: r.get(2) }))
+        let wanted = [token.0.as_slice()];
+        let rows = self.rows(&TOKEN_LOOKUP, &[(&wanted.as_slice(), Type::BYTEA_ARRAY)]).await?;
+        Ok(token_records(&rows).into_iter().next().map(|(_, record)| record))
     }
 
     async fn touch_tokens(&self, tokens: &[TokenHash]) -> StoreResult<u64> {
@@ -317,5 +364,94 @@ impl UserStore for PgStore {
             )
             .await?;
         Ok(!rows.is_empty())
+    }
+}
+
+#[async_trait]
+impl ModerationStore for PgStore {
+    async fn account(&self, username: &str) -> StoreResult<Option<AccountRecord>> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE lower(username) = lower($1)");
+        Ok(self.rows(&sql, &[(&username, Type::TEXT)]).await?.first().map(account))
+    }
+
+    async fn search_accounts(&self, prefix: &str, limit: u32) -> StoreResult<Vec<AccountRecord>> {
+        // The prefix's own wildcards are literal.
+        let pattern =
+            format!("{}%", prefix.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let sql = format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM users WHERE lower(username) LIKE $1 OR lower(email) LIKE $1 \
+             ORDER BY lower(username) LIMIT $2"
+        );
+        let rows = self.rows(&sql, &[(&pattern, Type::TEXT), (&i64::from(limit), Type::INT8)]).await?;
+        Ok(rows.iter().map(account).collect())
+    }
+
+    async fn standing(&self, user_id: i64) -> StoreResult<Standing> {
+        let sql = format!("SELECT s.standing FROM users u {STANDING} WHERE u.id = $1");
+        let rows = self.rows(&sql, &[(&user_id, Type::INT8)]).await?;
+        Ok(standing(rows.first().and_then(|r| r.get(0))))
+    }
+
+    async fn impose(&self, user_id: i64, kind: SanctionKind, sanction: &Sanction) -> StoreResult<()> {
+        // One statement: the one before is lifted and the new one put in force together.
+        self.rows(
+            "WITH lifted AS (UPDATE sanctions SET lifted_at = now(), lifted_by = $4, lift_reason = 'replaced' \
+                 WHERE user_id = $1 AND kind = $2 AND lifted_at IS NULL) \
+             INSERT INTO sanctions (user_id, kind, reason, created_by, created_at, until) \
+             VALUES ($1, $2, $3, $4, to_timestamp($5), to_timestamp($6))",
+            &[
+                (&user_id, Type::INT8),
+                (&kind.as_str(), Type::TEXT),
+                (&sanction.reason, Type::TEXT),
+                (&sanction.by, Type::TEXT),
+                (&(sanction.at as f64), Type::FLOAT8),
+                (&sanction.until.map(|u| u as f64), Type::FLOAT8),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn lift(&self, user_id: i64, kind: SanctionKind, by: &str, reason: &str) -> StoreResult<Option<Sanction>> {
+        let rows = self
+            .rows(
+                "UPDATE sanctions SET lifted_at = now(), lifted_by = $3, lift_reason = $4 \
+                 WHERE user_id = $1 AND kind = $2 AND lifted_at IS NULL AND (until IS NULL OR until > now()) \
+                 RETURNING reason, extract(epoch FROM until)::bigint, created_by, extract(epoch FROM created_at)::bigint",
+                &[(&user_id, Type::INT8), (&kind.as_str(), Type::TEXT), (&by, Type::TEXT), (&reason, Type::TEXT)],
+            )
+            .await?;
+        Ok(rows.first().map(|r| Sanction { reason: r.get(0), until: r.get(1), by: r.get(2), at: r.get(3) }))
+    }
+
+    async fn pend_kick(&self, user_id: i64, reason: &str, by: &str) -> StoreResult<()> {
+        self.rows(
+            "INSERT INTO sanctions (user_id, kind, reason, created_by) VALUES ($1, 'kick', $2, $3)",
+            &[(&user_id, Type::INT8), (&reason, Type::TEXT), (&by, Type::TEXT)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_kick(&self, user_id: i64) -> StoreResult<Option<String>> {
+        // Every waiting kick is delivered by this one: one `kicked` frame, the first reason.
+        let rows = self
+            .rows(
+                "UPDATE sanctions SET lifted_at = now(), lifted_by = 'delivered' \
+                 WHERE user_id = $1 AND kind = 'kick' AND lifted_at IS NULL RETURNING id, reason",
+                &[(&user_id, Type::INT8)],
+            )
+            .await?;
+        Ok(rows.iter().min_by_key(|r| r.get::<_, i64>(0)).map(|r| r.get(1)))
+    }
+
+    async fn account_tokens(&self, user_id: i64) -> StoreResult<Vec<TokenHash>> {
+        let rows = self
+            .rows(
+                "SELECT token_hash FROM auth_tokens WHERE user_id = $1 AND expires_at > now()",
+                &[(&user_id, Type::INT8)],
+            )
+            .await?;
+        Ok(hashes(&rows))
     }
 }

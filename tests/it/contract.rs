@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::common::stores::PrivateRedisCluster;
+use crate::common::stores::{PrivateRedis, PrivateRedisCluster};
 use crate::common::*;
 use futures_util::StreamExt;
 use openchampps::auth::Token;
@@ -64,7 +64,9 @@ async fn cluster_contract<S: Shared>(label: &str, s: &S) {
 
 #[tokio::test]
 async fn the_memory_twin_keeps_the_contract() {
-    shared_contract("memory", &MemoryShared::default()).await;
+    let store = MemoryShared::default();
+    shared_contract("memory", &store).await;
+    case("memory", "queue: two nodes, a ticket moved", queue_two_nodes(&store, &store)).await;
 }
 
 #[tokio::test]
@@ -72,6 +74,9 @@ async fn redis_keeps_the_contract() {
     let cluster = Cluster::new().await;
     let store = RedisStore::connect(&cluster.redis_url, &cluster.prefix, 4).unwrap();
     shared_contract("redis", &store).await;
+    // Another node's store: what each last saw of a ticket differs.
+    let other = RedisStore::connect(&cluster.redis_url, &cluster.prefix, 4).unwrap();
+    case("redis", "queue: two nodes, a ticket moved", queue_two_nodes(&store, &other)).await;
 }
 
 #[tokio::test]
@@ -79,6 +84,8 @@ async fn redis_cluster_keeps_the_contract() {
     let redis = PrivateRedisCluster::start(3, 0);
     let store = RedisStore::connect(&redis.url(), "contract:", 4).unwrap();
     cluster_contract("redis cluster", &store).await;
+    let other = RedisStore::connect(&redis.url(), "contract:", 4).unwrap();
+    case("redis cluster", "queue: two nodes, a ticket moved", queue_two_nodes(&store, &other)).await;
 }
 
 #[tokio::test]
@@ -102,7 +109,12 @@ async fn token_cache(s: &(impl TokenCache + Sessions)) {
     s.cache_negative(&token, 30).await.unwrap();
     assert_eq!(s.lookup(&token).await.unwrap(), CacheLookup::Negative);
 
-    let record = TokenRecord { user_id: 7, username: "Jane".into(), expires_at: unix_now() + 3600 };
+    let record = TokenRecord {
+        user_id: 7,
+        username: "Jane".into(),
+        expires_at: unix_now() + 3600,
+        standing: Standing::default(),
+    };
     s.cache(&token, &record, 60, Some("Jane")).await.unwrap();
     let hit = |name: &str| CacheLookup::Hit { token: record.clone(), display_name: Some(name.into()) };
     assert_eq!(s.lookup(&token).await.unwrap(), hit("Jane"));
@@ -516,6 +528,251 @@ async fn queue_match_cap(s: &impl MatchQueue) {
     assert_eq!(s.join(&ticket(&q, &c, "n1", 3), 2).await.unwrap(), Joined::New);
 }
 
+/// Two nodes sharing the queue, each with its own view of where a ticket is: a
+/// ticket moved by one is found, moved back and removed by the other (on Redis the
+/// queue key is named from what that node last saw: a stale guess is named again),
+/// and a forming or started match whose record changed meanwhile is put back or ended
+/// whole.
+async fn queue_two_nodes(a: &impl MatchQueue, b: &impl MatchQueue) {
+    let (q1, q2, id) = (queue(), queue(), uuid::Uuid::new_v4().simple().to_string());
+    let lengths = async |q1: &str, q2: &str| (a.length(q1).await.unwrap(), a.length(q2).await.unwrap());
+    let jane = format!("jane{id}");
+    assert_eq!(a.join(&ticket(&q1, &jane, "n1", 1), 0).await.unwrap(), Joined::New);
+    assert_eq!(b.join(&ticket(&q2, &jane, "n2", 2), 0).await.unwrap(), Joined::New);
+    assert_eq!(lengths(&q1, &q2).await, (0, 1));
+    // a last saw the ticket in q1.
+    let (held, position) = a.position(&jane).await.unwrap().unwrap();
+    assert_eq!((held.queue.as_str(), held.node.as_str(), position), (q2.as_str(), "n2", 1));
+    assert_eq!(b.join(&ticket(&q1, &jane, "n2", 2), 0).await.unwrap(), Joined::New);
+    // Not its holder's: kept. Then any holder's: removed from q1, where b moved it.
+    assert_eq!(a.leave(&jane, Some(("n1", 1))).await.unwrap(), Left::NoTicket);
+    assert!(matches!(a.leave(&jane, None).await.unwrap(), Left::Removed(t) if t.queue == q1));
+    assert_eq!(lengths(&q1, &q2).await, (0, 0));
+    assert_eq!(b.position(&jane).await.unwrap(), None);
+
+    // A forming match whose record changed (a player's connection ended): the rest go back.
+    let (x, y) = (format!("x{id}"), format!("y{id}"));
+    a.join(&ticket(&q1, &x, "n1", 1), 0).await.unwrap();
+    a.join(&ticket(&q1, &y, "n1", 2), 0).await.unwrap();
+    let forming = format!("m1{id}");
+    assert_eq!(a.take(&q1, 2, &forming, "n1", 60, &[]).await.unwrap().tickets.len(), 2);
+    assert!(matches!(b.leave(&x, Some(("n1", 1))).await.unwrap(), Left::Removed(_)));
+    assert_eq!(b.put_back(&forming, 3).await.unwrap(), 1);
+    assert_eq!(lengths(&q1, &q2).await, (1, 0));
+    assert_eq!(a.position(&y).await.unwrap().unwrap().1, 1);
+
+    // A started match confirmed through one node (its record rewritten) ends through the other.
+    assert_eq!(b.join(&ticket(&q1, &x, "n2", 3), 0).await.unwrap(), Joined::New);
+    let (started, server) = (format!("m2{id}"), format!("10.0.0.2:{id}"));
+    let taken = b.take(&q1, 2, &started, "n2", 60, &[]).await.unwrap();
+    assert_eq!(accounts(&taken.tickets), [y.as_str(), x.as_str()]);
+    assert!(a.lease(&server, &started, 60).await.unwrap());
+    let frames = [(y.clone(), format!("found {started} y")), (x.clone(), format!("found {started} x"))];
+    assert!(a.start(&started, &server, &frames, 60).await.unwrap());
+    assert!(b.confirm(&started, 120).await.unwrap());
+    assert_eq!(a.current(&server).await.unwrap(), Some((started.clone(), vec![y.clone(), x.clone()])));
+    assert!(a.end(&started).await.unwrap());
+    assert_eq!(b.current(&server).await.unwrap(), None);
+    assert_eq!(b.joinable(&x).await.unwrap(), Joinable::None);
+    assert!(b.lease(&server, &format!("m3{id}"), 60).await.unwrap(), "ending the match freed its server");
+}
+
+/// Scripts run (`EVALSHA`s that ran, not those that met an unloaded script) on a
+/// private Redis so far.
+async fn scripts_run(redis: &mut ::redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = ::redis::cmd("INFO").arg("commandstats").query_async(redis).await.unwrap();
+    let line = info.lines().find_map(|l| l.strip_prefix("cmdstat_evalsha:")).unwrap_or("");
+    let stat = |name: &str| {
+        line.split(',').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    stat("calls") - stat("failed_calls")
+}
+
+/// `op`'s result and the scripts it ran: its round trips to a script.
+async fn counted<T>(
+    redis: &mut ::redis::aio::MultiplexedConnection,
+    op: impl Future<Output = StoreResult<T>>,
+) -> (T, u64) {
+    let before = scripts_run(redis).await;
+    let out = op.await.unwrap();
+    (out, scripts_run(redis).await - before)
+}
+
+/// On Redis each key a matchmaking script touches is named before it runs, from a
+/// hint: one script on the common path, one more when the hint is stale (counted);
+/// and a script given a stale hint changes nothing and answers the fresh one.
+#[tokio::test]
+async fn redis_names_matchmaking_keys_from_hints() {
+    let private = PrivateRedis::start();
+    let url = private.url();
+    let stores = [RedisStore::connect(&url, "mm:", 4).unwrap(), RedisStore::connect(&url, "mm:", 4).unwrap()];
+    let (a, b): (&dyn MatchQueue, &dyn MatchQueue) = (&stores[0], &stores[1]);
+    let mut redis = ::redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let r = &mut redis;
+    let key = |rest: &str| format!("mm:{{mm}}:{rest}");
+
+    // Moves: a stale guess at the old queue costs one more script, nothing else.
+    assert_eq!(counted(r, a.join(&ticket("q1", "jane", "n1", 1), 0)).await, (Joined::New, 1));
+    assert_eq!(counted(r, b.join(&ticket("q2", "jane", "n2", 2), 0)).await, (Joined::New, 2), "b never saw jane");
+    let (found, trips) = counted(r, a.position("jane")).await;
+    assert_eq!((found.map(|(t, p)| (t.queue, p)), trips), (Some(("q2".into(), 1)), 2), "a saw jane in q1");
+    assert_eq!(counted(r, a.position("jane")).await.1, 1);
+    assert_eq!(counted(r, b.join(&ticket("q1", "jane", "n2", 2), 0)).await, (Joined::New, 1));
+    let (left, trips) = counted(r, a.leave("jane", None)).await;
+    assert!(matches!(left, Left::Removed(t) if t.queue == "q1") && trips == 2, "{trips}");
+    assert_eq!(counted(r, a.leave("jane", None)).await, (Left::NoTicket, 1));
+    assert_eq!((a.length("q1").await.unwrap(), a.length("q2").await.unwrap()), (0, 0));
+
+    // Take: one script while too few are queued, two to form a match.
+    for (i, name) in ["x", "y"].into_iter().enumerate() {
+        assert_eq!(counted(r, a.join(&ticket("q1", name, "n1", i as u64), 0)).await.1, 1);
+    }
+    let (taken, trips) = counted(r, a.take("q1", 3, "m1", "n1", 60, &[])).await;
+    assert_eq!((taken.tickets.len(), trips), (0, 1));
+    let (taken, trips) = counted(r, a.take("q1", 2, "m1", "n1", 60, &[])).await;
+    assert_eq!((accounts(&taken.tickets), trips), (vec!["x", "y"], 2));
+    assert_eq!(counted(r, b.put_back("m1", 3)).await, (2, 1), "after reading the record");
+    // A gone node's forming match: handed back, put back, then the take again.
+    a.take("q1", 2, "m2", "dead", 60, &[]).await.unwrap();
+    let (taken, trips) = counted(r, b.take("q1", 2, "m3", "n2", 60, &["dead".into()])).await;
+    assert_eq!((taken.put_back, taken.dropped, accounts(&taken.tickets), trips), (2, 0, vec!["x", "y"], 4));
+
+    // A forming record that changed after it was read: put back named again.
+    let forming: String = ::redis::cmd("HGET").arg(key("forming")).arg("m3").query_async(r).await.unwrap();
+    assert!(matches!(b.leave("x", Some(("n1", 0))).await.unwrap(), Left::Removed(_)));
+    let put_back = ::redis::Script::new(include_str!("../../src/store/redis/lua/mm_put_back.lua"));
+    let mut inv = put_back.key(key("tickets"));
+    inv.key(key("forming")).key(key("pending:x")).key(key("q:q1")).key(key("pending:y")).key(key("q:q1"));
+    let reply: Vec<String> = inv.arg("m3").arg(&forming).arg(1).arg(3).invoke_async(r).await.unwrap();
+    let now: String = ::redis::cmd("HGET").arg(key("forming")).arg("m3").query_async(r).await.unwrap();
+    assert_eq!(reply, ["retry", now.as_str()]);
+    assert_ne!(now, forming);
+    let pending: Vec<Option<String>> =
+        ::redis::cmd("MGET").arg(key("pending:x")).arg(key("pending:y")).query_async(r).await.unwrap();
+    assert_eq!((pending, a.length("q1").await.unwrap()), (vec![Some("m3".into()), Some("m3".into())], 0), "changed");
+    assert_eq!(a.put_back("m3", 3).await.unwrap(), 1);
+
+    // A started match: confirm and end given a stale record change nothing.
+    a.join(&ticket("q1", "x", "n1", 0), 0).await.unwrap();
+    b.take("q1", 2, "m4", "n2", 60, &[]).await.unwrap();
+    assert!(a.lease("s1", "m4", 60).await.unwrap());
+    let frames = [("y".to_owned(), "found m4 y".to_owned()), ("x".to_owned(), "found m4 x".to_owned())];
+    assert!(a.start("m4", "s1", &frames, 60).await.unwrap());
+    let record: String = ::redis::cmd("GET").arg(key("match:m4")).query_async(r).await.unwrap();
+    let confirm = ::redis::Script::new(include_str!("../../src/store/redis/lua/mm_confirm.lua"));
+    let mut inv = confirm.key(key("match:m4"));
+    inv.key(key("lease:other")).key(key("formed:x")).key(key("formed:z"));
+    let stale = record.replace("s1", "other");
+    let reply: Vec<String> = inv.arg("m4").arg(120).arg(&stale).invoke_async(r).await.unwrap();
+    assert_eq!(reply, ["retry", record.as_str()]);
+    let formed: Vec<u64> = ::redis::cmd("MGET").arg(key("formed:x")).arg(key("formed:y")).query_async(r).await.unwrap();
+    assert_eq!(formed, [1, 1], "a stale confirm gave matches back");
+    assert_eq!(counted(r, b.confirm("m4", 120)).await, (true, 1));
+    let confirmed: String = ::redis::cmd("GET").arg(key("match:m4")).query_async(r).await.unwrap();
+    assert_ne!(confirmed, record);
+    let end = ::redis::Script::new(include_str!("../../src/store/redis/lua/mm_end.lua"));
+    let mut inv = end.key(key("match:m4"));
+    inv.key(key("lease:s1")).key(key("found:y")).key(key("pending:y")).key(key("found:x")).key(key("pending:x"));
+    let reply: Vec<String> = inv.arg("m4").arg(&record).invoke_async(r).await.unwrap();
+    assert_eq!(reply, ["retry", confirmed.as_str()]);
+    assert_eq!(a.joinable("x").await.unwrap(), Joinable::Found("found m4 x".into()), "a stale end ended it");
+    let current = ::redis::Script::new(include_str!("../../src/store/redis/lua/mm_current.lua"));
+    let reply: Vec<String> = current.key(key("lease:s1")).key(key("match:m1")).arg("m1").invoke_async(r).await.unwrap();
+    assert_eq!(reply, ["retry", "m4"]);
+    let (now, trips) = counted(r, b.current("s1")).await;
+    assert_eq!((now, trips), (Some(("m4".into(), vec!["y".into(), "x".into()])), 1));
+    assert_eq!(counted(r, a.end("m4")).await, (true, 1));
+    assert_eq!(a.joinable("x").await.unwrap(), Joinable::None);
+    assert!(a.lease("s1", "m5", 60).await.unwrap());
+}
+
+/// Nodes racing over the same tickets: two move them back and forth between two
+/// queues while a third removes them, each node's guess at a ticket's queue going
+/// stale under it. Keys are named again (more scripts run than operations); no
+/// snapshot taken meanwhile, nor the end, shows a stray queue entry (one whose ticket
+/// is not in that queue); and a node that never saw the tickets removes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_moves_and_leaves_leave_no_stray_queue_entries() {
+    let private = PrivateRedis::start();
+    let url = private.url();
+    let mut redis = ::redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    const ROUNDS: usize = 150;
+    let names: Vec<String> = (0..3).map(|i| format!("p{i}")).collect();
+    let before = scripts_run(&mut redis).await;
+    let node = || -> Box<dyn MatchQueue> { Box::new(RedisStore::connect(&url, "race:", 4).unwrap()) };
+    let racer = |step: u8| {
+        let (store, names) = (node(), names.clone());
+        tokio::spawn(async move {
+            let mut refused = 0;
+            for _ in 0..ROUNDS {
+                for name in &names {
+                    let done = match step {
+                        0 => store.leave(name, None).await.map(drop),
+                        queue => store.join(&ticket(&format!("q{queue}"), name, "n", queue.into()), 0).await.map(drop),
+                    };
+                    // Only "changed too often" may refuse (it did not in practice).
+                    if let Err(e) = done {
+                        assert!(e.to_string().contains("changed too often"), "{e}");
+                        refused += 1;
+                    }
+                }
+            }
+            refused
+        })
+    };
+    let racers = [racer(1), racer(2), racer(0)];
+    let racing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (racing, mut redis) = (racing.clone(), redis.clone());
+        tokio::spawn(async move {
+            let mut snapshots = 0;
+            while racing.load(std::sync::atomic::Ordering::Relaxed) {
+                let strays = stray_entries(&mut redis).await;
+                assert!(strays.is_empty(), "stray queue entries mid-race: {strays:?}");
+                snapshots += 1;
+            }
+            snapshots
+        })
+    };
+    let refused: u64 = futures_util::future::join_all(racers).await.into_iter().map(Result::unwrap).sum();
+    racing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let snapshots = sampler.await.unwrap();
+    let operations = (3 * ROUNDS * names.len()) as u64;
+    let run = scripts_run(&mut redis).await - before;
+    assert!(run > operations, "{run} scripts for {operations} operations: no key was named again");
+    assert_eq!(stray_entries(&mut redis).await, Vec::<String>::new());
+    let fresh = node();
+    for name in &names {
+        fresh.leave(name, None).await.unwrap();
+    }
+    assert_eq!((fresh.length("q1").await.unwrap(), fresh.length("q2").await.unwrap()), (0, 0));
+    eprintln!("{run} scripts for {operations} operations, {refused} refused, {snapshots} snapshots");
+}
+
+/// The entries of queues `q1` and `q2` (prefix `race:`) whose account's ticket is
+/// not in that queue, and the tickets missing from their queue, at one instant.
+async fn stray_entries(redis: &mut ::redis::aio::MultiplexedConnection) -> Vec<String> {
+    let mut snapshot = ::redis::pipe();
+    snapshot.atomic().hgetall("race:{mm}:tickets");
+    snapshot.zrange("race:{mm}:q:q1", 0, -1).zrange("race:{mm}:q:q2", 0, -1);
+    let (tickets, q1, q2): (std::collections::HashMap<String, String>, Vec<String>, Vec<String>) =
+        snapshot.query_async(redis).await.unwrap();
+    let mut wrong = Vec::new();
+    for (queue, queued) in [("q1", q1), ("q2", q2)] {
+        for name in &queued {
+            if tickets.get(name).is_none_or(|t| serde_json::from_str::<Ticket>(t).unwrap().queue != queue) {
+                wrong.push(format!("{name} in {queue}"));
+            }
+        }
+        for (name, t) in &tickets {
+            if serde_json::from_str::<Ticket>(t).unwrap().queue == queue && !queued.contains(name) {
+                wrong.push(format!("{name}'s ticket not in {queue}"));
+            }
+        }
+    }
+    wrong
+}
+
 // Users and tokens ----------------------------------------------------------------------
 
 async fn user_store(label: &str, s: &dyn UserStore) {
@@ -550,7 +807,7 @@ async fn user_store(label: &str, s: &dyn UserStore) {
         // Tokens issued in one second still have an order.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let record = TokenRecord { user_id, username: jane.clone(), expires_at };
+    let record = TokenRecord { user_id, username: jane.clone(), expires_at, standing: Standing::default() };
     assert_eq!(s.find_token(&tokens[0]).await.unwrap(), None);
     assert_eq!(s.find_token(&tokens[1]).await.unwrap(), Some(record.clone()));
     let mut live: Vec<_> = s.live_tokens(&tokens).await.unwrap().into_iter().map(|(t, _)| t).collect();

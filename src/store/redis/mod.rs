@@ -5,18 +5,21 @@
 //! circuit breaker and the version check; `roles` the token cache, sessions,
 //! presence, the directory, limits and chat buckets; `bus` the chat bus; `queue`
 //! matchmaking. Every key's name is made here, below the schema; every Lua script is a
-//! file in `lua/`, and every key a script touches is passed in `KEYS` except the
-//! matchmaking keys a script names from data it reads (see `{mm}` below).
+//! file in `lua/`, and every key a script touches is passed in `KEYS` (checked by
+//! `lua_keys`), the matchmaking keys named from data too (see `{mm}` below).
 //!
 //! Key schema (every key starts with the configured prefix, `ocps:` by default). Keys
 //! one operation touches together share a `{hash tag}`, ready for Redis Cluster:
-//! - `{t:<sha256 hex>}:tok`  token cache: `"<user id> <expires unix> <username>"`, or `-` for
-//!   a token PostgreSQL does not know (short TTL); never longer than the token lives
+//! - `{t:<sha256 hex>}:tok`  token cache: `"<user id> <expires unix> <username>"`, then
+//!   for an account with a ban or mute a line of its standing as JSON; or `-` for a
+//!   token PostgreSQL does not know (short TTL); never longer than the token lives
 //! - `{t:<sha256 hex>}:sess` the session's display name, for the token's lifetime
 //! - `{presence}:beats`      sorted set: node id → last heartbeat (ms, Redis clock)
 //!   (`lua/beat.lua`)
 //! - `{presence}:counts`     hash: node id → authenticated connections
 //! - `{presence}:gone`       sorted set: node id → when its heartbeat was found stale
+//! - `{presence}:nodes`      hash: node id → what operators see of it (`store::NodeInfo`
+//!   JSON), written after each heartbeat; stale entries dropped by the next reader
 //! - `{n:<name>}:acct`       the account a name typed as a private message's target
 //!   names: its stored spelling, or `-` for none (an hour; a minute for none)
 //! - `{n:<account name>}:nodes` set: the nodes holding that account's sessions (the
@@ -41,19 +44,20 @@
 //! - `{mm}:pending:<account>` the match being formed (then joinable) for the account
 //! - `{mm}:forming`          hash: match id → `{node, at, tickets}` while it forms
 //! - `{mm}:found:<account>`  the account's `match_found` while its match is joinable
-//! - `{mm}:match:<id>`       a started match: `{server, accounts}`
+//! - `{mm}:match:<id>`       a started match: `{server, accounts}` (and `confirmed`
+//!   once its game server confirmed it)
 //! - `{mm}:lease:<server>`   the match holding a game server
 //! - `{mm}:formed:<account>` counter: the matches the account started in the window
 //! - channel `chat`          the chat bus to every node (JSON [`BusEvent`](super::BusEvent)s)
 //! - channel `chat:<node id>` private messages routed to one node
 //!
-//! Matchmaking keys all carry one hash tag, `{mm}` (one slot: every operation is one
-//! atomic script, `lua/mm_*.lua`). A script is given in `KEYS` every key whose name
-//! is known before it runs; the keys it names from data it reads (the queue of an
-//! account's ticket, the accounts of a match, a match's game server, the match holding
-//! a lease) cannot be, without a read before the script that would race with it:
-//! `lua/mm.lua` names those beside `KEYS[1]` (always `{mm}:tickets`), so they stay in
-//! the slot the script runs in on Cluster.
+//! Matchmaking keys all carry one hash tag, `{mm}` (one slot: every script,
+//! `lua/mm_*.lua`, is atomic). Some of the keys a script touches are named from data
+//! (the queue of an account's ticket, the accounts and queues of a match, a match's
+//! game server, the match holding a lease): `queue.rs` names them from a hint (data
+//! read before, or a previous attempt's answer) and passes the hint too; the script
+//! reads that data again and, if it would need other keys, changes nothing and
+//! answers the fresh hint, to be run again with it.
 //!
 //! Topologies (`REDIS_URL`, see [`RedisTarget`]): one server, a master found through
 //! Sentinel, or a Redis Cluster. All three share one connection type ([`Conn`]),
@@ -70,6 +74,8 @@
 
 mod bus;
 mod conn;
+#[cfg(test)]
+mod lua_keys;
 mod queue;
 mod roles;
 
@@ -98,6 +104,7 @@ pub struct RedisStore {
     beat: Script,
     login: Script,
     chat_rate: Script,
+    mm_hints: queue::QueueHints,
     down: AtomicBool,
     /// While down: milliseconds since `epoch` at which the next probe may go out.
     next_probe_ms: AtomicU64,
@@ -129,6 +136,7 @@ impl RedisStore {
             beat: Script::new(include_str!("lua/beat.lua")),
             login: Script::new(include_str!("lua/login.lua")),
             chat_rate: Script::new(include_str!("lua/chat_rate.lua")),
+            mm_hints: queue::QueueHints::default(),
             down: AtomicBool::new(false),
             next_probe_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -178,6 +186,11 @@ impl RedisStore {
     fn presence_keys(&self) -> (String, String, String) {
         let key = |name: &str| format!("{}{{presence}}:{name}", self.prefix);
         (key("beats"), key("counts"), key("gone"))
+    }
+
+    /// What operators see of each live node (`store::NodeInfo`), by node id.
+    fn nodes_key(&self) -> String {
+        format!("{}{{presence}}:nodes", self.prefix)
     }
 
     fn limit_key(&self, key: &str) -> String {

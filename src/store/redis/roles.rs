@@ -8,9 +8,9 @@ use redis::AsyncCommands;
 use super::RedisStore;
 use crate::auth::TokenHash;
 use crate::store::{
-    seconds_until, Admit, Beat, BusEvent, CacheLookup, ChatBuckets, ChatRate, Directory, Limits, LoginKey, LoginPolicy,
-    NameLookup, Pair, Presence, Resolved, Route, Sessions, StoreResult, TokenCache, TokenRecord, GONE_KEPT_MS,
-    GUESS_IN_FLIGHT_MS,
+    seconds_until, unix_now, Admit, Beat, BusEvent, CacheLookup, ChatBuckets, ChatRate, Directory, Limits, LoginKey,
+    LoginPolicy, NameLookup, NodeInfo, Pair, Presence, Resolved, Route, Sessions, Standing, StoreResult, TokenCache,
+    TokenRecord, GONE_KEPT_MS, GUESS_IN_FLIGHT_MS, NODE_INFO_FRESH_SECS,
 };
 
 /// A node whose heartbeat is older than this stops counting (a few missed heartbeats).
@@ -36,11 +36,26 @@ impl RedisStore {
 }
 
 fn parse_token_entry(value: &str) -> Option<TokenRecord> {
+    // `<user id> <expiry> <username>`, then, for an account with sanctions, a line of
+    // its standing as JSON (a username has no line breaks).
+    let (value, standing) = value.split_once('\n').unwrap_or((value, ""));
+    let standing = if standing.is_empty() { Standing::default() } else { serde_json::from_str(standing).ok()? };
     let mut parts = value.splitn(3, ' ');
     let user_id = parts.next()?.parse().ok()?;
     let expires_at = parts.next()?.parse().ok()?;
     let username = parts.next()?.to_owned();
-    Some(TokenRecord { user_id, username, expires_at })
+    Some(TokenRecord { user_id, username, expires_at, standing })
+}
+
+fn token_entry(record: &TokenRecord) -> String {
+    let mut value = format!("{} {} {}", record.user_id, record.expires_at, record.username);
+    // A waiting kick is PostgreSQL's to hand out once, never the cache's.
+    let standing = Standing { kick: None, ..record.standing.clone() };
+    if !standing.is_clear() {
+        value.push('\n');
+        value.push_str(&serde_json::to_string(&standing).expect("standing serializes"));
+    }
+    value
 }
 
 #[async_trait]
@@ -68,8 +83,7 @@ impl TokenCache for RedisStore {
     ) -> StoreResult<()> {
         let (tok, sess) = self.token_keys(token);
         let mut pipe = redis::pipe();
-        let value = format!("{} {} {}", record.user_id, record.expires_at, record.username);
-        pipe.set_ex(&tok, value, ttl_secs.max(1)).ignore();
+        pipe.set_ex(&tok, token_entry(record), ttl_secs.max(1)).ignore();
         if let Some(name) = display_name {
             pipe.set_ex(&sess, name, seconds_until(record.expires_at)).ignore();
         }
@@ -133,6 +147,13 @@ impl Limits for RedisStore {
         let (count,): (u64,) = self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
         Ok(count)
     }
+
+    async fn failed_logins(&self, subject: &str) -> StoreResult<u64> {
+        let key = LoginKey { subject: subject.to_owned(), network: String::new(), address: String::new() };
+        let [_, _, failures, _] = self.login_keys(&key);
+        let count: Option<u64> = self.run(|mut c| async move { c.get(failures).await }).await?;
+        Ok(count.unwrap_or(0))
+    }
 }
 
 #[async_trait]
@@ -151,7 +172,34 @@ impl Presence for RedisStore {
         let (beats, counts, _) = self.presence_keys();
         let mut pipe = redis::pipe();
         pipe.zrem(beats, node_id).ignore().hdel(counts, node_id).ignore();
+        pipe.hdel(self.nodes_key(), node_id).ignore();
         self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
+    }
+
+    async fn announce(&self, node: &NodeInfo) -> StoreResult<()> {
+        let (key, body) = (self.nodes_key(), serde_json::to_string(node).expect("node facts serialize"));
+        let id = node.id.clone();
+        self.run(|mut c| async move { c.hset(key, id, body).await }).await
+    }
+
+    async fn nodes(&self) -> StoreResult<Vec<NodeInfo>> {
+        let key = self.nodes_key();
+        let all: Vec<(String, String)> = self.run(|mut c| async move { c.hgetall(key).await }).await?;
+        let now = unix_now();
+        let (mut fresh, mut stale) = (Vec::new(), Vec::new());
+        for (id, body) in all {
+            match serde_json::from_str::<NodeInfo>(&body) {
+                Ok(node) if now - node.heartbeat <= NODE_INFO_FRESH_SECS => fresh.push(node),
+                _ => stale.push(id),
+            }
+        }
+        // Dead nodes' facts go with the first look after they stop beating.
+        if !stale.is_empty() {
+            let key = self.nodes_key();
+            self.run(|mut c| async move { c.hdel::<_, _, ()>(key, stale).await }).await?;
+        }
+        fresh.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(fresh)
     }
 }
 

@@ -2,10 +2,11 @@
 -- same queue (the ticket's holder changes), or moves it to the back of another queue.
 -- Refused while a match is pending for the account, and when it started `cap`
 -- matches in the window (0: no cap).
--- KEYS: tickets, seq, pending:<account>, formed:<account>, q:<the ticket's queue>.
--- ARGV: account, ticket (JSON), cap.
--- From data: q:<the queue of the account's previous ticket>.
--- Returns {'pending'}, {'limited'}, {'kept', node, conn} or {'new'}.
+-- KEYS: tickets, seq, pending:<account>, formed:<account>, q:<the ticket's queue>,
+--       q:<the queue the caller takes the account's previous ticket to be in>.
+-- ARGV: account, ticket (JSON), cap, that queue.
+-- Returns {'pending'}, {'limited'}, {'kept', node, conn} or {'new'}; or, changing
+-- nothing, {'retry', queue} when the previous ticket is in another queue than named.
 local acct = ARGV[1]
 local t = cjson.decode(ARGV[2])
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'pending'} end
@@ -21,7 +22,8 @@ if old then
     redis.call('HSET', KEYS[1], acct, cjson.encode(t))
     return {'kept', o.node, tostring(o.conn)}
   end
-  redis.call('ZREM', mm('q:' .. o.queue), acct)
+  if o.queue ~= ARGV[4] then return {'retry', o.queue} end
+  redis.call('ZREM', KEYS[6], acct)
 end
 t.seq = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], acct, cjson.encode(t))

@@ -1,29 +1,34 @@
 -- Takes the first `size` tickets of a queue, if there are that many, into a forming
--- match. First puts back, in order, the players of matches that `gone` nodes were
--- forming, forgets forming records older than the pending state they set, and drops
--- the tickets of `gone` nodes met on the way.
--- KEYS: tickets, forming, q:<queue>.
--- ARGV: size, match, pending secs, node forming it, then the gone nodes.
--- From data: pending:<account> of each taken ticket (and see mm_restore.lua).
--- Returns {dropped, put back, taken ticket...}: no tickets when there were too few.
+-- match. Forgets forming records older than the pending state they set, and drops the
+-- tickets of `gone` nodes (and those whose ticket is missing) met on the way. While
+-- `gone` nodes were forming matches it takes nothing: their players go back first
+-- (mm_put_back.lua), in the order of the records it returns.
+-- KEYS: tickets, forming, q:<queue>, then pending:<account> of each account the caller
+--       expects it to take (none at first).
+-- ARGV: size, match, pending secs, node forming it, those accounts (one per KEYS
+--       after the third), then the gone nodes.
+-- Returns {'restore', '0', match, record, ...}: the forming matches of gone nodes,
+-- nothing taken nor dropped; {'taken', dropped}: too few tickets; {'taken', dropped,
+-- taken ticket...}; or, taking nothing, {'retry', dropped, account...}: the accounts
+-- it would take, when they are not those named.
 local q, size, mid, ttl = KEYS[3], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local named = #KEYS - 3
 local gone = {}
-for i = 5, #ARGV do gone[ARGV[i]] = true end
+for i = 5 + named, #ARGV do gone[ARGV[i]] = true end
 local now = redis.call('TIME')
 now = now[1] * 1000 + math.floor(now[2] / 1000)
--- Matches that dead nodes were forming go back in order; records older than the
--- pending state they set are forgotten.
-local put_back, dead = 0, 0
+local restore = {'restore', '0'}
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
   local f = cjson.decode(all[i + 1])
   if gone[f.node] then
-    local back, lost = restore(all[i], gone, 0)
-    put_back, dead = put_back + back, dead + lost
+    table.insert(restore, all[i])
+    table.insert(restore, all[i + 1])
   elseif now - f.at > ttl * 1000 then
     redis.call('HDEL', KEYS[2], all[i])
   end
 end
+if #restore > 2 then return restore end
 local taken, drop, start = {}, {}, 0
 while #taken < size do
   local batch = redis.call('ZRANGE', q, start, start + 99)
@@ -42,16 +47,24 @@ for _, acct in ipairs(drop) do
   redis.call('ZREM', q, acct)
   redis.call('HDEL', KEYS[1], acct)
 end
-local counts = {tostring(dead + #drop), tostring(put_back)}
-if #taken < size then return counts end
-local record = {}
-for _, raw in ipairs(taken) do
-  local t = cjson.decode(raw)
+local dropped = tostring(#drop)
+if #taken < size then return {'taken', dropped} end
+local tickets, same = {}, named == size
+for i, raw in ipairs(taken) do
+  tickets[i] = cjson.decode(raw)
+  same = same and tickets[i].account == ARGV[4 + i]
+end
+if not same then
+  local retry = {'retry', dropped}
+  for _, t in ipairs(tickets) do table.insert(retry, t.account) end
+  return retry
+end
+local reply = {'taken', dropped}
+for i, t in ipairs(tickets) do
   redis.call('ZREM', q, t.account)
   redis.call('HDEL', KEYS[1], t.account)
-  redis.call('SET', mm('pending:' .. t.account), mid, 'EX', ttl)
-  table.insert(record, t)
-  table.insert(counts, raw)
+  redis.call('SET', KEYS[3 + i], mid, 'EX', ttl)
+  table.insert(reply, taken[i])
 end
-redis.call('HSET', KEYS[2], mid, cjson.encode({node = ARGV[4], at = now, tickets = record}))
-return counts
+redis.call('HSET', KEYS[2], mid, cjson.encode({node = ARGV[4], at = now, tickets = tickets}))
+return reply
