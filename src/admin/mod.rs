@@ -1,9 +1,9 @@
 //! The admin layer (`docs/ADMIN_API.md`): operators and their sessions, the operator
 //! login throttle, the audit log, the `/admin/v1/` API, the console's assets and the
-//! command line. Acts on players only through [`Moderation`], which decides what a
-//! role may do to a player (`Forbidden`); this layer decides who may read and who
-//! manages operators, and writes an audit entry for every state-changing request
-//! and every login attempt, whatever its outcome.
+//! command line. Acts on players only through [`Moderation`], which checks the
+//! reason and decides what a role may do to a player (`Forbidden`); this layer
+//! decides who may read and who manages operators, and writes an audit entry for
+//! every state-changing request and every login attempt, whatever its outcome.
 
 pub mod cli;
 pub mod http;
@@ -17,10 +17,7 @@ use crate::auth::HashPool;
 use crate::config::{Config, Settings};
 use crate::error::StoreError;
 use crate::metrics as m;
-use crate::moderation::{
-    Acted, Action, Actor, Moderation, ModerationError, Role, MAX_REASON_CHARS, MODERATOR_BAN_LIMIT,
-    MODERATOR_MAX_BAN_SECS, NOT_ALLOWED, REASON_REQUIRED,
-};
+use crate::moderation::{Acted, Action, Actor, Moderation, ModerationError, Role, NOT_ALLOWED};
 use crate::ratelimit::LoginThrottle;
 use crate::store::admin::{Audit, NewAuditEntry, OperatorChange, OperatorRecord, Operators, Outcome};
 use crate::store::Stores;
@@ -127,7 +124,8 @@ impl Admin {
     /// and the metrics whatever comes of it.
     pub async fn act(&self, actor: &Actor, username: &str, action: Action, reason: &str) -> Result<Acted, ApiError> {
         let name = action.name();
-        let result = self.checked_act(actor, username, action, reason).await;
+        // The role policy is Moderation's (`Forbidden`), as is the check of the reason.
+        let result = self.moderation.act(username, action, reason, actor).await.map_err(ApiError::from);
         let (outcome, target, detail) = match &result {
             Ok(acted) => (Outcome::Ok, acted.player.clone(), None),
             Err(e) => (e.outcome(), username.to_owned(), Some(error_detail(e))),
@@ -158,20 +156,6 @@ impl Admin {
         })
         .await;
         result
-    }
-
-    async fn checked_act(
-        &self,
-        actor: &Actor,
-        username: &str,
-        action: Action,
-        reason: &str,
-    ) -> Result<Acted, ApiError> {
-        if let Some(refusal) = refused_outright(actor.role, &action) {
-            return Err(ApiError::new(403, refusal));
-        }
-        let reason = check_reason(reason)?;
-        Ok(self.moderation.act(username, action, reason, actor).await?)
     }
 
     /// Creates an operator as `actor` (an admin), audited.
@@ -298,38 +282,12 @@ impl Admin {
     }
 }
 
-/// The refusals that depend on the role and the action alone: a viewer acts on no
-/// one, revoking tokens is an admin's, and a moderator bans for at most 30 days.
-/// (Lifting another operator's action is judged by `Moderation::act`, which knows
-/// who acted.) The same texts as `Moderation::act`'s `Forbidden`.
-pub fn refused_outright(role: Role, action: &Action) -> Option<&'static str> {
-    match (role, action) {
-        (Role::Admin, _) => None,
-        (Role::Viewer, _) => Some(NOT_ALLOWED),
-        (Role::Moderator, Action::RevokeTokens) => Some(NOT_ALLOWED),
-        (Role::Moderator, Action::Ban { secs: None }) => Some(MODERATOR_BAN_LIMIT),
-        (Role::Moderator, Action::Ban { secs: Some(secs) }) if *secs > MODERATOR_MAX_BAN_SECS => {
-            Some(MODERATOR_BAN_LIMIT)
-        }
-        (Role::Moderator, _) => None,
-    }
-}
-
 pub fn require_admin(actor: &Actor) -> Result<(), ApiError> {
     if actor.role == Role::Admin {
         Ok(())
     } else {
         Err(ApiError::new(403, NOT_ALLOWED))
     }
-}
-
-/// A reason of 1 to 500 characters after trimming.
-pub fn check_reason(reason: &str) -> Result<&str, ApiError> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
-        return Err(ApiError::new(400, REASON_REQUIRED));
-    }
-    Ok(reason)
 }
 
 pub fn check_operator_name(name: &str) -> Result<(), ApiError> {
@@ -373,31 +331,9 @@ fn error_detail(e: &ApiError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::moderation::MODERATOR_MAX_BAN_SECS as MAX;
 
     #[test]
-    fn what_a_role_may_never_do() {
-        let ban = |secs| Action::Ban { secs };
-        assert_eq!(refused_outright(Role::Viewer, &Action::Kick), Some(NOT_ALLOWED));
-        assert_eq!(refused_outright(Role::Viewer, &ban(Some(60))), Some(NOT_ALLOWED));
-        assert_eq!(refused_outright(Role::Moderator, &ban(None)), Some(MODERATOR_BAN_LIMIT));
-        assert_eq!(refused_outright(Role::Moderator, &ban(Some(MAX + 1))), Some(MODERATOR_BAN_LIMIT));
-        assert_eq!(refused_outright(Role::Moderator, &ban(Some(MAX))), None);
-        assert_eq!(refused_outright(Role::Moderator, &Action::RevokeTokens), Some(NOT_ALLOWED));
-        // Lifting is judged by Moderation, which knows who acted.
-        assert_eq!(refused_outright(Role::Moderator, &Action::Unban), None);
-        for action in [ban(None), Action::RevokeTokens, Action::Unban, Action::Mute { secs: 1 }] {
-            assert_eq!(refused_outright(Role::Admin, &action), None);
-        }
-    }
-
-    #[test]
-    fn reasons_names_and_passwords() {
-        assert_eq!(check_reason("  spam \n").unwrap(), "spam");
-        for bad in ["", "   ", &"x".repeat(501)] {
-            assert_eq!(check_reason(bad).unwrap_err(), ApiError::new(400, REASON_REQUIRED));
-        }
-        assert!(check_reason(&"é".repeat(500)).is_ok(), "characters, not bytes");
+    fn operator_names_and_passwords() {
         assert!(check_operator_name("alice.b-2_x").is_ok());
         for bad in ["", "cli:root", "a b", &"a".repeat(65), "bøb"] {
             assert_eq!(check_operator_name(bad).unwrap_err().status, 400, "{bad:?}");
