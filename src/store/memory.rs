@@ -248,8 +248,8 @@ impl ModerationStore for MemoryUsers {
         let mut inner = self.inner.lock().unwrap();
         let standing = inner.standing.entry(user_id).or_default();
         match kind {
-            SanctionKind::Ban => standing.ban = Some(sanction.clone()),
-            SanctionKind::Mute => standing.mute = Some(sanction.clone()),
+            SanctionKind::Ban => standing.ban = Some(Box::new(sanction.clone())),
+            SanctionKind::Mute => standing.mute = Some(Box::new(sanction.clone())),
         }
         Ok(())
     }
@@ -262,7 +262,7 @@ impl ModerationStore for MemoryUsers {
             SanctionKind::Ban => &mut standing.ban,
             SanctionKind::Mute => &mut standing.mute,
         };
-        Ok(slot.take().filter(|s| s.in_force(now)))
+        Ok(slot.take().filter(|s| s.in_force(now)).map(|s| *s))
     }
 
     async fn pend_kick(&self, user_id: i64, reason: &str, _by: &str) -> StoreResult<()> {

@@ -86,10 +86,11 @@ impl Sanction {
 /// and a kick that waits for its next session.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Standing {
+    // Boxed: a clear standing (nearly every account's) stays small in every token record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ban: Option<Sanction>,
+    pub ban: Option<Box<Sanction>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mute: Option<Sanction>,
+    pub mute: Option<Box<Sanction>>,
     /// The reason of a kick of an account that had no live session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kick: Option<String>,
@@ -102,12 +103,12 @@ impl Standing {
 
     /// The ban in force at `now`.
     pub fn ban(&self, now: i64) -> Option<&Sanction> {
-        self.ban.as_ref().filter(|b| b.in_force(now))
+        self.ban.as_deref().filter(|b| b.in_force(now))
     }
 
     /// The mute in force at `now`.
     pub fn mute(&self, now: i64) -> Option<&Sanction> {
-        self.mute.as_ref().filter(|m| m.in_force(now))
+        self.mute.as_deref().filter(|m| m.in_force(now))
     }
 }
 

@@ -152,10 +152,20 @@ async function main() {
     /** Finds `username` in the search and opens its 360 page. */
     const openPlayer = async (username) => {
       await page.click(sel("nav-players"));
-      await page.fill(sel("search-input"), username);
-      await page.click(sel("search-submit"));
       const link = page.locator(sel("player-link")).filter({ hasText: username });
-      await link.first().waitFor({ state: "visible" });
+      // The view may still be drawing when the search is typed (and redraw over
+      // it): search again until the player is listed.
+      await poll(async () => {
+        await page.locator(sel("search-input")).waitFor({ state: "visible" });
+        await page.fill(sel("search-input"), username);
+        await page.click(sel("search-submit"));
+        try {
+          await link.first().waitFor({ state: "visible", timeout: 2000 });
+          return true;
+        } catch {
+          return await page.inputValue(sel("search-input"));
+        }
+      }, `the search to list ${username}`);
       const texts = await page.locator(sel("player-link")).allTextContents();
       if (!texts.includes(username)) throw new Error(`search for ${username} lists ${JSON.stringify(texts)}`);
       await page.locator(sel("player-link")).nth(texts.indexOf(username)).click();

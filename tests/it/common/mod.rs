@@ -419,6 +419,9 @@ impl NodeProc {
             let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
             line[start..].split_whitespace().next().unwrap().parse().unwrap()
         };
+        // The id the node runs under: the configured name and the suffix the node adds.
+        let start = line.find("node_id=").map(|i| i + "node_id=".len());
+        let node_id = start.and_then(|i| line[i..].split_whitespace().next()).map_or(node_id, str::to_owned);
         let endpoint = Endpoint { public: field("public_addr"), metrics: field("metrics_addr"), node_id };
         NodeProc { child: Some(child), endpoint, log }
     }
