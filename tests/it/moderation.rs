@@ -390,3 +390,28 @@ async fn a_ban_during_a_redis_outage_still_ends_the_session() {
     assert_eq!(frame, Frame::Text(banned("raid", &acted.until)));
     redis_server.restart();
 }
+
+#[tokio::test]
+async fn a_ban_ends_at_its_time_without_anyone_acting() {
+    let cluster = InProcCluster::new();
+    let node = cluster.node().await;
+    let m = moderation(&cluster);
+    let name = unique_name("Brief");
+    let mut player = node.client().await;
+    player.signed_up(&name).await;
+    let acted = m.act(&name, Action::Ban { secs: Some(1) }, "cool off", &admin()).await.unwrap();
+    assert_eq!(player.next_of("auth_error").await, banned("cool off", &acted.until));
+    let mut again = node.client().await;
+    assert_eq!(again.login(&name, PASSWORD).await, banned("cool off", &acted.until));
+    // The ban's second runs out (whole seconds: at most two more); then the password works.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let reply = again.login(&name, PASSWORD).await;
+        if reply["type"] == "auth_success" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {reply}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(m.player(&name).await.unwrap().ban.is_none());
+}
