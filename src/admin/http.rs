@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::session::{clear_cookie, csrf_ok, set_cookie, BAD_CSRF};
 use super::{Admin, ApiError};
 use crate::moderation::{rfc3339, Action, Actor, Role};
-use crate::store::admin::{AuditEntry, AuditQuery, NewAuditEntry, OperatorRecord, OperatorSession, Outcome};
+use crate::store::admin::{AuditEntry, AuditQuery, OperatorRecord, OperatorSession};
 
 type Body = Full<Bytes>;
 
@@ -130,18 +130,8 @@ async fn api(admin: &Admin, peer: SocketAddr, req: Request<Incoming>, rest: &str
             ["players", name, _] | ["operators", name] => Some(name.to_owned()),
             _ => None,
         };
-        admin
-            .record(NewAuditEntry {
-                operator: actor.name.clone(),
-                action,
-                target,
-                reason: None,
-                outcome: Outcome::Refused,
-                address: Some(client.ip.to_string()),
-                detail: Some(json!({"status": 403, "error": BAD_CSRF}).to_string()),
-            })
-            .await;
-        return Err(ApiError::new(403, BAD_CSRF));
+        let refused = ApiError::new(403, BAD_CSRF);
+        return Err(admin.record_error(&actor, &action, target.as_deref(), None, refused).await);
     }
     match segments[..] {
         ["logout"] => {
@@ -174,23 +164,12 @@ async fn api(admin: &Admin, peer: SocketAddr, req: Request<Incoming>, rest: &str
                 Ok(action) => action,
                 Err(e) => {
                     // Recorded too: a malformed request is a failed one.
-                    let name = match (&method, what) {
+                    let action = match (&method, what) {
                         (&Method::DELETE, "ban") => "unban",
                         (&Method::DELETE, "mute") => "unmute",
                         (_, what) => what,
                     };
-                    admin
-                        .record(NewAuditEntry {
-                            operator: actor.name.clone(),
-                            action: name.to_owned(),
-                            target: Some((*name).to_owned()),
-                            reason: Some(reason.trim().to_owned()).filter(|r| !r.is_empty()),
-                            outcome: Outcome::Failed,
-                            address: Some(client.ip.to_string()),
-                            detail: Some(json!({"status": e.status, "error": e.message}).to_string()),
-                        })
-                        .await;
-                    return Err(e);
+                    return Err(admin.record_error(&actor, action, Some(name), Some(reason), e).await);
                 }
             };
             let acted = admin.act(&actor, name, action, reason).await?;
@@ -242,18 +221,7 @@ async fn api(admin: &Admin, peer: SocketAddr, req: Request<Incoming>, rest: &str
                 Err(e) => {
                     // Refused by role before the body counts; else a failed request.
                     let e = super::require_admin(&actor).err().unwrap_or(e);
-                    admin
-                        .record(NewAuditEntry {
-                            operator: actor.name.clone(),
-                            action: "operator-add".into(),
-                            target: None,
-                            reason: None,
-                            outcome: e.outcome(),
-                            address: Some(client.ip.to_string()),
-                            detail: Some(json!({"status": e.status, "error": e.message}).to_string()),
-                        })
-                        .await;
-                    return Err(e);
+                    return Err(admin.record_error(&actor, "operator-add", None, None, e).await);
                 }
             };
             let created = admin.add_operator(&actor, &new.name, new.role, &new.password).await?;
@@ -276,18 +244,7 @@ async fn api(admin: &Admin, peer: SocketAddr, req: Request<Incoming>, rest: &str
                 Ok(change) => change,
                 Err(e) => {
                     let e = super::require_admin(&actor).err().unwrap_or(e);
-                    admin
-                        .record(NewAuditEntry {
-                            operator: actor.name.clone(),
-                            action: "operator-set-role".into(),
-                            target: Some(name.to_owned()),
-                            reason: None,
-                            outcome: e.outcome(),
-                            address: Some(client.ip.to_string()),
-                            detail: Some(json!({"status": e.status, "error": e.message}).to_string()),
-                        })
-                        .await;
-                    return Err(e);
+                    return Err(admin.record_error(&actor, "operator-set-role", Some(name), None, e).await);
                 }
             };
             let updated =

@@ -112,6 +112,29 @@ impl Admin {
         }
     }
 
+    /// Records a request that ended in `error` before it reached its action (refused
+    /// by role or CSRF, or malformed), and returns the error.
+    pub async fn record_error(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: Option<&str>,
+        reason: Option<&str>,
+        error: ApiError,
+    ) -> ApiError {
+        self.record(NewAuditEntry {
+            operator: actor.name.clone(),
+            action: action.to_owned(),
+            target: target.map(str::to_owned),
+            reason: reason.map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned),
+            outcome: error.outcome(),
+            address: actor.address.map(|a| a.to_string()),
+            detail: Some(serde_json::json!({"status": error.status, "error": error.message}).to_string()),
+        })
+        .await;
+        error
+    }
+
     /// Hashes an operator's new password (argon2id, the node's parameters).
     pub async fn hash_password(&self, password: &str) -> Result<String, ApiError> {
         check_password(password)?;

@@ -467,6 +467,15 @@ async fn roles_refuse_what_they_do_not_allow_and_each_refusal_is_audited() {
         let reply = viewer.call(method, &on(action), Some(body)).await;
         assert_eq!((reply.status, reply.error()), (403, NOT_ALLOWED), "viewer {method} {action}");
     }
+    // A malformed action is recorded as failed, against the player it named.
+    let reply = moderator.call("POST", &on("mute"), Some(reason(json!({"duration_secs": "soon"})))).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let audit = moderator.call("GET", &format!("/admin/v1/audit?player={player}&operator=max"), None).await;
+    let last = &audit.body["entries"][0];
+    assert_eq!(
+        (&last["action"], &last["target"], &last["outcome"]),
+        (&json!("mute"), &json!(player), &json!("failed"))
+    );
     for api in [&viewer, &moderator] {
         assert_eq!(api.call("GET", "/admin/v1/operators", None).await.error(), NOT_ALLOWED);
         let add = json!({"name": "sneaky", "role": "admin", "password": ADMIN_PASSWORD});
