@@ -436,7 +436,7 @@ impl Config {
             return Err("ADMIN_BOOTSTRAP_NAME and ADMIN_BOOTSTRAP_PASSWORD_FILE go together".into());
         }
         if let Some(path) = &self.admin_bootstrap_password_file {
-            crate::admin::read_password_file(path)?;
+            read_password_file(path)?;
         }
         if self.admin_addr.is_some_and(|a| a == self.listen_addr && a.port() != 0) {
             return Err("ADMIN_ADDR must not be LISTEN_ADDR: the admin API is never on the public port".into());
@@ -727,6 +727,29 @@ impl std::str::FromStr for ClientIpHeader {
             .find(|header| s.trim().eq_ignore_ascii_case(header.name()))
             .ok_or_else(|| format!("'{s}' is not x-forwarded-for or x-real-ip"))
     }
+}
+
+/// Operator passwords: at least this long (and at most 1024 bytes).
+pub const MIN_OPERATOR_PASSWORD_CHARS: usize = 8;
+const MAX_OPERATOR_PASSWORD_BYTES: usize = 1024;
+
+/// Whether `password` may be an operator's.
+pub fn operator_password_fits(password: &str) -> bool {
+    password.chars().count() >= MIN_OPERATOR_PASSWORD_CHARS && password.len() <= MAX_OPERATOR_PASSWORD_BYTES
+}
+
+/// The password in `path` (ADMIN_BOOTSTRAP_PASSWORD_FILE): its first line, without
+/// the line end.
+pub fn read_password_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read ADMIN_BOOTSTRAP_PASSWORD_FILE {}: {e}", path.display()))?;
+    let password = text.lines().next().unwrap_or("").to_owned();
+    if !operator_password_fits(&password) {
+        return Err(format!(
+            "ADMIN_BOOTSTRAP_PASSWORD_FILE: An operator password is at least {MIN_OPERATOR_PASSWORD_CHARS} characters"
+        ));
+    }
+    Ok(password)
 }
 
 /// `name:size` queues.

@@ -10,7 +10,6 @@ pub mod http;
 pub mod session;
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::auth::HashPool;
@@ -24,9 +23,8 @@ use crate::store::Stores;
 
 /// Operator names: letters, digits, `_`, `-`, `.`, at most this long.
 pub const MAX_OPERATOR_NAME_CHARS: usize = 64;
-/// Operator passwords: at least this long (and at most 1024 bytes).
-pub const MIN_OPERATOR_PASSWORD_CHARS: usize = 8;
-const MAX_OPERATOR_PASSWORD_BYTES: usize = 1024;
+use crate::config::operator_password_fits;
+pub use crate::config::{read_password_file, MIN_OPERATOR_PASSWORD_CHARS};
 
 pub const NO_SUCH_OPERATOR: &str = "No such operator";
 pub const OPERATOR_EXISTS: &str = "Operator exists";
@@ -129,7 +127,7 @@ impl Admin {
             reason: reason.map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned),
             outcome: error.outcome(),
             address: actor.address.map(|a| a.to_string()),
-            detail: Some(serde_json::json!({"status": error.status, "error": error.message}).to_string()),
+            detail: Some(error_detail(&error)),
         })
         .await;
         error
@@ -328,22 +326,13 @@ pub fn check_operator_name(name: &str) -> Result<(), ApiError> {
 }
 
 pub fn check_password(password: &str) -> Result<(), ApiError> {
-    if password.chars().count() < MIN_OPERATOR_PASSWORD_CHARS || password.len() > MAX_OPERATOR_PASSWORD_BYTES {
+    if !operator_password_fits(password) {
         return Err(ApiError::new(
             400,
             format!("An operator password is at least {MIN_OPERATOR_PASSWORD_CHARS} characters"),
         ));
     }
     Ok(())
-}
-
-/// The password in `path`: its first line, without the line end.
-pub fn read_password_file(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read ADMIN_BOOTSTRAP_PASSWORD_FILE {}: {e}", path.display()))?;
-    let password = text.lines().next().unwrap_or("").to_owned();
-    check_password(&password).map_err(|e| format!("ADMIN_BOOTSTRAP_PASSWORD_FILE: {}", e.message))?;
-    Ok(password)
 }
 
 /// `{"status":…,"error":…}`: what an audited request was refused with.

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::admin::{Audit, Operators};
-use super::admin::{AuditEntry, AuditQuery, NewAuditEntry, OperatorChange, OperatorRecord, OperatorSession};
+use super::admin::{
+    Audit, AuditEntry, AuditQuery, NewAuditEntry, OperatorChange, OperatorRecord, OperatorSession, Operators, Role,
+};
 use super::{unix_now, StoreResult};
-use crate::moderation::Role;
 
 /// Operators, their sessions and the audit log.
 #[derive(Default)]

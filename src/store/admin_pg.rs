@@ -4,12 +4,12 @@ use async_trait::async_trait;
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 
+use super::admin::Role;
 use super::admin::{Audit, Operators};
 use super::admin::{AuditEntry, AuditQuery, NewAuditEntry, OperatorChange, OperatorRecord, OperatorSession, Outcome};
 use super::postgres::PgStore;
 use super::StoreResult;
 use crate::error::StoreError;
-use crate::moderation::Role;
 
 const OPERATOR_COLUMNS: &str = "name, role, password_hash, disabled, extract(epoch FROM created_at)::bigint";
 
