@@ -32,7 +32,7 @@ cd "$(dirname "$0")/.."
 BUDGETS=${BUDGETS:-bench/budgets.toml}
 CONNS=${CONNS:-16}
 LOAD_SECS=${LOAD_SECS:-6}
-RECONNECTS=${RECONNECTS:-400}
+RECONNECTS=${RECONNECTS:-800}
 ACCOUNTS=16
 BIN=$PWD/target/release/openchampps
 WORK=$(mktemp -d /tmp/openchampps-callgrind.XXXXXX)
