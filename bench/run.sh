@@ -173,6 +173,6 @@ python3 bench/report.py write "$RESULTS" "$OUT" \
   --reps "$REPS" --duration "$DUR" --warmup "$WARMUP" --cores "$CORES" --fd-limit "$FD_LIMIT" \
   --idle-requested "$IDLE_CONNS" --elapsed "$ELAPSED" --commit "$COMMIT" --dirty "$DIRTY" \
   --started "$(date -u -d "@$STARTED" '+%Y-%m-%d %H:%M')" \
-  --analysis bench/analysis.md
+  --analysis bench/analysis.md --instructions bench/instructions.md
 log "wrote $OUT in ${ELAPSED}s"
 python3 bench/report.py table "$RESULTS" --cores "$CORES" --fd-limit "$FD_LIMIT" --idle-requested "$IDLE_CONNS" >&2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: makes sure PostgreSQL and Redis are up (installing them
-# when absent), then every unit, integration and chart/metrics check.
+# when absent), then every unit, integration and chart/metrics check, and the
+# instruction budget per operation (bench/callgrind.sh, bench/budgets.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,10 @@ cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads="${TES
 # The chart, the deploy files and a live scrape, checked with Helm's, Kubernetes' and
 # Prometheus' own tools (pinned in ci/requirements.txt).
 bash ci/check-ops.sh || status=1
+# Instructions and mallocs per operation (token_auth, set_username, global_chat,
+# reconnect) with the release node under callgrind, against bench/budgets.toml
+# (issue #20). Installs valgrind when absent; about a minute plus the release build.
+bash bench/callgrind.sh || status=1
 
 # One closing line for the whole Rust suite.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
