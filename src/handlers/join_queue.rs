@@ -29,7 +29,8 @@ pub async fn apply(node: &Node, session: &mut Session, player: &Auth, request: O
         Joined::MatchPending => return Err(Error::MatchPending),
         Joined::Limited => return Err(Error::MatchRateLimited),
         Joined::Kept { node: holder, conn } if (holder.as_str(), conn) != (node.node_id.as_str(), session.id) => {
-            let event = BusEvent::Frame { to: FrameTarget::Connection(conn), text: Reply::Dequeued.to_json() };
+            let event =
+                BusEvent::Frame { to: FrameTarget::Connection(conn), text: Reply::Dequeued.to_json(), at: None };
             node.cluster.send_to_node(&holder, &event).await;
         }
         Joined::Kept { .. } | Joined::New => {}

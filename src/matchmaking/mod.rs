@@ -260,8 +260,11 @@ impl Matchmaker {
     /// account: one told `dequeued` because the ticket moved is out of the match. A
     /// player who comes back on a new session while the match forms gets its
     /// `match_found` from [`resend_joinable`].
+    /// The frame is kept in the account's personal resume stream first: a player away
+    /// (its ticket in its grace) gets it when it resumes.
     async fn send(&self, ticket: &Ticket, text: String) {
-        let event = BusEvent::Frame { to: FrameTarget::Connection(ticket.conn), text };
+        let at = self.cluster.append_personal(&ticket.account, &text).await.map(|at| (ticket.account.clone(), at));
+        let event = BusEvent::Frame { to: FrameTarget::Connection(ticket.conn), text, at };
         self.cluster.send_to_node(&ticket.node, &event).await;
     }
 

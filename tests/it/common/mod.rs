@@ -619,16 +619,18 @@ impl Client {
     }
 
     pub async fn register(&mut self, username: &str, password: &str) -> Value {
-        let registration = Registration { username: username.into(), password: password.into(), email: None };
+        let registration =
+            Registration { username: username.into(), password: password.into(), email: None, resume: None };
         self.ask(Request::Register(registration)).await
     }
 
     pub async fn login(&mut self, username: &str, password: &str) -> Value {
-        self.ask(Request::Login(Credentials { username: username.into(), password: password.into() })).await
+        self.ask(Request::Login(Credentials { username: username.into(), password: password.into(), resume: None }))
+            .await
     }
 
     pub async fn token_auth(&mut self, token: &str) -> Value {
-        self.ask(Request::TokenAuth(TokenPayload { token: token.into() })).await
+        self.ask(Request::TokenAuth(TokenPayload { token: token.into(), resume: None })).await
     }
 
     /// Registers (auto-logged-in) and returns the token.
