@@ -575,6 +575,21 @@ impl Client {
         }
     }
 
+    /// The next text frame within `wait`, as the server wrote it (byte for byte).
+    pub async fn next_raw(&mut self, wait: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
+                Ok(Some(Ok(Message::Close(frame)))) => panic!("connection closed: {frame:?}"),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => panic!("connection failed: {e}"),
+                Ok(None) => panic!("connection ended"),
+            }
+        }
+    }
+
     /// The next text frame or the close, within `wait`: for clients the server may cut off.
     pub async fn next_frame(&mut self, wait: Duration) -> Frame {
         let deadline = tokio::time::Instant::now() + wait;

@@ -1,0 +1,486 @@
+//! Resume on any node (RESUME.md, issue #19): the protocol exactly, exactly once and
+//! in order under races, on in-process nodes sharing one set of in-memory stores.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+use openchampps::protocol::{ChatLine, Reply};
+
+/// Chat as fast as a test floods it.
+const FLOOD: [(&str, &str); 3] = [("CHAT_MESSAGES_PER_SEC", "0"), ("MAX_MESSAGES_PER_SEC", "0"), ("OUTGOING_QUEUE", "100000")];
+
+/// An opted-in player: its connection, token, account, and the last position it
+/// processed of each stream.
+struct Resumer {
+    client: Client,
+    token: String,
+    account: String,
+    global: String,
+    personal: String,
+    /// Every stream frame processed, in order: (position, type, message).
+    seen: Vec<(String, String, String)>,
+}
+
+impl Resumer {
+    /// Registers `stem`'s account with `"resume": true`.
+    async fn register(node: &Endpoint, stem: &str) -> Resumer {
+        let account = unique_name(stem);
+        let mut client = node.client().await;
+        let reply = client
+            .request(json!({"type": "register", "payload": {"username": account, "password": PASSWORD, "resume": true}}))
+            .await;
+        assert_eq!(reply["type"], "register_success", "{reply}");
+        let token = reply["payload"]["token"].as_str().unwrap().to_owned();
+        let (global, personal) = positions(&reply);
+        Resumer { client, token, account, global, personal, seen: Vec::new() }
+    }
+
+    /// Processes one frame: a stream frame moves its stream's position.
+    fn process(&mut self, frame: &Value) {
+        let Some(pos) = frame["pos"].as_str() else { return };
+        if pos.starts_with("g:") {
+            assert!(position_after(pos, &self.global), "global went back: {pos} after {}", self.global);
+            self.global = pos.to_owned();
+        } else {
+            assert!(pos.starts_with("p:"), "{frame}");
+            assert!(position_after(pos, &self.personal), "personal went back: {pos} after {}", self.personal);
+            self.personal = pos.to_owned();
+        }
+        let message = frame["payload"]["message"].as_str().unwrap_or_default().to_owned();
+        self.seen.push((pos.to_owned(), frame["type"].as_str().unwrap().to_owned(), message));
+    }
+
+    /// Reads and processes frames until `wait` passes without one.
+    async fn read_until_quiet(&mut self, wait: Duration) -> Vec<Value> {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.client.next_text(wait).await {
+            self.process(&frame);
+            frames.push(frame);
+        }
+        frames
+    }
+
+    /// Drops the connection (as a network change does) and comes back on `node` with
+    /// the positions processed; returns the reply, the replayed frames and `resumed`.
+    async fn resume_on(&mut self, node: &Endpoint) -> (Value, Vec<Value>, Value) {
+        let client = std::mem::replace(&mut self.client, node.client().await);
+        drop(client);
+        self.resume_here().await
+    }
+
+    async fn resume_here(&mut self) -> (Value, Vec<Value>, Value) {
+        let resume = json!({"global": self.global, "personal": self.personal});
+        self.client.send(json!({"type": "token_auth", "payload": {"token": self.token, "resume": resume}})).await;
+        let reply = self.client.recv().await;
+        assert_eq!(reply["type"], "auth_success", "{reply}");
+        let mut replayed = Vec::new();
+        loop {
+            let frame = self.client.recv().await;
+            if frame["type"] == "resumed" {
+                return (reply, replayed, frame);
+            }
+            assert!(frame["pos"].is_string(), "a frame without position before `resumed`: {frame}");
+            self.process(&frame);
+            replayed.push(frame);
+        }
+    }
+}
+
+/// The `positions` of an opted-in authentication's reply.
+fn positions(reply: &Value) -> (String, String) {
+    let p = &reply["positions"];
+    let (g, p) = (p["global"].as_str().unwrap(), p["personal"].as_str().unwrap());
+    assert!(g.starts_with("g:") && p.starts_with("p:"), "{reply}");
+    (g.to_owned(), p.to_owned())
+}
+
+/// Whether position `a` comes after `b` in the same stream.
+fn position_after(a: &str, b: &str) -> bool {
+    let id = |p: &str| {
+        let (ms, seq) = p[2..].split_once('-').unwrap();
+        (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+    };
+    id(a) > id(b)
+}
+
+async fn private(from: &mut Client, to: &str, message: &str) {
+    from.send(json!({"type": "private_chat", "payload": {"target": to, "message": message}})).await;
+}
+
+async fn global(from: &mut Client, message: &str) {
+    from.send(json!({"type": "global_chat", "payload": message})).await;
+}
+
+fn line(display_name: &str, account: &str, message: &str) -> ChatLine<'static> {
+    ChatLine { username: display_name.to_owned().into(), message: message.to_owned().into(), account: account.to_owned().into() }
+}
+
+// The protocol, exactly -------------------------------------------------------------
+
+/// A client that does not opt in gets exactly today's frames, byte for byte, while an
+/// opted-in one beside it gets the same frames with their positions.
+#[tokio::test]
+async fn old_clients_get_todays_frames_byte_for_byte() {
+    let cluster = InProcCluster::new();
+    let (a, b) = (cluster.node().await, cluster.node().await);
+    let old_name = unique_name("old");
+    let mut old = a.client().await;
+    old.send(json!({"type": "register", "payload": {"username": old_name, "password": PASSWORD}})).await;
+    let raw = old.next_raw(REPLY_TIMEOUT).await.unwrap();
+    let parsed: Reply = serde_json::from_str(&raw).unwrap();
+    assert_eq!(parsed.to_json(), raw, "register_success as today");
+    let token = match parsed {
+        Reply::RegisterSuccess { token, .. } => token.into_owned(),
+        other => panic!("{other:?}"),
+    };
+    let mut again = b.client().await;
+    again.send(json!({"type": "token_auth", "payload": {"token": token}})).await;
+    let raw = again.next_raw(REPLY_TIMEOUT).await.unwrap();
+    let today = Reply::AuthSuccess { username: old_name.clone().into(), token: token.clone().into() }.to_json();
+    assert_eq!(raw, today, "token_auth's auth_success as today");
+    again.close().await;
+
+    let mut new = Resumer::register(&b, "new").await;
+    let sender_name = unique_name("sender");
+    let mut sender = b.client().await;
+    sender.signed_up(&sender_name).await;
+    private(&mut sender, &old_name, "psst").await;
+    private(&mut sender, &new.account, "psst").await;
+    global(&mut sender, "hello all").await;
+    let want_private = Reply::PrivateChat(line(&sender_name, &sender_name, "psst")).to_json();
+    let want_global = Reply::GlobalChat(line(&sender_name, &sender_name, "hello all")).to_json();
+    let got: HashSet<String> =
+        [old.next_raw(REPLY_TIMEOUT).await.unwrap(), old.next_raw(REPLY_TIMEOUT).await.unwrap()].into();
+    assert_eq!(got, HashSet::from([want_private.clone(), want_global.clone()]), "an old client's chat as today");
+
+    // The opted-in one: the same frames, `pos` beside `type` and `payload`.
+    let frames = new.read_until_quiet(Duration::from_millis(300)).await;
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    for frame in &frames {
+        let pos = frame["pos"].as_str().unwrap();
+        let mut bare = frame.clone();
+        bare.as_object_mut().unwrap().remove("pos");
+        let want = if pos.starts_with("p:") { &want_private } else { &want_global };
+        assert_eq!(bare, serde_json::from_str::<Value>(want).unwrap(), "{frame}");
+        assert_eq!(frame.as_object().unwrap().len(), 3, "type, payload, pos: {frame}");
+    }
+}
+
+/// `"resume": true` on `register`, `login` and `token_auth`: the reply's `payload`
+/// as the seeds say, `positions` beside it; replies to requests carry no `pos`.
+#[tokio::test]
+async fn opting_in_adds_positions_and_nothing_else() {
+    let cluster = InProcCluster::new();
+    let node = cluster.node().await;
+    let mut player = Resumer::register(&node, "optin").await;
+
+    let mut login = node.client().await;
+    let reply = login
+        .request(json!({"type": "login", "payload": {"username": player.account, "password": PASSWORD, "resume": true}}))
+        .await;
+    assert_eq!(reply["type"], "auth_success", "{reply}");
+    assert_eq!(reply["payload"].as_object().unwrap().len(), 2, "username and token only: {reply}");
+    assert_eq!(reply.as_object().unwrap().len(), 3, "type, payload, positions: {reply}");
+    positions(&reply);
+
+    let mut token = node.client().await;
+    let reply = token.request(json!({"type": "token_auth", "payload": {"token": player.token, "resume": true}})).await;
+    assert_eq!(reply["type"], "auth_success", "{reply}");
+    let (g, p) = positions(&reply);
+    token.expect_silence(Duration::from_millis(200)).await; // no `resumed` without positions
+
+    let count = player.client.request(json!({"type": "count"})).await;
+    assert_eq!(count["type"], "player_count");
+    assert!(count.get("pos").is_none(), "a reply carries no pos: {count}");
+    let mut sender = node.player("sender").await;
+    private(&mut sender, &player.account, "one").await;
+    global(&mut sender, "two").await;
+    let frames = player.read_until_quiet(Duration::from_millis(300)).await;
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert!(frames.iter().all(|f| f["pos"].is_string()), "{frames:?}");
+    assert!(position_after(&player.personal, &p) && position_after(&player.global, &g));
+    // The other opted-in sessions of the account get them too.
+    assert_eq!(drain(&mut token, Duration::from_millis(300)).await.len(), 2);
+}
+
+/// A resume replays, in stream order, every frame after the positions, then exactly
+/// one `resumed`, then live frames; a stream left out is not replayed.
+#[tokio::test]
+async fn a_resume_replays_then_says_resumed_once_then_goes_live() {
+    let cluster = InProcCluster::new();
+    let (a, b) = (cluster.node().await, cluster.node().await);
+    let mut player = Resumer::register(&a, "away").await;
+    let mut sender = a.player("sender").await;
+    private(&mut sender, &player.account, "before").await;
+    player.read_until_quiet(Duration::from_millis(200)).await;
+
+    drop(std::mem::replace(&mut player.client, b.client().await));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..3 {
+        private(&mut sender, &player.account, &format!("p{i}")).await;
+    }
+    global(&mut sender, "g0").await;
+    global(&mut sender, "g1").await;
+    drain(&mut sender, Duration::from_millis(300)).await;
+
+    let (reply, replayed, resumed) = player.resume_here().await;
+    positions(&reply);
+    let texts: Vec<&str> = replayed.iter().map(|f| f["payload"]["message"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["g0", "g1", "p0", "p1", "p2"], "each stream in order");
+    assert_eq!(
+        resumed,
+        json!({"type": "resumed", "payload": {
+            "global": {"replayed": 2, "complete": true},
+            "personal": {"replayed": 3, "complete": true},
+        }})
+    );
+    private(&mut sender, &player.account, "live").await;
+    let live = player.client.recv().await;
+    player.process(&live);
+    assert_eq!(live["payload"]["message"], "live");
+    assert!(position_after(live["pos"].as_str().unwrap(), replayed[4]["pos"].as_str().unwrap()));
+    player.client.expect_silence(Duration::from_millis(200)).await;
+
+    // Only the personal stream named: the global one is not replayed.
+    global(&mut sender, "g2").await;
+    private(&mut sender, &player.account, "p3").await;
+    let personal = player.personal.clone();
+    player.read_until_quiet(Duration::from_millis(200)).await;
+    let mut other = b.client().await;
+    let resume = json!({"personal": personal});
+    let reply = other.request(json!({"type": "token_auth", "payload": {"token": player.token, "resume": resume}})).await;
+    assert_eq!(reply["type"], "auth_success");
+    let replayed = other.recv().await;
+    assert_eq!((replayed["payload"]["message"].as_str(), replayed["type"].as_str()), (Some("p3"), Some("private_chat")));
+    let resumed = other.recv().await;
+    assert_eq!(resumed, json!({"type": "resumed", "payload": {"personal": {"replayed": 1, "complete": true}}}));
+}
+
+/// `complete: false` once history no longer reaches the position: past the cap, past
+/// the window, or a position that is none.
+#[tokio::test]
+async fn complete_is_false_when_history_no_longer_reaches_the_position() {
+    let cluster = InProcCluster::new();
+    let node = cluster.node_with(&[("RESUME_PERSONAL_HISTORY", "3"), ("RESUME_WINDOW_SECS", "1")]).await;
+    let mut player = Resumer::register(&node, "late").await;
+    let mut sender = node.player("sender").await;
+    drop(std::mem::replace(&mut player.client, node.client().await));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..5 {
+        private(&mut sender, &player.account, &format!("p{i}")).await;
+    }
+    drain(&mut sender, Duration::from_millis(200)).await;
+    let (_, replayed, resumed) = player.resume_here().await;
+    let texts: Vec<&str> = replayed.iter().map(|f| f["payload"]["message"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["p2", "p3", "p4"], "the cap kept the last three");
+    assert_eq!(resumed["payload"]["personal"], json!({"replayed": 3, "complete": false}));
+    assert_eq!(resumed["payload"]["global"], json!({"replayed": 0, "complete": true}));
+
+    // Past the window: what was sent more than a window ago is gone.
+    let before = player.personal.clone();
+    drop(std::mem::replace(&mut player.client, node.client().await));
+    private(&mut sender, &player.account, "old").await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    private(&mut sender, &player.account, "new").await;
+    drain(&mut sender, Duration::from_millis(200)).await;
+    player.personal = before;
+    let (_, replayed, resumed) = player.resume_here().await;
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    assert_eq!(replayed[0]["payload"]["message"], "new");
+    assert_eq!(resumed["payload"]["personal"], json!({"replayed": 1, "complete": false}));
+
+    // A position that is none: what is kept, not complete.
+    let mut other = node.client().await;
+    let resume = json!({"personal": "nonsense"});
+    other.send(json!({"type": "token_auth", "payload": {"token": player.token, "resume": resume}})).await;
+    assert_eq!(other.recv().await["type"], "auth_success");
+    let replayed = other.recv().await;
+    assert_eq!(replayed["payload"]["message"], "new");
+    let resumed = other.recv().await;
+    assert_eq!(resumed["payload"]["personal"], json!({"replayed": 1, "complete": false}));
+}
+
+/// Positions name no account: resuming with another player's positions replays the
+/// resuming account's own stream, never the other's.
+#[tokio::test]
+async fn a_position_never_reads_another_accounts_stream() {
+    let cluster = InProcCluster::new();
+    let node = cluster.node().await;
+    let mut victim = Resumer::register(&node, "victim").await;
+    let mut thief = Resumer::register(&node, "thief").await;
+    let mut sender = node.player("sender").await;
+    let zero = victim.personal.clone();
+    private(&mut sender, &victim.account, "secret").await;
+    victim.read_until_quiet(Duration::from_millis(200)).await;
+    thief.personal = zero;
+    thief.global = victim.global.clone();
+    let (_, replayed, resumed) = thief.resume_on(&node).await;
+    assert!(replayed.iter().all(|f| f["payload"]["message"] != "secret"), "{replayed:?}");
+    assert_eq!(resumed["payload"]["personal"]["replayed"], 0, "{resumed}");
+}
+
+/// A hostile sender cannot grow a player's stream past its cap: its chat rate stops it
+/// first, and the cap holds whatever gets through.
+#[tokio::test]
+async fn a_hostile_sender_cannot_grow_a_stream_past_its_cap() {
+    let cluster = InProcCluster::new();
+    let node = cluster.node_with(&[("RESUME_PERSONAL_HISTORY", "5"), ("MAX_MESSAGES_PER_SEC", "0")]).await;
+    let mut target = Resumer::register(&node, "target").await;
+    drop(std::mem::replace(&mut target.client, node.client().await));
+    let mut hostile = node.player("hostile").await;
+    for i in 0..40 {
+        private(&mut hostile, &target.account, &format!("spam{i}")).await;
+    }
+    let mut refused = 0;
+    while let Some(frame) = hostile.next_text(Duration::from_millis(300)).await {
+        refused += usize::from(frame["payload"]["code"] == "CHAT_RATE_LIMITED" || frame["type"] == "error");
+    }
+    assert!(refused >= 25, "the chat rate (burst 10) refused most: {refused}");
+    let (_, replayed, resumed) = target.resume_here().await;
+    assert_eq!(replayed.len(), 5, "never more than the cap");
+    assert_eq!(resumed["payload"]["personal"]["complete"], false);
+}
+
+// Exactly once, in order, under races ------------------------------------------------
+
+/// Where a flooded player comes back.
+#[derive(Clone, Copy, Debug)]
+enum Back {
+    /// On the node it left.
+    Same,
+    /// On another node.
+    Other,
+    /// On two connections at once (two other nodes): each gets the whole sequence.
+    Twice,
+}
+
+/// Senders on three nodes flood private and global chat at a player while it drops
+/// its connection and resumes; every connection's sequence, before and after, is the
+/// one sent: no gap, no duplicate, positions increasing, each sender's order kept.
+async fn flood_while_resuming(back: Back) {
+    let cluster = InProcCluster::new();
+    let nodes = [cluster.node_with(&FLOOD).await, cluster.node_with(&FLOOD).await, cluster.node_with(&FLOOD).await];
+    let mut target = Resumer::register(&nodes[0], "target").await;
+    const PER_SENDER: usize = 60;
+    let mut senders = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for j in 0..2 {
+            let mut sender = node.player("flood").await;
+            let name = format!("s{i}{j}");
+            let account = target.account.clone();
+            senders.push(tokio::spawn(async move {
+                for k in 0..PER_SENDER {
+                    private(&mut sender, &account, &format!("{name}-p{k}")).await;
+                    global(&mut sender, &format!("{name}-g{k}")).await;
+                    tokio::time::sleep(Duration::from_millis(4)).await;
+                }
+                sender
+            }));
+        }
+    }
+    // Some of the flood arrives, then the connection drops mid-flood.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(120);
+    while let Some(frame) = target.client.next_text(deadline - tokio::time::Instant::now()).await {
+        target.process(&frame);
+    }
+    let before = target.seen.clone();
+    let (first, second) = match back {
+        Back::Same => (&nodes[0], None),
+        Back::Other => (&nodes[1], None),
+        Back::Twice => (&nodes[1], Some(&nodes[2])),
+    };
+    let old = std::mem::replace(&mut target.client, first.client().await);
+    drop(old);
+    // Away a moment while the flood goes on: the replay has work.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let mut twin = match second {
+        Some(node) => Some(Resumer {
+            client: node.client().await,
+            token: target.token.clone(),
+            account: target.account.clone(),
+            global: target.global.clone(),
+            personal: target.personal.clone(),
+            seen: before.clone(),
+        }),
+        None => None,
+    };
+    let resumes = async {
+        match twin.as_mut() {
+            Some(twin) => {
+                let (one, two) = tokio::join!(target.resume_here(), twin.resume_here());
+                vec![one, two]
+            }
+            None => vec![target.resume_here().await],
+        }
+    };
+    let resumes = resumes.await;
+    let mut kept = Vec::new();
+    for sender in senders {
+        kept.push(sender.await.unwrap());
+    }
+    let names: Vec<String> = (0..3).flat_map(|i| (0..2).map(move |j| format!("s{i}{j}"))).collect();
+    let mut players = vec![&mut target];
+    players.extend(twin.as_mut());
+    for (player, (_, replayed, resumed)) in players.into_iter().zip(resumes) {
+        player.read_until_quiet(Duration::from_millis(700)).await;
+        let personal = resumed["payload"]["personal"]["replayed"].as_u64().unwrap();
+        let global = resumed["payload"]["global"]["replayed"].as_u64().unwrap();
+        assert_eq!(personal + global, replayed.len() as u64, "`resumed` counts the replay: {resumed}");
+        assert_eq!(resumed["payload"]["personal"]["complete"], true, "{resumed}");
+        assert_eq!(resumed["payload"]["global"]["complete"], true, "{resumed}");
+        for (stream, kind) in [("p:", "p"), ("g:", "g")] {
+            let got: Vec<&str> =
+                player.seen.iter().filter(|(pos, _, _)| pos.starts_with(stream)).map(|(_, _, m)| m.as_str()).collect();
+            let unique: HashSet<&str> = got.iter().copied().collect();
+            assert_eq!(unique.len(), got.len(), "{back:?} {stream}: duplicates");
+            let want: HashSet<String> =
+                names.iter().flat_map(|n| (0..PER_SENDER).map(move |k| format!("{n}-{kind}{k}"))).collect();
+            let missing: Vec<&String> = want.iter().filter(|m| !unique.contains(m.as_str())).collect();
+            assert!(missing.is_empty(), "{back:?} {stream}: {} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+            assert_eq!(unique.len(), want.len(), "{back:?} {stream}: others than sent");
+            // Each sender's messages in the order it sent them.
+            let mut next: HashMap<&str, usize> = HashMap::new();
+            for message in got {
+                let (name, k) = message.split_once('-').unwrap();
+                let k: usize = k[1..].parse().unwrap();
+                let expected = next.entry(name).or_default();
+                assert_eq!(k, *expected, "{back:?} {stream}: {name} out of order");
+                *expected += 1;
+            }
+        }
+        eprintln!(
+            "{back:?}: {} frames before the drop, {} replayed, {} in all",
+            before.len(),
+            replayed.len(),
+            player.seen.len()
+        );
+    }
+    drop(kept);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_while_resuming_on_the_node_it_left_arrives_exactly_once_in_order() {
+    flood_while_resuming(Back::Same).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_while_resuming_on_another_node_arrives_exactly_once_in_order() {
+    flood_while_resuming(Back::Other).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_while_resuming_on_two_connections_at_once_reaches_each_exactly_once_in_order() {
+    flood_while_resuming(Back::Twice).await;
+}
+
+/// Reads frames until `wait` passes without one.
+async fn drain(client: &mut Client, wait: Duration) -> Vec<Value> {
+    let mut frames = Vec::new();
+    while let Some(frame) = client.next_text(wait).await {
+        frames.push(frame);
+    }
+    frames
+}
