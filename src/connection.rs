@@ -175,7 +175,7 @@ impl Connection {
         m::connection_opened();
         let ending = self.serve(&going_away).await.err().flatten();
         tracing::debug!(id = self.session.id, reason = ending.map(Close::reason), "connection ended");
-        self.session.end(&self.node);
+        self.session.disconnect(&self.node);
         if let Some(close) = ending {
             m::connection_killed(close.reason());
             let _ = tokio::time::timeout(CLOSE_GRACE, self.ws.close(close)).await;

@@ -63,6 +63,12 @@ pub async fn open(node: &Node, session: &mut Session, from: Option<&ResumeFrom>)
             replay.push((stream, parsed));
         }
     }
+    // A player back (`token_auth`) within its ticket's grace keeps its place, from
+    // this connection.
+    let back = session.auth().is_some_and(|a| a.via == crate::registry::Via::TokenAuth);
+    if back && node.matchmaker.reclaim(&account, session.id).await {
+        session.set_queued(true);
+    }
     if !replay.iter().any(|(stream, _)| *stream == Stream::Personal) {
         // Not replayed: its match, if one is joinable, as a plain session gets it.
         node.matchmaker.resend_joinable(account.clone(), session.outbox());

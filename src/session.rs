@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tracing::Span;
 
 use crate::auth::TokenHash;
+use crate::matchmaking::Ended;
 use crate::node::Node;
 use crate::outbox::{Outbox, Stream};
 use crate::registry::{Peer, Via};
@@ -221,13 +222,24 @@ impl Session {
 
     /// Ends the session, if any: the one hook every feature joins.
     pub fn end(&mut self, node: &Node) {
+        self.stop(node, Ended::Session);
+    }
+
+    /// Ends the session of a connection that went away: an opted-in player's queue
+    /// ticket waits for it through its grace (RESUME.md).
+    pub fn disconnect(&mut self, node: &Node) {
+        self.stop(node, Ended::Away);
+    }
+
+    fn stop(&mut self, node: &Node, how: Ended) {
         self.cursors = None;
         self.positions = None;
         self.replay = None;
         if let Some(auth) = self.auth.take() {
             node.registry.remove(self.id);
             if std::mem::take(&mut self.queued) {
-                node.matchmaker.release(&auth.username, self.id);
+                let how = if auth.resume && node.matchmaker.grace_secs() > 0 { how } else { Ended::Session };
+                node.matchmaker.release(&auth.username, self.id, how);
             }
             self.unauthenticated_since = Instant::now();
         }

@@ -17,9 +17,9 @@ use tokio::sync::broadcast;
 use super::{
     unix_now, AccountRecord, Admit, Appended, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Conflict,
     Directory, Health, History, Joinable, Joined, Left, Limits, LoginKey, LoginPolicy, MatchQueue, ModerationStore,
-    NameLookup, NodeInfo, Pair, Presence, QueueOverview, Resolved, Route, Sanction, SanctionKind, Sessions, Standing,
-    StoreResult, StreamId, StreamLimits, StreamOf, Streams, Taken, Ticket, TokenCache, TokenRecord, UserRecord,
-    UserStore, GONE_KEPT_MS, GUESS_IN_FLIGHT_MS, MATCH_COUNT_WINDOW_SECS, NODE_INFO_FRESH_SECS,
+    NameLookup, NodeInfo, Pair, Parked, Presence, QueueOverview, Resolved, Route, Sanction, SanctionKind, Sessions,
+    Standing, StoreResult, StreamId, StreamLimits, StreamOf, Streams, Taken, Ticket, TokenCache, TokenRecord,
+    UserRecord, UserStore, GONE_KEPT_MS, GUESS_IN_FLIGHT_MS, MATCH_COUNT_WINDOW_SECS, NODE_INFO_FRESH_SECS,
 };
 use crate::auth::TokenHash;
 use crate::bucket::AccountBuckets;
@@ -790,12 +790,28 @@ impl MatchQueue for MemoryShared {
                 inner.forming.remove(&id);
             }
         }
-        let before = inner.tickets.len();
-        inner.tickets.retain(|_, t| t.queue != queue || !gone.contains(&t.node));
-        dropped += (before - inner.tickets.len()) as u64;
+        // A ticket with a grace whose node is gone waits that long for its player;
+        // one away past its grace is dropped, as is one of a gone node without grace.
+        let now_ms = super::unix_now_ms();
+        let mut expired = 0;
+        inner.tickets.retain(|_, t| {
+            if t.queue != queue {
+                return true;
+            }
+            if gone.contains(&t.node) && t.away_until_ms.is_none() {
+                if t.grace_secs == 0 {
+                    dropped += 1;
+                    return false;
+                }
+                t.away_until_ms = Some(now_ms + t.grace_secs * 1000);
+            }
+            let past = t.away_until_ms.is_some_and(|until| until < now_ms);
+            expired += u64::from(past);
+            !past
+        });
         let mut queued: Vec<&Ticket> = inner.tickets.values().filter(|t| t.queue == queue).collect();
         if queued.len() < size {
-            return Ok(Taken { tickets: Vec::new(), dropped, put_back });
+            return Ok(Taken { tickets: Vec::new(), dropped, put_back, expired });
         }
         queued.sort_by_key(|t| t.seq);
         let tickets: Vec<Ticket> = queued.into_iter().take(size).cloned().collect();
@@ -805,7 +821,34 @@ impl MatchQueue for MemoryShared {
         }
         let forming = Forming { node: node.to_owned(), since: Instant::now(), tickets: tickets.clone() };
         inner.forming.insert(match_id.to_owned(), forming);
-        Ok(Taken { tickets, dropped, put_back })
+        Ok(Taken { tickets, dropped, put_back, expired })
+    }
+
+    async fn park(&self, account: &str, (node, conn): (&str, u64)) -> StoreResult<Parked> {
+        let mut inner = self.inner.lock().unwrap();
+        if live(&inner.pending, account).is_some() {
+            return Ok(Parked::Forming);
+        }
+        match inner.tickets.get_mut(account) {
+            Some(t) if t.node == node && t.conn == conn && t.grace_secs > 0 => {
+                t.away_until_ms = Some(super::unix_now_ms() + t.grace_secs * 1000);
+                Ok(Parked::Kept)
+            }
+            _ => Ok(Parked::None),
+        }
+    }
+
+    async fn reclaim(&self, account: &str, (node, conn): (&str, u64)) -> StoreResult<Option<(String, u64)>> {
+        let mut inner = self.inner.lock().unwrap();
+        let now_ms = super::unix_now_ms();
+        match inner.tickets.get_mut(account) {
+            Some(t) if t.grace_secs > 0 && t.away_until_ms.is_none_or(|until| until >= now_ms) => {
+                let before = (std::mem::replace(&mut t.node, node.to_owned()), std::mem::replace(&mut t.conn, conn));
+                t.away_until_ms = None;
+                Ok(Some(before))
+            }
+            _ => Ok(None),
+        }
     }
 
     async fn put_back(&self, match_id: &str, max_tries: u32) -> StoreResult<u64> {

@@ -658,6 +658,29 @@ pub struct Ticket {
     /// Its connection ended while its match was forming: not put back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub left: bool,
+    /// Seconds the ticket outlives its connection (`QUEUE_GRACE_SECS`, for a player
+    /// who opted into resume; 0: it ends with it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub grace_secs: u64,
+    /// Its player is away (its connection ended, or its node died): kept until this
+    /// unix millisecond for the player to come back, then dropped before any match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away_until_ms: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What [`MatchQueue::park`] did with a disconnected player's ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parked {
+    /// Kept for its grace.
+    Kept,
+    /// Its match is forming: it cannot wait (left, as today).
+    Forming,
+    /// No ticket of that connection.
+    None,
 }
 
 /// What `take` did.
@@ -669,6 +692,8 @@ pub struct Taken {
     pub dropped: u64,
     /// Players put back in their queues because the node forming their match is gone.
     pub put_back: u64,
+    /// Tickets dropped because their player stayed away past their grace.
+    pub expired: u64,
 }
 
 /// What `join` did.
@@ -717,12 +742,20 @@ pub trait MatchQueue: Send + Sync + 'static {
     /// Removes the account's ticket; only the one held by `holder` (node, connection)
     /// when given.
     async fn leave(&self, account: &str, holder: Option<(&str, u64)>) -> StoreResult<Left>;
+    /// The ticket that connection `holder` (node, connection) held is kept for its
+    /// grace (`Ticket::grace_secs`) from now: its player went away.
+    async fn park(&self, account: &str, holder: (&str, u64)) -> StoreResult<Parked>;
+    /// The account's player came back on `holder`: its ticket, unless past its grace,
+    /// is held there from now on, at its place. The previous holder, when the ticket
+    /// was reclaimed from another connection.
+    async fn reclaim(&self, account: &str, holder: (&str, u64)) -> StoreResult<Option<(String, u64)>>;
     /// The account's ticket and its position (1 = next out).
     async fn position(&self, account: &str) -> StoreResult<Option<(Ticket, u64)>>;
     /// Takes the first `size` tickets of `queue`, if there are that many, into match
     /// `match_id` formed by `node`: a forming record that marks their accounts as
     /// having a pending match (for at most `pending_secs`). First drops the tickets
-    /// of `gone` nodes and puts back, at their places, the players of matches that
+    /// of `gone` nodes (one with a grace is kept that long from the first `take` that
+    /// finds its node gone) and of players away past their grace, and puts back, at their places, the players of matches that
     /// `gone` nodes were forming.
     async fn take(
         &self,

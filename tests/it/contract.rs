@@ -45,6 +45,7 @@ async fn shared_contract<S: Shared>(label: &str, s: &S) {
     case(label, "queue: a dead node's tickets and matches", queue_gone_node(s)).await;
     case(label, "queue: start, joinable, end, leases", queue_matches(s)).await;
     case(label, "queue: matches per account", queue_match_cap(s)).await;
+    case(label, "queue: a ticket through its player's absence", queue_grace(s)).await;
 }
 
 /// The roles whose keys or scripts differ on Cluster.
@@ -64,6 +65,7 @@ async fn cluster_contract<S: Shared>(label: &str, s: &S) {
     case(label, "queue: a dead node's tickets and matches", queue_gone_node(s)).await;
     case(label, "queue: start, joinable, end, leases", queue_matches(s)).await;
     case(label, "queue: matches per account", queue_match_cap(s)).await;
+    case(label, "queue: a ticket through its player's absence", queue_grace(s)).await;
 }
 
 #[tokio::test]
@@ -305,7 +307,8 @@ async fn global_stream(s: &(impl Streams + Bus)) {
     let rate = Some(ChatRate { per_sec: 1, burst: 2 });
     let mut appended = Vec::new();
     for i in 0..3 {
-        let event = BusEvent::Global { from: "Jane".into(), account: "jane".into(), message: format!("g{i}"), at: None };
+        let event =
+            BusEvent::Global { from: "Jane".into(), account: "jane".into(), message: format!("g{i}"), at: None };
         appended.push(s.take_append_publish(user, rate, &format!("frame{i}"), &event, &limits).await.unwrap());
     }
     assert!(appended[0].is_some() && appended[1].is_some() && appended[2].is_none(), "{appended:?}");
@@ -440,6 +443,8 @@ fn ticket(queue: &str, account: &str, node: &str, conn: u64) -> Ticket {
         joined_ms: 1,
         tries: 0,
         left: false,
+        grace_secs: 0,
+        away_until_ms: None,
     }
 }
 
@@ -526,6 +531,46 @@ async fn queue_tries(s: &impl MatchQueue) {
     assert_eq!(s.put_back(&match_id, 5).await.unwrap(), 1);
     assert_eq!(s.position(&a).await.unwrap(), None);
     assert!(s.position(&b).await.unwrap().is_some());
+}
+
+async fn queue_grace(s: &impl MatchQueue) {
+    let (q, id) = (queue(), uuid::Uuid::new_v4().simple().to_string());
+    let graced = |account: &str, node: &str, conn: u64, secs: u64| Ticket {
+        grace_secs: secs,
+        ..ticket(&q, account, node, conn)
+    };
+    let [away, plain, late, orphan] = ["away", "plain", "late", "orphan"].map(|n| format!("{n}{id}"));
+    s.join(&graced(&away, "n1", 1, 30), 0).await.unwrap();
+    assert_eq!(s.park(&away, ("n1", 2)).await.unwrap(), Parked::None, "another connection's ticket");
+    assert_eq!(s.park(&away, ("n1", 1)).await.unwrap(), Parked::Kept);
+    let (kept, place) = s.position(&away).await.unwrap().unwrap();
+    assert!(kept.away_until_ms.is_some() && place == 1, "{kept:?}");
+    // Its player back on another node: held there, at its place.
+    assert_eq!(s.reclaim(&away, ("n2", 5)).await.unwrap(), Some(("n1".to_owned(), 1)));
+    let (held, place) = s.position(&away).await.unwrap().unwrap();
+    assert_eq!((held.node.as_str(), held.conn, held.away_until_ms, place), ("n2", 5, None, 1));
+    // A ticket without grace is never reclaimed.
+    s.join(&ticket(&q, &plain, "n1", 3), 0).await.unwrap();
+    assert_eq!(s.reclaim(&plain, ("n2", 6)).await.unwrap(), None);
+    // Past its grace: not reclaimed, and dropped before any match.
+    s.join(&graced(&late, "n1", 4, 1), 0).await.unwrap();
+    assert_eq!(s.park(&late, ("n1", 4)).await.unwrap(), Parked::Kept);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(s.reclaim(&late, ("n2", 7)).await.unwrap(), None);
+    let taken = s.take(&q, 3, &format!("m1{id}"), "n1", 60, &[]).await.unwrap();
+    assert_eq!((taken.tickets.len(), taken.expired, taken.dropped), (0, 1, 0), "{taken:?}");
+    assert_eq!(s.position(&late).await.unwrap(), None);
+    // A gone node's ticket with a grace waits that long for its player (and can be
+    // matched meanwhile); its player reclaims it.
+    s.join(&graced(&orphan, "dead", 9, 30), 0).await.unwrap();
+    let taken = s.take(&q, 4, &format!("m2{id}"), "n1", 60, &["dead".to_owned()]).await.unwrap();
+    assert_eq!((taken.tickets.len(), taken.dropped, taken.expired), (0, 0, 0), "{taken:?}");
+    assert!(s.position(&orphan).await.unwrap().unwrap().0.away_until_ms.is_some());
+    assert_eq!(s.reclaim(&orphan, ("n1", 11)).await.unwrap(), Some(("dead".to_owned(), 9)));
+    let taken = s.take(&q, 3, &format!("m3{id}"), "n1", 60, &["dead".to_owned()]).await.unwrap();
+    assert_eq!(accounts(&taken.tickets), [away.as_str(), plain.as_str(), orphan.as_str()]);
+    // A ticket whose match is forming cannot wait.
+    assert_eq!(s.park(&away, ("n2", 5)).await.unwrap(), Parked::Forming);
 }
 
 async fn queue_gone_node(s: &impl MatchQueue) {

@@ -225,6 +225,8 @@ async fn overview(s: &impl MatchQueue) {
         joined_ms: 1_000,
         tries: 0,
         left: false,
+        grace_secs: 0,
+        away_until_ms: None,
     };
     let empty = s.overview(&[q.clone()], &servers).await.unwrap();
     assert_eq!(

@@ -10,7 +10,8 @@ use crate::common::*;
 use openchampps::protocol::{ChatLine, Reply};
 
 /// Chat as fast as a test floods it.
-const FLOOD: [(&str, &str); 3] = [("CHAT_MESSAGES_PER_SEC", "0"), ("MAX_MESSAGES_PER_SEC", "0"), ("OUTGOING_QUEUE", "100000")];
+const FLOOD: [(&str, &str); 3] =
+    [("CHAT_MESSAGES_PER_SEC", "0"), ("MAX_MESSAGES_PER_SEC", "0"), ("OUTGOING_QUEUE", "100000")];
 
 /// An opted-in player: its connection, token, account, and the last position it
 /// processed of each stream.
@@ -30,7 +31,9 @@ impl Resumer {
         let account = unique_name(stem);
         let mut client = node.client().await;
         let reply = client
-            .request(json!({"type": "register", "payload": {"username": account, "password": PASSWORD, "resume": true}}))
+            .request(
+                json!({"type": "register", "payload": {"username": account, "password": PASSWORD, "resume": true}}),
+            )
             .await;
         assert_eq!(reply["type"], "register_success", "{reply}");
         let token = reply["payload"]["token"].as_str().unwrap().to_owned();
@@ -115,7 +118,11 @@ async fn global(from: &mut Client, message: &str) {
 }
 
 fn line(display_name: &str, account: &str, message: &str) -> ChatLine<'static> {
-    ChatLine { username: display_name.to_owned().into(), message: message.to_owned().into(), account: account.to_owned().into() }
+    ChatLine {
+        username: display_name.to_owned().into(),
+        message: message.to_owned().into(),
+        account: account.to_owned().into(),
+    }
 }
 
 // The protocol, exactly -------------------------------------------------------------
@@ -179,7 +186,9 @@ async fn opting_in_adds_positions_and_nothing_else() {
 
     let mut login = node.client().await;
     let reply = login
-        .request(json!({"type": "login", "payload": {"username": player.account, "password": PASSWORD, "resume": true}}))
+        .request(
+            json!({"type": "login", "payload": {"username": player.account, "password": PASSWORD, "resume": true}}),
+        )
         .await;
     assert_eq!(reply["type"], "auth_success", "{reply}");
     assert_eq!(reply["payload"].as_object().unwrap().len(), 2, "username and token only: {reply}");
@@ -251,10 +260,14 @@ async fn a_resume_replays_then_says_resumed_once_then_goes_live() {
     player.read_until_quiet(Duration::from_millis(200)).await;
     let mut other = b.client().await;
     let resume = json!({"personal": personal});
-    let reply = other.request(json!({"type": "token_auth", "payload": {"token": player.token, "resume": resume}})).await;
+    let reply =
+        other.request(json!({"type": "token_auth", "payload": {"token": player.token, "resume": resume}})).await;
     assert_eq!(reply["type"], "auth_success");
     let replayed = other.recv().await;
-    assert_eq!((replayed["payload"]["message"].as_str(), replayed["type"].as_str()), (Some("p3"), Some("private_chat")));
+    assert_eq!(
+        (replayed["payload"]["message"].as_str(), replayed["type"].as_str()),
+        (Some("p3"), Some("private_chat"))
+    );
     let resumed = other.recv().await;
     assert_eq!(resumed, json!({"type": "resumed", "payload": {"personal": {"replayed": 1, "complete": true}}}));
 }
@@ -439,7 +452,12 @@ async fn flood_while_resuming(back: Back) {
             let want: HashSet<String> =
                 names.iter().flat_map(|n| (0..PER_SENDER).map(move |k| format!("{n}-{kind}{k}"))).collect();
             let missing: Vec<&String> = want.iter().filter(|m| !unique.contains(m.as_str())).collect();
-            assert!(missing.is_empty(), "{back:?} {stream}: {} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+            assert!(
+                missing.is_empty(),
+                "{back:?} {stream}: {} missing, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            );
             assert_eq!(unique.len(), want.len(), "{back:?} {stream}: others than sent");
             // Each sender's messages in the order it sent them.
             let mut next: HashMap<&str, usize> = HashMap::new();
