@@ -502,3 +502,91 @@ async fn drain(client: &mut Client, wait: Duration) -> Vec<Value> {
     }
     frames
 }
+
+// The queue place through the gap ----------------------------------------------------
+
+const KEYS: (&str, &str) = ("MATCH_TICKET_KEYS", "k1:0123456789abcdef0123456789abcdef");
+const SERVERS: (&str, &str) = ("GAME_SERVERS", "203.0.113.7:7001,203.0.113.7:7002");
+
+/// A queued opted-in player who drops keeps its ticket: a match formed while it is
+/// away reaches it on resume, on another node, as `match_found` from its personal
+/// stream (with its position).
+#[tokio::test]
+async fn a_match_formed_while_away_is_delivered_on_resume() {
+    let cluster = InProcCluster::new();
+    let (a, b) = (cluster.node_with(&[KEYS, SERVERS]).await, cluster.node_with(&[KEYS, SERVERS]).await);
+    let mut away = Resumer::register(&a, "away").await;
+    assert_eq!(away.client.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    drop(std::mem::replace(&mut away.client, b.client().await));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut other = b.player("other").await;
+    assert_eq!(other.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    let found = other.next_of("match_found").await;
+    assert!(found["payload"]["players"].as_array().unwrap().contains(&json!(away.account)), "{found}");
+
+    let (_, replayed, resumed) = away.resume_here().await;
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    assert_eq!(replayed[0]["type"], "match_found");
+    assert!(replayed[0]["pos"].as_str().unwrap().starts_with("p:"));
+    assert_eq!(replayed[0]["payload"]["match_id"], found["payload"]["match_id"]);
+    assert_eq!(resumed["payload"]["personal"], json!({"replayed": 1, "complete": true}));
+    away.client.expect_silence(Duration::from_millis(700)).await; // not sent twice
+}
+
+/// Back within the grace, on another node: the same place in the queue, held by the
+/// new connection (the match then reaches it live).
+#[tokio::test]
+async fn the_queue_place_survives_the_gap() {
+    let cluster = InProcCluster::new();
+    let (a, b) = (cluster.node_with(&[KEYS, SERVERS]).await, cluster.node_with(&[KEYS, SERVERS]).await);
+    let q = json!({"type": "join_queue", "payload": {"queue": "default"}});
+    let mut first = Resumer::register(&a, "first").await;
+    assert_eq!(first.client.request(q.clone()).await, json!({"type": "queued"}));
+    drop(std::mem::replace(&mut first.client, b.client().await));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.resume_here().await;
+    let status = first.client.request(json!({"type": "queue_status"})).await;
+    assert_eq!((status["payload"]["queued"].as_bool(), status["payload"]["position"].as_u64()), (Some(true), Some(1)));
+    let mut second = a.player("second").await;
+    assert_eq!(second.request(q).await, json!({"type": "queued"}));
+    let found = first.client.next_of("match_found").await;
+    assert!(found["pos"].as_str().unwrap().starts_with("p:"), "{found}");
+    second.next_of("match_found").await;
+}
+
+/// Away past the grace: never matched; its ticket is dropped before any formation.
+#[tokio::test]
+async fn a_player_away_past_the_grace_is_never_matched() {
+    let cluster = InProcCluster::new();
+    let node = cluster.node_with(&[KEYS, SERVERS, ("QUEUE_GRACE_SECS", "1")]).await;
+    let mut late = Resumer::register(&node, "late").await;
+    assert_eq!(late.client.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    drop(std::mem::replace(&mut late.client, node.client().await));
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let mut other = node.player("other").await;
+    assert_eq!(other.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = other.request(json!({"type": "queue_status"})).await;
+    assert_eq!(status["payload"]["position"], 1, "matched with a player gone past its grace: {status}");
+    let (_, replayed, _) = late.resume_here().await;
+    assert!(replayed.is_empty(), "{replayed:?}");
+    let status = late.client.request(json!({"type": "queue_status"})).await;
+    assert_eq!(status["payload"]["queued"], false, "{status}");
+}
+
+/// A session that ends on purpose does not keep its ticket.
+#[tokio::test]
+async fn logout_ends_the_ticket_at_once() {
+    let cluster = InProcCluster::new();
+    let node = cluster.node_with(&[KEYS, SERVERS]).await;
+    let mut leaving = Resumer::register(&node, "leaving").await;
+    assert_eq!(leaving.client.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    assert_eq!(leaving.client.request(json!({"type": "logout"})).await["type"], "logged_out");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut other = node.player("other").await;
+    assert_eq!(other.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = other.request(json!({"type": "queue_status"})).await;
+    assert_eq!(status["payload"]["position"], 1, "matched with a player who logged out: {status}");
+}
