@@ -590,3 +590,270 @@ async fn logout_ends_the_ticket_at_once() {
     let status = other.request(json!({"type": "queue_status"})).await;
     assert_eq!(status["payload"]["position"], 1, "matched with a player who logged out: {status}");
 }
+
+// Survives what it is for: node processes on PostgreSQL and Redis ---------------------
+
+/// Players per victim node: 200 in the issue; scaled down so the test stays well
+/// under 30 s on a shared two-core machine (each player is a registration, a
+/// reconnect and a replay; the mechanism is the same per player).
+const PLAYERS_PER_VICTIM: usize = 40;
+
+/// Opted-in players on a node SIGKILLed and on a node drained (SIGTERM) reconnect to
+/// another node within 5 s while two senders keep chatting at each of them and at
+/// everyone: every player's sequence, per stream, is complete, without duplicates, in
+/// order.
+async fn killed_and_drained(redis_url: &str) {
+    let _heavy = HEAVY.lock().await;
+    let cluster = Cluster::with_stores(&pg_admin_url(), redis_url).await;
+    let env = [
+        ("CHAT_MESSAGES_PER_SEC", "0"),
+        ("MAX_MESSAGES_PER_SEC", "0"),
+        ("OUTGOING_QUEUE", "100000"),
+        ("SHUTDOWN_DRAIN_SECS", "1"),
+    ];
+    let (mut killed, mut drained, survivor) =
+        (cluster.node_with(&env).await, cluster.node_with(&env).await, cluster.node_with(&env).await);
+    let mut players = Vec::new();
+    for victim in [&killed, &drained] {
+        let registrations = (0..PLAYERS_PER_VICTIM).map(|_| Resumer::register(victim, "victim"));
+        players.extend(futures_util::future::join_all(registrations).await);
+    }
+    let accounts: Vec<String> = players.iter().map(|p| p.account.clone()).collect();
+    let survivor_url = survivor.ws_url();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lives: Vec<_> = players
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut player)| {
+            let (url, stop) = (survivor_url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut reconnects = 0;
+                loop {
+                    match player.client.next_frame(Duration::from_millis(1500)).await {
+                        Frame::Text(frame) => player.process(&frame),
+                        Frame::Closed(_) => {
+                            // Back through "the load balancer": another node, within 5 s.
+                            tokio::time::sleep(Duration::from_millis(50 + (i as u64 * 37) % 1500)).await;
+                            player.client = Client::connect(&url).await;
+                            let (_, _, resumed) = player.resume_here().await;
+                            for stream in ["global", "personal"] {
+                                assert_eq!(resumed["payload"][stream]["complete"], true, "{resumed}");
+                            }
+                            reconnects += 1;
+                        }
+                        Frame::Nothing if stop.load(std::sync::atomic::Ordering::Relaxed) => break,
+                        Frame::Nothing => {}
+                    }
+                }
+                (player, reconnects)
+            })
+        })
+        .collect();
+
+    let senders: Vec<_> = (0..2)
+        .map(|s| {
+            let (url, accounts, stop) = (survivor_url.clone(), accounts.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut sender = Client::connect(&url).await;
+                sender.signed_up(&unique_name("sender")).await;
+                let (mut private_sent, mut global_sent) = (0usize, 0usize);
+                let mut round = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for account in &accounts {
+                        private(&mut sender, account, &format!("s{s}-p{round}")).await;
+                        private_sent += 1;
+                    }
+                    global(&mut sender, &format!("s{s}-g{round}")).await;
+                    global_sent += 1;
+                    round += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                (sender, round, private_sent, global_sent)
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    killed.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drained.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut rounds = Vec::new();
+    let mut kept = Vec::new();
+    for sender in senders {
+        let (client, round, private_sent, global_sent) = sender.await.unwrap();
+        eprintln!("sender: {round} rounds, {private_sent} private, {global_sent} global");
+        rounds.push(round);
+        kept.push(client);
+    }
+    let _ = drained.wait_exit(Duration::from_secs(10));
+    let mut total_reconnects = 0;
+    for life in lives {
+        let (player, reconnects) = life.await.unwrap();
+        assert!(reconnects >= 1, "{} never lost its node", player.account);
+        total_reconnects += reconnects;
+        for (stream, kind) in [("p:", "p"), ("g:", "g")] {
+            let got: Vec<&str> =
+                player.seen.iter().filter(|(pos, _, _)| pos.starts_with(stream)).map(|(_, _, m)| m.as_str()).collect();
+            let want: Vec<String> = rounds
+                .iter()
+                .enumerate()
+                .flat_map(|(s, rounds)| (0..*rounds).map(move |r| format!("s{s}-{kind}{r}")))
+                .collect();
+            let unique: HashSet<&str> = got.iter().copied().collect();
+            assert_eq!(unique.len(), got.len(), "{}: {stream} duplicates", player.account);
+            let missing: Vec<&String> = want.iter().filter(|m| !unique.contains(m.as_str())).collect();
+            assert!(missing.is_empty(), "{}: {stream} missing {:?}", player.account, missing);
+            assert_eq!(unique.len(), want.len(), "{}: {stream} others than sent", player.account);
+            let mut next: HashMap<&str, usize> = HashMap::new();
+            for message in got {
+                let (name, r) = message.split_once('-').unwrap();
+                let r: usize = r[1..].parse().unwrap();
+                let expected = next.entry(name).or_default();
+                assert_eq!(r, *expected, "{}: {stream} {name} out of order", player.account);
+                *expected += 1;
+            }
+        }
+    }
+    eprintln!("{} players, {total_reconnects} resumes, every sequence complete", accounts.len());
+    drop(kept);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_of_a_killed_and_a_drained_node_resume_elsewhere_with_every_frame() {
+    killed_and_drained(&redis_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_of_a_killed_and_a_drained_node_resume_elsewhere_on_redis_cluster() {
+    let redis = crate::common::stores::PrivateRedisCluster::start(3, 0);
+    killed_and_drained(&redis.url()).await;
+}
+
+// Costs --------------------------------------------------------------------------------
+
+/// What resume costs Redis, counted with `INFO commandstats` on a Redis of its own:
+/// `token_auth` without `resume` stays one command; `private_chat` and `global_chat`
+/// take one more command at most (`global_chat`: none, the script that takes the chat
+/// bucket appends); a resume of many missed frames is a fixed number of commands; and
+/// what the streams keep in Redis memory.
+#[tokio::test]
+async fn what_resume_costs_redis() {
+    let _heavy = HEAVY.lock().await;
+    let private_redis = crate::common::stores::PrivateRedis::start();
+    let cluster = Cluster::with_stores(&pg_admin_url(), &private_redis.url()).await;
+    let env = [("CHAT_MESSAGES_PER_SEC", "1000"), ("CHAT_BURST", "1000"), ("MAX_MESSAGES_PER_SEC", "0")];
+    let node = cluster.node_with(&env).await;
+    let mut redis = cluster.redis().await;
+    let mut target = Resumer::register(&node, "target").await;
+    let mut sender = node.player("sender").await;
+    // Loads the scripts, warms the directory, so the counts below are of calls alone.
+    private(&mut sender, &target.account, "warm").await;
+    global(&mut sender, "warm").await;
+    target.read_until_quiet(Duration::from_millis(300)).await;
+    drain(&mut sender, Duration::from_millis(200)).await;
+    let reset = |redis: &mut redis::aio::MultiplexedConnection| {
+        let mut redis = redis.clone();
+        async move { redis::cmd("CONFIG").arg("RESETSTAT").query_async::<()>(&mut redis).await.unwrap() }
+    };
+    let total = |calls: &HashMap<String, u64>| {
+        calls.iter().filter(|(c, _)| *c != "info" && *c != "config|resetstat").map(|(_, n)| n).sum::<u64>()
+    };
+
+    // token_auth without resume: one MGET.
+    let token = node.client().await.signed_up(&unique_name("plain")).await;
+    reset(&mut redis).await;
+    for _ in 0..20 {
+        let mut client = node.client().await;
+        assert_eq!(client.token_auth(&token).await["type"], "auth_success");
+    }
+    let calls = crate::common::stores::command_calls(&mut redis).await;
+    eprintln!("20 token_auth without resume: {calls:?}");
+    // The reply waits for one MGET (the token and its session); beside it, as before
+    // resume, the session's joinable-match check (another MGET, in the background)
+    // and the directory's route changes (SADD/SREM, the route task).
+    let mget = calls.get("mget").copied().unwrap_or(0);
+    assert!((20..=40).contains(&mget), "{calls:?}");
+    for stream_command in ["evalsha", "xrange", "xrevrange", "xadd"] {
+        assert_eq!(calls.get(stream_command), None, "{calls:?}");
+    }
+
+    // private_chat to an account on this node: the route lookup, the chat bucket, and
+    // now one append (a script).
+    reset(&mut redis).await;
+    for i in 0..50 {
+        private(&mut sender, &target.account, &format!("m{i}")).await;
+    }
+    assert_eq!(target.read_until_quiet(Duration::from_millis(300)).await.len(), 50);
+    let calls = crate::common::stores::command_calls(&mut redis).await;
+    eprintln!("50 private_chat: {calls:?}");
+    // Beside them: the heartbeat's script once a second.
+    let evalsha = calls.get("evalsha").copied().unwrap_or(0);
+    assert!((100..=104).contains(&evalsha), "bucket + append, each a script: {calls:?}");
+    assert_eq!(calls.get("xadd").copied(), Some(50), "one append each: {calls:?}");
+
+    // global_chat: still one script call, which takes the bucket, appends, publishes.
+    reset(&mut redis).await;
+    for i in 0..50 {
+        global(&mut sender, &format!("g{i}")).await;
+    }
+    target.read_until_quiet(Duration::from_millis(300)).await;
+    let calls = crate::common::stores::command_calls(&mut redis).await;
+    eprintln!("50 global_chat: {calls:?}");
+    let evalsha = calls.get("evalsha").copied().unwrap_or(0);
+    assert!((50..=54).contains(&evalsha), "one script each: {calls:?}");
+    assert_eq!(calls.get("xadd").copied(), Some(50), "appended from the script: {calls:?}");
+    assert_eq!(calls.get("publish").copied(), Some(50), "published from the script: {calls:?}");
+
+    // A resume of 400 missed frames: a fixed number of commands, not one per frame.
+    drop(std::mem::replace(&mut target.client, node.client().await));
+    for i in 0..200 {
+        private(&mut sender, &target.account, &format!("missed{i}")).await;
+        global(&mut sender, &format!("missed{i}")).await;
+    }
+    drain(&mut sender, Duration::from_millis(500)).await;
+    reset(&mut redis).await;
+    let (_, replayed, _) = target.resume_here().await;
+    assert_eq!(replayed.len(), 400);
+    let calls = crate::common::stores::command_calls(&mut redis).await;
+    eprintln!("a resume of 400 frames: {calls:?}");
+    assert_eq!(calls.get("xrange").copied(), Some(2), "one read per stream: {calls:?}");
+    // Round trips: the token (MGET), the route (SADD), where the streams end (two
+    // XREVRANGE at once), the queue ticket (a script), the replay (two XRANGE at once).
+    assert_eq!(calls.get("xrevrange").copied(), Some(2), "{calls:?}");
+    assert!(total(&calls) <= 16, "a fixed handful (script internals included): {calls:?}");
+
+    // Memory: a personal stream at its cap (500 private messages of 40 characters),
+    // and the global stream per entry.
+    let account = target.account.clone();
+    for i in 0..500 {
+        private(&mut sender, &account, &format!("a private message of forty characters {i:02}")[..40]).await;
+    }
+    drain(&mut sender, Duration::from_millis(500)).await;
+    let personal_key = format!("{}{{p:{account}}}:stream", cluster.prefix);
+    let global_key = format!("{p}{{{p}chat}}:stream", p = cluster.prefix);
+    let usage = |key: String| {
+        let mut redis = redis.clone();
+        async move {
+            let bytes: Option<u64> = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(&key)
+                .arg("SAMPLES")
+                .arg(0)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            let len: u64 = redis::cmd("XLEN").arg(&key).query_async(&mut redis).await.unwrap();
+            (bytes.unwrap_or(0), len)
+        }
+    };
+    let (personal_bytes, personal_len) = usage(personal_key).await;
+    let (global_bytes, global_len) = usage(global_key).await;
+    eprintln!(
+        "memory: personal stream {personal_len} entries {personal_bytes} B ({} B/entry); global {global_len} entries {global_bytes} B ({} B/entry)",
+        personal_bytes / personal_len.max(1),
+        global_bytes / global_len.max(1)
+    );
+    assert_eq!(personal_len, 500, "capped at RESUME_PERSONAL_HISTORY");
+}
