@@ -83,8 +83,12 @@ fn main() {
     let prefix = format!("ocps-bench-rc-{}:", std::process::id());
     let store = Arc::new(RedisStore::connect(&url, &prefix, 32).expect("valid Redis URL"));
     let token = Token::generate().hash();
-    let record =
-        TokenRecord { user_id: 1, username: "bench.user".into(), expires_at: openchampps::store::unix_now() + 86_400 };
+    let record = TokenRecord {
+        user_id: 1,
+        username: "bench.user".into(),
+        expires_at: openchampps::store::unix_now() + 86_400,
+        standing: Default::default(),
+    };
     rt.block_on(store.cache(&token, &record, 300, Some("Bench User"))).expect("Redis answers");
     let tag = format!("{prefix}{{t:{}}}", hex::encode(token.0));
     let keys = [format!("{tag}:tok"), format!("{tag}:sess")];

@@ -4,10 +4,11 @@
 //!
 //! Costs, whatever the number of nodes: `count` asks no store (each node keeps a
 //! view of the others, refreshed by its heartbeat once a second); `global_chat` is
-//! one call that takes from the sender's chat bucket and publishes, and that every
-//! node receives once; `private_chat` is one directory lookup (with the chat bucket
-//! taken from at the same time) and one publish per node holding the target, none
-//! when nobody holds it.
+//! one call that takes from the sender's chat bucket, appends to the global resume
+//! stream and publishes, and that every node receives once; `private_chat` is one
+//! directory lookup (with the chat bucket taken from at the same time), one append to
+//! the target account's personal stream, and one publish per node holding the
+//! target, none when nobody holds it.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};

@@ -182,6 +182,11 @@ impl Drop for AddressSlot {
     }
 }
 
+/// The throttle's subject for account `id` (a `LoginKey`'s `subject`).
+pub fn account_subject(id: i64) -> String {
+    format!("a{id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,9 +221,4 @@ mod tests {
         assert_eq!(waits, [0, 0, 0, 0, 1000, 2000, 4000, 8000]);
         assert_eq!(p.wait_after(60), 900_000);
     }
-}
-
-/// The throttle's subject for account `id` (a `LoginKey`'s `subject`).
-pub fn account_subject(id: i64) -> String {
-    format!("a{id}")
 }

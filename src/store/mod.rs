@@ -1,7 +1,7 @@
 //! The stores, behind traits sized to their roles. PostgreSQL holds the durable
 //! truth (users, tokens: [`UserStore`]; bans and mutes: [`ModerationStore`]); Redis the shared, expiring state, one trait
 //! per role: [`TokenCache`], [`Sessions`], [`Presence`], [`Directory`], [`Bus`],
-//! [`ChatBuckets`], [`Limits`].
+//! [`ChatBuckets`], [`Limits`], [`MatchQueue`], [`Streams`] (the resume streams).
 //! Each role has a Redis implementation ([`redis`]) and an in-memory one
 //! ([`memory`]) for in-process tests. Nothing outside this module names a concrete
 //! store: the node gets a [`Stores`] and sees only the traits.
@@ -217,6 +217,7 @@ pub trait UserStore: Health {
 
 /// What the token cache knows about a token hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // a hit is the common answer: boxing it costs every token_auth
 pub enum CacheLookup {
     Hit {
         token: TokenRecord,

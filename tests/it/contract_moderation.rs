@@ -228,7 +228,7 @@ async fn overview(s: &impl MatchQueue) {
         grace_secs: 0,
         away_until_ms: None,
     };
-    let empty = s.overview(&[q.clone()], &servers).await.unwrap();
+    let empty = s.overview(std::slice::from_ref(&q), &servers).await.unwrap();
     assert_eq!(
         empty,
         vec![QueueOverview { queue: q.clone(), waiting: 0, oldest_joined_ms: None, forming: 0, leased: 0 }]
