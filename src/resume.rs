@@ -162,15 +162,17 @@ pub async fn accept(node: &Node, session: &mut Session, pushed: &Pushed) -> Vec<
         return Vec::new();
     };
     let mut frames = Vec::new();
+    let mut through = last;
     match gap {
         Ok(history) => {
             for (id, frame) in history.entries {
                 frames.push(with_pos(&frame, stream, id));
+                through = id;
             }
         }
         Err(e) => store_skipped(e, "gap before a frame not read"),
     }
-    if frames.is_empty() {
+    if through < at.pos {
         // The stream no longer has it (trimmed, or Redis down): the frame as it came.
         frames.push(with_pos(&pushed.text, stream, at.pos));
     }
