@@ -861,3 +861,26 @@ async fn what_resume_costs_redis() {
     );
     assert_eq!(personal_len, 500, "capped at RESUME_PERSONAL_HISTORY");
 }
+
+// Metrics --------------------------------------------------------------------------------
+
+/// Resumes by outcome, frames replayed, gap fills and tickets through a gap are
+/// exported from the first scrape (at 0 on a fresh node; the registry is process-wide
+/// here, so only their presence is checked).
+#[tokio::test]
+async fn resume_metrics_are_exported_from_the_start() {
+    let node = inproc_node(&[]).await;
+    let scrape = node.metrics_text().await;
+    for series in [
+        r#"openchampps_resumes_total{outcome="complete"}"#,
+        r#"openchampps_resumes_total{outcome="incomplete"}"#,
+        r#"openchampps_resumes_total{outcome="no_history"}"#,
+        "openchampps_resume_frames_replayed_total",
+        "openchampps_resume_gap_fills_total",
+        r#"openchampps_queue_grace_tickets_total{outcome="kept"}"#,
+        r#"openchampps_queue_grace_tickets_total{outcome="reclaimed"}"#,
+        r#"openchampps_queue_grace_tickets_total{outcome="dropped"}"#,
+    ] {
+        assert!(scrape.lines().any(|l| l.starts_with(series)), "{series} not exported");
+    }
+}
