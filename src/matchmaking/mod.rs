@@ -155,8 +155,18 @@ impl Matchmaker {
         loop {
             tokio::select! {
                 // Matches still forming are put back by the other nodes once this one
-                // is gone.
-                _ = shutdown.cancelled() => return,
+                // is gone. The tickets of the connections the drain closed are let go
+                // of first (an opted-in player's kept through its grace, to be
+                // reclaimed on another node).
+                _ = shutdown.cancelled() => {
+                    while let Ok((account, conn, how)) = released.try_recv() {
+                        let ticket = (account, conn);
+                        if !(how == Ended::Away && self.park(&ticket).await) {
+                            self.end_ticket(&ticket).await;
+                        }
+                    }
+                    return;
+                }
                 Some((account, conn, how)) = released.recv() => {
                     let ticket = (account, conn);
                     if how == Ended::Away && self.park(&ticket).await {
