@@ -884,3 +884,29 @@ async fn resume_metrics_are_exported_from_the_start() {
         assert!(scrape.lines().any(|l| l.starts_with(series)), "{series} not exported");
     }
 }
+
+/// A ban or a revocation of the account's tokens ends an opted-in player's session on
+/// purpose: its ticket ends at once, no grace.
+#[tokio::test]
+async fn a_ban_or_a_revocation_ends_the_ticket_at_once() {
+    use openchampps::moderation::{Action, Actor, Moderation, Role};
+    let cluster = InProcCluster::new();
+    let node = cluster.node_with(&[KEYS, SERVERS]).await;
+    let stores = openchampps::store::Stores::in_memory_with(cluster.users.clone(), cluster.shared.clone());
+    let config = openchampps::config::Config::from_flags(&[]).unwrap();
+    let m = Moderation::new(stores, format!("console-{}", uuid::Uuid::new_v4().simple()), &config);
+    let admin = Actor { name: "alice".into(), role: Role::Admin, address: None };
+    for action in [Action::Ban { secs: Some(3600) }, Action::RevokeTokens] {
+        let mut player = Resumer::register(&node, "sanctioned").await;
+        assert_eq!(player.client.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+        m.act(&player.account, action, "enough", &admin).await.unwrap();
+        player.client.next_of("auth_error").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut other = node.player("other").await;
+        assert_eq!(other.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let status = other.request(json!({"type": "queue_status"})).await;
+        assert_eq!(status["payload"]["position"], 1, "matched with a sanctioned player: {status}");
+        assert_eq!(other.request(json!({"type": "leave_queue"})).await, json!({"type": "dequeued"}));
+    }
+}
