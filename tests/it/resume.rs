@@ -910,3 +910,62 @@ async fn a_ban_or_a_revocation_ends_the_ticket_at_once() {
         assert_eq!(other.request(json!({"type": "leave_queue"})).await, json!({"type": "dequeued"}));
     }
 }
+
+/// On Redis Cluster: every `global_chat` is one script on the global channel's shard
+/// (bucket, append, `SPUBLISH`), and each `private_chat` appends on its target
+/// account's shard: counted per shard with `INFO commandstats`.
+#[tokio::test]
+async fn what_resume_costs_redis_cluster_per_shard() {
+    use crate::common::stores::{redis_cli, PrivateRedisCluster};
+    let _heavy = HEAVY.lock().await;
+    let redis = PrivateRedisCluster::start(3, 0);
+    let cluster = Cluster::with_stores(&pg_admin_url(), &redis.url()).await;
+    let env = [("CHAT_MESSAGES_PER_SEC", "1000"), ("CHAT_BURST", "1000"), ("MAX_MESSAGES_PER_SEC", "0")];
+    let node = cluster.node_with(&env).await;
+    let mut target = Resumer::register(&node, "target").await;
+    let mut sender = node.player("sender").await;
+    private(&mut sender, &target.account, "warm").await;
+    global(&mut sender, "warm").await;
+    target.read_until_quiet(Duration::from_millis(300)).await;
+    let stats = |port: u16| -> HashMap<String, u64> {
+        redis_cli(port, &["INFO", "commandstats"])
+            .lines()
+            .filter_map(|line| {
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect()
+    };
+    let masters = redis.masters();
+    let measure = |label: &str| {
+        let per: Vec<HashMap<String, u64>> = masters.iter().map(|p| stats(*p)).collect();
+        eprintln!("{label}: {per:?}");
+        per
+    };
+    for port in &masters {
+        redis_cli(*port, &["CONFIG", "RESETSTAT"]);
+    }
+    for i in 0..50 {
+        global(&mut sender, &format!("g{i}")).await;
+    }
+    target.read_until_quiet(Duration::from_millis(300)).await;
+    let per = measure("50 global_chat, per master");
+    let on_shard: Vec<&HashMap<String, u64>> = per.iter().filter(|s| s.get("spublish").is_some()).collect();
+    assert_eq!(on_shard.len(), 1, "one shard carries global chat: {per:?}");
+    let shard = on_shard[0];
+    assert_eq!((shard.get("spublish"), shard.get("xadd")), (Some(&50), Some(&50)), "{shard:?}");
+    let evalsha = shard.get("evalsha").copied().unwrap_or(0);
+    assert!((50..=54).contains(&evalsha), "one script each: {shard:?}");
+
+    for port in &masters {
+        redis_cli(*port, &["CONFIG", "RESETSTAT"]);
+    }
+    for i in 0..50 {
+        private(&mut sender, &target.account, &format!("p{i}")).await;
+    }
+    target.read_until_quiet(Duration::from_millis(300)).await;
+    let per = measure("50 private_chat, per master");
+    let appends: u64 = per.iter().filter_map(|s| s.get("xadd")).sum();
+    assert_eq!(appends, 50, "one append each, on the target's shard: {per:?}");
+}
