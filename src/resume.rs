@@ -45,10 +45,11 @@ pub async fn open(node: &Node, session: &mut Session, from: Option<&ResumeFrom>)
     }
     let (streams, _) = node.cluster.streams();
     let (global, personal) = tokio::join!(streams.last(StreamOf::Global), streams.last(StreamOf::Personal(&account)));
+    // Unknown (Redis unreachable): the first frame that comes sets the place.
     let end = |last: crate::store::StoreResult<StreamId>| {
         last.unwrap_or_else(|e| {
             store_skipped(e, "stream end unknown");
-            StreamId::ZERO
+            UNKNOWN
         })
     };
     let ends = Cursors { global: end(global), personal: end(personal) };
@@ -73,8 +74,13 @@ pub async fn open(node: &Node, session: &mut Session, from: Option<&ResumeFrom>)
         // Not replayed: its match, if one is joinable, as a plain session gets it.
         node.matchmaker.resend_joinable(account.clone(), session.outbox());
     }
-    session.set_resume(cursors, ends, (from.is_some()).then_some(replay));
+    let known = |id: StreamId| if id == UNKNOWN { StreamId::ZERO } else { id };
+    let positions = Cursors { global: known(ends.global), personal: known(ends.personal) };
+    session.set_resume(cursors, positions, (from.is_some()).then_some(replay));
 }
+
+/// A place not known yet: the stream's end could not be read when the session began.
+const UNKNOWN: StreamId = StreamId { ms: u64::MAX, seq: u64::MAX };
 
 /// The `positions` an opted-in authentication's reply carries.
 pub fn positions_json(ends: &Cursors) -> String {
@@ -147,12 +153,12 @@ pub async fn accept(node: &Node, session: &mut Session, pushed: &Pushed) -> Vec<
     };
     let (stream, at) = (pushed.stream, pushed.at);
     let last = cursors.get(stream);
-    if at.pos <= last {
-        return Vec::new();
-    }
-    if at.prev == last {
+    if at.prev == last || last == UNKNOWN {
         cursors.set(stream, at.pos);
         return vec![with_pos(&pushed.text, stream, at.pos)];
+    }
+    if at.pos <= last {
+        return Vec::new();
     }
     m::resume_gap_fill();
     let (streams, limits) = node.cluster.streams();
