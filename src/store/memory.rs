@@ -626,14 +626,6 @@ impl ChatBuckets for MemoryShared {
     async fn take_message(&self, user_id: i64, rate: ChatRate) -> StoreResult<bool> {
         Ok(self.chat.take(user_id, rate.per_sec, rate.burst))
     }
-
-    async fn take_and_publish(&self, user_id: i64, rate: ChatRate, event: &BusEvent) -> StoreResult<bool> {
-        let taken = self.chat.take(user_id, rate.per_sec, rate.burst);
-        if taken {
-            self.publish(event).await?;
-        }
-        Ok(taken)
-    }
 }
 
 #[async_trait]

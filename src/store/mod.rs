@@ -553,15 +553,12 @@ pub struct ChatRate {
 }
 
 /// Each account's chat bucket, one for the whole cluster, so an account connected to
-/// many nodes chats at its rate once, not once per node.
+/// many nodes chats at its rate once, not once per node (`global_chat` takes from it
+/// in the same step that appends and publishes: [`Streams::take_append_publish`]).
 #[async_trait]
 pub trait ChatBuckets: Send + Sync + 'static {
     /// Takes one message from account `user_id`'s bucket: `false` when it is empty.
     async fn take_message(&self, user_id: i64, rate: ChatRate) -> StoreResult<bool>;
-    /// Takes one message and, only if there was one, publishes `event` to every node
-    /// as [`Bus::publish`] does, in one step (one round trip): `false`, nothing
-    /// published, when the bucket is empty.
-    async fn take_and_publish(&self, user_id: i64, rate: ChatRate, event: &BusEvent) -> StoreResult<bool>;
 }
 
 /// How password guesses are throttled. Per (subject, client network), where a

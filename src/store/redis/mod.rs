@@ -73,9 +73,10 @@
 //! two slots (the hash tags above), and the bus uses sharded pub/sub (`SPUBLISH`,
 //! `SSUBSCRIBE`), never `PUBLISH`, which a cluster copies to every shard.
 //!
-//! `global_chat` is one script that takes from the sender's chat bucket and, if it
-//! had a message left, publishes: on Cluster a script may touch one slot only, a
-//! shard channel included, hence every chat bucket in the global channel's slot.
+//! `global_chat` is one script (`lua/stream_append.lua`) that takes from the sender's
+//! chat bucket and, if it had a message left, appends to the global stream and
+//! publishes: on Cluster a script may touch one slot only, a shard channel included,
+//! hence every chat bucket and the global stream in the global channel's slot.
 //! That shard carries every global message already; a private message's check is one
 //! more small script there. (A `REDIS_KEY_PREFIX` whose own braces move the bucket to
 //! another slot makes it the script, then the publish: two round trips.)
