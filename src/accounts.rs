@@ -29,7 +29,7 @@ pub async fn create_account(
     registration: Registration,
     client_ip: IpAddr,
 ) -> Result<(i64, String), Error> {
-    let Registration { username, password, email } = registration;
+    let Registration { username, password, email, .. } = registration;
     if username.chars().count() < MIN_USERNAME_CHARS {
         return Err(Error::UsernameTooShort);
     }

@@ -4,10 +4,11 @@
 //!
 //! Costs, whatever the number of nodes: `count` asks no store (each node keeps a
 //! view of the others, refreshed by its heartbeat once a second); `global_chat` is
-//! one call that takes from the sender's chat bucket and publishes, and that every
-//! node receives once; `private_chat` is one directory lookup (with the chat bucket
-//! taken from at the same time) and one publish per node holding the target, none
-//! when nobody holds it.
+//! one call that takes from the sender's chat bucket, appends to the global resume
+//! stream and publishes, and that every node receives once; `private_chat` is one
+//! directory lookup (with the chat bucket taken from at the same time), one append to
+//! the target account's personal stream, and one publish per node holding the
+//! target, none when nobody holds it.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -23,11 +24,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::error::store_skipped;
 use crate::metrics as m;
+use crate::outbox::{Pushed, Stream};
 use crate::protocol::{ChatLine, Reply};
 use crate::ratelimit::ChatLimiter;
 use crate::registry::{Registry, RouteChange, RouteChanges};
 use crate::store::{
-    Beat, Bus, BusEvent, ChatBuckets, Directory, FrameTarget, NameLookup, NodeInfo, Presence, Route, Stores, UserStore,
+    Appended, Beat, Bus, BusEvent, ChatBuckets, Directory, FrameTarget, NameLookup, NodeInfo, Presence, Route, Stores,
+    StreamLimits, StreamOf, Streams, UserStore,
 };
 
 /// How often a node writes its heartbeat and refreshes its view of the others.
@@ -67,6 +70,9 @@ pub struct Cluster {
     directory: Arc<dyn Directory>,
     presence: Arc<dyn Presence>,
     chat_buckets: Arc<dyn ChatBuckets>,
+    /// The resume streams every pushed frame is appended to, and how much they keep.
+    streams: Arc<dyn Streams>,
+    limits: StreamLimits,
     /// Which account a private message's target names, when the directory does not know.
     users: Arc<dyn UserStore>,
     registry: Arc<Registry>,
@@ -115,6 +121,12 @@ impl Cluster {
             directory: stores.directory.clone(),
             presence: stores.presence.clone(),
             chat_buckets: stores.chat.clone(),
+            streams: stores.streams.clone(),
+            limits: StreamLimits {
+                window_ms: config.resume_window_secs * 1000,
+                global_cap: config.resume_global_history,
+                personal_cap: config.resume_personal_history,
+            },
             users: stores.users.clone(),
             registry,
             chat: ChatLimiter::new(config),
@@ -150,24 +162,37 @@ impl Cluster {
         self.chat.forget_idle();
     }
 
-    /// Sends a chat message to the whole cluster; to this node only while Redis is down.
-    pub async fn publish(&self, event: BusEvent) {
-        if self.bus.publish(&event).await.is_err() {
-            self.deliver_local(&event);
+    /// The resume streams (RESUME.md) and how much they keep.
+    pub fn streams(&self) -> (&Arc<dyn Streams>, &StreamLimits) {
+        (&self.streams, &self.limits)
+    }
+
+    /// Appends `frame` to `account`'s personal stream: where it landed, or `None`
+    /// (Redis down: the frame goes out without a position).
+    pub async fn append_personal(&self, account: &str, frame: &str) -> Option<Appended> {
+        match self.streams.append(StreamOf::Personal(account), frame, &self.limits).await {
+            Ok(at) => Some(at),
+            Err(e) => {
+                store_skipped(e, "frame not kept for resume");
+                None
+            }
         }
     }
 
-    /// Sends a chat message of account `user_id` to the whole cluster, if the account is
-    /// within its chat rate, which holds cluster-wide: one Redis call takes from its
-    /// bucket and publishes. While Redis is down this node's own bucket decides and the
-    /// message reaches this node only. `false`: past the rate, nothing sent.
+    /// Sends a global chat message of account `user_id` to the whole cluster, if the
+    /// account is within its chat rate, which holds cluster-wide: one Redis call takes
+    /// from its bucket, appends the frame to the global resume stream and publishes.
+    /// While Redis is down this node's own bucket decides and the message reaches this
+    /// node only. `false`: past the rate, nothing sent.
     pub async fn publish_chat(&self, user_id: i64, event: BusEvent) -> bool {
-        let Some(rate) = self.chat.rate() else {
-            self.publish(event).await;
-            return true;
+        let BusEvent::Global { from, account, message, .. } = &event else {
+            return false;
         };
-        let shared = self.chat_buckets.take_and_publish(user_id, rate, &event).await;
-        let allowed = self.chat.settle(user_id, &shared);
+        let frame = Reply::GlobalChat(chat_line(from, account, message)).to_json();
+        let rate = self.chat.rate();
+        let shared = self.streams.take_append_publish(user_id, rate, &frame, &event, &self.limits).await;
+        let shared = shared.map(|appended| appended.is_some());
+        let allowed = if rate.is_some() { self.chat.settle(user_id, &shared) } else { true };
         if allowed && shared.is_err() {
             self.deliver_local(&event);
         }
@@ -228,7 +253,15 @@ impl Cluster {
             Route::Account(stored) if *stored == target => nodes_of_target,
             _ => directory.nodes(&to).await.unwrap_or_default(),
         };
-        let event = BusEvent::Private { from, account, to: to.clone(), message };
+        // A message to an account is kept in its personal stream (one more command);
+        // one to a display name no account has reaches only who holds it now.
+        let at = match &to {
+            Route::Account(stored) => {
+                self.append_personal(stored, &Reply::PrivateChat(chat_line(&from, &account, &message)).to_json()).await
+            }
+            Route::DisplayName(_) => None,
+        };
+        let event = BusEvent::Private { from, account, to: to.clone(), message, at };
         // This node's own sessions are always looked at: the directory may be unreachable.
         self.deliver_local(&event);
         for holder in nodes.iter().filter(|n| **n != self.node_id) {
@@ -249,19 +282,29 @@ impl Cluster {
     /// Hands a bus event to the matching sessions of this node.
     pub fn deliver_local(&self, event: &BusEvent) {
         match event {
-            BusEvent::Global { from, account, message } => {
+            BusEvent::Global { from, account, message, at } => {
                 let text = Reply::GlobalChat(chat_line(from, account, message)).to_json();
-                m::chat_relayed(m::ChatKind::Global, self.registry.deliver_all(&Message::text(text)));
+                let pushed = at.map(|at| pushed(Stream::Global, String::new(), at, &text));
+                let relayed = self.registry.deliver_all(&Message::text(text), pushed.as_ref());
+                m::chat_relayed(m::ChatKind::Global, relayed);
             }
-            BusEvent::Private { from, account, to, message } => {
+            BusEvent::Private { from, account, to, message, at } => {
                 let text = Reply::PrivateChat(chat_line(from, account, message)).to_json();
-                m::chat_relayed(m::ChatKind::Private, self.registry.deliver_to(to, &Message::text(text)));
+                let pushed = match (to, at) {
+                    (Route::Account(target), Some(at)) => Some(pushed(Stream::Personal, target.clone(), *at, &text)),
+                    _ => None,
+                };
+                let relayed = self.registry.deliver_to(to, &Message::text(text), pushed.as_ref());
+                m::chat_relayed(m::ChatKind::Private, relayed);
             }
-            BusEvent::Frame { to: FrameTarget::Account(account), text } => {
-                self.registry.deliver_to(&Route::Account(account.clone()), &Message::text(text.as_str()));
+            BusEvent::Frame { to: FrameTarget::Account(account), text, at } => {
+                let pushed = at.as_ref().map(|(owner, at)| pushed(Stream::Personal, owner.clone(), *at, text));
+                let route = Route::Account(account.clone());
+                self.registry.deliver_to(&route, &Message::text(text.as_str()), pushed.as_ref());
             }
-            BusEvent::Frame { to: FrameTarget::Connection(id), text } => {
-                self.registry.deliver_to_connection(*id, &Message::text(text.as_str()));
+            BusEvent::Frame { to: FrameTarget::Connection(id), text, at } => {
+                let pushed = at.as_ref().map(|(owner, at)| pushed(Stream::Personal, owner.clone(), *at, text));
+                self.registry.deliver_to_connection(*id, &Message::text(text.as_str()), pushed.as_ref());
             }
             BusEvent::Moderate { account, action } => {
                 self.registry.moderate(account, &Arc::new(action.clone()));
@@ -414,6 +457,10 @@ impl Cluster {
             }
         }
     }
+}
+
+fn pushed(stream: Stream, account: String, at: Appended, text: &str) -> Arc<Pushed> {
+    Arc::new(Pushed { stream, account, at, text: text.to_owned() })
 }
 
 fn chat_line<'a>(from: &'a str, account: &'a str, message: &'a str) -> ChatLine<'a> {

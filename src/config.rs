@@ -221,6 +221,18 @@ pub struct Config {
     /// Longest chat message, in characters; longer ones get BAD_MESSAGE.
     #[arg(long, env = "CHAT_MAX_CHARS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub chat_max_chars: u64,
+    /// Seconds of history a resuming connection can catch up on (RESUME.md).
+    #[arg(long, env = "RESUME_WINDOW_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub resume_window_secs: u64,
+    /// Most frames the global resume stream keeps.
+    #[arg(long, env = "RESUME_GLOBAL_HISTORY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub resume_global_history: u64,
+    /// Most frames each account's personal resume stream keeps.
+    #[arg(long, env = "RESUME_PERSONAL_HISTORY", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub resume_personal_history: u64,
+    /// Seconds an opted-in player's queue ticket outlives its connection.
+    #[arg(long, env = "QUEUE_GRACE_SECS", default_value_t = 30, global = true)]
+    pub queue_grace_secs: u64,
 
     /// Seconds an HTTP request body (POST /register) may take to arrive.
     #[arg(long, env = "HTTP_BODY_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), global = true)]

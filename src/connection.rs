@@ -175,7 +175,7 @@ impl Connection {
         m::connection_opened();
         let ending = self.serve(&going_away).await.err().flatten();
         tracing::debug!(id = self.session.id, reason = ending.map(Close::reason), "connection ended");
-        self.session.end(&self.node);
+        self.session.disconnect(&self.node);
         if let Some(close) = ending {
             m::connection_killed(close.reason());
             let _ = tokio::time::timeout(CLOSE_GRACE, self.ws.close(close)).await;
@@ -252,6 +252,8 @@ impl Connection {
                     _ = going_away.cancelled() => return Err(Some(Close::ShuttingDown)),
                     queued = inbox.recv() => match queued.map_err(|_| Some(Close::TooSlow))? {
                         Outgoing::Frame(message) => ws.write(message, inbox).await?,
+                        // Session changes, and stream frames (numbered against the
+                        // session the handler may be changing), wait for the reply.
                         session_change => deferred.push(session_change),
                     },
                 }
@@ -259,6 +261,13 @@ impl Connection {
         };
         if let Some(reply) = reply {
             self.ws.write(Message::text(reply), &self.inbox).await?;
+        }
+        // A resuming session's replay comes right after its reply, before any frame
+        // that arrived meanwhile (those wait in `deferred` and the queue).
+        if let Some(replay) = self.session.take_replay() {
+            for frame in crate::resume::replay(&self.node, &mut self.session, replay).await {
+                self.ws.write(Message::text(frame), &self.inbox).await?;
+            }
         }
         for session_change in deferred {
             self.apply(session_change).await?;
@@ -269,6 +278,12 @@ impl Connection {
     async fn apply(&mut self, outgoing: Outgoing) -> Result<(), Ending> {
         match outgoing {
             Outgoing::Frame(message) => self.ws.write(message, &self.inbox).await,
+            Outgoing::Pushed(pushed) => {
+                for frame in crate::resume::accept(&self.node, &mut self.session, &pushed).await {
+                    self.ws.write(Message::text(frame), &self.inbox).await?;
+                }
+                Ok(())
+            }
             Outgoing::Revoked(token) => self.end_revoked(token).await,
             Outgoing::Moderated(action) => self.moderated(&action).await,
         }

@@ -21,6 +21,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod ratelimit;
 pub mod registry;
+pub mod resume;
 pub mod revocation;
 pub mod revoke;
 pub mod server;

@@ -70,6 +70,14 @@ fn register_fixed_labels() {
         pool_connections(*store, 0, 0, 0);
     }
     heartbeat_age(Duration::ZERO);
+    for outcome in ResumeOutcome::ALL {
+        counter!("openchampps_resumes_total", "outcome" => outcome.label()).increment(0);
+    }
+    counter!("openchampps_resume_frames_replayed_total").increment(0);
+    counter!("openchampps_resume_gap_fills_total").increment(0);
+    for outcome in GraceOutcome::ALL {
+        counter!("openchampps_queue_grace_tickets_total", "outcome" => outcome.label()).increment(0);
+    }
 }
 
 /// Histogram samples wait in the recorder until they are folded into their buckets;
@@ -107,6 +115,13 @@ fn describe() {
         "Chat messages delivered to local connections, by kind"
     );
     describe_counter!("openchampps_store_errors_total", "Errors talking to a store, by store");
+    describe_counter!("openchampps_resumes_total", "Streams resumed (RESUME.md), by outcome");
+    describe_counter!("openchampps_resume_frames_replayed_total", "Frames replayed to resuming connections");
+    describe_counter!("openchampps_resume_gap_fills_total", "Live frames that came after a gap, read from the stream");
+    describe_counter!(
+        "openchampps_queue_grace_tickets_total",
+        "Queue tickets of opted-in players through a disconnect, by outcome"
+    );
     describe_gauge!("openchampps_pool_connections", "Store pool connections, by pool and state");
     describe_gauge!(
         "openchampps_presence_heartbeat_age_seconds",
@@ -397,6 +412,18 @@ labels! {
 }
 
 labels! {
+    /// How a resume went (the `outcome` label), per stream resumed.
+    pub enum ResumeOutcome {
+        /// Every frame after the position was replayed.
+        Complete = "complete",
+        /// History no longer reached back to the position.
+        Incomplete = "incomplete",
+        /// The stream could not be read (Redis down): nothing replayed.
+        NoHistory = "no_history",
+    }
+}
+
+labels! {
     /// How an operator login ended (the `outcome` label).
     pub enum OperatorLogin {
         Ok = "ok",
@@ -428,4 +455,31 @@ pub fn moderation_action(action: &'static str, outcome: ActionOutcome) {
 
 pub fn operator_login(outcome: OperatorLogin) {
     counter!("openchampps_operator_logins_total", "outcome" => outcome.label()).increment(1);
+}
+
+labels! {
+    /// What became of a queue ticket kept through a disconnect (the `outcome` label).
+    pub enum GraceOutcome {
+        /// Its player left with the ticket in its grace.
+        Kept = "kept",
+        /// Its player came back and took it again.
+        Reclaimed = "reclaimed",
+        /// The grace ended first: dropped.
+        Dropped = "dropped",
+    }
+}
+
+pub fn resumed(outcome: ResumeOutcome, replayed: u64) {
+    counter!("openchampps_resumes_total", "outcome" => outcome.label()).increment(1);
+    counter!("openchampps_resume_frames_replayed_total").increment(replayed);
+}
+
+/// A live frame came after a gap (frames from several publishers crossing): the gap
+/// was read from the stream.
+pub fn resume_gap_fill() {
+    counter!("openchampps_resume_gap_fills_total").increment(1);
+}
+
+pub fn queue_grace(outcome: GraceOutcome, n: u64) {
+    counter!("openchampps_queue_grace_tickets_total", "outcome" => outcome.label()).increment(n);
 }

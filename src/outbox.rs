@@ -12,16 +12,64 @@ use hyper_tungstenite::tungstenite::Message;
 use tokio::sync::{mpsc, Notify};
 
 use crate::auth::TokenHash;
+use crate::store::{Appended, StreamId};
 
 /// What a connection is asked to do.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
     /// Write this frame.
     Frame(Message),
+    /// A frame of a resume stream, for an opted-in connection: written with its `pos`
+    /// once the connection knows it is the next one it owes the client (RESUME.md).
+    Pushed(Arc<Pushed>),
     /// The session using this token must end (revoked, expired, user deleted).
     Revoked(TokenHash),
     /// An operator acted on the session's account.
     Moderated(Arc<Moderated>),
+}
+
+/// Which resume stream a frame is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Global,
+    Personal,
+}
+
+impl Stream {
+    /// The prefix of a position in this stream (RESUME.md).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Stream::Global => "g:",
+            Stream::Personal => "p:",
+        }
+    }
+
+    /// The stream id of a position of this stream (`None`: another stream's, or no
+    /// position at all).
+    pub fn parse(self, position: &str) -> Option<StreamId> {
+        position.strip_prefix(self.prefix()).and_then(StreamId::parse)
+    }
+
+    pub fn position(self, id: StreamId) -> String {
+        format!("{}{id}", self.prefix())
+    }
+}
+
+/// A frame appended to a resume stream, as the bus brought it.
+#[derive(Debug)]
+pub struct Pushed {
+    pub stream: Stream,
+    /// The account whose personal stream holds it (empty for the global stream).
+    pub account: String,
+    pub at: Appended,
+    /// The frame as old clients get it (no `pos`).
+    pub text: String,
+}
+
+/// `frame` (a JSON object) with its top-level `pos`.
+pub fn with_pos(frame: &str, stream: Stream, id: StreamId) -> String {
+    let open = frame.strip_suffix('}').unwrap_or(frame);
+    format!("{open},\"pos\":\"{}\"}}", stream.position(id))
 }
 
 /// What an operator's action asks of each live session of the account

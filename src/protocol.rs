@@ -85,12 +85,42 @@ impl Payload for QueueChoice {
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    /// Opts the connection into resume (RESUME.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeRequest>,
 }
 
 /// `token_auth` payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenPayload {
     pub token: String,
+    /// Opts the connection into resume, and resumes from the positions it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeRequest>,
+}
+
+/// `"resume": true`, or the positions to resume from (RESUME.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ResumeRequest {
+    On(bool),
+    From(ResumeFrom),
+}
+
+impl ResumeRequest {
+    pub fn opted_in(req: &Option<ResumeRequest>) -> bool {
+        matches!(req, Some(ResumeRequest::On(true) | ResumeRequest::From(_)))
+    }
+}
+
+/// The last position a client processed of each stream (either may be left out: that
+/// stream is not replayed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeFrom {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<String>,
 }
 
 /// `register` payload (and the body of `POST /register`).
@@ -100,6 +130,9 @@ pub struct Registration {
     pub password: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// Opts the connection into resume (RESUME.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeRequest>,
 }
 
 /// `private_chat` payload.

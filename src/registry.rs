@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::TokenHash;
 use crate::metrics as m;
-use crate::outbox::{Moderated, Outbox, Outgoing};
+use crate::outbox::{Moderated, Outbox, Outgoing, Pushed};
 use crate::store::{Route, SessionInfo};
 
 /// An authenticated connection as seen from outside its task.
@@ -29,9 +29,21 @@ pub struct Peer {
     pub address: std::net::IpAddr,
     pub since: i64,
     pub via: Via,
+    /// The connection opted into resume (RESUME.md): it gets stream frames as
+    /// [`Outgoing::Pushed`], to number them itself.
+    pub resume: bool,
 }
 
 impl Peer {
+    /// What this peer is offered of a frame: as is, or, for an opted-in connection, as
+    /// the stream frame it is.
+    fn offer(&self, message: &Message, pushed: Option<&Arc<Pushed>>) -> bool {
+        match pushed {
+            Some(pushed) if self.resume => self.outbox.offer(Outgoing::Pushed(pushed.clone())),
+            _ => self.outbox.offer(Outgoing::Frame(message.clone())),
+        }
+    }
+
     fn routes(&self) -> [Route; 2] {
         [Route::Account(self.account.to_string()), Route::DisplayName(self.display_name.to_string())]
     }
@@ -151,25 +163,35 @@ impl Registry {
 
     /// Queues `message` for every session; returns how many got it. A session whose
     /// queue is full is told to disconnect rather than let its backlog grow.
-    pub fn deliver_all(&self, message: &Message) -> u64 {
+    /// `pushed`: where the frame is in a resume stream, for opted-in connections.
+    pub fn deliver_all(&self, message: &Message, pushed: Option<&Arc<Pushed>>) -> u64 {
         let peers = self.peers.read().unwrap();
-        peers.by_id.values().filter(|peer| peer.outbox.offer(Outgoing::Frame(message.clone()))).count() as u64
+        peers.by_id.values().filter(|peer| peer.offer(message, pushed)).count() as u64
     }
 
     /// Queues `message` for the sessions of `route` only.
-    pub fn deliver_to(&self, route: &Route, message: &Message) -> u64 {
+    pub fn deliver_to(&self, route: &Route, message: &Message, pushed: Option<&Arc<Pushed>>) -> u64 {
         let peers = self.peers.read().unwrap();
         let Some(ids) = peers.by_route.get(route) else {
             return 0;
         };
         let offered = ids.iter().filter_map(|id| peers.by_id.get(id));
-        offered.filter(|peer| peer.outbox.offer(Outgoing::Frame(message.clone()))).count() as u64
+        offered.filter(|peer| peer.offer(message, pushed)).count() as u64
     }
 
-    /// Queues `message` for connection `id`, if it is a live session here.
-    pub fn deliver_to_connection(&self, id: u64, message: &Message) -> bool {
+    /// Queues `message` for connection `id`, if it is a live session here; a frame of
+    /// `pushed`'s personal stream also goes to the account's other opted-in sessions
+    /// here (its stream is theirs too).
+    pub fn deliver_to_connection(&self, id: u64, message: &Message, pushed: Option<&Arc<Pushed>>) -> bool {
         let peers = self.peers.read().unwrap();
-        peers.by_id.get(&id).is_some_and(|peer| peer.outbox.offer(Outgoing::Frame(message.clone())))
+        if let Some(pushed) = pushed {
+            let ids = peers.by_route.get(&Route::Account(pushed.account.clone()));
+            let others = ids.into_iter().flatten().filter(|other| **other != id).filter_map(|i| peers.by_id.get(i));
+            for peer in others.filter(|peer| peer.resume) {
+                peer.outbox.offer(Outgoing::Pushed(pushed.clone()));
+            }
+        }
+        peers.by_id.get(&id).is_some_and(|peer| peer.offer(message, pushed))
     }
 
     /// The tokens of every live session here, each once.

@@ -12,9 +12,11 @@ use tokio::time::Instant;
 use tracing::Span;
 
 use crate::auth::TokenHash;
+use crate::matchmaking::Ended;
 use crate::node::Node;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Stream};
 use crate::registry::{Peer, Via};
+use crate::store::StreamId;
 
 /// An authenticated session's player. Handlers of players' messages receive it from
 /// dispatch (`handlers::Access::Player`).
@@ -32,7 +34,39 @@ pub struct Auth {
     pub muted_until: Option<i64>,
     /// How the session authenticated.
     pub via: Via,
+    /// The connection opted into resume (RESUME.md).
+    pub resume: bool,
 }
+
+/// An opted-in connection's place in each resume stream: the last entry it delivered
+/// (or, before any, the end of the stream when the session began, or the position the
+/// client resumed from).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursors {
+    pub global: StreamId,
+    pub personal: StreamId,
+}
+
+impl Cursors {
+    pub fn get(&self, stream: Stream) -> StreamId {
+        match stream {
+            Stream::Global => self.global,
+            Stream::Personal => self.personal,
+        }
+    }
+
+    pub fn set(&mut self, stream: Stream, id: StreamId) {
+        match stream {
+            Stream::Global => self.global = id,
+            Stream::Personal => self.personal = id,
+        }
+    }
+}
+
+/// What a resuming `token_auth` leaves for its connection to send after its reply:
+/// per stream named, the position to replay from (`None`: it named no position of that
+/// stream, so none is complete).
+pub type Replay = Vec<(Stream, Option<StreamId>)>;
 
 impl Auth {
     /// The mute in force at `now`, as its end.
@@ -53,6 +87,12 @@ pub struct Session {
     /// Unix seconds the current session began (the admin views show it).
     since: i64,
     outbox: Outbox,
+    /// An opted-in session's places in the resume streams.
+    cursors: Option<Cursors>,
+    /// The ends of the streams for the authentication's reply (`positions`).
+    positions: Option<Cursors>,
+    /// The streams to replay once the reply is written.
+    replay: Option<Replay>,
     /// The connection's span (`connection::span`): [`Session::begin`] records the
     /// account in it.
     span: Span,
@@ -67,6 +107,9 @@ impl Session {
             queued: false,
             unauthenticated_since: Instant::now(),
             since: 0,
+            cursors: None,
+            positions: None,
+            replay: None,
             outbox,
             span: Span::none(),
         }
@@ -101,8 +144,11 @@ impl Session {
         let fresh = self.auth.as_ref().is_none_or(|old| old.user_id != auth.user_id);
         if fresh {
             self.end(node);
-            // A player back on a new connection: its match, if it is still on.
-            node.matchmaker.resend_joinable(auth.username.clone(), self.outbox.clone());
+            // A player back on a new connection: its match, if it is still on (an opted-in
+            // one finds it in its personal stream, or is sent it by `resume::open`).
+            if !auth.resume {
+                node.matchmaker.resend_joinable(auth.username.clone(), self.outbox.clone());
+            }
             self.span.record("account", tracing::field::display(&auth.username));
             self.since = crate::store::unix_now();
         }
@@ -114,6 +160,7 @@ impl Session {
             address: self.client_ip,
             since: self.since,
             via: auth.via,
+            resume: auth.resume,
         };
         node.registry.insert(self.id, peer);
         self.auth = Some(auth);
@@ -145,12 +192,54 @@ impl Session {
         self.queued = queued;
     }
 
+    /// A sender of this connection's outgoing queue.
+    pub fn outbox(&self) -> Outbox {
+        self.outbox.clone()
+    }
+
+    /// The session's places in the resume streams, when it opted in.
+    pub fn cursors(&mut self) -> Option<&mut Cursors> {
+        self.cursors.as_mut()
+    }
+
+    /// Opts the session into resume (`resume::open`): its places in the streams, the
+    /// positions its reply carries, and what to replay after it.
+    pub fn set_resume(&mut self, cursors: Cursors, positions: Cursors, replay: Option<Replay>) {
+        self.cursors = Some(cursors);
+        self.positions = Some(positions);
+        self.replay = replay;
+    }
+
+    /// The positions for the authentication's reply, once.
+    pub fn take_positions(&mut self) -> Option<Cursors> {
+        self.positions.take()
+    }
+
+    /// What to replay now that the reply is written, once.
+    pub fn take_replay(&mut self) -> Option<Replay> {
+        self.replay.take()
+    }
+
     /// Ends the session, if any: the one hook every feature joins.
     pub fn end(&mut self, node: &Node) {
+        self.stop(node, Ended::Session);
+    }
+
+    /// Ends the session of a connection that went away: an opted-in player's queue
+    /// ticket waits for it through its grace (RESUME.md).
+    pub fn disconnect(&mut self, node: &Node) {
+        self.stop(node, Ended::Away);
+    }
+
+    fn stop(&mut self, node: &Node, how: Ended) {
+        self.cursors = None;
+        self.positions = None;
+        self.replay = None;
         if let Some(auth) = self.auth.take() {
             node.registry.remove(self.id);
             if std::mem::take(&mut self.queued) {
-                node.matchmaker.release(&auth.username, self.id);
+                let how = if auth.resume && node.matchmaker.grace_secs() > 0 { how } else { Ended::Session };
+                node.matchmaker.release(&auth.username, self.id, how);
             }
             self.unauthenticated_since = Instant::now();
         }

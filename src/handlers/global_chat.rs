@@ -11,7 +11,7 @@ pub async fn apply(node: &Node, _session: &mut Session, player: &Auth, request: 
     let message = request.filter(|m| !m.is_empty()).ok_or(Error::BadMessage)?;
     let message = chat_text(node, player, message)?;
     let (from, account) = (player.display_name.to_string(), player.username.clone());
-    if !node.cluster.publish_chat(player.user_id, BusEvent::Global { from, account, message }).await {
+    if !node.cluster.publish_chat(player.user_id, BusEvent::Global { from, account, message, at: None }).await {
         return Err(Error::ChatRateLimited);
     }
     Ok(None)

@@ -22,6 +22,9 @@ pub async fn apply(node: &Node, session: &mut Session, player: &Auth, request: O
         joined_ms: crate::store::unix_now_ms(),
         tries: 0,
         left: false,
+        // A player who opted into resume keeps its place through a disconnect.
+        grace_secs: if player.resume { node.matchmaker.grace_secs() } else { 0 },
+        away_until_ms: None,
     };
     // Never a queue in one node's memory: that would split the players.
     let cap = node.config.max_matches_per_hour;
@@ -29,7 +32,8 @@ pub async fn apply(node: &Node, session: &mut Session, player: &Auth, request: O
         Joined::MatchPending => return Err(Error::MatchPending),
         Joined::Limited => return Err(Error::MatchRateLimited),
         Joined::Kept { node: holder, conn } if (holder.as_str(), conn) != (node.node_id.as_str(), session.id) => {
-            let event = BusEvent::Frame { to: FrameTarget::Connection(conn), text: Reply::Dequeued.to_json() };
+            let event =
+                BusEvent::Frame { to: FrameTarget::Connection(conn), text: Reply::Dequeued.to_json(), at: None };
             node.cluster.send_to_node(&holder, &event).await;
         }
         Joined::Kept { .. } | Joined::New => {}

@@ -10,14 +10,14 @@
 use super::{kicked, start_session, store_failed, store_skipped, Outcome};
 use crate::error::Error;
 use crate::node::Node;
-use crate::protocol::{Credentials, Reply};
+use crate::protocol::{Credentials, Reply, ResumeRequest};
 use crate::ratelimit::Subject;
 use crate::registry::Via;
 use crate::session::Session;
 use crate::store::{unix_now, Resolved};
 
 pub async fn apply(node: &Node, session: &mut Session, request: Option<Credentials>) -> Outcome {
-    let Some(Credentials { username, password }) = request else {
+    let Some(Credentials { username, password, resume }) = request else {
         return Err(Error::InvalidLoginFormat);
     };
     if username.chars().count() < crate::names::MIN_USERNAME_CHARS
@@ -69,8 +69,14 @@ pub async fn apply(node: &Node, session: &mut Session, request: Option<Credentia
         return Ok(None);
     }
 
-    let token = start_session(node, session, (user.id, &user.username, &user.standing), Via::Login)
-        .await
-        .map_err(|e| store_failed(e, Error::AuthServerError))?;
+    let token = start_session(
+        node,
+        session,
+        (user.id, &user.username, &user.standing),
+        Via::Login,
+        ResumeRequest::opted_in(&resume),
+    )
+    .await
+    .map_err(|e| store_failed(e, Error::AuthServerError))?;
     Ok(Some(Reply::AuthSuccess { username: user.username.into(), token: token.as_str().to_owned().into() }))
 }

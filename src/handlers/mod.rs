@@ -185,7 +185,13 @@ pub async fn dispatch(node: &Node, session: &mut Session, text: &str) -> Option<
         let result = outcome.as_ref().map_or_else(|e| e.auth_result(), |_| AuthResult::Success);
         metrics.auth_attempt(result, started.elapsed());
     }
+    // An opted-in authentication's reply carries where the streams end (RESUME.md).
+    let positions = session.take_positions();
     match outcome {
+        Ok(Some(reply @ (Reply::AuthSuccess { .. } | Reply::RegisterSuccess { .. }))) => {
+            let json = reply.to_json();
+            Some(positions.map_or_else(|| json.clone(), |ends| crate::resume::with_positions(&json, &ends)))
+        }
         Ok(reply) => reply.map(|r| r.to_json()),
         Err(e) => Some(e.to_json()),
     }
@@ -198,6 +204,7 @@ async fn start_session(
     session: &mut Session,
     user: (i64, &str, &Standing),
     via: Via,
+    resume: bool,
 ) -> Result<Token, StoreError> {
     let (user_id, username, standing) = user;
     let token = Token::generate();
@@ -226,8 +233,12 @@ async fn start_session(
         display_name: username.into(),
         muted_until: standing.mute(unix_now()).and_then(|m| m.until),
         via,
+        resume,
     };
     session.begin(node, auth);
+    if resume {
+        crate::resume::open(node, session, None).await;
+    }
     Ok(token)
 }
 
@@ -272,9 +283,10 @@ mod tests {
     fn requests_are_built_as_the_contract_spells_them() {
         assert_eq!(Request::Logout.to_json(), r#"{"type":"logout"}"#);
         assert_eq!(Request::SetUsername("x".into()).to_json(), r#"{"type":"set_username","payload":"x"}"#);
-        let login = Request::Login(Credentials { username: "jane.doe".into(), password: "pw".into() });
+        let login = Request::Login(Credentials { username: "jane.doe".into(), password: "pw".into(), resume: None });
         assert_eq!(login.to_json(), r#"{"type":"login","payload":{"username":"jane.doe","password":"pw"}}"#);
-        let register = Request::Register(Registration { username: "u".into(), password: "p".into(), email: None });
+        let register =
+            Request::Register(Registration { username: "u".into(), password: "p".into(), email: None, resume: None });
         assert_eq!(register.to_json(), r#"{"type":"register","payload":{"username":"u","password":"p"}}"#);
         assert_eq!(Request::JoinQueue(QueueChoice::default()).to_json(), r#"{"type":"join_queue","payload":{}}"#);
     }

@@ -5,7 +5,7 @@ use super::{start_session, store_failed, Outcome};
 use crate::accounts::create_account;
 use crate::error::Error;
 use crate::node::Node;
-use crate::protocol::{Registration, Reply};
+use crate::protocol::{Registration, Reply, ResumeRequest};
 use crate::registry::Via;
 use crate::session::Session;
 use crate::store::Standing;
@@ -14,8 +14,9 @@ pub async fn apply(node: &Node, session: &mut Session, request: Option<Registrat
     let Some(registration) = request else {
         return Err(Error::InvalidRegistrationFormat);
     };
+    let resume = ResumeRequest::opted_in(&registration.resume);
     let (user_id, username) = create_account(node, registration, session.client_ip).await?;
-    let token = start_session(node, session, (user_id, &username, &Standing::default()), Via::Register)
+    let token = start_session(node, session, (user_id, &username, &Standing::default()), Via::Register, resume)
         .await
         .map_err(|e| store_failed(e, Error::RegistrationFailed))?;
     Ok(Some(Reply::RegisterSuccess {

@@ -13,13 +13,13 @@ use crate::error::Error;
 use crate::metrics::{self as m, CacheOutcome};
 use crate::names;
 use crate::node::Node;
-use crate::protocol::{Reply, TokenPayload};
+use crate::protocol::{Reply, ResumeRequest, TokenPayload};
 use crate::registry::Via;
 use crate::session::{Auth, Session};
 use crate::store::{unix_now, CacheLookup, TokenRecord};
 
 pub async fn apply(node: &Node, session: &mut Session, request: Option<TokenPayload>) -> Outcome {
-    let Some(TokenPayload { token: sent }) = request else {
+    let Some(TokenPayload { token: sent, resume }) = request else {
         return Err(Error::InvalidTokenFormat);
     };
     let Some(token) = Token::parse(&sent) else {
@@ -70,8 +70,16 @@ pub async fn apply(node: &Node, session: &mut Session, request: Option<TokenPayl
         display_name,
         muted_until: record.standing.mute(now).and_then(|m| m.until),
         via: Via::TokenAuth,
+        resume: ResumeRequest::opted_in(&resume),
     };
     session.begin(node, auth);
+    if ResumeRequest::opted_in(&resume) {
+        let from = match &resume {
+            Some(ResumeRequest::From(from)) => Some(from),
+            _ => None,
+        };
+        crate::resume::open(node, session, from).await;
+    }
     Ok(Some(reply))
 }
 

@@ -34,6 +34,12 @@ pub enum Mode {
     /// memory per connection.
     #[value(name = "idle")]
     Idle,
+    /// Reconnect storms with positions (RESUME.md): each op drops the connection,
+    /// opens one to the next node and resumes with `token_auth` and the positions it
+    /// processed, reading the replay up to `resumed`. Run beside a `global_chat` load
+    /// for replays with content.
+    #[value(name = "resume")]
+    Resume,
 }
 
 impl Mode {
@@ -45,6 +51,7 @@ impl Mode {
             Mode::GlobalChat => "global_chat",
             Mode::Count => "count",
             Mode::Idle => "idle",
+            Mode::Resume => "resume",
         }
     }
 }

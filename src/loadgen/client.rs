@@ -137,7 +137,8 @@ impl Client {
         password: &str,
         limit: Duration,
     ) -> Result<String, Failure> {
-        let registration = Registration { username: username.to_owned(), password: password.to_owned(), email: None };
+        let registration =
+            Registration { username: username.to_owned(), password: password.to_owned(), email: None, resume: None };
         match self.request_within(Request::Register(registration).to_json(), "register_success", limit).await {
             Ok(text) => token_of(&text),
             Err(Failure::Reply(e)) if e.contains("Username already exists") => {
@@ -154,11 +155,11 @@ impl Client {
 }
 
 pub fn login_message(username: &str, password: &str) -> String {
-    Request::Login(Credentials { username: username.to_owned(), password: password.to_owned() }).to_json()
+    Request::Login(Credentials { username: username.to_owned(), password: password.to_owned(), resume: None }).to_json()
 }
 
 pub fn token_auth_message(token: &str) -> String {
-    Request::TokenAuth(TokenPayload { token: token.to_owned() }).to_json()
+    Request::TokenAuth(TokenPayload { token: token.to_owned(), resume: None }).to_json()
 }
 
 fn token_of(reply: &str) -> Result<String, Failure> {

@@ -102,6 +102,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 let sender = (i as u64) < args.senders;
                 tasks.spawn(modes::chat(plan, i, client, window, sender));
             }
+            Mode::Resume => {
+                tasks.spawn(modes::resume_loop(plan, i, client, window));
+            }
             _ => {
                 tasks.spawn(modes::closed_loop(plan, i, client, window));
             }

@@ -173,7 +173,7 @@ fn request(plan: &Plan, i: usize, seq: u64, fixed: &str) -> (String, &'static st
             let name = format!("lg{i}-{seq}");
             (Request::SetUsername(name).to_json(), "display_name_updated")
         }
-        Mode::GlobalChat | Mode::Idle => unreachable!("not a request/reply mode"),
+        Mode::GlobalChat | Mode::Idle | Mode::Resume => unreachable!("not a request/reply mode"),
     }
 }
 
@@ -358,4 +358,91 @@ fn parse_chat(text: &str, base: Instant) -> Option<(usize, u64, Instant)> {
     let seq = parts.next()?.parse().ok()?;
     let micros: u64 = parts.next()?.parse().ok()?;
     Some((from, seq, base + Duration::from_micros(micros)))
+}
+
+/// `resume`: each op drops the connection and resumes on the next node with the
+/// positions processed, until `resumed`; its latency is connect + handshake +
+/// `token_auth` + the replay. Frames replayed are counted as deliveries.
+pub async fn resume_loop(plan: Arc<Plan>, i: usize, client: Option<Client>, window: Window) -> Ended {
+    drop(client); // opened without positions: this mode opens its own
+    let live = &plan.live;
+    let mut recorder = Recorder::default();
+    let token = plan.account(i).token.clone();
+    let mut positions = serde_json::json!(true);
+    let mut seq = i;
+    let mut open = false;
+    loop {
+        let now = Instant::now();
+        if now >= window.until {
+            break;
+        }
+        let target = &plan.targets[seq % plan.targets.len()];
+        seq += 1;
+        let limit = plan.args.timeout.min(window.until + Duration::from_secs(1) - now);
+        let started = Instant::now();
+        let resumed = tokio::time::timeout(limit, resume_once(target, plan.bind(i), &token, &mut positions)).await;
+        let done = Instant::now();
+        let counts = window.counts(started, done);
+        match resumed {
+            Ok(Ok(replayed)) => {
+                live.op();
+                live.deliveries.fetch_add(replayed, Ordering::Relaxed);
+                open = true;
+                if counts {
+                    recorder.op(done - started);
+                }
+            }
+            Ok(Err(failure)) => {
+                live.error();
+                if counts {
+                    recorder.error(failure.text());
+                }
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+            }
+            Err(_) => {
+                live.error();
+                if counts {
+                    recorder.error("timeout");
+                }
+            }
+        }
+    }
+    Ended { recorder, open }
+}
+
+/// One resume: connect, `token_auth` with `positions` (the first time `true`), read
+/// up to `resumed` (the first time, the reply's own positions), keeping the last
+/// position of each stream. Returns the frames replayed.
+async fn resume_once(
+    target: &super::client::Target,
+    bind: Option<IpAddr>,
+    token: &str,
+    positions: &mut serde_json::Value,
+) -> Result<u64, Failure> {
+    let mut client = Client::connect(target, bind).await?;
+    let request = serde_json::json!({"type": "token_auth", "payload": {"token": token, "resume": positions.clone()}});
+    let first = positions.is_boolean();
+    client.send(request.to_string()).await?;
+    let mut replayed = 0;
+    loop {
+        let text = client.recv().await?;
+        let frame: serde_json::Value =
+            serde_json::from_str(&text).map_err(|_| Failure::Reply("reply is not JSON".into()))?;
+        match frame["type"].as_str() {
+            Some("auth_success") if first => {
+                *positions = frame["positions"].clone();
+                return Ok(0);
+            }
+            Some("auth_success") => {}
+            Some("resumed") => return Ok(replayed),
+            Some("auth_error" | "error") => return Err(Failure::Reply(text)),
+            _ => {
+                if let Some(pos) = frame["pos"].as_str() {
+                    let stream = if pos.starts_with("g:") { "global" } else { "personal" };
+                    positions[stream] = serde_json::json!(pos);
+                    replayed += 1;
+                }
+            }
+        }
+    }
 }

@@ -32,10 +32,10 @@ use allocate::{Allocate, Failure, Request, Server};
 use crate::cluster::Cluster;
 use crate::config::{AllocatorSettings, Config};
 use crate::error::store_skipped;
-use crate::metrics::{self as m, AllocationResult, TicketOutcome};
+use crate::metrics::{self as m, AllocationResult, GraceOutcome, TicketOutcome};
 use crate::outbox::{Outbox, Outgoing};
 use crate::protocol::{MatchFound, Reply};
-use crate::store::{unix_now, unix_now_ms, BusEvent, FrameTarget, Joinable, Left, MatchQueue, Ticket};
+use crate::store::{unix_now, unix_now_ms, BusEvent, FrameTarget, Joinable, Left, MatchQueue, Parked, Ticket};
 
 /// How often each node looks for matches to form.
 const FORM_EVERY: Duration = Duration::from_millis(500);
@@ -55,12 +55,24 @@ pub struct Matchmaker {
     allocator: Arc<dyn Allocate>,
     queue: Arc<dyn MatchQueue>,
     cluster: Arc<Cluster>,
-    released: mpsc::UnboundedSender<(String, u64)>,
+    released: mpsc::UnboundedSender<(String, u64, Ended)>,
+    /// How long a ticket of an opted-in player outlives its connection.
+    grace_secs: u64,
 }
 
-/// The tickets this node's ended connections held (account, connection), for
+/// How a connection holding a ticket ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// On purpose (`logout`, another login, revocation, ban): the ticket ends.
+    Session,
+    /// The connection went away with an opted-in player: the ticket waits for its
+    /// grace (`QUEUE_GRACE_SECS`).
+    Away,
+}
+
+/// The tickets this node's ended connections held (account, connection, how), for
 /// [`Matchmaker::run`].
-pub type Releases = mpsc::UnboundedReceiver<(String, u64)>;
+pub type Releases = mpsc::UnboundedReceiver<(String, u64, Ended)>;
 
 impl Matchmaker {
     pub fn new(
@@ -85,6 +97,7 @@ impl Matchmaker {
             queue,
             cluster,
             released,
+            grace_secs: config.queue_grace_secs,
         };
         (matchmaker, rx)
     }
@@ -98,24 +111,67 @@ impl Matchmaker {
     }
 
     /// Connection `conn` of account `account` (its name as stored) ended with a ticket.
-    pub fn release(&self, account: &str, conn: u64) {
-        let _ = self.released.send((account.to_owned(), conn));
+    pub fn release(&self, account: &str, conn: u64, how: Ended) {
+        let _ = self.released.send((account.to_owned(), conn, how));
+    }
+
+    /// How long a ticket of a player who opted into resume outlives its connection.
+    pub fn grace_secs(&self) -> u64 {
+        self.grace_secs
+    }
+
+    /// The account's player is back on connection `conn` of this node: its ticket, if
+    /// it is waiting through its grace (or held by another connection), is held here
+    /// from now on; that other connection is told `dequeued`. `true`: it has a ticket.
+    pub async fn reclaim(&self, account: &str, conn: u64) -> bool {
+        let node = self.cluster.node_id();
+        match self.queue.reclaim(account, (node, conn)).await {
+            Ok(Some((before, before_conn))) => {
+                m::queue_grace(GraceOutcome::Reclaimed, 1);
+                if (before.as_str(), before_conn) != (node, conn) {
+                    let text = Reply::Dequeued.to_json();
+                    let event = BusEvent::Frame { to: FrameTarget::Connection(before_conn), text, at: None };
+                    self.cluster.send_to_node(&before, &event).await;
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                store_skipped(e, "queue ticket not reclaimed");
+                false
+            }
+        }
     }
 
     /// Forms matches every [`FORM_EVERY`] and releases the tickets of ended connections.
-    pub async fn run(self: Arc<Self>, mut released: Releases, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, released: Releases, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(MAX_FORMING));
         let mut forming = JoinSet::new();
         let mut tick = tokio::time::interval(FORM_EVERY);
         // Releases that failed (Redis unreachable): tried again every round until they
         // hold, so no ticket outlives its connection on a live node.
         let mut unreleased: VecDeque<(String, u64)> = VecDeque::new();
+        let mut released = released;
         loop {
             tokio::select! {
                 // Matches still forming are put back by the other nodes once this one
-                // is gone.
-                _ = shutdown.cancelled() => return,
-                Some(ticket) = released.recv() => {
+                // is gone. The tickets of the connections the drain closed are let go
+                // of first (an opted-in player's kept through its grace, to be
+                // reclaimed on another node).
+                _ = shutdown.cancelled() => {
+                    while let Ok((account, conn, how)) = released.try_recv() {
+                        let ticket = (account, conn);
+                        if !(how == Ended::Away && self.park(&ticket).await) {
+                            self.end_ticket(&ticket).await;
+                        }
+                    }
+                    return;
+                }
+                Some((account, conn, how)) = released.recv() => {
+                    let ticket = (account, conn);
+                    if how == Ended::Away && self.park(&ticket).await {
+                        continue;
+                    }
                     if !self.end_ticket(&ticket).await {
                         unreleased.push_back(ticket);
                     }
@@ -158,6 +214,22 @@ impl Matchmaker {
         true
     }
 
+    /// Keeps the ticket of a player gone away for its grace; `false` when it cannot
+    /// wait (its match is forming, or no grace) and ends as today.
+    async fn park(&self, ticket: &(String, u64)) -> bool {
+        match self.queue.park(&ticket.0, (self.cluster.node_id(), ticket.1)).await {
+            Ok(Parked::Kept) => {
+                m::queue_grace(GraceOutcome::Kept, 1);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                store_skipped(e, "queue ticket not kept through its grace");
+                false
+            }
+        }
+    }
+
     /// Takes one match's players from `queue`, if there are enough.
     async fn form(&self, queue: &str, size: usize) -> Option<Formed> {
         let match_id = uuid::Uuid::new_v4().to_string();
@@ -165,6 +237,7 @@ impl Matchmaker {
         let gone = self.cluster.gone_nodes();
         let taken = self.queue.take(queue, size, &match_id, self.cluster.node_id(), ttl, &gone).await.ok()?;
         m::ticket_ended(TicketOutcome::NodeDied, taken.dropped);
+        m::queue_grace(GraceOutcome::Dropped, taken.expired);
         m::put_back(taken.put_back);
         if taken.tickets.is_empty() {
             return None;
@@ -260,8 +333,11 @@ impl Matchmaker {
     /// account: one told `dequeued` because the ticket moved is out of the match. A
     /// player who comes back on a new session while the match forms gets its
     /// `match_found` from [`resend_joinable`].
+    /// The frame is kept in the account's personal resume stream first: a player away
+    /// (its ticket in its grace) gets it when it resumes.
     async fn send(&self, ticket: &Ticket, text: String) {
-        let event = BusEvent::Frame { to: FrameTarget::Connection(ticket.conn), text };
+        let at = self.cluster.append_personal(&ticket.account, &text).await.map(|at| (ticket.account.clone(), at));
+        let event = BusEvent::Frame { to: FrameTarget::Connection(ticket.conn), text, at };
         self.cluster.send_to_node(&ticket.node, &event).await;
     }
 

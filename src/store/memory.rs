@@ -15,11 +15,11 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    unix_now, AccountRecord, Admit, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Conflict, Directory,
-    Health, Joinable, Joined, Left, Limits, LoginKey, LoginPolicy, MatchQueue, ModerationStore, NameLookup, NodeInfo,
-    Pair, Presence, QueueOverview, Resolved, Route, Sanction, SanctionKind, Sessions, Standing, StoreResult, Taken,
-    Ticket, TokenCache, TokenRecord, UserRecord, UserStore, GONE_KEPT_MS, GUESS_IN_FLIGHT_MS, MATCH_COUNT_WINDOW_SECS,
-    NODE_INFO_FRESH_SECS,
+    unix_now, AccountRecord, Admit, Appended, Beat, Bus, BusEvent, CacheLookup, ChatBuckets, ChatRate, Conflict,
+    Directory, Health, History, Joinable, Joined, Left, Limits, LoginKey, LoginPolicy, MatchQueue, ModerationStore,
+    NameLookup, NodeInfo, Pair, Parked, Presence, QueueOverview, Resolved, Route, Sanction, SanctionKind, Sessions,
+    Standing, StoreResult, StreamId, StreamLimits, StreamOf, Streams, Taken, Ticket, TokenCache, TokenRecord,
+    UserRecord, UserStore, GONE_KEPT_MS, GUESS_IN_FLIGHT_MS, MATCH_COUNT_WINDOW_SECS, NODE_INFO_FRESH_SECS,
 };
 use crate::auth::TokenHash;
 use crate::bucket::AccountBuckets;
@@ -290,6 +290,8 @@ pub struct MemoryShared {
     bus: broadcast::Sender<(Option<String>, BusEvent)>,
     /// Added to every session write: lets a test hold a handler on a slow store.
     session_delay: Mutex<Duration>,
+    /// The resume streams, by name (`g`, `p:<account>`).
+    streams: Mutex<HashMap<String, MemStream>>,
 }
 
 #[derive(Default)]
@@ -433,6 +435,7 @@ impl Default for MemoryShared {
             chat: AccountBuckets::default(),
             bus: broadcast::channel(16_384).0,
             session_delay: Mutex::new(Duration::ZERO),
+            streams: Mutex::default(),
         }
     }
 }
@@ -623,14 +626,6 @@ impl ChatBuckets for MemoryShared {
     async fn take_message(&self, user_id: i64, rate: ChatRate) -> StoreResult<bool> {
         Ok(self.chat.take(user_id, rate.per_sec, rate.burst))
     }
-
-    async fn take_and_publish(&self, user_id: i64, rate: ChatRate, event: &BusEvent) -> StoreResult<bool> {
-        let taken = self.chat.take(user_id, rate.per_sec, rate.burst);
-        if taken {
-            self.publish(event).await?;
-        }
-        Ok(taken)
-    }
 }
 
 #[async_trait]
@@ -787,12 +782,28 @@ impl MatchQueue for MemoryShared {
                 inner.forming.remove(&id);
             }
         }
-        let before = inner.tickets.len();
-        inner.tickets.retain(|_, t| t.queue != queue || !gone.contains(&t.node));
-        dropped += (before - inner.tickets.len()) as u64;
+        // A ticket with a grace whose node is gone waits that long for its player;
+        // one away past its grace is dropped, as is one of a gone node without grace.
+        let now_ms = super::unix_now_ms();
+        let mut expired = 0;
+        inner.tickets.retain(|_, t| {
+            if t.queue != queue {
+                return true;
+            }
+            if gone.contains(&t.node) && t.away_until_ms.is_none() {
+                if t.grace_secs == 0 {
+                    dropped += 1;
+                    return false;
+                }
+                t.away_until_ms = Some(now_ms + t.grace_secs * 1000);
+            }
+            let past = t.away_until_ms.is_some_and(|until| until < now_ms);
+            expired += u64::from(past);
+            !past
+        });
         let mut queued: Vec<&Ticket> = inner.tickets.values().filter(|t| t.queue == queue).collect();
         if queued.len() < size {
-            return Ok(Taken { tickets: Vec::new(), dropped, put_back });
+            return Ok(Taken { tickets: Vec::new(), dropped, put_back, expired });
         }
         queued.sort_by_key(|t| t.seq);
         let tickets: Vec<Ticket> = queued.into_iter().take(size).cloned().collect();
@@ -802,7 +813,34 @@ impl MatchQueue for MemoryShared {
         }
         let forming = Forming { node: node.to_owned(), since: Instant::now(), tickets: tickets.clone() };
         inner.forming.insert(match_id.to_owned(), forming);
-        Ok(Taken { tickets, dropped, put_back })
+        Ok(Taken { tickets, dropped, put_back, expired })
+    }
+
+    async fn park(&self, account: &str, (node, conn): (&str, u64)) -> StoreResult<Parked> {
+        let mut inner = self.inner.lock().unwrap();
+        if live(&inner.pending, account).is_some() {
+            return Ok(Parked::Forming);
+        }
+        match inner.tickets.get_mut(account) {
+            Some(t) if t.node == node && t.conn == conn && t.grace_secs > 0 => {
+                t.away_until_ms = Some(super::unix_now_ms() + t.grace_secs * 1000);
+                Ok(Parked::Kept)
+            }
+            _ => Ok(Parked::None),
+        }
+    }
+
+    async fn reclaim(&self, account: &str, (node, conn): (&str, u64)) -> StoreResult<Option<(String, u64)>> {
+        let mut inner = self.inner.lock().unwrap();
+        let now_ms = super::unix_now_ms();
+        match inner.tickets.get_mut(account) {
+            Some(t) if t.grace_secs > 0 && t.away_until_ms.is_none_or(|until| until >= now_ms) => {
+                let before = (std::mem::replace(&mut t.node, node.to_owned()), std::mem::replace(&mut t.conn, conn));
+                t.away_until_ms = None;
+                Ok(Some(before))
+            }
+            _ => Ok(None),
+        }
     }
 
     async fn put_back(&self, match_id: &str, max_tries: u32) -> StoreResult<u64> {
@@ -954,5 +992,101 @@ mod tests {
         // A node that withdrew is not dead.
         shared.remove("a").await.unwrap();
         assert_eq!(shared.beat("b", 2).await.unwrap().gone, Vec::<String>::new());
+    }
+}
+
+/// One resume stream, as Redis keeps it: entries in id order (each with the id of the
+/// entry before it), the last id handed out, and when it was last appended to (an idle
+/// stream is forgotten, as its Redis key expires).
+#[derive(Default)]
+pub struct MemStream {
+    entries: std::collections::VecDeque<(StreamId, StreamId, String)>,
+    last: StreamId,
+    expires: Option<Instant>,
+}
+
+fn stream_name(stream: StreamOf) -> String {
+    match stream {
+        StreamOf::Global => "g".to_owned(),
+        StreamOf::Personal(account) => format!("p:{account}"),
+    }
+}
+
+impl MemoryShared {
+    /// The stream, forgotten first if it went idle.
+    fn with_stream<T>(&self, stream: StreamOf, f: impl FnOnce(&mut MemStream) -> T) -> T {
+        let mut streams = self.streams.lock().unwrap();
+        let entry = streams.entry(stream_name(stream)).or_default();
+        if entry.expires.is_some_and(|at| at <= Instant::now()) {
+            *entry = MemStream::default();
+        }
+        f(entry)
+    }
+
+    fn append_now(&self, stream: StreamOf, frame: &str, limits: &StreamLimits) -> Appended {
+        let now_ms = super::unix_now_ms();
+        self.with_stream(stream, |s| {
+            let prev = s.entries.back().map_or(StreamId::ZERO, |(id, _, _)| *id);
+            let pos = s.last.next(now_ms);
+            s.last = pos;
+            s.entries.push_back((pos, prev, frame.to_owned()));
+            let cutoff = StreamId { ms: now_ms.saturating_sub(limits.window_ms), seq: 0 };
+            while s.entries.len() as u64 > limits.cap(stream)
+                || s.entries.front().is_some_and(|(id, _, _)| *id < cutoff)
+            {
+                s.entries.pop_front();
+            }
+            s.expires = Some(Instant::now() + Duration::from_secs(limits.idle_secs()));
+            Appended { pos, prev }
+        })
+    }
+}
+
+#[async_trait]
+impl Streams for MemoryShared {
+    async fn append(&self, stream: StreamOf<'_>, frame: &str, limits: &StreamLimits) -> StoreResult<Appended> {
+        Ok(self.append_now(stream, frame, limits))
+    }
+
+    async fn take_append_publish(
+        &self,
+        user_id: i64,
+        rate: Option<ChatRate>,
+        frame: &str,
+        event: &BusEvent,
+        limits: &StreamLimits,
+    ) -> StoreResult<Option<Appended>> {
+        if rate.is_some_and(|rate| !self.chat.take(user_id, rate.per_sec, rate.burst)) {
+            return Ok(None);
+        }
+        let at = self.append_now(StreamOf::Global, frame, limits);
+        let mut event = event.clone();
+        if let BusEvent::Global { at: slot, .. } = &mut event {
+            *slot = Some(at);
+        }
+        self.publish(&event).await?;
+        Ok(Some(at))
+    }
+
+    async fn read_after(
+        &self,
+        stream: StreamOf<'_>,
+        after: StreamId,
+        upto: Option<StreamId>,
+        limit: u64,
+    ) -> StoreResult<History> {
+        Ok(self.with_stream(stream, |s| {
+            let after_it = s.entries.iter().filter(|(id, _, _)| *id > after);
+            let found: Vec<_> =
+                after_it.take_while(|(id, _, _)| upto.is_none_or(|upto| *id <= upto)).take(limit as usize).collect();
+            // The entry right after the position still names it (or one before it) as
+            // its predecessor: nothing between them was trimmed.
+            let complete = found.first().is_none_or(|(_, prev, _)| *prev <= after);
+            History { entries: found.into_iter().map(|(id, _, frame)| (*id, frame.clone())).collect(), complete }
+        }))
+    }
+
+    async fn last(&self, stream: StreamOf<'_>) -> StoreResult<StreamId> {
+        Ok(self.with_stream(stream, |s| s.entries.back().map_or(StreamId::ZERO, |(id, _, _)| *id)))
     }
 }

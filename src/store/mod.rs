@@ -1,7 +1,7 @@
 //! The stores, behind traits sized to their roles. PostgreSQL holds the durable
 //! truth (users, tokens: [`UserStore`]; bans and mutes: [`ModerationStore`]); Redis the shared, expiring state, one trait
 //! per role: [`TokenCache`], [`Sessions`], [`Presence`], [`Directory`], [`Bus`],
-//! [`ChatBuckets`], [`Limits`].
+//! [`ChatBuckets`], [`Limits`], [`MatchQueue`], [`Streams`] (the resume streams).
 //! Each role has a Redis implementation ([`redis`]) and an in-memory one
 //! ([`memory`]) for in-process tests. Nothing outside this module names a concrete
 //! store: the node gets a [`Stores`] and sees only the traits.
@@ -223,6 +223,7 @@ pub trait UserStore: Health {
 
 /// What the token cache knows about a token hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // a hit is the common answer: boxing it costs every token_auth
 pub enum CacheLookup {
     Hit {
         token: TokenRecord,
@@ -369,12 +370,18 @@ pub enum BusEvent {
         from: String,
         account: String,
         message: String,
+        /// Where the frame is in the global stream (absent: not appended, Redis down).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<Appended>,
     },
     /// A ready-made frame for the sessions of an account, or for one connection, on
     /// the node it is published to (matchmaking).
     Frame {
         to: FrameTarget,
         text: String,
+        /// Where the frame is in the personal stream of `account`, when appended.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<(String, Appended)>,
     },
     /// To the sessions of one route: an account (no display name captures its
     /// messages), or a display name that is no account's name.
@@ -383,25 +390,18 @@ pub enum BusEvent {
         account: String,
         to: Route,
         message: String,
+        /// Where the frame is in the target account's personal stream (absent: the
+        /// target is a display name, or Redis was down).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<Appended>,
     },
     /// An operator's action, for every session of the account (its name as stored).
-    Moderate {
-        account: String,
-        action: crate::outbox::Moderated,
-    },
+    Moderate { account: String, action: crate::outbox::Moderated },
     /// Asks every node holding sessions of `account` to describe them to node
     /// `reply_to` ([`BusEvent::Described`]).
-    Describe {
-        account: String,
-        reply_to: String,
-        request: u64,
-    },
+    Describe { account: String, reply_to: String, request: u64 },
     /// A node's sessions of the account a [`BusEvent::Describe`] asked about.
-    Described {
-        request: u64,
-        node: String,
-        sessions: Vec<SessionInfo>,
-    },
+    Described { request: u64, node: String, sessions: Vec<SessionInfo> },
 }
 
 /// One live session as the node holding it describes it (the admin views).
@@ -426,6 +426,131 @@ pub trait Bus: Send + Sync + 'static {
     async fn subscribe(&self, node_id: &str) -> StoreResult<BoxStream<'static, BusEvent>>;
 }
 
+/// An entry's id in a resume stream (RESUME.md): Redis's `<ms>-<seq>`, increasing
+/// within a stream. `0-0` is before every entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl StreamId {
+    pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
+
+    pub fn parse(text: &str) -> Option<StreamId> {
+        let (ms, seq) = text.split_once('-')?;
+        Some(StreamId { ms: ms.parse().ok()?, seq: seq.parse().ok()? })
+    }
+
+    /// The id after this one, at a clock reading of `now_ms` (how Redis makes `*` ids).
+    pub fn next(self, now_ms: u64) -> StreamId {
+        if now_ms > self.ms {
+            StreamId { ms: now_ms, seq: 0 }
+        } else {
+            StreamId { ms: self.ms, seq: self.seq + 1 }
+        }
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl serde::Serialize for StreamId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StreamId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StreamId, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        StreamId::parse(&text).ok_or_else(|| serde::de::Error::custom("not a stream id"))
+    }
+}
+
+/// Which resume stream: the global one, or an account's personal one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamOf<'a> {
+    Global,
+    /// The account's name as stored.
+    Personal(&'a str),
+}
+
+/// Where an appended frame landed: its id and the id of the entry before it in the
+/// same stream (`0-0`: none), so a receiver sees whether it missed one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Appended {
+    pub pos: StreamId,
+    pub prev: StreamId,
+}
+
+/// How much history the streams keep (RESUME.md): entries older than `window_ms`
+/// and beyond the cap go, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    pub window_ms: u64,
+    pub global_cap: u64,
+    pub personal_cap: u64,
+}
+
+impl StreamLimits {
+    pub fn cap(&self, stream: StreamOf) -> u64 {
+        match stream {
+            StreamOf::Global => self.global_cap,
+            StreamOf::Personal(_) => self.personal_cap,
+        }
+    }
+
+    /// An idle stream is forgotten this long after its last entry (twice the window:
+    /// everything in it is then past the window).
+    pub fn idle_secs(&self) -> u64 {
+        (self.window_ms * 2).div_ceil(1000).max(1)
+    }
+}
+
+/// A stream's entries after a position.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// In stream order: id and the frame as written (without `pos`).
+    pub entries: Vec<(StreamId, String)>,
+    /// `false`: entries after the position were dropped (trimmed, past the window).
+    pub complete: bool,
+}
+
+/// The resume streams (RESUME.md): every pushed frame an opted-in connection can be
+/// sent again, per stream, for a window.
+#[async_trait]
+pub trait Streams: Send + Sync + 'static {
+    /// Appends `frame`, trimming the stream to its limits.
+    async fn append(&self, stream: StreamOf<'_>, frame: &str, limits: &StreamLimits) -> StoreResult<Appended>;
+    /// Global chat in one step (one round trip): takes one message from account
+    /// `user_id`'s chat bucket (when `rate` is given), and only if there was one,
+    /// appends `frame` to the global stream and publishes `event` to every node with
+    /// the appended position (`BusEvent::Global`'s `at`). `None`: the bucket was empty.
+    async fn take_append_publish(
+        &self,
+        user_id: i64,
+        rate: Option<ChatRate>,
+        frame: &str,
+        event: &BusEvent,
+        limits: &StreamLimits,
+    ) -> StoreResult<Option<Appended>>;
+    /// The entries after `after`, up to `upto` included (all when `None`), at most
+    /// `limit`; `complete` says whether the stream still holds everything after `after`.
+    async fn read_after(
+        &self,
+        stream: StreamOf<'_>,
+        after: StreamId,
+        upto: Option<StreamId>,
+        limit: u64,
+    ) -> StoreResult<History>;
+    /// The id of the stream's last entry (`0-0`: none).
+    async fn last(&self, stream: StreamOf<'_>) -> StoreResult<StreamId>;
+}
+
 /// An account's chat rate: `per_sec` messages a second, at most `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChatRate {
@@ -434,15 +559,12 @@ pub struct ChatRate {
 }
 
 /// Each account's chat bucket, one for the whole cluster, so an account connected to
-/// many nodes chats at its rate once, not once per node.
+/// many nodes chats at its rate once, not once per node (`global_chat` takes from it
+/// in the same step that appends and publishes: [`Streams::take_append_publish`]).
 #[async_trait]
 pub trait ChatBuckets: Send + Sync + 'static {
     /// Takes one message from account `user_id`'s bucket: `false` when it is empty.
     async fn take_message(&self, user_id: i64, rate: ChatRate) -> StoreResult<bool>;
-    /// Takes one message and, only if there was one, publishes `event` to every node
-    /// as [`Bus::publish`] does, in one step (one round trip): `false`, nothing
-    /// published, when the bucket is empty.
-    async fn take_and_publish(&self, user_id: i64, rate: ChatRate, event: &BusEvent) -> StoreResult<bool>;
 }
 
 /// How password guesses are throttled. Per (subject, client network), where a
@@ -540,6 +662,29 @@ pub struct Ticket {
     /// Its connection ended while its match was forming: not put back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub left: bool,
+    /// Seconds the ticket outlives its connection (`QUEUE_GRACE_SECS`, for a player
+    /// who opted into resume; 0: it ends with it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub grace_secs: u64,
+    /// Its player is away (its connection ended, or its node died): kept until this
+    /// unix millisecond for the player to come back, then dropped before any match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away_until_ms: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What [`MatchQueue::park`] did with a disconnected player's ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parked {
+    /// Kept for its grace.
+    Kept,
+    /// Its match is forming: it cannot wait (left, as today).
+    Forming,
+    /// No ticket of that connection.
+    None,
 }
 
 /// What `take` did.
@@ -551,6 +696,8 @@ pub struct Taken {
     pub dropped: u64,
     /// Players put back in their queues because the node forming their match is gone.
     pub put_back: u64,
+    /// Tickets dropped because their player stayed away past their grace.
+    pub expired: u64,
 }
 
 /// What `join` did.
@@ -599,12 +746,20 @@ pub trait MatchQueue: Send + Sync + 'static {
     /// Removes the account's ticket; only the one held by `holder` (node, connection)
     /// when given.
     async fn leave(&self, account: &str, holder: Option<(&str, u64)>) -> StoreResult<Left>;
+    /// The ticket that connection `holder` (node, connection) held is kept for its
+    /// grace (`Ticket::grace_secs`) from now: its player went away.
+    async fn park(&self, account: &str, holder: (&str, u64)) -> StoreResult<Parked>;
+    /// The account's player came back on `holder`: its ticket, unless past its grace,
+    /// is held there from now on, at its place. The previous holder, when the ticket
+    /// was reclaimed from another connection.
+    async fn reclaim(&self, account: &str, holder: (&str, u64)) -> StoreResult<Option<(String, u64)>>;
     /// The account's ticket and its position (1 = next out).
     async fn position(&self, account: &str) -> StoreResult<Option<(Ticket, u64)>>;
     /// Takes the first `size` tickets of `queue`, if there are that many, into match
     /// `match_id` formed by `node`: a forming record that marks their accounts as
     /// having a pending match (for at most `pending_secs`). First drops the tickets
-    /// of `gone` nodes and puts back, at their places, the players of matches that
+    /// of `gone` nodes (one with a grace is kept that long from the first `take` that
+    /// finds its node gone) and of players away past their grace, and puts back, at their places, the players of matches that
     /// `gone` nodes were forming.
     async fn take(
         &self,
@@ -700,6 +855,7 @@ pub struct Stores {
     pub chat: Arc<dyn ChatBuckets>,
     pub limits: Arc<dyn Limits>,
     pub queue: Arc<dyn MatchQueue>,
+    pub streams: Arc<dyn Streams>,
     /// Health of the shared-state store behind the Redis roles.
     pub shared: Arc<dyn Health>,
     /// Operators of the admin API and their sessions (PostgreSQL).
@@ -747,7 +903,7 @@ impl Stores {
     ) -> Stores
     where
         U: UserStore + ModerationStore,
-        S: TokenCache + Sessions + Presence + Directory + Bus + ChatBuckets + Limits + MatchQueue + Health,
+        S: TokenCache + Sessions + Presence + Directory + Bus + ChatBuckets + Limits + MatchQueue + Streams + Health,
     {
         Stores {
             moderation: users.clone(),
@@ -760,6 +916,7 @@ impl Stores {
             chat: shared.clone(),
             limits: shared.clone(),
             queue: shared.clone(),
+            streams: shared.clone(),
             shared,
             operators,
             audit,

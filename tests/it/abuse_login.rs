@@ -45,6 +45,7 @@ fn flood(url: String, address: String, connections: usize, stop: Arc<AtomicBool>
                         let login = Request::Login(Credentials {
                             username: unique_name("nobody"),
                             password: "wrongPassword".into(),
+                            resume: None,
                         });
                         if tx.send(Message::text(login.to_json())).await.is_err() {
                             break;

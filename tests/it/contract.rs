@@ -17,8 +17,8 @@ use openchampps::store::redis::RedisStore;
 use openchampps::store::*;
 
 /// Everything the Redis roles are, in one implementation.
-trait Shared: TokenCache + Sessions + Presence + Directory + Bus + ChatBuckets + Limits + MatchQueue {}
-impl<S: TokenCache + Sessions + Presence + Directory + Bus + ChatBuckets + Limits + MatchQueue> Shared for S {}
+trait Shared: TokenCache + Sessions + Presence + Directory + Bus + ChatBuckets + Limits + MatchQueue + Streams {}
+impl<S: TokenCache + Sessions + Presence + Directory + Bus + ChatBuckets + Limits + MatchQueue + Streams> Shared for S {}
 
 /// Runs one case, naming it when it fails.
 async fn case<F: Future<Output = ()>>(store: &str, name: &str, run: F) {
@@ -32,6 +32,8 @@ async fn shared_contract<S: Shared>(label: &str, s: &S) {
     case(label, "presence", presence(s)).await;
     case(label, "bus", bus(s)).await;
     case(label, "chat buckets", chat_buckets(s)).await;
+    case(label, "resume streams", streams(s)).await;
+    case(label, "resume streams: global chat in one step", global_stream(s)).await;
     case(label, "login throttle", login_throttle(s)).await;
     case(label, "login throttle: guesses in flight", login_in_flight(s)).await;
     case(label, "login throttle: a known address", login_known_address(s)).await;
@@ -43,12 +45,15 @@ async fn shared_contract<S: Shared>(label: &str, s: &S) {
     case(label, "queue: a dead node's tickets and matches", queue_gone_node(s)).await;
     case(label, "queue: start, joinable, end, leases", queue_matches(s)).await;
     case(label, "queue: matches per account", queue_match_cap(s)).await;
+    case(label, "queue: a ticket through its player's absence", queue_grace(s)).await;
 }
 
 /// The roles whose keys or scripts differ on Cluster.
 async fn cluster_contract<S: Shared>(label: &str, s: &S) {
     case(label, "token cache", token_cache(s)).await;
     case(label, "chat buckets", chat_buckets(s)).await;
+    case(label, "resume streams", streams(s)).await;
+    case(label, "resume streams: global chat in one step", global_stream(s)).await;
     case(label, "directory", directory(s)).await;
     case(label, "login throttle", login_throttle(s)).await;
     case(label, "login throttle: guesses in flight", login_in_flight(s)).await;
@@ -60,6 +65,7 @@ async fn cluster_contract<S: Shared>(label: &str, s: &S) {
     case(label, "queue: a dead node's tickets and matches", queue_gone_node(s)).await;
     case(label, "queue: start, joinable, end, leases", queue_matches(s)).await;
     case(label, "queue: matches per account", queue_match_cap(s)).await;
+    case(label, "queue: a ticket through its player's absence", queue_grace(s)).await;
 }
 
 #[tokio::test]
@@ -187,12 +193,14 @@ async fn bus(s: &impl Bus) {
     let (a, b) = (format!("a-{id}"), format!("b-{id}"));
     let mut on_a = s.subscribe(&a).await.unwrap();
     let mut on_b = s.subscribe(&b).await.unwrap();
-    let global = BusEvent::Global { from: "Jane".into(), account: "jane".into(), message: "hi all".into() };
+    let at = Some(Appended { pos: StreamId { ms: 2, seq: 1 }, prev: StreamId { ms: 1, seq: 0 } });
+    let global = BusEvent::Global { from: "Jane".into(), account: "jane".into(), message: "hi all".into(), at };
     let private = BusEvent::Private {
         from: "Jane".into(),
         account: "jane".into(),
         to: Route::Account("bob".into()),
         message: "hi bob".into(),
+        at,
     };
     // A subscription may take a moment to be in place on the server.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -219,24 +227,85 @@ async fn chat_buckets(s: &(impl ChatBuckets + Bus)) {
         .map(Result::unwrap)
         .collect();
     assert_eq!(taken.iter().filter(|t| **t).count(), 3, "a burst of 3: {taken:?}");
+}
 
-    // Take and publish: only what the bucket lets through is published, in order.
+// Resume streams --------------------------------------------------------------------
+
+async fn streams(s: &impl Streams) {
+    let account = unique_name("stream");
+    let limits = StreamLimits { window_ms: 60_000, global_cap: 1000, personal_cap: 3 };
+    let me = StreamOf::Personal(&account);
+    let zero = StreamId::ZERO;
+    assert_eq!(s.last(me).await.unwrap(), zero);
+    let empty = s.read_after(me, zero, None, 10).await.unwrap();
+    assert_eq!(empty, History { entries: vec![], complete: true });
+
+    let a1 = s.append(me, "f1", &limits).await.unwrap();
+    let a2 = s.append(me, "f2", &limits).await.unwrap();
+    assert_eq!(a1.prev, zero);
+    assert_eq!(a2.prev, a1.pos, "each entry names the one before it");
+    assert!(a2.pos > a1.pos);
+    assert_eq!(s.last(me).await.unwrap(), a2.pos);
+    let all = s.read_after(me, zero, None, 10).await.unwrap();
+    assert_eq!(all.entries, vec![(a1.pos, "f1".to_owned()), (a2.pos, "f2".to_owned())]);
+    assert!(all.complete);
+    assert_eq!(s.read_after(me, a1.pos, None, 10).await.unwrap().entries, vec![(a2.pos, "f2".to_owned())]);
+    let upto = s.read_after(me, zero, Some(a1.pos), 10).await.unwrap();
+    assert_eq!(upto.entries, vec![(a1.pos, "f1".to_owned())], "up to an id, included");
+    assert_eq!(s.read_after(me, zero, None, 1).await.unwrap().entries.len(), 1, "at most the limit");
+
+    // Past the cap the oldest go; a position before them is no longer complete.
+    let a3 = s.append(me, "f3", &limits).await.unwrap();
+    let a4 = s.append(me, "f4", &limits).await.unwrap();
+    let kept = s.read_after(me, zero, None, 10).await.unwrap();
+    assert_eq!(kept.entries.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![a2.pos, a3.pos, a4.pos]);
+    assert!(!kept.complete, "f1 was trimmed: history does not reach back to 0-0");
+    let from_a1 = s.read_after(me, a1.pos, None, 10).await.unwrap();
+    assert!(from_a1.complete, "everything after f1 is still there");
+    assert_eq!(from_a1.entries.len(), 3);
+
+    // Another account's stream is another stream.
+    let other = unique_name("stream");
+    assert_eq!(s.last(StreamOf::Personal(&other)).await.unwrap(), zero);
+
+    // Past the window the old go too.
+    let brief = StreamLimits { window_ms: 1, ..limits };
+    let b1 = s.append(StreamOf::Personal(&other), "b1", &brief).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let b2 = s.append(StreamOf::Personal(&other), "b2", &brief).await.unwrap();
+    assert_eq!(b2.prev, b1.pos);
+    let windowed = s.read_after(StreamOf::Personal(&other), zero, None, 10).await.unwrap();
+    assert_eq!(windowed, History { entries: vec![(b2.pos, "b2".to_owned())], complete: false });
+    assert!(s.read_after(StreamOf::Personal(&other), b1.pos, None, 10).await.unwrap().complete);
+}
+
+async fn global_stream(s: &(impl Streams + Bus)) {
+    let limits = StreamLimits { window_ms: 60_000, global_cap: 1000, personal_cap: 3 };
     let node = format!("n-{}", uuid::Uuid::new_v4().simple());
     let mut on_node = s.subscribe(&node).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let speaker = user + 1;
-    let mut allowed = Vec::new();
-    for i in 0..4 {
-        let event = BusEvent::Global { from: "Jane".into(), account: "jane".into(), message: format!("m{i}") };
-        allowed.push(s.take_and_publish(speaker, rate, &event).await.unwrap());
-    }
-    assert_eq!(allowed, [true, true, true, false]);
+    let user = rand::random::<u32>() as i64;
+    let rate = Some(ChatRate { per_sec: 1, burst: 2 });
+    let mut appended = Vec::new();
     for i in 0..3 {
-        let Some(BusEvent::Global { message, .. }) = next(&mut on_node).await else { panic!("m{i} not published") };
-        assert_eq!(message, format!("m{i}"));
+        let event =
+            BusEvent::Global { from: "Jane".into(), account: "jane".into(), message: format!("g{i}"), at: None };
+        appended.push(s.take_append_publish(user, rate, &format!("frame{i}"), &event, &limits).await.unwrap());
+    }
+    assert!(appended[0].is_some() && appended[1].is_some() && appended[2].is_none(), "{appended:?}");
+    let (first, second) = (appended[0].unwrap(), appended[1].unwrap());
+    assert_eq!(second.prev, first.pos);
+    for (i, want) in [first, second].into_iter().enumerate() {
+        let Some(BusEvent::Global { message, at, .. }) = next(&mut on_node).await else { panic!("g{i} not published") };
+        assert_eq!((message, at), (format!("g{i}"), Some(want)), "published with its position");
     }
     let extra = tokio::time::timeout(Duration::from_millis(300), on_node.next()).await;
     assert!(extra.is_err(), "published past the rate: {extra:?}");
+    let kept = s.read_after(StreamOf::Global, first.prev, Some(second.pos), 10).await.unwrap();
+    assert_eq!(kept.entries, vec![(first.pos, "frame0".to_owned()), (second.pos, "frame1".to_owned())]);
+    // Without a rate, nothing is refused.
+    let event = BusEvent::Global { from: "Jane".into(), account: "jane".into(), message: "free".into(), at: None };
+    assert!(s.take_append_publish(user, None, "free", &event, &limits).await.unwrap().is_some());
 }
 
 // Limits ----------------------------------------------------------------------------
@@ -355,6 +424,8 @@ fn ticket(queue: &str, account: &str, node: &str, conn: u64) -> Ticket {
         joined_ms: 1,
         tries: 0,
         left: false,
+        grace_secs: 0,
+        away_until_ms: None,
     }
 }
 
@@ -441,6 +512,46 @@ async fn queue_tries(s: &impl MatchQueue) {
     assert_eq!(s.put_back(&match_id, 5).await.unwrap(), 1);
     assert_eq!(s.position(&a).await.unwrap(), None);
     assert!(s.position(&b).await.unwrap().is_some());
+}
+
+async fn queue_grace(s: &impl MatchQueue) {
+    let (q, id) = (queue(), uuid::Uuid::new_v4().simple().to_string());
+    let graced = |account: &str, node: &str, conn: u64, secs: u64| Ticket {
+        grace_secs: secs,
+        ..ticket(&q, account, node, conn)
+    };
+    let [away, plain, late, orphan] = ["away", "plain", "late", "orphan"].map(|n| format!("{n}{id}"));
+    s.join(&graced(&away, "n1", 1, 30), 0).await.unwrap();
+    assert_eq!(s.park(&away, ("n1", 2)).await.unwrap(), Parked::None, "another connection's ticket");
+    assert_eq!(s.park(&away, ("n1", 1)).await.unwrap(), Parked::Kept);
+    let (kept, place) = s.position(&away).await.unwrap().unwrap();
+    assert!(kept.away_until_ms.is_some() && place == 1, "{kept:?}");
+    // Its player back on another node: held there, at its place.
+    assert_eq!(s.reclaim(&away, ("n2", 5)).await.unwrap(), Some(("n1".to_owned(), 1)));
+    let (held, place) = s.position(&away).await.unwrap().unwrap();
+    assert_eq!((held.node.as_str(), held.conn, held.away_until_ms, place), ("n2", 5, None, 1));
+    // A ticket without grace is never reclaimed.
+    s.join(&ticket(&q, &plain, "n1", 3), 0).await.unwrap();
+    assert_eq!(s.reclaim(&plain, ("n2", 6)).await.unwrap(), None);
+    // Past its grace: not reclaimed, and dropped before any match.
+    s.join(&graced(&late, "n1", 4, 1), 0).await.unwrap();
+    assert_eq!(s.park(&late, ("n1", 4)).await.unwrap(), Parked::Kept);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(s.reclaim(&late, ("n2", 7)).await.unwrap(), None);
+    let taken = s.take(&q, 3, &format!("m1{id}"), "n1", 60, &[]).await.unwrap();
+    assert_eq!((taken.tickets.len(), taken.expired, taken.dropped), (0, 1, 0), "{taken:?}");
+    assert_eq!(s.position(&late).await.unwrap(), None);
+    // A gone node's ticket with a grace waits that long for its player (and can be
+    // matched meanwhile); its player reclaims it.
+    s.join(&graced(&orphan, "dead", 9, 30), 0).await.unwrap();
+    let taken = s.take(&q, 4, &format!("m2{id}"), "n1", 60, &["dead".to_owned()]).await.unwrap();
+    assert_eq!((taken.tickets.len(), taken.dropped, taken.expired), (0, 0, 0), "{taken:?}");
+    assert!(s.position(&orphan).await.unwrap().unwrap().0.away_until_ms.is_some());
+    assert_eq!(s.reclaim(&orphan, ("n1", 11)).await.unwrap(), Some(("dead".to_owned(), 9)));
+    let taken = s.take(&q, 3, &format!("m3{id}"), "n1", 60, &["dead".to_owned()]).await.unwrap();
+    assert_eq!(accounts(&taken.tickets), [away.as_str(), plain.as_str(), orphan.as_str()]);
+    // A ticket whose match is forming cannot wait.
+    assert_eq!(s.park(&away, ("n2", 5)).await.unwrap(), Parked::Forming);
 }
 
 async fn queue_gone_node(s: &impl MatchQueue) {

@@ -228,6 +228,8 @@ async fn overview(s: &impl MatchQueue) {
         joined_ms: 1_000,
         tries: 0,
         left: false,
+        grace_secs: 0,
+        away_until_ms: None,
     };
     let empty = s.overview(std::slice::from_ref(&q), &servers).await.unwrap();
     assert_eq!(

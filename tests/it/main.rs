@@ -25,6 +25,7 @@ mod matchmaking_inproc;
 mod metrics;
 mod moderation;
 mod protocol;
+mod resume;
 mod revoke;
 mod scale;
 mod seeds;

@@ -58,16 +58,17 @@ async fn succeeding(kind: Kind, node: &InProcNode, client: &mut Client) -> Reque
         Kind::Login => {
             let username = unique_name("trip.login");
             node.client().await.signed_up(&username).await;
-            Request::Login(Credentials { username, password: PASSWORD.into() })
+            Request::Login(Credentials { username, password: PASSWORD.into(), resume: None })
         }
         Kind::TokenAuth => {
             let token = node.client().await.signed_up(&unique_name("trip.token")).await;
-            Request::TokenAuth(TokenPayload { token })
+            Request::TokenAuth(TokenPayload { token, resume: None })
         }
         Kind::Register => Request::Register(Registration {
             username: unique_name("trip.new"),
             password: PASSWORD.into(),
             email: None,
+            resume: None,
         }),
         Kind::SetUsername => Request::SetUsername("Round Trip".into()),
         Kind::Logout => Request::Logout,

@@ -39,11 +39,15 @@ const FIRST_KEY: &[&str] = &[
     "SADD",
     "SREM",
     "SMEMBERS",
+    "XADD",
+    "XTRIM",
+    "XRANGE",
+    "XREVRANGE",
 ];
-/// Calls whose command is not written out, with its argument: chat_rate.lua publishes
-/// (`SPUBLISH` or `PUBLISH`) to a channel, no key, that the caller checked lies in the
-/// bucket's slot.
-const UNNAMED: &[(&str, &str)] = &[("chat_rate.lua", "ARGV[3]")];
+/// Calls whose command is not written out, with its argument: stream_append.lua
+/// publishes (`SPUBLISH` or `PUBLISH`) to a channel, no key, that the caller checked
+/// lies in the stream's slot.
+const UNNAMED: &[(&str, &str)] = &[("stream_append.lua", "ARGV[7]")];
 
 fn lua_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/redis/lua")

@@ -38,6 +38,14 @@
 //! - `{<prefix>chat}:rate:<user id>` an account's chat bucket: when (ms, Redis clock)
 //!   it is full again; gone once full (`lua/chat_rate.lua`). Tagged with the global
 //!   chat channel's whole name, so it lives in that channel's slot (below)
+//! - `{<prefix>chat}:stream` the global resume stream (RESUME.md): entries `p` (the
+//!   id of the entry before) and `f` (the `global_chat` frame), at most
+//!   `RESUME_GLOBAL_HISTORY`, none older than `RESUME_WINDOW_SECS`; in the global chat
+//!   channel's slot, so the one script (`lua/stream_append.lua`) takes the chat
+//!   bucket, appends and publishes
+//! - `{p:<account name>}:stream` the account's personal resume stream (`private_chat`,
+//!   `match_found`, `match_error`, `dequeued`), at most `RESUME_PERSONAL_HISTORY`; both
+//!   streams expire twice the window after their last entry
 //! - `{mm}:tickets`          hash: account → its ticket (JSON)
 //! - `{mm}:q:<queue>`        sorted set: account → place in the queue
 //! - `{mm}:seq`              counter: places handed out
@@ -65,9 +73,10 @@
 //! two slots (the hash tags above), and the bus uses sharded pub/sub (`SPUBLISH`,
 //! `SSUBSCRIBE`), never `PUBLISH`, which a cluster copies to every shard.
 //!
-//! `global_chat` is one script that takes from the sender's chat bucket and, if it
-//! had a message left, publishes: on Cluster a script may touch one slot only, a
-//! shard channel included, hence every chat bucket in the global channel's slot.
+//! `global_chat` is one script (`lua/stream_append.lua`) that takes from the sender's
+//! chat bucket and, if it had a message left, appends to the global stream and
+//! publishes: on Cluster a script may touch one slot only, a shard channel included,
+//! hence every chat bucket and the global stream in the global channel's slot.
 //! That shard carries every global message already; a private message's check is one
 //! more small script there. (A `REDIS_KEY_PREFIX` whose own braces move the bucket to
 //! another slot makes it the script, then the publish: two round trips.)
@@ -78,6 +87,7 @@ mod conn;
 mod lua_keys;
 mod queue;
 mod roles;
+mod streams;
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::RwLock;
@@ -104,6 +114,7 @@ pub struct RedisStore {
     beat: Script,
     login: Script,
     chat_rate: Script,
+    stream_append: Script,
     mm_hints: queue::QueueHints,
     down: AtomicBool,
     /// While down: milliseconds since `epoch` at which the next probe may go out.
@@ -136,6 +147,7 @@ impl RedisStore {
             beat: Script::new(include_str!("lua/beat.lua")),
             login: Script::new(include_str!("lua/login.lua")),
             chat_rate: Script::new(include_str!("lua/chat_rate.lua")),
+            stream_append: Script::new(include_str!("lua/stream_append.lua")),
             mm_hints: queue::QueueHints::default(),
             down: AtomicBool::new(false),
             next_probe_ms: AtomicU64::new(0),
@@ -157,6 +169,15 @@ impl RedisStore {
     /// An account's chat bucket, in the global chat channel's slot.
     fn chat_rate_key(&self, user_id: i64) -> String {
         format!("{p}{{{p}chat}}:rate:{user_id}", p = self.prefix)
+    }
+
+    /// A resume stream: the global one in the global chat channel's slot (beside the
+    /// chat buckets), a personal one under its account's tag.
+    fn stream_key(&self, stream: super::StreamOf) -> String {
+        match stream {
+            super::StreamOf::Global => format!("{p}{{{p}chat}}:stream", p = self.prefix),
+            super::StreamOf::Personal(account) => format!("{}{{p:{account}}}:stream", self.prefix),
+        }
     }
 
     /// An account name's keys: its "is an account" cache entry and its route.

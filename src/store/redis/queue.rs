@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use super::RedisStore;
 use crate::error::StoreError;
 use crate::store::{
-    Joinable, Joined, Left, MatchQueue, QueueOverview, StoreResult, Taken, Ticket, MATCH_COUNT_WINDOW_SECS,
+    Joinable, Joined, Left, MatchQueue, Parked, QueueOverview, StoreResult, Taken, Ticket, MATCH_COUNT_WINDOW_SECS,
 };
 
 /// Attempts an operation makes at naming its keys before giving up.
@@ -51,6 +51,7 @@ struct MmScripts {
     unlease: Script,
     confirm: Script,
     current: Script,
+    grace: Script,
 }
 
 static MM: LazyLock<MmScripts> = LazyLock::new(|| MmScripts {
@@ -64,6 +65,7 @@ static MM: LazyLock<MmScripts> = LazyLock::new(|| MmScripts {
     unlease: Script::new(include_str!("lua/mm_unlease.lua")),
     confirm: Script::new(include_str!("lua/mm_confirm.lua")),
     current: Script::new(include_str!("lua/mm_current.lua")),
+    grace: Script::new(include_str!("lua/mm_grace.lua")),
 });
 
 /// The queue this node last saw each account's ticket in: the first guess at the
@@ -311,7 +313,12 @@ impl MatchQueue for RedisStore {
                 inv.arg(node);
             }
             let reply = self.invoke(inv).await?;
-            taken.dropped += reply.count(1);
+            let (dropped, expired) = reply
+                .field(1)
+                .split_once(':')
+                .map_or((reply.count(1), 0), |(d, e)| (d.parse().unwrap_or(0), e.parse().unwrap_or(0)));
+            taken.dropped += dropped;
+            taken.expired += expired;
             let mut fields = reply.0.iter().skip(2);
             match reply.tag() {
                 "taken" => {
@@ -331,6 +338,24 @@ impl MatchQueue for RedisStore {
             }
         }
         Err(changed_too_often())
+    }
+
+    async fn park(&self, account: &str, (node, conn): (&str, u64)) -> StoreResult<Parked> {
+        let mut inv = MM.grace.key(self.mm_key("tickets"));
+        inv.key(self.mm_key(&format!("pending:{account}"))).arg("park").arg(account).arg(node).arg(conn);
+        let reply = self.invoke(inv).await?;
+        Ok(match reply.tag() {
+            "kept" => Parked::Kept,
+            "forming" => Parked::Forming,
+            _ => Parked::None,
+        })
+    }
+
+    async fn reclaim(&self, account: &str, (node, conn): (&str, u64)) -> StoreResult<Option<(String, u64)>> {
+        let mut inv = MM.grace.key(self.mm_key("tickets"));
+        inv.key(self.mm_key(&format!("pending:{account}"))).arg("reclaim").arg(account).arg(node).arg(conn);
+        let reply = self.invoke(inv).await?;
+        Ok((reply.tag() == "reclaimed").then(|| (reply.field(1), reply.count(2))))
     }
 
     async fn put_back(&self, match_id: &str, max_tries: u32) -> StoreResult<u64> {

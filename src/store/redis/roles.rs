@@ -2,15 +2,14 @@
 //! (registrations, the login throttle), presence, the directory and chat buckets.
 
 use async_trait::async_trait;
-use redis::cluster_routing::Slot;
 use redis::AsyncCommands;
 
 use super::RedisStore;
 use crate::auth::TokenHash;
 use crate::store::{
-    seconds_until, unix_now, Admit, Beat, BusEvent, CacheLookup, ChatBuckets, ChatRate, Directory, Limits, LoginKey,
-    LoginPolicy, NameLookup, NodeInfo, Pair, Presence, Resolved, Route, Sessions, Standing, StoreResult, TokenCache,
-    TokenRecord, GONE_KEPT_MS, GUESS_IN_FLIGHT_MS, NODE_INFO_FRESH_SECS,
+    seconds_until, unix_now, Admit, Beat, CacheLookup, ChatBuckets, ChatRate, Directory, Limits, LoginKey, LoginPolicy,
+    NameLookup, NodeInfo, Pair, Presence, Resolved, Route, Sessions, Standing, StoreResult, TokenCache, TokenRecord,
+    GONE_KEPT_MS, GUESS_IN_FLIGHT_MS, NODE_INFO_FRESH_SECS,
 };
 
 /// A node whose heartbeat is older than this stops counting (a few missed heartbeats).
@@ -260,20 +259,5 @@ impl ChatBuckets for RedisStore {
         inv.arg(1000.0 / f64::from(rate.per_sec)).arg(rate.burst);
         let taken: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
         Ok(taken == 1)
-    }
-
-    async fn take_and_publish(&self, user_id: i64, rate: ChatRate, event: &BusEvent) -> StoreResult<bool> {
-        let (key, channel) = (self.chat_rate_key(user_id), self.chat_channel());
-        if self.cluster && Slot::for_key(&key) != Slot::for_key(&channel) {
-            if !self.take_message(user_id, rate).await? {
-                return Ok(false);
-            }
-            return self.send(channel, event).await.map(|()| true);
-        }
-        let body = serde_json::to_string(event).expect("chat events serialize");
-        let mut inv = self.chat_rate.key(key);
-        inv.arg(1000.0 / f64::from(rate.per_sec)).arg(rate.burst).arg(self.publish_command()).arg(channel).arg(body);
-        let sent: i64 = self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
-        Ok(sent == 1)
     }
 }

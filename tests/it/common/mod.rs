@@ -578,6 +578,21 @@ impl Client {
         }
     }
 
+    /// The next text frame within `wait`, as the server wrote it (byte for byte).
+    pub async fn next_raw(&mut self, wait: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
+                Ok(Some(Ok(Message::Close(frame)))) => panic!("connection closed: {frame:?}"),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => panic!("connection failed: {e}"),
+                Ok(None) => panic!("connection ended"),
+            }
+        }
+    }
+
     /// The next text frame or the close, within `wait`: for clients the server may cut off.
     pub async fn next_frame(&mut self, wait: Duration) -> Frame {
         let deadline = tokio::time::Instant::now() + wait;
@@ -622,16 +637,18 @@ impl Client {
     }
 
     pub async fn register(&mut self, username: &str, password: &str) -> Value {
-        let registration = Registration { username: username.into(), password: password.into(), email: None };
+        let registration =
+            Registration { username: username.into(), password: password.into(), email: None, resume: None };
         self.ask(Request::Register(registration)).await
     }
 
     pub async fn login(&mut self, username: &str, password: &str) -> Value {
-        self.ask(Request::Login(Credentials { username: username.into(), password: password.into() })).await
+        self.ask(Request::Login(Credentials { username: username.into(), password: password.into(), resume: None }))
+            .await
     }
 
     pub async fn token_auth(&mut self, token: &str) -> Value {
-        self.ask(Request::TokenAuth(TokenPayload { token: token.into() })).await
+        self.ask(Request::TokenAuth(TokenPayload { token: token.into(), resume: None })).await
     }
 
     /// Registers (auto-logged-in) and returns the token.
