@@ -5,7 +5,7 @@ use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Histogram, Unit,
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Gauge, Histogram, Unit,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -58,6 +58,7 @@ fn register_fixed_labels() {
         counter!("openchampps_chat_messages_relayed_total", "kind" => kind.label()).increment(0);
     }
     LazyLock::force(&CACHE_LOOKUPS);
+    LazyLock::force(&HOT);
     let _ = histogram!("openchampps_hash_duration_seconds");
     gauge!("openchampps_hash_queue_depth").increment(0.0);
     gauge!("openchampps_connections_open").increment(0.0);
@@ -156,12 +157,29 @@ pub fn build_info(node_id: &str) {
     gauge!("openchampps_build_info", "version" => env!("CARGO_PKG_VERSION"), "node_id" => node_id.to_owned()).set(1.0);
 }
 
+/// Handles of the series every connection or chat delivery moves, looked up once
+/// (a `gauge!` or `counter!` finds its series by name on every call).
+struct Hot {
+    open: Gauge,
+    authenticated: Gauge,
+    relayed: Vec<Counter>,
+}
+
+static HOT: LazyLock<Hot> = LazyLock::new(|| Hot {
+    open: gauge!("openchampps_connections_open"),
+    authenticated: gauge!("openchampps_connections_authenticated"),
+    relayed: ChatKind::ALL
+        .iter()
+        .map(|kind| counter!("openchampps_chat_messages_relayed_total", "kind" => kind.label()))
+        .collect(),
+});
+
 pub fn connection_opened() {
-    gauge!("openchampps_connections_open").increment(1.0);
+    HOT.open.increment(1.0);
 }
 
 pub fn connection_closed() {
-    gauge!("openchampps_connections_open").decrement(1.0);
+    HOT.open.decrement(1.0);
 }
 
 /// A connection the server closed, by the reason it sent.
@@ -209,7 +227,7 @@ pub fn connection_refused(why: Refused) {
 }
 
 pub fn authenticated_connections(n: usize) {
-    gauge!("openchampps_connections_authenticated").set(n as f64);
+    HOT.authenticated.set(n as f64);
 }
 
 labels! {
@@ -305,7 +323,7 @@ labels! {
 }
 
 pub fn chat_relayed(kind: ChatKind, deliveries: u64) {
-    counter!("openchampps_chat_messages_relayed_total", "kind" => kind.label()).increment(deliveries);
+    HOT.relayed[kind as usize].increment(deliveries);
 }
 
 pub fn store_error(store: Store) {

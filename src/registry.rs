@@ -117,6 +117,13 @@ impl Registry {
     /// Adds or replaces the entry of connection `id`.
     pub fn insert(&self, id: u64, peer: Peer) {
         let mut peers = self.peers.write().unwrap();
+        if let Some(old) = peers.by_id.get_mut(&id) {
+            if old.account == peer.account && old.display_name == peer.display_name {
+                // The same routes (a session authenticating again): nothing to re-index.
+                *old = peer;
+                return;
+            }
+        }
         let new = peer.routes();
         let old: Vec<Route> = peers.by_id.insert(id, peer).map(|old| old.routes().to_vec()).unwrap_or_default();
         for route in new.iter().filter(|r| !old.contains(r)) {
