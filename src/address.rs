@@ -7,11 +7,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// The address a limit counts: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64,
 /// the smallest block one subscriber usually holds.
 pub fn address_key(ip: IpAddr) -> String {
-    match ip.to_canonical() {
+    match address_block(ip) {
         IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{v6}/64"),
+    }
+}
+
+/// [`address_key`]'s block as an address (the /64's first), for in-memory counts
+/// that need no text.
+pub fn address_block(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {
             let s = v6.segments();
-            format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
         }
     }
 }
@@ -44,6 +53,10 @@ mod tests {
         assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
         assert_eq!(key("2001:db8:1:2:ffff::1"), key("2001:db8:1:2::9"));
         assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        let block = |s: &str| address_block(s.parse().unwrap());
+        assert_eq!(block("::ffff:203.0.113.7"), block("203.0.113.7"));
+        assert_eq!(block("2001:db8:1:2:ffff::1"), block("2001:db8:1:2::9"));
+        assert_ne!(block("2001:db8:1:3::1"), block("2001:db8:1:2::1"));
     }
 
     #[test]

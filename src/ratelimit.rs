@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::address::{address_key, network_key};
+use crate::address::{address_block, address_key, network_key};
 use crate::bucket::AccountBuckets;
 use crate::config::Config;
 use crate::store::{Admit, ChatRate, Limits, LoginKey, LoginPolicy, Pair, Resolved, StoreResult};
@@ -143,13 +143,13 @@ impl ChatLimiter {
 /// to a limit (`MAX_CONNECTIONS_PER_ADDRESS`; 0: none).
 pub struct AddressSlots {
     limit: u64,
-    held: Mutex<HashMap<String, u64>>,
+    held: Mutex<HashMap<IpAddr, u64>>,
 }
 
 /// One connection's place in [`AddressSlots`], given back when dropped.
 pub struct AddressSlot {
     slots: Arc<AddressSlots>,
-    key: String,
+    key: IpAddr,
 }
 
 impl AddressSlots {
@@ -159,9 +159,10 @@ impl AddressSlots {
 
     /// A place for one more connection from `ip`; `None` when it holds the limit.
     pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
-        let key = address_key(ip);
+        // Counted by the address's block as an address: no text per connection.
+        let key = address_block(ip);
         let mut held = self.held.lock().unwrap();
-        let count = held.entry(key.clone()).or_insert(0);
+        let count = held.entry(key).or_insert(0);
         if self.limit != 0 && *count >= self.limit {
             return None;
         }
