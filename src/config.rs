@@ -799,6 +799,13 @@ impl std::str::FromStr for MatchQueues {
 #[derive(Debug, Clone, Default)]
 pub struct GameServers(pub Vec<(String, u16)>);
 
+impl GameServers {
+    /// The id a static game server is leased and asked about by (`host:port`).
+    pub fn id(host: &str, port: u16) -> String {
+        format!("{host}:{port}")
+    }
+}
+
 impl std::str::FromStr for GameServers {
     type Err = String;
 

@@ -4,11 +4,22 @@
 //! MODERATION.md is decided here, because lifting "its own actions" needs to know who
 //! acted. See `docs/ADMIN_API.md`.
 
-use std::net::IpAddr;
+mod act;
+mod views;
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
 use serde::Serialize;
 
+use crate::config::{Allocator, GameServers};
+use crate::error::{store_skipped, StoreError};
+pub use crate::protocol::rfc3339;
 pub use crate::store::admin::Role;
+use crate::store::{unix_now, unix_now_ms, AccountRecord, BusEvent, Joinable, Route, Sanction, SessionInfo, Stores};
+pub use views::*;
 
 /// Who acts: an operator of the console or API, or `cli:<os user>` (as admin).
 #[derive(Debug, Clone)]
@@ -99,19 +110,6 @@ pub const MODERATOR_MAX_BAN_SECS: u64 = 30 * 86_400;
 /// The longest reason, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
 
-mod act;
-mod views;
-pub use crate::protocol::rfc3339;
-pub use views::*;
-
-use std::collections::HashMap;
-use std::time::Duration;
-
-use futures_util::StreamExt;
-
-use crate::error::{store_skipped, StoreError};
-use crate::store::{unix_now, unix_now_ms, AccountRecord, BusEvent, Joinable, Route, Sanction, SessionInfo, Stores};
-
 /// How long a view waits for the nodes it asked about their sessions.
 const DESCRIBE_WAIT: Duration = Duration::from_millis(800);
 
@@ -137,8 +135,8 @@ impl Moderation {
             node_id,
             queues: config.match_queues.0.clone(),
             servers: match config.allocator {
-                crate::config::Allocator::Static => {
-                    config.game_servers.0.iter().map(|(host, port)| format!("{host}:{port}")).collect()
+                Allocator::Static => {
+                    config.game_servers.0.iter().map(|(host, port)| GameServers::id(host, *port)).collect()
                 }
                 _ => Vec::new(),
             },
@@ -233,8 +231,12 @@ impl Moderation {
     async fn sessions(&self, accounts: &[String]) -> HashMap<String, Vec<SessionView>> {
         let mut found: HashMap<String, Vec<SessionView>> = HashMap::new();
         let mut asked: HashMap<u64, (String, Vec<String>)> = HashMap::new();
-        for (request, account) in accounts.iter().enumerate() {
-            match self.stores.directory.nodes(&Route::Account(account.clone())).await {
+        // Every account's nodes at once: a search lists up to 100.
+        let routes: Vec<Route> = accounts.iter().map(|account| Route::Account(account.clone())).collect();
+        let found_nodes =
+            futures_util::future::join_all(routes.iter().map(|route| self.stores.directory.nodes(route))).await;
+        for (request, (account, nodes)) in accounts.iter().zip(found_nodes).enumerate() {
+            match nodes {
                 Ok(nodes) if !nodes.is_empty() => {
                     asked.insert(request as u64, (account.clone(), nodes));
                 }

@@ -20,8 +20,8 @@ use openchampps::store::*;
 trait Shared: TokenCache + Sessions + Presence + Directory + Bus + ChatBuckets + Limits + MatchQueue + Streams {}
 impl<S: TokenCache + Sessions + Presence + Directory + Bus + ChatBuckets + Limits + MatchQueue + Streams> Shared for S {}
 
-/// Runs one case, naming it when it fails.
-async fn case<F: Future<Output = ()>>(store: &str, name: &str, run: F) {
+/// Runs one case, naming it when it fails (the other contract files run theirs so too).
+pub(crate) async fn case<F: Future<Output = ()>>(store: &str, name: &str, run: F) {
     eprintln!("{store}: {name}");
     run.await;
 }
@@ -310,7 +310,7 @@ async fn global_stream(s: &(impl Streams + Bus)) {
 
 // Limits ----------------------------------------------------------------------------
 
-fn policy(free: u32, per_subject: u64) -> LoginPolicy {
+pub(crate) fn policy(free: u32, per_subject: u64) -> LoginPolicy {
     LoginPolicy {
         free,
         base_ms: 60_000,

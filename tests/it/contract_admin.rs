@@ -1,19 +1,14 @@
 //! The contract of the admin roles (`Operators`, `Audit`): the same cases against the
 //! in-memory twin and PostgreSQL.
 
-use std::future::Future;
 use std::time::Duration;
 
 use crate::common::*;
+use crate::contract::case;
 use openchampps::moderation::Role;
 use openchampps::store::admin::*;
 use openchampps::store::postgres::PgStore;
 use openchampps::store::{MemoryAdmin, UserStore};
-
-async fn case<F: Future<Output = ()>>(store: &str, name: &str, run: F) {
-    eprintln!("{store}: {name}");
-    run.await;
-}
 
 async fn admin_contract<S: Operators + Audit>(label: &str, s: &S) {
     case(label, "operators", operators(s)).await;

@@ -3,20 +3,14 @@
 //! `ModerationStore` (and the standing that `UserStore`'s lookups join), presence's
 //! node facts, the login throttle's failure count, and the queue overview.
 
-use std::future::Future;
-
 use crate::common::stores::PrivateRedisCluster;
 use crate::common::*;
+use crate::contract::{case, policy};
 use openchampps::auth::Token;
 use openchampps::store::memory::{MemoryShared, MemoryUsers};
 use openchampps::store::postgres::PgStore;
 use openchampps::store::redis::RedisStore;
 use openchampps::store::*;
-
-async fn case<F: Future<Output = ()>>(store: &str, name: &str, run: F) {
-    eprintln!("{store}: {name}");
-    run.await;
-}
 
 async fn users_contract<U: UserStore + ModerationStore>(label: &str, s: &U) {
     case(label, "accounts: lookup and search", accounts(s)).await;
@@ -192,15 +186,7 @@ async fn node_facts(s: &impl Presence) {
 async fn failures(s: &impl Limits) {
     let subject = format!("a{}", rand_id());
     assert_eq!(s.failed_logins(&subject).await.unwrap(), 0);
-    let policy = LoginPolicy {
-        free: 10,
-        base_ms: 60_000,
-        max_ms: 600_000,
-        forget_ms: 60_000,
-        per_subject: 100,
-        window_ms: 60_000,
-        known_ms: 60_000,
-    };
+    let policy = policy(10, 100);
     let key = LoginKey { subject: subject.clone(), network: "203.0.113.0".into(), address: "203.0.113.9".into() };
     for _ in 0..3 {
         let Admit::Check(pair) = s.login_admit(&key, &policy).await.unwrap() else {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{Allocate, Failure, Request, Server};
-use crate::config::Allocator;
+use crate::config::{Allocator, GameServers};
 use crate::store::MatchQueue;
 
 pub struct StaticPool {
@@ -34,7 +34,7 @@ impl Allocate for StaticPool {
         // Start at a random server, so nodes do not all race for the first.
         let start = if self.servers.is_empty() { 0 } else { rand::random::<u32>() as usize % self.servers.len() };
         for (host, port) in self.servers.iter().cycle().skip(start).take(self.servers.len()) {
-            let server_id = format!("{host}:{port}");
+            let server_id = GameServers::id(host, *port);
             match self.queue.lease(&server_id, request.match_id, self.lease_secs).await {
                 Ok(true) => return Ok(Server { host: host.clone(), port: *port, server_id }),
                 Ok(false) => continue,
