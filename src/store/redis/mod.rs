@@ -192,16 +192,19 @@ impl RedisStore {
         }
     }
 
-    fn token_keys(&self, token: &TokenHash) -> (String, String) {
-        let mut tok = String::with_capacity(self.prefix.len() + 64 + 9);
-        tok.push_str(&self.prefix);
-        tok.push_str("{t:");
-        token.push_hex(&mut tok);
-        tok.push('}');
-        let mut sess = tok.clone();
-        tok.push_str(":tok");
-        sess.push_str(":sess");
-        (tok, sess)
+    /// A token's two keys, in one buffer (`token_auth` reads both on every call).
+    fn token_keys(&self, token: &TokenHash) -> TokenKeys {
+        let tag_len = self.prefix.len() + "{t:}".len() + 64;
+        let mut both = String::with_capacity(2 * tag_len + ":tok".len() + ":sess".len());
+        both.push_str(&self.prefix);
+        both.push_str("{t:");
+        token.push_hex(&mut both);
+        both.push('}');
+        both.push_str(":tok");
+        let split = both.len();
+        both.extend_from_within(..tag_len);
+        both.push_str(":sess");
+        TokenKeys { both, split }
     }
 
     fn presence_keys(&self) -> (String, String, String) {
@@ -228,5 +231,29 @@ impl RedisStore {
     /// A matchmaking key: `rest` under the `{mm}` tag.
     fn mm_key(&self, rest: &str) -> String {
         format!("{}{{mm}}:{rest}", self.prefix)
+    }
+}
+
+/// Command `name` with room for `args` arguments of `bytes` bytes in all (a number
+/// counts 20): written without growing a buffer, on the paths every message takes.
+fn sized_cmd(name: &str, args: usize, bytes: usize) -> redis::Cmd {
+    let mut cmd = redis::Cmd::with_capacity(args + 1, name.len() + bytes);
+    cmd.arg(name);
+    cmd
+}
+
+/// A token's cache entry key (`…:tok`) and session key (`…:sess`), one allocation.
+struct TokenKeys {
+    both: String,
+    split: usize,
+}
+
+impl TokenKeys {
+    fn tok(&self) -> &str {
+        &self.both[..self.split]
+    }
+
+    fn sess(&self) -> &str {
+        &self.both[self.split..]
     }
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use redis::AsyncCommands;
 
-use super::RedisStore;
+use super::{sized_cmd, RedisStore};
 use crate::auth::TokenHash;
 use crate::store::{
     seconds_until, unix_now, Admit, Beat, CacheLookup, ChatBuckets, ChatRate, Directory, Limits, LoginKey, LoginPolicy,
@@ -60,9 +60,11 @@ fn token_entry(record: &TokenRecord) -> String {
 #[async_trait]
 impl TokenCache for RedisStore {
     async fn lookup(&self, token: &TokenHash) -> StoreResult<CacheLookup> {
-        let (tok, sess) = self.token_keys(token);
+        let keys = self.token_keys(token);
+        let mut cmd = sized_cmd("MGET", 2, keys.both.len());
+        cmd.arg(keys.tok()).arg(keys.sess());
         let (entry, display_name): (Option<String>, Option<String>) =
-            self.run(|mut c| async move { c.mget(&[tok, sess]).await }).await?;
+            self.run(|mut c| async move { cmd.query_async(&mut c).await }).await?;
         Ok(match entry.as_deref() {
             Some("-") => CacheLookup::Negative,
             Some(value) => match parse_token_entry(value) {
@@ -80,28 +82,30 @@ impl TokenCache for RedisStore {
         ttl_secs: u64,
         display_name: Option<&str>,
     ) -> StoreResult<()> {
-        let (tok, sess) = self.token_keys(token);
+        let keys = self.token_keys(token);
         let mut pipe = redis::pipe();
-        pipe.set_ex(&tok, token_entry(record), ttl_secs.max(1)).ignore();
+        pipe.set_ex(keys.tok(), token_entry(record), ttl_secs.max(1)).ignore();
         if let Some(name) = display_name {
-            pipe.set_ex(&sess, name, seconds_until(record.expires_at)).ignore();
+            pipe.set_ex(keys.sess(), name, seconds_until(record.expires_at)).ignore();
         }
         self.run(|mut c| async move { pipe.query_async(&mut c).await }).await
     }
 
     async fn cache_negative(&self, token: &TokenHash, ttl_secs: u64) -> StoreResult<()> {
-        let (tok, _) = self.token_keys(token);
+        let keys = self.token_keys(token);
         // NX: never overwrite an entry a concurrent login just wrote.
         let mut cmd = redis::cmd("SET");
-        cmd.arg(&tok).arg("-").arg("EX").arg(ttl_secs.max(1)).arg("NX");
+        cmd.arg(keys.tok()).arg("-").arg("EX").arg(ttl_secs.max(1)).arg("NX");
         self.run(|mut c| async move { cmd.query_async::<Option<String>>(&mut c).await.map(|_| ()) }).await
     }
 
     async fn forget(&self, tokens: &[TokenHash]) -> StoreResult<()> {
         // One command per token: each token's keys share a slot, different tokens may not.
         for t in tokens {
-            let (tok, sess) = self.token_keys(t);
-            self.run(|mut c| async move { c.del::<_, ()>(&[tok, sess]).await }).await?;
+            let keys = self.token_keys(t);
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(keys.tok()).arg(keys.sess());
+            self.run(|mut c| async move { cmd.query_async::<()>(&mut c).await }).await?;
         }
         Ok(())
     }
@@ -110,9 +114,10 @@ impl TokenCache for RedisStore {
 #[async_trait]
 impl Sessions for RedisStore {
     async fn set_display_name(&self, token: &TokenHash, name: &str, ttl_secs: u64) -> StoreResult<()> {
-        let (_, sess) = self.token_keys(token);
-        let name = name.to_owned();
-        self.run(|mut c| async move { c.set_ex(sess, name, ttl_secs.max(1)).await }).await
+        let keys = self.token_keys(token);
+        let mut cmd = sized_cmd("SETEX", 3, keys.sess().len() + 20 + name.len());
+        cmd.arg(keys.sess()).arg(ttl_secs.max(1)).arg(name);
+        self.run(|mut c| async move { cmd.query_async(&mut c).await }).await
     }
 }
 
