@@ -23,10 +23,11 @@ try:
 except ImportError:  # pragma: no cover
     tomllib = None
 
-# The allocator's entry points in glibc: every Rust allocation is one call to one
-# of them (__rust_alloc → malloc or posix_memalign, alloc_zeroed → calloc,
-# realloc → realloc). "mallocs" below counts all of them.
-ALLOC_FUNCTIONS = {"malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign"}
+# Rust's allocator entry points: every Rust allocation is one call to one of them,
+# whichever allocator serves it (the node's is mimalloc; with glibc's malloc the
+# counts of malloc/calloc/realloc/posix_memalign were the same). "mallocs" below
+# counts all of them.
+ALLOC_FUNCTIONS = {"__rustc::__rust_alloc", "__rustc::__rust_alloc_zeroed", "__rustc::__rust_realloc"}
 
 # Each phase: the /metrics series whose increase is the phase's op count.
 PHASES = {

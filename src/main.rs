@@ -29,16 +29,17 @@ enum Command {
     Admin(admin::cli::AdminCommand),
 }
 
+/// mimalloc, not glibc's malloc: a `token_auth` makes ~17 small allocations, and
+/// glibc's malloc/free pair cost ~230 instructions each (a fifth of the message's
+/// cost, bench/callgrind.sh); mimalloc's size-class free lists cost a fraction.
+/// It also gives Argon2's ~19 MiB blocks back to the OS after use, which glibc did
+/// only with a fixed mmap threshold (RSS climbed by hundreds of MiB over a few
+/// login floods without it: tests/it/faults.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
-    // Argon2 allocates ~19 MiB per hash. glibc raises its mmap threshold after the
-    // first such block is freed, and from then on serves them from arenas it never
-    // gives back: RSS climbs by hundreds of MiB over a few login floods. A fixed
-    // threshold keeps big blocks on mmap, returned to the OS when freed.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
     let cli = Cli::parse();
     // The admin commands print what they are asked for (`--json` too) on stdout: their
     // log goes to stderr.

@@ -10,10 +10,12 @@ impl TokenHash {
     /// Appends the lower-case hex form (this is on every `token_auth`'s path).
     pub fn push_hex(&self, out: &mut String) {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for byte in self.0 {
-            out.push(DIGITS[usize::from(byte >> 4)] as char);
-            out.push(DIGITS[usize::from(byte & 0xf)] as char);
+        let mut hex = [0; 64];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
         }
+        out.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
     }
 }
 
