@@ -715,6 +715,29 @@ async fn a_replayed_dequeued_never_drops_the_connection_holding_the_ticket() {
     first.client.expect_silence(Duration::from_millis(300)).await;
 }
 
+/// The `dequeued` a connection was sent is not replayed to it either once it holds the
+/// ticket again: re-authenticating on the same connection with a resume from before it
+/// takes the ticket back, so the entry naming this very connection is passed over.
+#[tokio::test]
+async fn a_connection_that_took_its_ticket_back_does_not_replay_its_own_dequeued() {
+    let cluster = InProcCluster::new();
+    let node = cluster.node_with(&[KEYS, SERVERS]).await;
+    let mut first = Resumer::register(&node, "again").await;
+    assert_eq!(first.client.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    let before = first.personal.clone();
+    let mut second = Resumer::login(&node, &first.account).await;
+    assert_eq!(second.client.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    first.dequeued().await;
+
+    first.personal = before;
+    let (_, replayed, resumed) = first.resume_here().await;
+    assert!(replayed.is_empty(), "{replayed:?}");
+    assert_eq!(resumed["payload"]["personal"], json!({"replayed": 0, "complete": true}));
+    let status = first.client.request(json!({"type": "queue_status"})).await;
+    assert_eq!((status["type"].as_str(), status["payload"]["queued"].as_bool()), (Some("queue_status"), Some(true)));
+    second.dequeued().await;
+}
+
 /// A connection that did not opt in is told `dequeued` byte for byte as today, though
 /// the account's personal stream keeps it for that connection; an opted-in connection
 /// of the account beside it, and the opted-in one that took the ticket, write nothing
