@@ -306,6 +306,11 @@ impl Cluster {
                 let pushed = at.as_ref().map(|(owner, at)| pushed(Stream::Personal, owner.clone(), *at, text));
                 self.registry.deliver_to_connection(*id, &Message::text(text.as_str()), pushed.as_ref());
             }
+            BusEvent::Frame { to: FrameTarget::ConnectionOnly(id), text, at } => {
+                let only = (self.node_id.clone(), *id);
+                let pushed = at.as_ref().map(|(owner, at)| targeted(owner.clone(), *at, text, only));
+                self.registry.deliver_to_connection(*id, &Message::text(text.as_str()), pushed.as_ref());
+            }
             BusEvent::Moderate { account, action } => {
                 self.registry.moderate(account, &Arc::new(action.clone()));
             }
@@ -334,6 +339,26 @@ impl Cluster {
                 store_skipped(e, "frame not sent to its node");
             }
         }
+    }
+
+    /// Sends `text` to connection `conn` of node `node_id` only, as a targeted entry of
+    /// `account`'s personal stream (`dequeued` to a connection whose ticket moved to
+    /// another of the account's connections): it gets a position, so the stream stays
+    /// gap-free for every connection of the account, but only that connection writes it
+    /// live; the others, here and on its node, move past it (RESUME.md; `resume`
+    /// decides what a gap read or a replay writes of it). One append more than a
+    /// frame sent live only.
+    pub async fn send_only(&self, node_id: &str, conn: u64, account: &str, text: String) {
+        let entry = crate::outbox::targeted_entry(node_id, conn, &text);
+        let at = self.append_personal(account, &entry).await;
+        if let (Some(at), true) = (at, node_id != self.node_id) {
+            // This node's opted-in sessions of the account (the connection that took the
+            // ticket, most often) move past it now rather than reading it as a gap later.
+            self.registry.pass(account, &targeted(account.to_owned(), at, &text, (node_id.to_owned(), conn)));
+        }
+        let at = at.map(|at| (account.to_owned(), at));
+        let event = BusEvent::Frame { to: FrameTarget::ConnectionOnly(conn), text, at };
+        self.send_to_node(node_id, &event).await;
     }
 
     /// Authenticated connections across every live node, from this node's view (no
@@ -460,7 +485,12 @@ impl Cluster {
 }
 
 fn pushed(stream: Stream, account: String, at: Appended, text: &str) -> Arc<Pushed> {
-    Arc::new(Pushed { stream, account, at, text: text.to_owned() })
+    Arc::new(Pushed { stream, account, at, text: text.to_owned(), only: None })
+}
+
+/// A targeted entry of `account`'s personal stream, for connection `only` alone.
+fn targeted(account: String, at: Appended, text: &str, only: (String, u64)) -> Arc<Pushed> {
+    Arc::new(Pushed { stream: Stream::Personal, account, at, text: text.to_owned(), only: Some(only) })
 }
 
 fn chat_line<'a>(from: &'a str, account: &'a str, message: &'a str) -> ChatLine<'a> {

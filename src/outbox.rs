@@ -64,6 +64,33 @@ pub struct Pushed {
     pub at: Appended,
     /// The frame as old clients get it (no `pos`).
     pub text: String,
+    /// A targeted entry ([`targeted_entry`]): the one connection (node, connection id)
+    /// that writes it; the account's other opted-in connections only move past it.
+    /// `None`: every opted-in connection of the stream writes it.
+    pub only: Option<(String, u64)>,
+}
+
+/// The text a personal stream keeps of a frame for one connection only (`dequeued`
+/// to a connection whose ticket moved to another of the account's connections): `>`,
+/// the JSON `["<node id>",<connection id>]` it is for, then the frame. Frames are JSON
+/// objects, so no other entry starts with `>`.
+pub fn targeted_entry(node: &str, conn: u64, frame: &str) -> String {
+    let target = serde_json::to_string(&(node, conn)).expect("strings serialize");
+    format!(">{target}{frame}")
+}
+
+/// A stream entry's frame, and the connection it is for when it is a targeted entry
+/// ([`targeted_entry`]). A `>` entry whose target does not parse is for nobody
+/// (`Some` target no connection has).
+pub fn split_entry(entry: &str) -> (Option<(String, u64)>, &str) {
+    let Some(targeted) = entry.strip_prefix('>') else {
+        return (None, entry);
+    };
+    let mut target = serde_json::Deserializer::from_str(targeted).into_iter::<(String, u64)>();
+    match target.next() {
+        Some(Ok(to)) => (Some(to), &targeted[target.byte_offset()..]),
+        _ => (Some((String::new(), u64::MAX)), ""),
+    }
 }
 
 /// `frame` (a JSON object) with its top-level `pos`.
@@ -146,5 +173,21 @@ impl Inbox {
     /// Resolves once a sender found the queue full.
     pub async fn too_slow(&self) {
         self.too_slow.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_targeted_entry_names_its_connection_and_keeps_the_frame() {
+        let entry = targeted_entry("node-1", 42, r#"{"type":"dequeued"}"#);
+        assert_eq!(entry, r#">["node-1",42]{"type":"dequeued"}"#);
+        assert_eq!(split_entry(&entry), (Some(("node-1".to_owned(), 42)), r#"{"type":"dequeued"}"#));
+        let quoted = targeted_entry(r#"a"]b"#, 0, "{}");
+        assert_eq!(split_entry(&quoted), (Some((r#"a"]b"#.to_owned(), 0)), "{}"));
+        assert_eq!(split_entry(r#"{"type":"private_chat"}"#), (None, r#"{"type":"private_chat"}"#));
+        assert_eq!(split_entry(">garbage").0.map(|(_, conn)| conn), Some(u64::MAX), "for nobody");
     }
 }

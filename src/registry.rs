@@ -201,6 +201,17 @@ impl Registry {
         peers.by_id.get(&id).is_some_and(|peer| peer.offer(message, pushed))
     }
 
+    /// Offers a targeted entry of `pushed`'s personal stream (for a connection of
+    /// another node) to the account's opted-in sessions here, which only move past
+    /// it; the others are offered nothing.
+    pub fn pass(&self, account: &str, pushed: &Arc<Pushed>) {
+        let peers = self.peers.read().unwrap();
+        let ids = peers.by_route.get(&Route::Account(account.to_owned()));
+        for peer in ids.into_iter().flatten().filter_map(|id| peers.by_id.get(id)).filter(|peer| peer.resume) {
+            peer.outbox.offer(Outgoing::Pushed(pushed.clone()));
+        }
+    }
+
     /// The tokens of every live session here, each once.
     pub fn tokens(&self) -> Vec<TokenHash> {
         let mut tokens: Vec<TokenHash> = self.peers.read().unwrap().by_id.values().map(|p| p.token_hash).collect();

@@ -16,11 +16,25 @@
 //! frames arriving meanwhile wait in the connection's queue and then meet the rule
 //! above, so none is skipped or written twice; one `resumed` frame separates the
 //! replay from them.
+//!
+//! A personal stream also holds targeted entries: `dequeued` to the one connection
+//! whose ticket moved to another of the account's connections
+//! ([`targeted_entry`](crate::outbox::targeted_entry)). They number like any other, so
+//! every connection's cursor passes them and no gap opens, but:
+//! - live (a frame the bus brought, or a gap read): only the connection it names
+//!   writes it; every other connection moves past it and writes nothing;
+//! - replayed on resume: written iff the resumed session holds no ticket once its
+//!   resume took back what it could (`Matchmaker::reclaim`), whichever connection it
+//!   named, since to such a session "not in the queue" is true (a client that lost its
+//!   `dequeued` with its connection learns it); never to a session that holds the
+//!   ticket, whatever connection the entry named (the connection it was sent to may be
+//!   this very one, re-authenticated, and have taken the ticket back since). Entries
+//!   not written are not counted in `replayed`.
 
 use crate::error::store_skipped;
 use crate::metrics::{self as m, ResumeOutcome};
 use crate::node::Node;
-use crate::outbox::{with_pos, Pushed, Stream};
+use crate::outbox::{split_entry, with_pos, Pushed, Stream};
 use crate::protocol::ResumeFrom;
 use crate::session::{Cursors, Replay, Session};
 use crate::store::{History, Route, StreamId, StreamOf};
@@ -108,6 +122,9 @@ pub async fn replay(node: &Node, session: &mut Session, replay: Replay) -> Vec<S
         streams.read_after(stream_of, from.unwrap_or(StreamId::ZERO), None, limits.cap(stream_of))
     });
     let histories = futures_util::future::join_all(reads).await;
+    // A targeted entry (`dequeued`) is replayed only to a session that holds no ticket
+    // once the resume took back what it could: to it, "not in the queue" is true.
+    let ticketless = !session.is_queued();
     let mut frames = Vec::new();
     let mut summary = serde_json::Map::new();
     for ((stream, from), history) in replay.into_iter().zip(histories) {
@@ -119,13 +136,16 @@ pub async fn replay(node: &Node, session: &mut Session, replay: Replay) -> Vec<S
                 (History::default(), ResumeOutcome::NoHistory)
             }
         };
-        let replayed = history.entries.len() as u64;
-        m::resumed(outcome, replayed);
         let Some(cursors) = session.cursors() else { break };
-        for (id, frame) in &history.entries {
-            frames.push(with_pos(frame, stream, *id));
+        let mut replayed = 0;
+        for (id, entry) in &history.entries {
+            if let Some(frame) = owed(entry, |_| ticketless) {
+                frames.push(with_pos(frame, stream, *id));
+                replayed += 1;
+            }
             cursors.set(stream, (*id).max(cursors.get(stream)));
         }
+        m::resumed(outcome, replayed);
         let name = match stream {
             Stream::Global => "global",
             Stream::Personal => "personal",
@@ -139,23 +159,39 @@ pub async fn replay(node: &Node, session: &mut Session, replay: Replay) -> Vec<S
     frames
 }
 
+/// The frame a connection writes of a stream entry, or `None` for a targeted entry
+/// ([`targeted_entry`](crate::outbox::targeted_entry)) that `targets` says is not its
+/// to write: it only moves past it.
+fn owed(entry: &str, targets: impl Fn(&(String, u64)) -> bool) -> Option<&str> {
+    match split_entry(entry) {
+        (None, frame) => Some(frame),
+        (Some(target), frame) if !frame.is_empty() && targets(&target) => Some(frame),
+        (Some(_), _) => None,
+    }
+}
+
 /// What an opted-in connection writes for a stream frame the bus brought: it, the gap
 /// before it and it, or nothing (a duplicate).
 pub async fn accept(node: &Node, session: &mut Session, pushed: &Pushed) -> Vec<String> {
+    let here = session.id;
+    let is_here = |(node_id, conn): &(String, u64)| *conn == here && *node_id == node.node_id;
+    // A targeted entry is written by its connection only; the others move past it.
+    let writes = pushed.only.as_ref().is_none_or(is_here);
+    let as_is = || if writes { vec![pushed.text.clone()] } else { Vec::new() };
     let Some(account) = session.auth().map(|a| a.username.clone()) else {
-        return vec![pushed.text.clone()];
+        return as_is();
     };
     if pushed.stream == Stream::Personal && pushed.account != account {
         return Vec::new(); // another account's, queued before this connection switched
     }
     let Some(cursors) = session.cursors() else {
-        return vec![pushed.text.clone()];
+        return as_is();
     };
     let (stream, at) = (pushed.stream, pushed.at);
     let last = cursors.get(stream);
     if at.prev == last || last == UNKNOWN {
         cursors.set(stream, at.pos);
-        return vec![with_pos(&pushed.text, stream, at.pos)];
+        return if writes { vec![with_pos(&pushed.text, stream, at.pos)] } else { Vec::new() };
     }
     if at.pos <= last {
         return Vec::new();
@@ -171,14 +207,16 @@ pub async fn accept(node: &Node, session: &mut Session, pushed: &Pushed) -> Vec<
     let mut through = last;
     match gap {
         Ok(history) => {
-            for (id, frame) in history.entries {
-                frames.push(with_pos(&frame, stream, id));
+            for (id, entry) in history.entries {
+                if let Some(frame) = owed(&entry, is_here) {
+                    frames.push(with_pos(frame, stream, id));
+                }
                 through = id;
             }
         }
         Err(e) => store_skipped(e, "gap before a frame not read"),
     }
-    if through < at.pos {
+    if through < at.pos && writes {
         // The stream no longer has it (trimmed, or Redis down): the frame as it came.
         frames.push(with_pos(&pushed.text, stream, at.pos));
     }

@@ -192,6 +192,12 @@ impl Session {
         self.queued = queued;
     }
 
+    /// Whether this connection holds its account's matchmaking ticket, as far as it
+    /// knows (it took or took back the ticket and has not ended).
+    pub fn is_queued(&self) -> bool {
+        self.queued
+    }
+
     /// A sender of this connection's outgoing queue.
     pub fn outbox(&self) -> Outbox {
         self.outbox.clone()

@@ -1,13 +1,14 @@
 //! `join_queue`: one ticket per account, cluster-wide. Joining again keeps the
 //! account's place; joining from another connection moves the ticket there and tells
-//! the earlier connection `dequeued`.
+//! the earlier connection `dequeued` (a targeted entry of the account's personal
+//! stream: `Cluster::send_only`).
 
 use super::{store_failed, Outcome};
 use crate::error::Error;
 use crate::node::Node;
 use crate::protocol::{QueueChoice, Reply};
 use crate::session::{Auth, Session};
-use crate::store::{BusEvent, FrameTarget, Joined, Ticket};
+use crate::store::{Joined, Ticket};
 
 pub async fn apply(node: &Node, session: &mut Session, player: &Auth, request: Option<QueueChoice>) -> Outcome {
     let choice = request.ok_or(Error::BadMessage)?;
@@ -32,9 +33,9 @@ pub async fn apply(node: &Node, session: &mut Session, player: &Auth, request: O
         Joined::MatchPending => return Err(Error::MatchPending),
         Joined::Limited => return Err(Error::MatchRateLimited),
         Joined::Kept { node: holder, conn } if (holder.as_str(), conn) != (node.node_id.as_str(), session.id) => {
-            let event =
-                BusEvent::Frame { to: FrameTarget::Connection(conn), text: Reply::Dequeued.to_json(), at: None };
-            node.cluster.send_to_node(&holder, &event).await;
+            // Kept in the personal stream for that connection alone: the account's other
+            // opted-in connections (this one too) only move past it.
+            node.cluster.send_only(&holder, conn, &player.username, Reply::Dequeued.to_json()).await;
         }
         Joined::Kept { .. } | Joined::New => {}
     }

@@ -122,7 +122,8 @@ impl Matchmaker {
 
     /// The account's player is back on connection `conn` of this node: its ticket, if
     /// it is waiting through its grace (or held by another connection), is held here
-    /// from now on; that other connection is told `dequeued`. `true`: it has a ticket.
+    /// from now on; that other connection is told `dequeued` (a targeted entry of the
+    /// personal stream, which no other connection writes). `true`: it has a ticket.
     pub async fn reclaim(&self, account: &str, conn: u64) -> bool {
         let node = self.cluster.node_id();
         match self.queue.reclaim(account, (node, conn)).await {
@@ -130,8 +131,7 @@ impl Matchmaker {
                 m::queue_grace(GraceOutcome::Reclaimed, 1);
                 if (before.as_str(), before_conn) != (node, conn) {
                     let text = Reply::Dequeued.to_json();
-                    let event = BusEvent::Frame { to: FrameTarget::Connection(before_conn), text, at: None };
-                    self.cluster.send_to_node(&before, &event).await;
+                    self.cluster.send_only(&before, before_conn, account, text).await;
                 }
                 true
             }

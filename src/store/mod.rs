@@ -321,6 +321,11 @@ pub enum FrameTarget {
     Account(String),
     /// One connection, by its id on that node.
     Connection(u64),
+    /// One connection, by its id on that node, and no other session of the account: the
+    /// frame is a targeted entry of the account's personal stream (`dequeued` to a
+    /// connection whose ticket moved), which the account's other opted-in sessions here
+    /// only move past.
+    ConnectionOnly(u64),
 }
 
 /// Where players are: which nodes hold the sessions of an account or of a display

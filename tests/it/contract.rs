@@ -202,11 +202,19 @@ async fn bus(s: &impl Bus) {
         message: "hi bob".into(),
         at,
     };
+    // `dequeued` for one connection only, numbered in the account's personal stream.
+    let only = BusEvent::Frame {
+        to: FrameTarget::ConnectionOnly(7),
+        text: r#"{"type":"dequeued"}"#.into(),
+        at: at.map(|at| ("jane".to_owned(), at)),
+    };
     // A subscription may take a moment to be in place on the server.
     tokio::time::sleep(Duration::from_millis(200)).await;
     s.publish_to(&b, &private).await.unwrap();
+    s.publish_to(&b, &only).await.unwrap();
     s.publish(&global).await.unwrap();
     assert_eq!(next(&mut on_b).await, Some(private));
+    assert_eq!(next(&mut on_b).await, Some(only));
     assert_eq!(next(&mut on_b).await, Some(global.clone()));
     // Node a gets the global event only.
     assert_eq!(next(&mut on_a).await, Some(global));
@@ -277,6 +285,17 @@ async fn streams(s: &impl Streams) {
     let windowed = s.read_after(StreamOf::Personal(&other), zero, None, 10).await.unwrap();
     assert_eq!(windowed, History { entries: vec![(b2.pos, "b2".to_owned())], complete: false });
     assert!(s.read_after(StreamOf::Personal(&other), b1.pos, None, 10).await.unwrap().complete);
+
+    // A targeted entry (`dequeued` for one connection) is kept byte for byte, numbered
+    // like any other: the header the node reads back must come back as written.
+    let targeted = openchampps::outbox::targeted_entry("node-\"x\"", 7, r#"{"type":"dequeued"}"#);
+    let t1 = s.append(StreamOf::Personal(&other), &targeted, &limits).await.unwrap();
+    let t2 = s.append(StreamOf::Personal(&other), "after", &limits).await.unwrap();
+    assert_eq!(t2.prev, t1.pos, "a targeted entry has its place in the stream");
+    let read = s.read_after(StreamOf::Personal(&other), b2.pos, None, 10).await.unwrap();
+    assert_eq!(read.entries, vec![(t1.pos, targeted.clone()), (t2.pos, "after".to_owned())]);
+    let (to, frame) = openchampps::outbox::split_entry(&read.entries[0].1);
+    assert_eq!((to, frame), (Some((r#"node-"x""#.to_owned(), 7)), r#"{"type":"dequeued"}"#));
 }
 
 async fn global_stream(s: &(impl Streams + Bus)) {

@@ -74,6 +74,30 @@ impl Resumer {
         self.resume_here().await
     }
 
+    /// Another opted-in connection of `account` on `node`, by `login`.
+    async fn login(node: &Endpoint, account: &str) -> Resumer {
+        let mut client = node.client().await;
+        let reply = client
+            .request(json!({"type": "login", "payload": {"username": account, "password": PASSWORD, "resume": true}}))
+            .await;
+        assert_eq!(reply["type"], "auth_success", "{reply}");
+        let token = reply["payload"]["token"].as_str().unwrap().to_owned();
+        let (global, personal) = positions(&reply);
+        Resumer { client, token, account: account.to_owned(), global, personal, seen: Vec::new() }
+    }
+
+    /// Reads the next frame, which must be a `dequeued` with its position in the
+    /// personal stream, exactly today's frame plus `pos`, and processes it.
+    async fn dequeued(&mut self) -> String {
+        let raw = self.client.next_raw(REPLY_TIMEOUT).await.expect("dequeued");
+        let frame: Value = serde_json::from_str(&raw).unwrap();
+        let pos = frame["pos"].as_str().unwrap_or_default().to_owned();
+        assert!(pos.starts_with("p:"), "dequeued in the personal stream: {raw}");
+        assert_eq!(raw, format!(r#"{{"type":"dequeued","pos":"{pos}"}}"#), "today's frame with its position");
+        self.process(&frame);
+        pos
+    }
+
     async fn resume_here(&mut self) -> (Value, Vec<Value>, Value) {
         let resume = json!({"global": self.global, "personal": self.personal});
         self.client.send(json!({"type": "token_auth", "payload": {"token": self.token, "resume": resume}})).await;
@@ -589,6 +613,164 @@ async fn logout_ends_the_ticket_at_once() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let status = other.request(json!({"type": "queue_status"})).await;
     assert_eq!(status["payload"]["position"], 1, "matched with a player who logged out: {status}");
+}
+
+// `dequeued` in the personal stream, for one connection ---------------------------------
+
+/// A ticket moved from connection A to connection B of one opted-in account: A is told
+/// `dequeued` with its position in the personal stream; B, which took the ticket, writes
+/// nothing of it, and the account's next personal frame reaches both at the same
+/// position with nothing before it (no gap, no stray `dequeued`). So does a third
+/// opted-in connection of the account on a node neither is on, which never hears of the
+/// `dequeued` and reads past it in the gap before that frame.
+async fn a_moved_ticket_dequeues_only_the_connection_it_left(same_node: bool) {
+    let cluster = InProcCluster::new();
+    let (a, b) = (cluster.node_with(&[KEYS, SERVERS]).await, cluster.node_with(&[KEYS, SERVERS]).await);
+    let c = cluster.node_with(&[KEYS, SERVERS]).await;
+    let mut first = Resumer::register(&a, "moved").await;
+    assert_eq!(first.client.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    let mut third = Resumer::login(&c, &first.account).await;
+    let mut second = Resumer::login(if same_node { &a } else { &b }, &first.account).await;
+    assert_eq!(second.client.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    let moved = first.dequeued().await;
+    assert!(position_after(&moved, &second.personal), "{moved} after {}", second.personal);
+    second.client.expect_silence(Duration::from_millis(500)).await;
+    third.client.expect_silence(Duration::from_millis(100)).await;
+
+    let mut sender = b.player("sender").await;
+    private(&mut sender, &first.account, "after the move").await;
+    for player in [&mut first, &mut second, &mut third] {
+        let frames = player.read_until_quiet(Duration::from_millis(500)).await;
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0]["type"], "private_chat", "{frames:?}");
+    }
+    assert!(position_after(&second.personal, &moved));
+    assert_eq!(first.personal, second.personal, "one stream, one position");
+    assert_eq!(third.personal, second.personal, "one stream, one position");
+    let status = second.client.request(json!({"type": "queue_status"})).await;
+    assert_eq!(status["payload"]["queued"], true, "{status}");
+}
+
+#[tokio::test]
+async fn a_moved_ticket_dequeues_only_the_connection_it_left_on_its_node() {
+    a_moved_ticket_dequeues_only_the_connection_it_left(true).await;
+}
+
+#[tokio::test]
+async fn a_moved_ticket_dequeues_only_the_connection_it_left_across_nodes() {
+    a_moved_ticket_dequeues_only_the_connection_it_left(false).await;
+}
+
+/// Resuming across moved tickets. The rule: a replay writes a `dequeued` only to a
+/// session left without a ticket once its resume took back what it could; a session
+/// holding the ticket replays none, whichever connection each named (and `replayed`
+/// does not count them).
+/// - A loses its `dequeued` (the ticket went to B) with its connection and resumes from
+///   before it: it takes the ticket back within its grace, so it replays nothing; B is
+///   told `dequeued` live, with its position.
+/// - B then resumes from before both and takes the ticket back: its replay drops
+///   nothing either; A is told `dequeued` live.
+/// - Once no connection holds a ticket, A resuming from before its last `dequeued`
+///   gets it replayed: to it, "not in the queue" is true.
+#[tokio::test]
+async fn a_replayed_dequeued_never_drops_the_connection_holding_the_ticket() {
+    let cluster = InProcCluster::new();
+    let (a, b) = (cluster.node_with(&[KEYS, SERVERS]).await, cluster.node_with(&[KEYS, SERVERS]).await);
+    let mut first = Resumer::register(&a, "back").await;
+    assert_eq!(first.client.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    let first_before = first.personal.clone();
+    let mut second = Resumer::login(&b, &first.account).await;
+    let second_before = second.personal.clone();
+    assert_eq!(second.client.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    let to_first = first.dequeued().await;
+
+    // A comes back from before its `dequeued`, on the node it left, and takes the ticket.
+    first.personal = first_before;
+    let (_, replayed, resumed) = first.resume_on(&a).await;
+    assert!(replayed.is_empty(), "a replay dequeued the connection holding the ticket: {replayed:?}");
+    assert_eq!(resumed["payload"]["personal"], json!({"replayed": 0, "complete": true}));
+    let status = first.client.request(json!({"type": "queue_status"})).await;
+    assert_eq!((status["type"].as_str(), status["payload"]["queued"].as_bool()), (Some("queue_status"), Some(true)));
+    let to_second = second.dequeued().await;
+    assert!(position_after(&to_second, &to_first));
+
+    // B comes back from before both, on another node, and takes the ticket back.
+    second.personal = second_before;
+    let (_, replayed, resumed) = second.resume_on(&a).await;
+    assert!(replayed.is_empty(), "a replay dequeued the connection holding the ticket: {replayed:?}");
+    assert_eq!(resumed["payload"]["personal"], json!({"replayed": 0, "complete": true}));
+    let status = second.client.request(json!({"type": "queue_status"})).await;
+    assert_eq!((status["type"].as_str(), status["payload"]["queued"].as_bool()), (Some("queue_status"), Some(true)));
+    let to_first_again = first.dequeued().await;
+    assert!(position_after(&to_first_again, &to_second));
+    second.client.expect_silence(Duration::from_millis(300)).await;
+
+    // Nobody holds a ticket: A, back from just before its last `dequeued` (where its
+    // connection's cursor was: it moved past B's), is told again.
+    assert_eq!(second.client.request(json!({"type": "leave_queue"})).await, json!({"type": "dequeued"}));
+    first.personal = to_second;
+    let (_, replayed, resumed) = first.resume_on(&b).await;
+    assert_eq!(replayed, vec![json!({"type": "dequeued", "pos": to_first_again})]);
+    assert_eq!(resumed["payload"]["personal"], json!({"replayed": 1, "complete": true}));
+    first.client.expect_silence(Duration::from_millis(300)).await;
+}
+
+/// The `dequeued` a connection was sent is not replayed to it either once it holds the
+/// ticket again: re-authenticating on the same connection with a resume from before it
+/// takes the ticket back, so the entry naming this very connection is passed over.
+#[tokio::test]
+async fn a_connection_that_took_its_ticket_back_does_not_replay_its_own_dequeued() {
+    let cluster = InProcCluster::new();
+    let node = cluster.node_with(&[KEYS, SERVERS]).await;
+    let mut first = Resumer::register(&node, "again").await;
+    assert_eq!(first.client.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    let before = first.personal.clone();
+    let mut second = Resumer::login(&node, &first.account).await;
+    assert_eq!(second.client.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    first.dequeued().await;
+
+    first.personal = before;
+    let (_, replayed, resumed) = first.resume_here().await;
+    assert!(replayed.is_empty(), "{replayed:?}");
+    assert_eq!(resumed["payload"]["personal"], json!({"replayed": 0, "complete": true}));
+    let status = first.client.request(json!({"type": "queue_status"})).await;
+    assert_eq!((status["type"].as_str(), status["payload"]["queued"].as_bool()), (Some("queue_status"), Some(true)));
+    second.dequeued().await;
+}
+
+/// A connection that did not opt in is told `dequeued` byte for byte as today, though
+/// the account's personal stream keeps it for that connection; an opted-in connection
+/// of the account beside it, and the opted-in one that took the ticket, write nothing
+/// of it, and their next personal frame follows with no gap.
+#[tokio::test]
+async fn a_moved_ticket_dequeues_an_old_client_byte_for_byte() {
+    let cluster = InProcCluster::new();
+    let (a, b) = (cluster.node_with(&[KEYS, SERVERS]).await, cluster.node_with(&[KEYS, SERVERS]).await);
+    let account = unique_name("oldq");
+    let mut old = a.client().await;
+    old.signed_up(&account).await;
+    assert_eq!(old.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    let mut beside = Resumer::login(&a, &account).await;
+    let mut taker = Resumer::login(&b, &account).await;
+    assert_eq!(taker.client.request(json!({"type": "join_queue"})).await, json!({"type": "queued"}));
+    let raw = old.next_raw(REPLY_TIMEOUT).await.unwrap();
+    assert_eq!(raw, Reply::Dequeued.to_json());
+    assert_eq!(raw, r#"{"type":"dequeued"}"#);
+    beside.client.expect_silence(Duration::from_millis(300)).await;
+    taker.client.expect_silence(Duration::from_millis(300)).await;
+
+    let sender_name = unique_name("sender");
+    let mut sender = a.client().await;
+    sender.signed_up(&sender_name).await;
+    private(&mut sender, &account, "still here").await;
+    let want = Reply::PrivateChat(line(&sender_name, &sender_name, "still here")).to_json();
+    assert_eq!(old.next_raw(REPLY_TIMEOUT).await.unwrap(), want, "an old client's chat as today");
+    for player in [&mut beside, &mut taker] {
+        let frames = player.read_until_quiet(Duration::from_millis(500)).await;
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0]["type"], "private_chat", "{frames:?}");
+    }
+    assert_eq!(beside.personal, taker.personal);
 }
 
 // Survives what it is for: node processes on PostgreSQL and Redis ---------------------

@@ -44,8 +44,10 @@
 //!   channel's slot, so the one script (`lua/stream_append.lua`) takes the chat
 //!   bucket, appends and publishes
 //! - `{p:<account name>}:stream` the account's personal resume stream (`private_chat`,
-//!   `match_found`, `match_error`, `dequeued`), at most `RESUME_PERSONAL_HISTORY`; both
-//!   streams expire twice the window after their last entry
+//!   `match_found`, `match_error`, `dequeued`: the `f` of a `dequeued`, which is for
+//!   one connection, starts with `>["<node>",<conn>]`, `outbox::targeted_entry`), at
+//!   most `RESUME_PERSONAL_HISTORY`; both streams expire twice the window after their
+//!   last entry
 //! - `{mm}:tickets`          hash: account → its ticket (JSON)
 //! - `{mm}:q:<queue>`        sorted set: account → place in the queue
 //! - `{mm}:seq`              counter: places handed out
