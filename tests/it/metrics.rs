@@ -126,7 +126,8 @@ fn memory_stays_flat_under_load_without_scrapes() {
     round();
     // Enough operations for a leak to stand out of the allocator's noise: on a busy
     // machine a round runs fewer of them, so more rounds. A leak grows RSS with every
-    // round; the allocator's own one-off growth lands early: judge the later half.
+    // round; the allocator keeps and returns memory in steps of up to a MiB either way
+    // at any moment: judge the trend over all rounds (least squares), not two of them.
     let mut rounds = vec![(0, rss_kib(node.pid()))];
     let mut ops = 0;
     for _ in 0..12 {
@@ -136,14 +137,28 @@ fn memory_stays_flat_under_load_without_scrapes() {
             break;
         }
     }
-    let (mid_ops, mid_rss) = rounds[rounds.len() / 2];
-    let (end_ops, end_rss) = rounds[rounds.len() - 1];
-    let ops = end_ops - mid_ops;
-    let growth = end_rss.saturating_sub(mid_rss) * 1024;
-    let per_op = growth as f64 / ops as f64;
-    eprintln!("token_auth without a scrape, RSS (ops, KiB) per round: {rounds:?}; later half {per_op:.2} bytes/op");
+    let per_op = slope(&rounds) * 1024.0;
+    let growth = (per_op * ops as f64).max(0.0) as u64;
+    eprintln!("token_auth without a scrape, RSS (ops, KiB) per round: {rounds:?}; trend {per_op:.2} bytes/op");
     // Half the leak's rate, above a floor for the allocator's own noise (a busy machine
     // runs fewer operations, so noise weighs more per operation).
     let allowed = (8 * ops).max(256 * 1024);
     assert!(growth <= allowed, "RSS grew {growth} bytes over {ops} ops ({per_op:.2} bytes/op)");
+}
+
+/// The least-squares slope of `y` over `x`.
+fn slope(points: &[(u64, u64)]) -> f64 {
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0 as f64).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1 as f64).sum::<f64>() / n;
+    let (mut cov, mut var) = (0.0, 0.0);
+    for &(x, y) in points {
+        cov += (x as f64 - mean_x) * (y as f64 - mean_y);
+        var += (x as f64 - mean_x).powi(2);
+    }
+    if var == 0.0 {
+        0.0
+    } else {
+        cov / var
+    }
 }
