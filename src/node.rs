@@ -6,7 +6,7 @@ use crate::auth::HashPool;
 use crate::cluster::Cluster;
 use crate::config::{Config, Settings};
 use crate::last_used::LastUsed;
-use crate::matchmaking::{Matchmaker, Releases};
+use crate::matchmaking::{Asks, Matchmaker, Releases};
 use crate::ratelimit::LoginThrottle;
 use crate::registry::{Registry, RouteChanges};
 use crate::store::Stores;
@@ -33,6 +33,8 @@ pub struct Feeds {
     pub route_changes: RouteChanges,
     /// The tickets of ended connections (for `Matchmaker::run`).
     pub releases: Releases,
+    /// New sessions asking for their match (for `Matchmaker::run_resends`).
+    pub asks: Asks,
 }
 
 impl Node {
@@ -46,7 +48,7 @@ impl Node {
         let (registry, route_changes) = Registry::new();
         let registry = Arc::new(registry);
         let cluster = Arc::new(Cluster::new(node_id.clone(), &stores, registry.clone(), &config));
-        let (matchmaker, releases) = Matchmaker::new(&config, &allocator, stores.queue.clone(), cluster.clone());
+        let (matchmaker, releases, asks) = Matchmaker::new(&config, &allocator, stores.queue.clone(), cluster.clone());
         let node = Node {
             config,
             node_id,
@@ -58,7 +60,7 @@ impl Node {
             matchmaker: Arc::new(matchmaker),
             last_used: LastUsed::default(),
         };
-        (node, Feeds { route_changes, releases })
+        (node, Feeds { route_changes, releases, asks })
     }
 
     pub fn status(&self) -> Status {

@@ -189,6 +189,7 @@ pub async fn run_settings(
     background.spawn(run_housekeeping(node.clone(), stop_background.clone()));
     background.spawn(revocation::run(node.clone(), stop_background.clone()));
     background.spawn(node.matchmaker.clone().run(feeds.releases, stop_background.clone()));
+    background.spawn(node.matchmaker.clone().run_resends(feeds.asks, stop_background.clone()));
     background.spawn(m::run_upkeep(handle, METRICS_UPKEEP, stop_background.clone()));
     node.set_status(Status::Ready);
     tracing::info!("ready");

@@ -17,14 +17,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_tungstenite::tungstenite::Message;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 mod allocate;
+mod resend;
 pub mod ticket;
 
+pub use resend::Asks;
 pub use ticket::{ticket_command, TicketArgs};
 
 use allocate::{Allocate, Failure, Request, Server};
@@ -33,12 +34,12 @@ use crate::cluster::Cluster;
 use crate::config::{AllocatorSettings, Config};
 use crate::error::store_skipped;
 use crate::metrics::{self as m, AllocationResult, GraceOutcome, TicketOutcome};
-use crate::outbox::{Outbox, Outgoing};
+use crate::outbox::Outbox;
 use crate::protocol::{MatchFound, Reply};
-use crate::store::{unix_now, unix_now_ms, BusEvent, FrameTarget, Joinable, Left, MatchQueue, Parked, Ticket};
+use crate::store::{unix_now, unix_now_ms, BusEvent, FrameTarget, Left, MatchQueue, Parked, Ticket};
 
 /// How often each node looks for matches to form.
-const FORM_EVERY: Duration = Duration::from_millis(500);
+pub(crate) const FORM_EVERY: Duration = Duration::from_millis(500);
 /// Matches one node allocates servers for at once; more wait in the queue.
 const MAX_FORMING: usize = 64;
 
@@ -58,6 +59,7 @@ pub struct Matchmaker {
     released: mpsc::UnboundedSender<(String, u64, Ended)>,
     /// How long a ticket of an opted-in player outlives its connection.
     grace_secs: u64,
+    resends: resend::Resends,
 }
 
 /// How a connection holding a ticket ended.
@@ -80,12 +82,13 @@ impl Matchmaker {
         allocator: &AllocatorSettings,
         queue: Arc<dyn MatchQueue>,
         cluster: Arc<Cluster>,
-    ) -> (Matchmaker, Releases) {
+    ) -> (Matchmaker, Releases, Asks) {
         let mut keys = config.match_ticket_keys.0.clone();
         if keys.is_empty() {
             keys.push(("node".into(), uuid::Uuid::new_v4().as_bytes().to_vec()));
         }
         let (released, rx) = mpsc::unbounded_channel();
+        let (resends, asks) = resend::channel();
         let allocator = allocate::build(allocator, !config.game_server_token.is_empty(), queue.clone());
         let matchmaker = Matchmaker {
             queues: config.match_queues.0.clone(),
@@ -98,8 +101,9 @@ impl Matchmaker {
             cluster,
             released,
             grace_secs: config.queue_grace_secs,
+            resends,
         };
-        (matchmaker, rx)
+        (matchmaker, rx, asks)
     }
 
     /// The queue a `join_queue` names (`None`: the first configured), if it exists.
@@ -343,26 +347,15 @@ impl Matchmaker {
 
     /// Sends a session that just authenticated the `match_found` of its account's match,
     /// if one is still joinable, or once the match being formed for it is announced.
-    /// Runs beside the session: the auth reply never waits for it, and is written first
-    /// (the handler returns before this can finish).
+    /// Answered beside the session, with other sessions' asks (`resend.rs`): the auth
+    /// reply never waits for it, and is written first.
     pub fn resend_joinable(&self, account: String, outbox: Outbox) {
-        let queue = self.queue.clone();
-        // A forming match lasts at most one allocation try; its pending state at most this.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.ticket_ttl_secs);
-        tokio::spawn(async move {
-            loop {
-                match queue.joinable(&account).await {
-                    Ok(Joinable::Found(frame)) => {
-                        outbox.offer(Outgoing::Frame(Message::text(frame)));
-                        return;
-                    }
-                    Ok(Joinable::Forming) if !outbox.is_closed() && tokio::time::Instant::now() < deadline => {
-                        tokio::time::sleep(FORM_EVERY).await
-                    }
-                    _ => return,
-                }
-            }
-        });
+        self.resends.ask(account, outbox);
+    }
+
+    /// Answers [`resend_joinable`](Matchmaker::resend_joinable)'s asks until shutdown.
+    pub async fn run_resends(self: Arc<Self>, asks: Asks, shutdown: CancellationToken) {
+        resend::run(asks, self.queue.clone(), self.ticket_ttl_secs, shutdown).await
     }
 }
 

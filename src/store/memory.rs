@@ -873,13 +873,14 @@ impl MatchQueue for MemoryShared {
         Ok(true)
     }
 
-    async fn joinable(&self, account: &str) -> StoreResult<Joinable> {
+    async fn joinable_many(&self, accounts: &[&str]) -> StoreResult<Vec<Joinable>> {
         let inner = self.inner.lock().unwrap();
-        Ok(match (live(&inner.found, account), live(&inner.pending, account)) {
+        let joinable = |account: &str| match (live(&inner.found, account), live(&inner.pending, account)) {
             (Some(frame), _) => Joinable::Found(frame.clone()),
             (None, Some(_)) => Joinable::Forming,
             (None, None) => Joinable::None,
-        })
+        };
+        Ok(accounts.iter().map(|a| joinable(a)).collect())
     }
 
     async fn confirm(&self, match_id: &str, secs: u64) -> StoreResult<bool> {

@@ -795,7 +795,12 @@ pub trait MatchQueue: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// The `match_found` of the account's match while it is joinable, or whether one
     /// is being formed.
-    async fn joinable(&self, account: &str) -> StoreResult<Joinable>;
+    async fn joinable(&self, account: &str) -> StoreResult<Joinable> {
+        Ok(self.joinable_many(&[account]).await?.pop().unwrap_or(Joinable::None))
+    }
+    /// [`joinable`](MatchQueue::joinable) for each account, in their order, in one read
+    /// (one for each new session would cost every reconnect a round trip).
+    async fn joinable_many(&self, accounts: &[&str]) -> StoreResult<Vec<Joinable>>;
     /// The game server confirmed started match `match_id`: it and its server's lease
     /// (if it holds it) are kept `secs` from now. `false` when no such match is known.
     async fn confirm(&self, match_id: &str, secs: u64) -> StoreResult<bool>;

@@ -610,6 +610,12 @@ async fn queue_matches(s: &impl MatchQueue) {
     assert!(s.confirm(&match_id, 120).await.unwrap());
     assert!(!s.confirm(&format!("nomatch{id}"), 120).await.unwrap());
     assert_eq!(s.joinable(&a).await.unwrap(), Joinable::Found(frames[0].1.clone()));
+    // Many accounts in one read: an answer per account, in their order.
+    let nobody = format!("c{id}");
+    let many = s.joinable_many(&[b.as_str(), nobody.as_str(), a.as_str()]).await.unwrap();
+    let found = |i: usize| Joinable::Found(frames[i].1.clone());
+    assert_eq!(many, [found(1), Joinable::None, found(0)]);
+    assert_eq!(s.joinable_many(&[]).await.unwrap(), []);
     assert_eq!(s.join(&ticket(&q, &a, "n1", 1), 0).await.unwrap(), Joined::MatchPending);
     assert!(s.end(&match_id).await.unwrap());
     assert!(!s.end(&match_id).await.unwrap(), "ended twice");

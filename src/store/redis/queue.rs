@@ -385,15 +385,26 @@ impl MatchQueue for RedisStore {
         Ok(started == 1)
     }
 
-    async fn joinable(&self, account: &str) -> StoreResult<Joinable> {
-        let keys = [self.mm_key(&format!("found:{account}")), self.mm_key(&format!("pending:{account}"))];
-        let (found, pending): (Option<String>, Option<String>) =
-            self.run(|mut c| async move { c.mget(&keys).await }).await?;
-        Ok(match (found, pending) {
-            (Some(frame), _) => Joinable::Found(frame),
-            (None, Some(_)) => Joinable::Forming,
-            (None, None) => Joinable::None,
-        })
+    async fn joinable_many(&self, accounts: &[&str]) -> StoreResult<Vec<Joinable>> {
+        if accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // All matchmaking keys share the `{mm}` slot: one MGET on a cluster too.
+        let mut cmd = redis::cmd("MGET");
+        for account in accounts {
+            cmd.arg(self.mm_key(&format!("found:{account}"))).arg(self.mm_key(&format!("pending:{account}")));
+        }
+        let values: Vec<Option<String>> = self.run(|mut c| async move { cmd.query_async(&mut c).await }).await?;
+        let mut values = values.into_iter();
+        let mut joinable = Vec::with_capacity(accounts.len());
+        while let (Some(found), Some(pending)) = (values.next(), values.next()) {
+            joinable.push(match (found, pending) {
+                (Some(frame), _) => Joinable::Found(frame),
+                (None, Some(_)) => Joinable::Forming,
+                (None, None) => Joinable::None,
+            });
+        }
+        Ok(joinable)
     }
 
     async fn confirm(&self, match_id: &str, secs: u64) -> StoreResult<bool> {
