@@ -185,7 +185,7 @@ impl Connection {
         self.session.disconnect(&self.node);
         if let Some(close) = ending {
             m::connection_killed(close.reason());
-            let _ = tokio::time::timeout(CLOSE_GRACE, self.ws.close(close)).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, Box::pin(self.ws.close(close))).await;
         }
         m::connection_closed();
     }
@@ -218,14 +218,21 @@ impl Connection {
                         return Err(Some(Close::TooManyMessages));
                     }
                     match frame {
-                        Some(Ok(Message::Text(text))) => self.handle(text.as_str(), going_away).await?,
+                        // Boxed: the handlers' futures are large, and held only while
+                        // a message is handled, not by every idle connection's task.
+                        Some(Ok(Message::Text(text))) => Box::pin(self.handle(text.as_str(), going_away)).await?,
                         Some(Ok(Message::Binary(_))) => return Err(Some(Close::Binary)),
                         Some(Ok(_)) => {} // ping, pong, close: tungstenite answers those itself
                         Some(Err(WsError::Capacity(_))) => return Err(Some(Close::FrameTooLarge)),
                         Some(Err(_)) | None => return Err(None),
                     }
                 }
-                queued = self.inbox.recv() => self.apply(queued.map_err(|_| Some(Close::TooSlow))?).await?,
+                queued = self.inbox.recv() => match queued.map_err(|_| Some(Close::TooSlow))? {
+                    // Chat, most of what is queued, is written in place; the rest
+                    // (resume streams, revocations, operators' actions) is boxed.
+                    Outgoing::Frame(message) => self.ws.write(message, &self.inbox).await?,
+                    outgoing => Box::pin(self.apply(outgoing)).await?,
+                },
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= silence_limit {
                         return Err(Some(Close::PingTimeout));
@@ -341,5 +348,29 @@ impl Connection {
         }
         self.session.end(&self.node);
         self.ws.write(Message::text(Error::InvalidToken.to_json()), &self.inbox).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, F: std::future::Future>(_: impl FnOnce(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every connection's task holds this future for as long as it lives: what a
+    /// message's handling needs is boxed only while it runs (issue #20), so the idle
+    /// task is smaller than one handling alone.
+    #[test]
+    fn an_idle_connection_future_is_small() {
+        fn future_size3<A, B, C, F: std::future::Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let run = future_size(Connection::run);
+        let handle = future_size3(Connection::handle);
+        eprintln!("futures: Connection::run {run} bytes, Connection::handle {handle} bytes");
+        assert!(run < handle, "Connection::run's future ({run} bytes) holds a handler's ({handle} bytes)");
     }
 }
