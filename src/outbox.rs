@@ -224,7 +224,7 @@ impl Drop for Inbox {
 }
 
 #[cfg(test)]
-mod tests {
+mod queue_tests {
     use std::time::Duration;
 
     use super::*;
