@@ -178,16 +178,23 @@ impl Connection {
     }
 
     /// Serves the connection until it ends; `going_away` closes it with 1001.
-    pub async fn run(mut self, going_away: CancellationToken) {
-        m::connection_opened();
-        let ending = self.serve(&going_away).await.err().flatten();
-        tracing::debug!(id = self.session.id, reason = ending.map(Close::reason), "connection ended");
-        self.session.disconnect(&self.node);
-        if let Some(close) = ending {
-            m::connection_killed(close.reason());
-            let _ = tokio::time::timeout(CLOSE_GRACE, self.ws.close(close)).await;
+    ///
+    /// Not an `async fn`: one would keep its `self` argument twice in the future, the
+    /// argument and the local it is moved to (rust-lang/rust#62958), ~700 bytes more
+    /// per connection. The block below uses the captured `self` in place.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub fn run(mut self, going_away: CancellationToken) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            m::connection_opened();
+            let ending = self.serve(&going_away).await.err().flatten();
+            tracing::debug!(id = self.session.id, reason = ending.map(Close::reason), "connection ended");
+            self.session.disconnect(&self.node);
+            if let Some(close) = ending {
+                m::connection_killed(close.reason());
+                let _ = tokio::time::timeout(CLOSE_GRACE, Box::pin(self.ws.close(close))).await;
+            }
+            m::connection_closed();
         }
-        m::connection_closed();
     }
 
     /// Runs until the connection ends (always `Err`: the ending).
@@ -218,14 +225,21 @@ impl Connection {
                         return Err(Some(Close::TooManyMessages));
                     }
                     match frame {
-                        Some(Ok(Message::Text(text))) => self.handle(text.as_str(), going_away).await?,
+                        // Boxed: the handlers' futures are large, and held only while
+                        // a message is handled, not by every idle connection's task.
+                        Some(Ok(Message::Text(text))) => Box::pin(self.handle(text.as_str(), going_away)).await?,
                         Some(Ok(Message::Binary(_))) => return Err(Some(Close::Binary)),
                         Some(Ok(_)) => {} // ping, pong, close: tungstenite answers those itself
                         Some(Err(WsError::Capacity(_))) => return Err(Some(Close::FrameTooLarge)),
                         Some(Err(_)) | None => return Err(None),
                     }
                 }
-                queued = self.inbox.recv() => self.apply(queued.map_err(|_| Some(Close::TooSlow))?).await?,
+                queued = self.inbox.recv() => match queued.map_err(|_| Some(Close::TooSlow))? {
+                    // Chat, most of what is queued, is written in place; the rest
+                    // (resume streams, revocations, operators' actions) is boxed.
+                    Outgoing::Frame(message) => self.ws.write(message, &self.inbox).await?,
+                    outgoing => Box::pin(self.apply(outgoing)).await?,
+                },
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= silence_limit {
                         return Err(Some(Close::PingTimeout));
@@ -341,5 +355,32 @@ impl Connection {
         }
         self.session.end(&self.node);
         self.ws.write(Message::text(Error::InvalidToken.to_json()), &self.inbox).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, F: std::future::Future>(_: impl FnOnce(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every connection's task holds this future for as long as it lives: what a
+    /// message's handling needs is boxed only while it runs (issue #20), so the idle
+    /// task is smaller than one handling alone.
+    #[test]
+    fn an_idle_connection_future_is_small() {
+        fn future_size3<A, B, C, F: std::future::Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let run = future_size(Connection::run);
+        let handle = future_size3(Connection::handle);
+        let (connection, serve) = (std::mem::size_of::<Connection>(), future_size(Connection::serve));
+        eprintln!("futures: Connection::run {run} bytes (Connection {connection}, serve {serve}), handle {handle}");
+        assert!(run < handle, "Connection::run's future ({run} bytes) holds a handler's ({handle} bytes)");
+        // The connection once, plus what serving it needs.
+        assert!(run <= connection + serve + 64, "Connection::run's future ({run} bytes) holds the connection twice");
     }
 }

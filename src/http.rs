@@ -181,12 +181,18 @@ fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Re
     // Every line the connection logs, the handshake's included, is in its span.
     let span = connection::span(&node.node_id, id);
     let session_span = span.clone();
+    // Laid out so that this future, held by every connection for its lifetime, keeps
+    // nothing twice (issue #20): the handshake's result is moved out of a statement
+    // (a `match` around `run` would keep it, ~330 bytes, until the connection ends),
+    // and the permit and slot stay where they were captured (moving them to a local
+    // would keep both copies).
     let connection = async move {
-        let _held = (permit, slot);
-        match websocket.await {
-            Ok(ws) => Connection::new(node, ws, id, client_ip, session_span).run(going_away).await,
-            Err(e) => tracing::debug!(error = %e, "WebSocket handshake failed"),
-        }
+        let ws = match websocket.await {
+            Ok(ws) => ws,
+            Err(e) => return tracing::debug!(error = %e, "WebSocket handshake failed"),
+        };
+        Connection::new(node, ws, id, client_ip, session_span).run(going_away).await;
+        drop((permit, slot));
     };
     tokio::spawn(connection.instrument(span));
     response

@@ -1,4 +1,4 @@
-//! A connection's outgoing queue: one bounded channel plus a "too slow" signal.
+//! A connection's outgoing queue: one bounded queue plus a "too slow" signal.
 //! The connection task holds the receiving [`Inbox`]; its session (and, once
 //! authenticated, its registry entry) hold the sending [`Outbox`]. Chat is offered
 //! without waiting: a client whose queue is full is cut off rather than buffered.
@@ -6,10 +6,11 @@
 //! being valid, and operators' actions on its account, so each takes its place in
 //! order with the chat before it.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use hyper_tungstenite::tungstenite::Message;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::auth::TokenHash;
 use crate::store::{Appended, StreamId};
@@ -117,41 +118,79 @@ pub enum Moderated {
     TokensRevoked,
 }
 
+/// The sending end: cheap to clone, never waits.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Outgoing>,
-    too_slow: Arc<Notify>,
+    shared: Arc<Shared>,
 }
 
+/// The receiving end, held by the connection task; dropping it closes the queue.
 pub struct Inbox {
-    rx: mpsc::Receiver<Outgoing>,
-    too_slow: Arc<Notify>,
+    shared: Arc<Shared>,
+}
+
+/// What both ends share. The queue holds no memory while it is empty: tens of
+/// thousands of idle connections each hold one, and a channel that sets aside room
+/// for its first messages up front (tokio's `mpsc` allocates a block of 32 slots)
+/// costs each of them ~1.8 KB for nothing (issue #20).
+struct Shared {
+    queue: Mutex<Queue>,
+    capacity: usize,
+    /// Wakes the connection task when a message is queued or the queue overflowed. A
+    /// permit waits when the task is not waiting yet, so nothing offered between its
+    /// look at the queue and its wait is missed. Only the connection task waits on
+    /// it, in one place at a time (`recv` or `too_slow`), so one permit is enough.
+    wake: Notify,
+}
+
+struct Queue {
+    messages: VecDeque<Outgoing>,
+    /// A sender found the queue full; the task has not been told yet.
+    too_slow: bool,
+    /// The `Inbox` is gone: nothing more is taken.
+    closed: bool,
 }
 
 /// A queue holding at most `capacity` messages.
 pub fn channel(capacity: usize) -> (Outbox, Inbox) {
-    let (tx, rx) = mpsc::channel(capacity);
-    let too_slow = Arc::new(Notify::new());
-    (Outbox { tx, too_slow: too_slow.clone() }, Inbox { rx, too_slow })
+    assert!(capacity > 0, "an outgoing queue needs room for at least one message");
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue { messages: VecDeque::new(), too_slow: false, closed: false }),
+        capacity,
+        wake: Notify::new(),
+    });
+    (Outbox { shared: shared.clone() }, Inbox { shared })
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Nothing panics while holding the lock; a poisoned queue is still consistent.
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl Outbox {
     /// The connection is gone.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.shared.lock().closed
     }
 
     /// Queues `message`; `false` when the client is gone or too slow to take it (a
     /// full queue also tells the connection to close).
     pub fn offer(&self, message: Outgoing) -> bool {
-        match self.tx.try_send(message) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.too_slow.notify_one();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let mut queue = self.shared.lock();
+        if queue.closed {
+            return false;
         }
+        let queued = queue.messages.len() < self.shared.capacity;
+        if queued {
+            queue.messages.push_back(message);
+        } else {
+            queue.too_slow = true;
+        }
+        drop(queue);
+        self.shared.wake.notify_one();
+        queued
     }
 }
 
@@ -160,19 +199,152 @@ impl Outbox {
 pub struct TooSlow;
 
 impl Inbox {
-    /// The next queued message, or `TooSlow` once a sender found the queue full.
+    /// The next queued message, or `TooSlow` once a sender found the queue full
+    /// (before any message still queued). Cancel-safe: a message leaves the queue
+    /// only when it is returned.
     pub async fn recv(&mut self) -> Result<Outgoing, TooSlow> {
-        tokio::select! {
-            biased;
-            _ = self.too_slow.notified() => Err(TooSlow),
+        loop {
+            if let Some(next) = self.take() {
+                return next;
+            }
             // The session keeps a sender for as long as the connection lives.
-            Some(message) = self.rx.recv() => Ok(message),
+            self.shared.wake.notified().await;
         }
+    }
+
+    /// `TooSlow` once (the overflow is reported once, as it is acted on at once),
+    /// else the first queued message. The queue gives its memory back once drained.
+    fn take(&self) -> Option<Result<Outgoing, TooSlow>> {
+        let mut queue = self.shared.lock();
+        if std::mem::take(&mut queue.too_slow) {
+            return Some(Err(TooSlow));
+        }
+        let message = queue.messages.pop_front()?;
+        if queue.messages.is_empty() {
+            queue.messages = VecDeque::new();
+        }
+        Some(Ok(message))
     }
 
     /// Resolves once a sender found the queue full.
     pub async fn too_slow(&self) {
-        self.too_slow.notified().await
+        loop {
+            if std::mem::take(&mut self.shared.lock().too_slow) {
+                return;
+            }
+            // Woken by every offer: only an overflow ends the wait.
+            self.shared.wake.notified().await;
+        }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // Messages left unread go now, not when the last sender does.
+        let left = {
+            let mut queue = self.shared.lock();
+            queue.closed = true;
+            std::mem::take(&mut queue.messages)
+        };
+        drop(left);
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn frame(text: &str) -> Outgoing {
+        Outgoing::Frame(Message::text(text))
+    }
+
+    fn text_of(message: Outgoing) -> String {
+        match message {
+            Outgoing::Frame(Message::Text(text)) => text.as_str().to_owned(),
+            other => panic!("not a text frame: {other:?}"),
+        }
+    }
+
+    fn capacity_held(inbox: &Inbox) -> usize {
+        inbox.shared.lock().messages.capacity()
+    }
+
+    #[tokio::test]
+    async fn keeps_the_order_of_offers() {
+        let (outbox, mut inbox) = channel(8);
+        for i in 0..5 {
+            assert!(outbox.offer(frame(&i.to_string())));
+        }
+        for i in 0..5 {
+            assert_eq!(text_of(inbox.recv().await.unwrap()), i.to_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_reports_too_slow() {
+        let (outbox, mut inbox) = channel(2);
+        assert!(outbox.offer(frame("a")));
+        assert!(outbox.offer(frame("b")));
+        assert!(!outbox.offer(frame("c")), "a third message does not fit");
+        assert!(!outbox.is_closed(), "a full queue is not a closed one");
+        // The signal comes before the messages still queued.
+        assert!(inbox.recv().await.is_err());
+        // `too_slow` resolves too, once a sender finds the queue full again.
+        assert!(!outbox.offer(frame("d")));
+        tokio::time::timeout(Duration::from_secs(1), inbox.too_slow()).await.expect("too_slow resolves");
+    }
+
+    #[tokio::test]
+    async fn closed_once_the_inbox_is_dropped() {
+        let (outbox, inbox) = channel(4);
+        let other = outbox.clone();
+        assert!(outbox.offer(frame("unread")));
+        assert!(!outbox.is_closed());
+        let shared = inbox.shared.clone();
+        drop(inbox);
+        assert!(outbox.is_closed() && other.is_closed());
+        assert!(!outbox.offer(frame("late")), "nothing is taken after the inbox is gone");
+        assert_eq!(shared.lock().messages.len(), 0, "unread messages are dropped with the inbox");
+        assert_eq!(shared.lock().messages.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn recv_wakes_on_offer() {
+        let (outbox, mut inbox) = channel(4);
+        let waiting = tokio::spawn(async move { text_of(inbox.recv().await.unwrap()) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "nothing to receive yet");
+        assert!(outbox.offer(frame("hello")));
+        let got = tokio::time::timeout(Duration::from_secs(1), waiting).await.expect("woken").unwrap();
+        assert_eq!(got, "hello");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_recv_loses_nothing() {
+        let (outbox, mut inbox) = channel(4);
+        // Polled once and dropped while waiting, as a `select!` that another branch won.
+        assert!(tokio::time::timeout(Duration::from_millis(10), inbox.recv()).await.is_err());
+        assert!(outbox.offer(frame("after")));
+        let got = tokio::time::timeout(Duration::from_secs(1), inbox.recv()).await.expect("woken").unwrap();
+        assert_eq!(text_of(got), "after");
+    }
+
+    #[tokio::test]
+    async fn holds_no_memory_while_empty() {
+        let (outbox, mut inbox) = channel(256);
+        assert_eq!(capacity_held(&inbox), 0, "a new queue allocates nothing");
+        for i in 0..100 {
+            assert!(outbox.offer(frame(&i.to_string())));
+        }
+        assert!(capacity_held(&inbox) >= 100);
+        for _ in 0..99 {
+            inbox.recv().await.unwrap();
+        }
+        assert!(capacity_held(&inbox) > 0, "still one message queued");
+        inbox.recv().await.unwrap();
+        assert_eq!(capacity_held(&inbox), 0, "a drained queue gives its memory back");
     }
 }
 

@@ -90,6 +90,11 @@ pub struct BenchArgs {
     /// `global_chat`: how many of the connections send (all of them receive).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub senders: u64,
+    /// `global_chat`: pad each chat message's text to this many bytes (the frame
+    /// around it adds its JSON envelope). 0: no padding. The node refuses messages
+    /// longer than its `CHAT_MAX_CHARS`, and frames longer than `MAX_FRAME_BYTES`.
+    #[arg(long, default_value_t = 0)]
+    pub message_bytes: usize,
     /// An op (or a connection set-up step) still unanswered after this long counts as
     /// the error `timeout` and its connection is reopened.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]

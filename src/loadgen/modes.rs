@@ -290,7 +290,7 @@ pub async fn chat(plan: Arc<Plan>, i: usize, mut client: Option<Client>, window:
         if sender && pending.is_none() {
             let sent = Instant::now();
             let stamp = (sent - window.base).as_micros();
-            let text = Request::GlobalChat(format!("lg {i} {seq} {stamp}")).to_json();
+            let text = Request::GlobalChat(chat_text(i, seq, stamp, plan.args.message_bytes)).to_json();
             if let Err(failure) = c.send(text).await {
                 live.error();
                 recorder.error(failure.text());
@@ -346,6 +346,18 @@ pub async fn chat(plan: Arc<Plan>, i: usize, mut client: Option<Client>, window:
         }
     }
     Ended { recorder, open: client.is_some() }
+}
+
+/// A load-generator chat message: sender connection, sequence, send time, then
+/// padding up to `bytes` (when longer).
+fn chat_text(i: usize, seq: u64, stamp: u128, bytes: usize) -> String {
+    let mut text = format!("lg {i} {seq} {stamp}");
+    if text.len() + 1 < bytes {
+        text.push(' ');
+        let pad = bytes - text.len();
+        text.extend(std::iter::repeat_n('x', pad));
+    }
+    text
 }
 
 /// Reads a load-generator chat frame: sender connection, sequence, send time.
@@ -444,5 +456,23 @@ async fn resume_once(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_messages_are_padded_to_the_asked_size() {
+        assert_eq!(chat_text(3, 7, 1234, 0), "lg 3 7 1234");
+        assert_eq!(chat_text(3, 7, 1234, 5), "lg 3 7 1234", "never cut");
+        let padded = chat_text(3, 7, 1234, 16_000);
+        assert_eq!(padded.len(), 16_000);
+        let mut parts = padded.split(' ');
+        assert_eq!(
+            [parts.next(), parts.next(), parts.next(), parts.next()],
+            [Some("lg"), Some("3"), Some("7"), Some("1234")]
+        );
     }
 }
