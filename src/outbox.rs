@@ -143,6 +143,12 @@ struct Shared {
     wake: Notify,
 }
 
+/// Room a drained queue keeps. A chatting player's messages come one at a time:
+/// giving all the room back after each would cost an allocation per delivery
+/// (callgrind: +1.1 per `global_chat` delivery). Room past this, left by a burst, is
+/// given back. A connection that was never sent anything holds none.
+const KEPT_SLOTS: usize = 4;
+
 struct Queue {
     messages: VecDeque<Outgoing>,
     /// A sender found the queue full; the task has not been told yet.
@@ -221,7 +227,7 @@ impl Inbox {
         }
         let message = queue.messages.pop_front()?;
         if queue.messages.is_empty() {
-            queue.messages = VecDeque::new();
+            queue.messages.shrink_to(KEPT_SLOTS);
         }
         Some(Ok(message))
     }
@@ -332,7 +338,7 @@ mod queue_tests {
     }
 
     #[tokio::test]
-    async fn holds_no_memory_while_empty() {
+    async fn holds_little_memory_while_empty() {
         let (outbox, mut inbox) = channel(256);
         assert_eq!(capacity_held(&inbox), 0, "a new queue allocates nothing");
         for i in 0..100 {
@@ -344,7 +350,14 @@ mod queue_tests {
         }
         assert!(capacity_held(&inbox) > 0, "still one message queued");
         inbox.recv().await.unwrap();
-        assert_eq!(capacity_held(&inbox), 0, "a drained queue gives its memory back");
+        assert!(capacity_held(&inbox) <= KEPT_SLOTS, "a drained queue gives a burst's room back");
+        // One message at a time, as chat comes: the kept room serves it, no allocation.
+        let room = capacity_held(&inbox);
+        for i in 0..10 {
+            assert!(outbox.offer(frame(&i.to_string())));
+            inbox.recv().await.unwrap();
+            assert_eq!(capacity_held(&inbox), room);
+        }
     }
 }
 
