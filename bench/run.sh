@@ -139,9 +139,11 @@ for rep in $(seq 1 "$REPS"); do
   lg login_8 "$rep" --mode login -c 8 --warmup "$WARMUP" -d "$DUR"
 
   # token_auth while 16 other connections flood login: the flood starts first and
-  # outlasts the measured run (its own set-up, warm-up and end included).
+  # outlasts the measured run (its own set-up, warm-up and end included). Its accounts
+  # are others than the measured run's: logins of the same accounts would revoke the
+  # measured run's tokens (MAX_TOKENS_PER_ACCOUNT) and time its error replies instead.
   flood_for=$((WARMUP + DUR + 4))
-  "$BIN" bench --url "$URL" --json --accounts "$ACCOUNTS" --account-prefix lg_ --mode login -c 16 \
+  "$BIN" bench --url "$URL" --json --accounts "$ACCOUNTS" --account-prefix lgflood_ --mode login -c 16 \
     --warmup 0 -d "$flood_for" >"$WORK/login_flood_16.$rep.json" 2>"$WORK/login_flood_16.$rep.err" &
   flood_pid=$!
   BACKGROUND_PIDS+=("$flood_pid")
