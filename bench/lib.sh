@@ -33,3 +33,12 @@ stop_node() {
   fi
   NODE_PID=""
 }
+
+# Removes what a run left: its Redis keys (those starting with PREFIX), its database,
+# and its work directory (kept with KEEP=1).
+forget_run() {
+  local prefix=$1 db=$2 work=$3
+  redis-cli --scan --pattern "${prefix}*" 2>/dev/null | xargs -r -n 500 redis-cli del >/dev/null 2>&1 || true
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+  if [ "${KEEP:-0}" = 1 ]; then log "work directory kept: $work"; else rm -rf "$work"; fi
+}

@@ -124,6 +124,15 @@ fn positions(reply: &Value) -> (String, String) {
     (g.to_owned(), p.to_owned())
 }
 
+/// `player` resumes on `node`, takes its ticket back and replays no `dequeued`.
+async fn resumes_holding_the_ticket(player: &mut Resumer, node: &Endpoint) {
+    let (_, replayed, resumed) = player.resume_on(node).await;
+    assert!(replayed.is_empty(), "a replay dequeued the connection holding the ticket: {replayed:?}");
+    assert_eq!(resumed["payload"]["personal"], json!({"replayed": 0, "complete": true}));
+    let status = player.client.request(json!({"type": "queue_status"})).await;
+    assert_eq!((status["type"].as_str(), status["payload"]["queued"].as_bool()), (Some("queue_status"), Some(true)));
+}
+
 /// Whether position `a` comes after `b` in the same stream.
 fn position_after(a: &str, b: &str) -> bool {
     let id = |p: &str| {
@@ -686,21 +695,13 @@ async fn a_replayed_dequeued_never_drops_the_connection_holding_the_ticket() {
 
     // A comes back from before its `dequeued`, on the node it left, and takes the ticket.
     first.personal = first_before;
-    let (_, replayed, resumed) = first.resume_on(&a).await;
-    assert!(replayed.is_empty(), "a replay dequeued the connection holding the ticket: {replayed:?}");
-    assert_eq!(resumed["payload"]["personal"], json!({"replayed": 0, "complete": true}));
-    let status = first.client.request(json!({"type": "queue_status"})).await;
-    assert_eq!((status["type"].as_str(), status["payload"]["queued"].as_bool()), (Some("queue_status"), Some(true)));
+    resumes_holding_the_ticket(&mut first, &a).await;
     let to_second = second.dequeued().await;
     assert!(position_after(&to_second, &to_first));
 
     // B comes back from before both, on another node, and takes the ticket back.
     second.personal = second_before;
-    let (_, replayed, resumed) = second.resume_on(&a).await;
-    assert!(replayed.is_empty(), "a replay dequeued the connection holding the ticket: {replayed:?}");
-    assert_eq!(resumed["payload"]["personal"], json!({"replayed": 0, "complete": true}));
-    let status = second.client.request(json!({"type": "queue_status"})).await;
-    assert_eq!((status["type"].as_str(), status["payload"]["queued"].as_bool()), (Some("queue_status"), Some(true)));
+    resumes_holding_the_ticket(&mut second, &a).await;
     let to_first_again = first.dequeued().await;
     assert!(position_after(&to_first_again, &to_second));
     second.client.expect_silence(Duration::from_millis(300)).await;
