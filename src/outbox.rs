@@ -13,6 +13,7 @@ use hyper_tungstenite::tungstenite::Message;
 use tokio::sync::Notify;
 
 use crate::auth::TokenHash;
+pub use crate::store::Moderated;
 use crate::store::{Appended, StreamId};
 
 /// What a connection is asked to do.
@@ -98,24 +99,6 @@ pub fn split_entry(entry: &str) -> (Option<(String, u64)>, &str) {
 pub fn with_pos(frame: &str, stream: Stream, id: StreamId) -> String {
     let open = frame.strip_suffix('}').unwrap_or(frame);
     format!("{open},\"pos\":\"{}\"}}", stream.position(id))
-}
-
-/// What an operator's action asks of each live session of the account
-/// (MODERATION.md, "What a player sees").
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Moderated {
-    /// End the session with the ban's `auth_error`; it stays open, unauthenticated.
-    Banned { reason: String, until: Option<i64> },
-    /// Refuse chat until then (`None`: the mute is lifted).
-    Muted { until: Option<i64> },
-    /// Send `kicked`, then close with 1008 `kicked`.
-    Kicked { reason: String },
-    /// Take the account's name as display name, if it has another.
-    NameReset,
-    /// End the session with `Invalid or expired token`: every token of the account
-    /// was revoked.
-    TokensRevoked,
 }
 
 /// The sending end: cheap to clone, never waits.

@@ -366,6 +366,24 @@ pub trait Directory: Send + Sync + 'static {
     async fn leave(&self, route: &Route, node_id: &str) -> StoreResult<()>;
 }
 
+/// What an operator's action asks of each live session of the account
+/// (MODERATION.md, "What a player sees").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Moderated {
+    /// End the session with the ban's `auth_error`; it stays open, unauthenticated.
+    Banned { reason: String, until: Option<i64> },
+    /// Refuse chat until then (`None`: the mute is lifted).
+    Muted { until: Option<i64> },
+    /// Send `kicked`, then close with 1008 `kicked`.
+    Kicked { reason: String },
+    /// Take the account's name as display name, if it has another.
+    NameReset,
+    /// End the session with `Invalid or expired token`: every token of the account
+    /// was revoked.
+    TokensRevoked,
+}
+
 /// An event on the cluster bus. Chat: `from` is the sender's display name,
 /// `account` its account name.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -401,7 +419,7 @@ pub enum BusEvent {
         at: Option<Appended>,
     },
     /// An operator's action, for every session of the account (its name as stored).
-    Moderate { account: String, action: crate::outbox::Moderated },
+    Moderate { account: String, action: Moderated },
     /// Asks every node holding sessions of `account` to describe them to node
     /// `reply_to` ([`BusEvent::Described`]).
     Describe { account: String, reply_to: String, request: u64 },
