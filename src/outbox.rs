@@ -240,7 +240,7 @@ impl Drop for Inbox {
 }
 
 #[cfg(test)]
-mod queue_tests {
+mod tests {
     use std::time::Duration;
 
     use super::*;
@@ -342,11 +342,6 @@ mod queue_tests {
             assert_eq!(capacity_held(&inbox), room);
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn a_targeted_entry_names_its_connection_and_keeps_the_frame() {
