@@ -194,7 +194,9 @@ fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Re
         Connection::new(node, ws, id, client_ip, session_span).run(going_away).await;
         drop((permit, slot));
     };
-    tokio::spawn(connection.instrument(span));
+    // Boxed: spawning moves a future three times on its way into the task; a box is
+    // one pointer to move (callgrind: ~2k instructions of copying per connection).
+    tokio::spawn(Box::pin(connection).instrument(span));
     response
 }
 

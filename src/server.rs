@@ -261,7 +261,8 @@ where
         };
         let _ = stream.set_nodelay(true);
         let service = make_service(peer);
-        tokio::spawn(async move {
+        // Boxed, as the connection's task (`http::upgrade`): one pointer to move.
+        tokio::spawn(Box::pin(async move {
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -271,7 +272,7 @@ where
             if let Err(e) = served {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
-        });
+        }));
     }
 }
 
