@@ -97,7 +97,9 @@ async fn a_burst_of_guesses_is_counted_before_the_hash() {
     let jane = unique_name("jane");
     node.client().await.signed_up(&jane).await;
     let hashes = r#"openchampps_hash_duration_seconds_count"#;
-    let before = metric(&node.metrics_text().await, hashes);
+    let redis_errors = r#"openchampps_store_errors_total{store="redis"}"#;
+    let scrape = node.metrics_text().await;
+    let (before, errors_before) = (metric(&scrape, hashes), metric(&scrape, redis_errors));
 
     let go = std::sync::Arc::new(tokio::sync::Barrier::new(121));
     let mut tasks = Vec::new();
@@ -114,12 +116,22 @@ async fn a_burst_of_guesses_is_counted_before_the_hash() {
     for task in tasks {
         replies.push(task.await.unwrap());
     }
-    let checked = metric(&node.metrics_text().await, hashes) - before;
+    let scrape = node.metrics_text().await;
+    let checked = metric(&scrape, hashes) - before;
+    // A Redis reply later than its timeout (a busy machine) sends the node to its own
+    // counters (`WithLocalFallback`), which start from nothing: at most the free
+    // guesses once more. Known, and bounded per node and outage (issue note of
+    // 2026-12-06); with no Redis error the bound is exact.
+    let fell_back = metric(&scrape, redis_errors) > errors_before;
+    let free = if fell_back { 10 } else { 5 };
     let count = |text: &str| replies.iter().filter(|r| **r == auth_error(text)).count();
     let (wrong, throttled, busy) = (count(BAD_CREDENTIALS), count(TOO_MANY), count("Server busy, try again later"));
-    eprintln!("121 concurrent guesses: {checked} password checks, {wrong} wrong, {throttled} throttled, {busy} busy");
-    assert!(checked <= 5.0, "{checked} passwords were checked");
-    assert!(wrong <= 5, "{wrong} guesses were checked");
+    eprintln!(
+        "121 concurrent guesses: {checked} password checks, {wrong} wrong, {throttled} throttled, {busy} busy \
+         (Redis errors meanwhile: {fell_back})"
+    );
+    assert!(checked <= free as f64, "{checked} passwords were checked");
+    assert!(wrong <= free, "{wrong} guesses were checked");
     assert_eq!(busy, 0);
     assert_eq!(wrong + throttled + usize::from(replies[60]["type"] == "auth_success"), 121);
     assert!(
