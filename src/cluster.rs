@@ -308,8 +308,18 @@ impl Cluster {
             }
             BusEvent::Frame { to: FrameTarget::ConnectionOnly(id), text, at } => {
                 let only = (self.node_id.clone(), *id);
-                let pushed = at.as_ref().map(|(owner, at)| targeted(owner.clone(), *at, text, only));
-                self.registry.deliver_to_connection(*id, &Message::text(text.as_str()), pushed.as_ref());
+                let pushed = at.as_ref().map(|(owner, at)| (owner, targeted(owner.clone(), *at, text, only)));
+                self.registry.deliver_to_connection(
+                    *id,
+                    &Message::text(text.as_str()),
+                    pushed.as_ref().map(|(_, p)| p),
+                );
+                // The account's other opted-in sessions here move past it now, as
+                // `send_only` has those of the sending node do, rather than reading it
+                // as a gap before their next personal frame.
+                if let Some((owner, pushed)) = &pushed {
+                    self.registry.pass(owner, pushed, Some(*id));
+                }
             }
             BusEvent::Moderate { account, action } => {
                 self.registry.moderate(account, &Arc::new(action.clone()));
@@ -354,7 +364,7 @@ impl Cluster {
         if let (Some(at), true) = (at, node_id != self.node_id) {
             // This node's opted-in sessions of the account (the connection that took the
             // ticket, most often) move past it now rather than reading it as a gap later.
-            self.registry.pass(account, &targeted(account.to_owned(), at, &text, (node_id.to_owned(), conn)));
+            self.registry.pass(account, &targeted(account.to_owned(), at, &text, (node_id.to_owned(), conn)), None);
         }
         let at = at.map(|at| (account.to_owned(), at));
         let event = BusEvent::Frame { to: FrameTarget::ConnectionOnly(conn), text, at };

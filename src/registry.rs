@@ -201,13 +201,15 @@ impl Registry {
         peers.by_id.get(&id).is_some_and(|peer| peer.offer(message, pushed))
     }
 
-    /// Offers a targeted entry of `pushed`'s personal stream (for a connection of
-    /// another node) to the account's opted-in sessions here, which only move past
-    /// it; the others are offered nothing.
-    pub fn pass(&self, account: &str, pushed: &Arc<Pushed>) {
+    /// Offers a targeted entry of `pushed`'s personal stream to the account's opted-in
+    /// sessions here other than connection `except` (the one it is for, when it is
+    /// here: it is delivered the entry itself), which only move past it; the others
+    /// are offered nothing.
+    pub fn pass(&self, account: &str, pushed: &Arc<Pushed>, except: Option<u64>) {
         let peers = self.peers.read().unwrap();
         let ids = peers.by_route.get(&Route::Account(account.to_owned()));
-        for peer in ids.into_iter().flatten().filter_map(|id| peers.by_id.get(id)).filter(|peer| peer.resume) {
+        let others = ids.into_iter().flatten().filter(|id| Some(**id) != except);
+        for peer in others.filter_map(|id| peers.by_id.get(id)).filter(|peer| peer.resume) {
             peer.outbox.offer(Outgoing::Pushed(pushed.clone()));
         }
     }
