@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +17,7 @@ use redis::{
     Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, RedisFuture, RedisResult, TlsCertificates, TlsMode, Value,
 };
 
+use super::lane::Link;
 use super::RedisStore;
 use crate::config::RedisTarget;
 use crate::error::StoreError;
@@ -178,6 +180,11 @@ impl RedisStore {
         if let Some(conn) = self.shared.read().unwrap().as_ref() {
             return Ok(conn.clone());
         }
+        // Boxed: rare, and large (see `lane_link`).
+        Box::pin(self.connect_shared()).await
+    }
+
+    async fn connect_shared(&self) -> StoreResult<Conn> {
         let mut fresh = match &self.topology {
             Topology::Single { pool, .. } => Conn::Single(deadpool_redis::Connection::take(pool.get().await?)),
             Topology::Sentinel(sentinel) => {
@@ -203,6 +210,60 @@ impl RedisStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
+        // No timer of our own per command: making a connection is bounded (the pool's
+        // timeouts, or 2 s for asking the sentinels / joining the cluster), and the
+        // redis client gives up on a reply after 500 ms (1 s with a cluster's retries).
+        self.guarded(None, async { op(self.connection().await?).await.map_err(StoreError::from) }).await
+    }
+
+    /// Runs one command on the fast lane (`lane.rs`), with the same bookkeeping as
+    /// [`run`](Self::run); `parse` reads its reply.
+    pub(super) async fn run_lane<T>(
+        &self,
+        lane: &Lane,
+        args: &[&[u8]],
+        parse: impl FnOnce(&[u8]) -> RedisResult<T>,
+    ) -> StoreResult<T> {
+        self.guarded(Some(lane), async {
+            self.lane_link(lane).await?.call(args, parse).await.map_err(StoreError::from)
+        })
+        .await
+    }
+
+    /// The fast lane's connection, made when there is none or it broke: to the one
+    /// server, or to the master the sentinels name now.
+    async fn lane_link(&self, lane: &Lane) -> StoreResult<Arc<Link>> {
+        match lane.current() {
+            Some(link) => Ok(link),
+            // Boxed: connecting is rare, and its state would otherwise make every
+            // command's future large (copied whole on every call).
+            None => Box::pin(self.lane_connect(lane)).await,
+        }
+    }
+
+    async fn lane_connect(&self, lane: &Lane) -> StoreResult<Arc<Link>> {
+        let _one_at_a_time = lane.connecting.lock().await;
+        if let Some(link) = lane.current() {
+            return Ok(link);
+        }
+        let info = match &self.topology {
+            Topology::Single { client, .. } => client.get_connection_info().clone(),
+            Topology::Sentinel(sentinel) => Topology::master(sentinel).await?.get_connection_info().clone(),
+            Topology::Cluster { .. } => return Err(StoreError::Other("no fast lane on Redis Cluster".into())),
+        };
+        let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return Err(StoreError::Other("the fast lane is for plain TCP only".into()));
+        };
+        let link = Link::connect(host, *port, info.redis_settings(), TIMEOUT).await?;
+        *lane.link.write().unwrap() = Some(link.clone());
+        Ok(link)
+    }
+
+    /// Runs `work` unless Redis is known to be down (then one call per
+    /// [`PROBE_EVERY`] probes it), and keeps track of whether Redis is reachable
+    /// (logged and exported on each change). A connection that failed is replaced:
+    /// the lane's when `lane` is given, else the shared one.
+    async fn guarded<T>(&self, lane: Option<&Lane>, work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
         if self.down.load(Ordering::Relaxed) {
             let now = self.epoch.elapsed().as_millis() as u64;
             let next = self.next_probe_ms.load(Ordering::Relaxed);
@@ -215,13 +276,7 @@ impl RedisStore {
                 return Err(StoreError::RedisUnreachable);
             }
         }
-        // No timer of our own per command: making a connection is bounded (the pool's
-        // timeouts, or 2 s for asking the sentinels / joining the cluster), and the
-        // redis client gives up on a reply after 500 ms (1 s with a cluster's retries).
-        let result = match self.connection().await {
-            Ok(conn) => op(conn).await.map_err(StoreError::from),
-            Err(e) => Err(e),
-        };
+        let result = work.await;
         let failed = result.as_ref().err().is_some_and(unreachable);
         if result.is_err() {
             m::store_error(m::Store::Redis);
@@ -229,7 +284,10 @@ impl RedisStore {
         // A master demoted by a failover answers READONLY: reconnect (Sentinel asks again).
         let demoted = matches!(&result, Err(StoreError::Redis(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly));
         if failed || demoted {
-            self.shared.write().unwrap().take();
+            match lane {
+                Some(lane) => lane.reset(),
+                None => drop(self.shared.write().unwrap().take()),
+            }
         }
         if failed {
             let now = self.epoch.elapsed().as_millis() as u64;
@@ -244,6 +302,27 @@ impl RedisStore {
             }
         }
         result
+    }
+}
+
+/// The fast lane's current connection (`lane.rs`); only for one server or a Sentinel
+/// master over plain TCP.
+#[derive(Default)]
+pub(super) struct Lane {
+    link: std::sync::RwLock<Option<Arc<Link>>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Lane {
+    fn current(&self) -> Option<Arc<Link>> {
+        self.link.read().unwrap().as_ref().filter(|link| !link.is_broken()).cloned()
+    }
+
+    /// Closes the connection (its waiting calls fail); the next call makes a new one.
+    fn reset(&self) {
+        if let Some(link) = self.link.write().unwrap().take() {
+            link.close(std::io::ErrorKind::ConnectionAborted);
+        }
     }
 }
 

@@ -85,6 +85,7 @@
 
 mod bus;
 mod conn;
+mod lane;
 #[cfg(test)]
 mod lua_keys;
 mod queue;
@@ -103,7 +104,7 @@ use crate::config::RedisTarget;
 use crate::error::StoreError;
 use crate::metrics as m;
 pub use conn::Conn;
-use conn::Topology;
+use conn::{Lane, Topology};
 pub use roles::PRESENCE_STALE_MS;
 
 pub struct RedisStore {
@@ -111,6 +112,9 @@ pub struct RedisStore {
     /// One connection every task shares: concurrent commands are pipelined on it,
     /// one round trip each (on Cluster, one per shard). Replaced when it breaks.
     shared: RwLock<Option<Conn>>,
+    /// The connection `token_auth` and `set_username` use (`lane.rs`): one server or a
+    /// Sentinel master over plain TCP; `None` on Cluster and over TLS.
+    lane: Option<Lane>,
     prefix: String,
     cluster: bool,
     beat: Script,
@@ -139,12 +143,24 @@ impl RedisStore {
         max_size: usize,
     ) -> Result<RedisStore, StoreError> {
         let target = RedisTarget::parse(url).map_err(|e| StoreError::Other(format!("REDIS_URL: {e}")))?;
+        let plain_master = match &target {
+            RedisTarget::Sentinel { master_settings, .. } => !master_settings.starts_with("rediss://"),
+            _ => true,
+        };
         let topology = Topology::new(target, ca_file, max_size)?;
+        let lane = match &topology {
+            Topology::Single { client, .. } => {
+                matches!(client.get_connection_info().addr(), redis::ConnectionAddr::Tcp(..))
+            }
+            Topology::Sentinel(_) => plain_master,
+            Topology::Cluster { .. } => false,
+        };
         m::redis_degraded(false);
         Ok(RedisStore {
             cluster: matches!(topology, Topology::Cluster { .. }),
             topology,
             shared: RwLock::new(None),
+            lane: lane.then(Lane::default),
             prefix: prefix.to_owned(),
             beat: Script::new(include_str!("lua/beat.lua")),
             login: Script::new(include_str!("lua/login.lua")),

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use redis::AsyncCommands;
 
-use super::{sized_cmd, RedisStore};
+use super::{lane, sized_cmd, RedisStore};
 use crate::auth::TokenHash;
 use crate::store::{
     seconds_until, unix_now, Admit, Beat, CacheLookup, ChatBuckets, ChatRate, Directory, Limits, LoginKey, LoginPolicy,
@@ -46,6 +46,19 @@ fn parse_token_entry(value: &str) -> Option<TokenRecord> {
     Some(TokenRecord { user_id, username, expires_at, standing })
 }
 
+/// What the token cache holds for a token: its entry and its session's display name.
+fn cache_lookup(entry: Option<&str>, display_name: Option<&str>) -> CacheLookup {
+    let display_name = display_name.map(str::to_owned);
+    match entry {
+        Some("-") => CacheLookup::Negative,
+        Some(value) => match parse_token_entry(value) {
+            Some(token) => CacheLookup::Hit { token, display_name },
+            None => CacheLookup::Miss { display_name },
+        },
+        None => CacheLookup::Miss { display_name },
+    }
+}
+
 fn token_entry(record: &TokenRecord) -> String {
     let mut value = format!("{} {} {}", record.user_id, record.expires_at, record.username);
     // A waiting kick is PostgreSQL's to hand out once, never the cache's.
@@ -61,18 +74,20 @@ fn token_entry(record: &TokenRecord) -> String {
 impl TokenCache for RedisStore {
     async fn lookup(&self, token: &TokenHash) -> StoreResult<CacheLookup> {
         let keys = self.token_keys(token);
+        if let Some(lane) = &self.lane {
+            let mget: [&[u8]; 3] = [b"MGET", keys.tok().as_bytes(), keys.sess().as_bytes()];
+            return self
+                .run_lane(lane, &mget, |reply| {
+                    let [entry, display_name] = lane::bulks(reply)?;
+                    Ok(cache_lookup(entry, display_name))
+                })
+                .await;
+        }
         let mut cmd = sized_cmd("MGET", 2, keys.both.len());
         cmd.arg(keys.tok()).arg(keys.sess());
         let (entry, display_name): (Option<String>, Option<String>) =
             self.run(|mut c| async move { cmd.query_async(&mut c).await }).await?;
-        Ok(match entry.as_deref() {
-            Some("-") => CacheLookup::Negative,
-            Some(value) => match parse_token_entry(value) {
-                Some(token) => CacheLookup::Hit { token, display_name },
-                None => CacheLookup::Miss { display_name },
-            },
-            None => CacheLookup::Miss { display_name },
-        })
+        Ok(cache_lookup(entry.as_deref(), display_name.as_deref()))
     }
 
     async fn cache(
@@ -115,8 +130,14 @@ impl TokenCache for RedisStore {
 impl Sessions for RedisStore {
     async fn set_display_name(&self, token: &TokenHash, name: &str, ttl_secs: u64) -> StoreResult<()> {
         let keys = self.token_keys(token);
-        let mut cmd = sized_cmd("SETEX", 3, keys.sess().len() + 20 + name.len());
-        cmd.arg(keys.sess()).arg(ttl_secs.max(1)).arg(name);
+        let mut ttl = itoa::Buffer::new();
+        let ttl = ttl.format(ttl_secs.max(1));
+        if let Some(lane) = &self.lane {
+            let setex: [&[u8]; 4] = [b"SETEX", keys.sess().as_bytes(), ttl.as_bytes(), name.as_bytes()];
+            return self.run_lane(lane, &setex, lane::expect_ok).await;
+        }
+        let mut cmd = sized_cmd("SETEX", 3, keys.sess().len() + ttl.len() + name.len());
+        cmd.arg(keys.sess()).arg(ttl).arg(name);
         self.run(|mut c| async move { cmd.query_async(&mut c).await }).await
     }
 }

@@ -1,0 +1,456 @@
+//! The fast lane: a plain-TCP Redis connection of the node's own for the commands
+//! every `token_auth` and `set_username` sends (one `MGET`, one `SETEX`).
+//!
+//! The `redis` crate's multiplexed connection pays, per command, a packed copy of
+//! it, a boxed future, a oneshot channel, a message to its driver task and a parse
+//! into owned `Value`s (a `Vec` per reply and per string): about 12,000 instructions
+//! and 8 allocations of the 32,000 and 18 a `token_auth` cost (issue #20). Here a
+//! command is written straight into the connection's outgoing buffer, its reply is
+//! copied into a reusable slot, and the caller reads the strings it needs out of it:
+//! nothing is allocated once the connection has served its first commands.
+//!
+//! Commands are pipelined in order: a writer task sends what callers queued, a
+//! reader task hands each complete reply to the oldest waiting slot. A caller that
+//! stops waiting (its 500 ms are up, or it was dropped) leaves its slot to be filled
+//! and recycled by the reader. When the connection breaks, every waiting caller gets
+//! an I/O error and the next call connects anew (`RedisStore::lane_link`).
+//!
+//! Only for one server or a Sentinel master over plain TCP, speaking RESP2; Cluster
+//! and TLS keep the `redis` crate's path for every command.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use redis::{RedisError, RedisResult};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// How long a caller waits for its reply (as the `redis` client's response timeout).
+pub(super) const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
+/// Spare slots kept for reuse; more are made while more commands are in flight.
+const SPARE_SLOTS: usize = 1024;
+
+/// One connection and its two tasks.
+pub(super) struct Link {
+    queue: Mutex<Queue>,
+    wake_writer: Notify,
+    broken: AtomicBool,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Commands written by callers, not yet taken by the writer task.
+    out: Vec<u8>,
+    /// Slots waiting for their reply, oldest first (the order the commands were queued).
+    waiting: VecDeque<Arc<Slot>>,
+    spare: Vec<Arc<Slot>>,
+    broken: bool,
+}
+
+#[derive(Default)]
+struct Slot(Mutex<SlotState>);
+
+#[derive(Default)]
+struct SlotState {
+    /// The raw reply (RESP), once `done`.
+    reply: Vec<u8>,
+    done: Option<Result<(), io::ErrorKind>>,
+    waker: Option<Waker>,
+    /// The caller stopped waiting: whoever finishes the slot recycles it.
+    abandoned: bool,
+}
+
+impl Link {
+    /// Connects to `host:port` (within `timeout`) and starts the link's tasks; then
+    /// authenticates and selects `db` when the URL asks for it.
+    pub(super) async fn connect(
+        host: &str,
+        port: u16,
+        settings: &redis::RedisConnectionInfo,
+        timeout: Duration,
+    ) -> RedisResult<Arc<Link>> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        stream.set_nodelay(true)?;
+        let (reader, writer) = stream.into_split();
+        let link =
+            Arc::new(Link { queue: Mutex::default(), wake_writer: Notify::new(), broken: AtomicBool::new(false) });
+        tokio::spawn(read_loop(link.clone(), reader));
+        tokio::spawn(write_loop(link.clone(), writer));
+        if let Some(password) = settings.password() {
+            let auth: Vec<&[u8]> = match settings.username() {
+                Some(user) => vec![b"AUTH", user.as_bytes(), password.as_bytes()],
+                None => vec![b"AUTH", password.as_bytes()],
+            };
+            link.call(&auth, expect_ok).await?;
+        }
+        if settings.db() != 0 {
+            let db = settings.db().to_string();
+            link.call(&[b"SELECT", db.as_bytes()], expect_ok).await?;
+        }
+        Ok(link)
+    }
+
+    pub(super) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Sends the command `args` and reads its reply with `parse` (given the raw RESP
+    /// of a reply that is not an error). Gives up after [`REPLY_TIMEOUT`].
+    pub(super) async fn call<T>(&self, args: &[&[u8]], parse: impl FnOnce(&[u8]) -> RedisResult<T>) -> RedisResult<T> {
+        let slot = self.send(args)?;
+        let mut wait = Wait { slot, finished: false };
+        match tokio::time::timeout(REPLY_TIMEOUT, &mut wait).await {
+            Ok(Ok(())) => {}
+            Ok(Err(kind)) => return Err(io::Error::from(kind).into()),
+            Err(_) => return Err(io::Error::from(io::ErrorKind::TimedOut).into()),
+        }
+        let result = {
+            let state = wait.slot.0.lock().unwrap();
+            match state.reply.first() {
+                Some(b'-') => Err(server_error(&state.reply)),
+                _ => parse(&state.reply),
+            }
+        };
+        self.recycle(&wait.slot);
+        result
+    }
+
+    /// Queues the command and the slot its reply goes to, in one step (so the order
+    /// of replies is the order of `waiting`).
+    fn send(&self, args: &[&[u8]]) -> RedisResult<Arc<Slot>> {
+        let mut queue = self.queue.lock().unwrap();
+        if queue.broken {
+            return Err(io::Error::from(io::ErrorKind::NotConnected).into());
+        }
+        let slot = queue.spare.pop().unwrap_or_default();
+        let first = queue.out.is_empty();
+        encode(&mut queue.out, args);
+        queue.waiting.push_back(slot.clone());
+        drop(queue);
+        // The writer empties `out` whenever it takes it: a non-empty `out` has been
+        // announced already.
+        if first {
+            self.wake_writer.notify_one();
+        }
+        Ok(slot)
+    }
+
+    /// Puts a finished slot back for the next command.
+    fn recycle(&self, slot: &Arc<Slot>) {
+        {
+            let mut state = slot.0.lock().unwrap();
+            state.reply.clear();
+            state.done = None;
+            state.abandoned = false;
+        }
+        let mut queue = self.queue.lock().unwrap();
+        if queue.spare.len() < SPARE_SLOTS {
+            queue.spare.push(slot.clone());
+        }
+    }
+
+    /// Hands the oldest waiting slot its reply; false when no command waits for one.
+    fn deliver(&self, reply: &[u8]) -> bool {
+        let Some(slot) = self.queue.lock().unwrap().waiting.pop_front() else {
+            return false;
+        };
+        let mut state = slot.0.lock().unwrap();
+        state.reply.extend_from_slice(reply);
+        state.done = Some(Ok(()));
+        if state.abandoned {
+            drop(state);
+            self.recycle(&slot);
+        } else if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+        true
+    }
+
+    /// Marks the link broken: every waiting caller gets `kind`, new calls fail at
+    /// once, the writer stops (closing the socket, so the reader stops too).
+    pub(super) fn close(&self, kind: io::ErrorKind) {
+        let waiting = {
+            let mut queue = self.queue.lock().unwrap();
+            queue.broken = true;
+            queue.out.clear();
+            std::mem::take(&mut queue.waiting)
+        };
+        self.broken.store(true, Ordering::Relaxed);
+        self.wake_writer.notify_one();
+        for slot in waiting {
+            let mut state = slot.0.lock().unwrap();
+            state.done = Some(Err(kind));
+            if let Some(waker) = state.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// A caller waiting for its slot; dropped before the reply came, it leaves the slot
+/// to the reader.
+struct Wait {
+    slot: Arc<Slot>,
+    finished: bool,
+}
+
+impl Future for &mut Wait {
+    type Output = Result<(), io::ErrorKind>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.slot.0.lock().unwrap();
+        match state.done {
+            Some(done) => {
+                drop(state);
+                self.finished = true;
+                Poll::Ready(done)
+            }
+            None => {
+                match &state.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => state.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut state = self.slot.0.lock().unwrap();
+            state.abandoned = true;
+            state.waker = None;
+        }
+    }
+}
+
+async fn write_loop(link: Arc<Link>, mut writer: OwnedWriteHalf) {
+    let mut buf = Vec::new();
+    loop {
+        {
+            let mut queue = link.queue.lock().unwrap();
+            if queue.broken {
+                return;
+            }
+            std::mem::swap(&mut queue.out, &mut buf);
+        }
+        if buf.is_empty() {
+            link.wake_writer.notified().await;
+            continue;
+        }
+        if let Err(e) = writer.write_all(&buf).await {
+            link.close(e.kind());
+            return;
+        }
+        buf.clear();
+    }
+}
+
+async fn read_loop(link: Arc<Link>, mut reader: OwnedReadHalf) {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let kind = loop {
+        let mut start = 0;
+        loop {
+            match reply_len(&buf[start..]) {
+                Ok(Some(len)) => {
+                    if !link.deliver(&buf[start..start + len]) {
+                        // A reply nobody asked for: the stream cannot be trusted.
+                        link.close(io::ErrorKind::InvalidData);
+                        return;
+                    }
+                    start += len;
+                }
+                Ok(None) => break,
+                Err(()) => {
+                    link.close(io::ErrorKind::InvalidData);
+                    return;
+                }
+            }
+        }
+        buf.drain(..start);
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => break io::ErrorKind::UnexpectedEof,
+            Ok(_) => {}
+            Err(e) => break e.kind(),
+        }
+        if link.is_broken() {
+            return;
+        }
+    };
+    link.close(kind);
+}
+
+/// Appends `args` as a RESP array of bulk strings.
+fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
+    let mut number = itoa::Buffer::new();
+    out.push(b'*');
+    out.extend_from_slice(number.format(args.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for arg in args {
+        out.push(b'$');
+        out.extend_from_slice(number.format(arg.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The length of the complete reply at the start of `buf` (RESP2), `None` while it
+/// is incomplete, `Err` when `buf` is not RESP2.
+fn reply_len(buf: &[u8]) -> Result<Option<usize>, ()> {
+    let Some(line_end) = find_crlf(buf) else {
+        return Ok(None);
+    };
+    let after_line = line_end + 2;
+    match buf.first() {
+        Some(b'+' | b'-' | b':') => Ok(Some(after_line)),
+        Some(b'$') => match parse_int(&buf[1..line_end])? {
+            -1 => Ok(Some(after_line)),
+            n => {
+                let end = after_line + n as usize + 2;
+                if buf.len() < end {
+                    Ok(None)
+                } else if &buf[end - 2..end] != b"\r\n" {
+                    Err(())
+                } else {
+                    Ok(Some(end))
+                }
+            }
+        },
+        Some(b'*') => {
+            let count = parse_int(&buf[1..line_end])?;
+            let mut at = after_line;
+            for _ in 0..count.max(0) {
+                match reply_len(&buf[at..])? {
+                    Some(len) => at += len,
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(at))
+        }
+        _ => Err(()),
+    }
+}
+
+/// Where the first line of `buf` ends (its `\r\n`), if it is all there.
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|pair| pair == b"\r\n")
+}
+
+/// A RESP length: digits, or `-1`.
+fn parse_int(digits: &[u8]) -> Result<i64, ()> {
+    match digits {
+        b"-1" => Ok(-1),
+        [] => Err(()),
+        _ if digits.len() > 18 => Err(()),
+        _ => digits
+            .iter()
+            .try_fold(0i64, |n, &d| if d.is_ascii_digit() { Ok(n * 10 + i64::from(d - b'0')) } else { Err(()) }),
+    }
+}
+
+/// A server's error reply as the `redis` crate reports it (kind included, so that a
+/// demoted master's `READONLY` is recognized).
+fn server_error(reply: &[u8]) -> RedisError {
+    match redis::parse_redis_value(reply).and_then(|v| v.extract_error()) {
+        Err(e) => e,
+        Ok(_) => RedisError::from((redis::ErrorKind::Parse, "unexpected reply")),
+    }
+}
+
+fn unexpected() -> RedisError {
+    RedisError::from((redis::ErrorKind::Parse, "unexpected reply"))
+}
+
+/// `+OK`.
+pub(super) fn expect_ok(reply: &[u8]) -> RedisResult<()> {
+    if reply == b"+OK\r\n" {
+        Ok(())
+    } else {
+        Err(unexpected())
+    }
+}
+
+/// The `N` bulk strings (each or nil) of an array reply, borrowed from it.
+pub(super) fn bulks<const N: usize>(reply: &[u8]) -> RedisResult<[Option<&str>; N]> {
+    let mut out = [None; N];
+    let header = find_crlf(reply).ok_or_else(unexpected)?;
+    if reply[0] != b'*' || parse_int(&reply[1..header]) != Ok(N as i64) {
+        return Err(unexpected());
+    }
+    let rest = &reply[header + 2..];
+    let mut at = 0;
+    for item in out.iter_mut() {
+        let bytes = &rest[at..];
+        let len = reply_len(bytes).ok().flatten().ok_or_else(unexpected)?;
+        *item = match bytes {
+            [b'$', b'-', b'1', ..] => None,
+            [b'$', ..] => {
+                let start = find_crlf(bytes).ok_or_else(unexpected)? + 2;
+                Some(std::str::from_utf8(&bytes[start..len - 2]).map_err(|_| unexpected())?)
+            }
+            _ => return Err(unexpected()),
+        };
+        at += len;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_measured_whole_or_not_at_all() {
+        assert_eq!(reply_len(b"+OK\r\n"), Ok(Some(5)));
+        assert_eq!(reply_len(b"+OK\r"), Ok(None));
+        assert_eq!(reply_len(b"$-1\r\n+OK"), Ok(Some(5)));
+        assert_eq!(reply_len(b"$3\r\nab\r\r\n"), Ok(Some(9)));
+        assert_eq!(reply_len(b"$3\r\nab"), Ok(None));
+        let mget = b"*2\r\n$5\r\na\r\nbc\r\n$-1\r\n";
+        assert_eq!(reply_len(mget), Ok(Some(mget.len())));
+        for cut in 0..mget.len() {
+            assert_eq!(reply_len(&mget[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert_eq!(reply_len(b"*-1\r\n"), Ok(Some(5)));
+        assert_eq!(reply_len(b"$3\r\nabcXY"), Err(()));
+        assert_eq!(reply_len(b"%1\r\n"), Err(()));
+        assert_eq!(reply_len(b"$x\r\n"), Err(()));
+    }
+
+    #[test]
+    fn bulk_strings_are_read_out_of_an_array_reply() {
+        assert_eq!(bulks::<2>(b"*2\r\n$5\r\na\r\nbc\r\n$-1\r\n").unwrap(), [Some("a\r\nbc"), None]);
+        assert_eq!(bulks::<2>(b"*2\r\n$0\r\n\r\n$1\r\nx\r\n").unwrap(), [Some(""), Some("x")]);
+        assert!(bulks::<2>(b"*1\r\n$1\r\nx\r\n").is_err());
+        assert!(bulks::<2>(b"*2\r\n:1\r\n$1\r\nx\r\n").is_err());
+    }
+
+    #[test]
+    fn commands_are_written_as_arrays_of_bulk_strings() {
+        let mut out = Vec::new();
+        encode(&mut out, &[b"SETEX", b"k", b"10", b"a b"]);
+        assert_eq!(out, b"*4\r\n$5\r\nSETEX\r\n$1\r\nk\r\n$2\r\n10\r\n$3\r\na b\r\n");
+    }
+
+    #[test]
+    fn an_error_reply_keeps_its_kind() {
+        let e = server_error(b"-READONLY You can't write against a read only replica.\r\n");
+        assert_eq!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly));
+    }
+}
