@@ -190,7 +190,10 @@ pub async fn dispatch(node: &Node, session: &mut Session, text: &str) -> Option<
     match outcome {
         Ok(Some(reply @ (Reply::AuthSuccess { .. } | Reply::RegisterSuccess { .. }))) => {
             let json = reply.to_json();
-            Some(positions.map_or_else(|| json.clone(), |ends| crate::resume::with_positions(&json, &ends)))
+            Some(match positions {
+                Some(ends) => crate::resume::with_positions(&json, &ends),
+                None => json,
+            })
         }
         Ok(reply) => reply.map(|r| r.to_json()),
         Err(e) => Some(e.to_json()),

@@ -59,8 +59,8 @@ pub async fn apply(node: &Node, session: &mut Session, request: Option<TokenPayl
     node.last_used.mark(hash);
     // A display name stored before names had a format (a 16 KB one, say) is not
     // restored: the session starts with the account name, as after a login.
-    let display_name = display_name.filter(|n| names::is_display_name(n));
-    let display_name = display_name.as_deref().unwrap_or(&record.username).into();
+    let display_name =
+        display_name.filter(|n| names::is_display_name(n)).unwrap_or_else(|| record.username.as_str().into());
     let reply = Reply::AuthSuccess { username: record.username.clone().into(), token: sent.into() };
     let auth = Auth {
         user_id: record.user_id,

@@ -464,7 +464,7 @@ impl MemoryShared {
 impl TokenCache for MemoryShared {
     async fn lookup(&self, token: &TokenHash) -> StoreResult<CacheLookup> {
         let inner = self.inner.lock().unwrap();
-        let display_name = live(&inner.sessions, token).cloned();
+        let display_name = live(&inner.sessions, token).map(|name| name.as_str().into());
         Ok(match live(&inner.tokens, token) {
             Some(Some(record)) => CacheLookup::Hit { token: record.clone(), display_name },
             Some(None) => CacheLookup::Negative,

@@ -227,13 +227,13 @@ pub trait UserStore: Health {
 pub enum CacheLookup {
     Hit {
         token: TokenRecord,
-        display_name: Option<String>,
+        display_name: Option<Arc<str>>,
     },
     /// Recently looked up in PostgreSQL and not found.
     Negative,
     /// Not cached; the session's display name may still be known.
     Miss {
-        display_name: Option<String>,
+        display_name: Option<Arc<str>>,
     },
 }
 

@@ -210,18 +210,20 @@ impl RedisStore {
         }
     }
 
-    /// A token's two keys, in one buffer (`token_auth` reads both on every call).
+    /// A token's two keys, in one buffer (`token_auth` reads both on every call): on
+    /// the stack for prefixes up to 20 bytes.
     fn token_keys(&self, token: &TokenHash) -> TokenKeys {
         let tag_len = self.prefix.len() + "{t:}".len() + 64;
-        let mut both = String::with_capacity(2 * tag_len + ":tok".len() + ":sess".len());
-        both.push_str(&self.prefix);
-        both.push_str("{t:");
-        token.push_hex(&mut both);
-        both.push('}');
-        both.push_str(":tok");
-        let split = both.len();
-        both.extend_from_within(..tag_len);
-        both.push_str(":sess");
+        let mut both = TokenKeyBytes::with_capacity(2 * tag_len + ":tok".len() + ":sess".len());
+        let hex = token.hex();
+        for suffix in [&b":tok"[..], b":sess"] {
+            both.extend_from_slice(self.prefix.as_bytes());
+            both.extend_from_slice(b"{t:");
+            both.extend_from_slice(&hex);
+            both.push(b'}');
+            both.extend_from_slice(suffix);
+        }
+        let split = tag_len + ":tok".len();
         TokenKeys { both, split }
     }
 
@@ -260,18 +262,22 @@ fn sized_cmd(name: &str, args: usize, bytes: usize) -> redis::Cmd {
     cmd
 }
 
-/// A token's cache entry key (`…:tok`) and session key (`…:sess`), one allocation.
+/// Room for both of a token's keys with a prefix of up to 20 bytes (the default,
+/// `ocps:`, takes 155 bytes in all).
+type TokenKeyBytes = smallvec::SmallVec<[u8; 192]>;
+
+/// A token's cache entry key (`…:tok`) and session key (`…:sess`), in one buffer.
 struct TokenKeys {
-    both: String,
+    both: TokenKeyBytes,
     split: usize,
 }
 
 impl TokenKeys {
-    fn tok(&self) -> &str {
+    fn tok(&self) -> &[u8] {
         &self.both[..self.split]
     }
 
-    fn sess(&self) -> &str {
+    fn sess(&self) -> &[u8] {
         &self.both[self.split..]
     }
 }

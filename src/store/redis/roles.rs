@@ -48,7 +48,7 @@ fn parse_token_entry(value: &str) -> Option<TokenRecord> {
 
 /// What the token cache holds for a token: its entry and its session's display name.
 fn cache_lookup(entry: Option<&str>, display_name: Option<&str>) -> CacheLookup {
-    let display_name = display_name.map(str::to_owned);
+    let display_name = display_name.map(Into::into);
     match entry {
         Some("-") => CacheLookup::Negative,
         Some(value) => match parse_token_entry(value) {
@@ -75,7 +75,7 @@ impl TokenCache for RedisStore {
     async fn lookup(&self, token: &TokenHash) -> StoreResult<CacheLookup> {
         let keys = self.token_keys(token);
         if let Some(lane) = &self.lane {
-            let mget: [&[u8]; 3] = [b"MGET", keys.tok().as_bytes(), keys.sess().as_bytes()];
+            let mget: [&[u8]; 3] = [b"MGET", keys.tok(), keys.sess()];
             return self
                 .run_lane(lane, &mget, |reply| {
                     let [entry, display_name] = lane::bulks(reply)?;
@@ -133,7 +133,7 @@ impl Sessions for RedisStore {
         let mut ttl = itoa::Buffer::new();
         let ttl = ttl.format(ttl_secs.max(1));
         if let Some(lane) = &self.lane {
-            let setex: [&[u8]; 4] = [b"SETEX", keys.sess().as_bytes(), ttl.as_bytes(), name.as_bytes()];
+            let setex: [&[u8]; 4] = [b"SETEX", keys.sess(), ttl.as_bytes(), name.as_bytes()];
             return self.run_lane(lane, &setex, lane::expect_ok).await;
         }
         let mut cmd = sized_cmd("SETEX", 3, keys.sess().len() + ttl.len() + name.len());
