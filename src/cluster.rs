@@ -509,19 +509,29 @@ fn chat_line<'a>(from: &'a str, account: &'a str, message: &'a str) -> ChatLine<
 
 /// The net effect of `first` and every change already waiting: a route joined and
 /// left again (a player renaming through many names) costs Redis nothing. A route's
-/// changes alternate, so an even number of them cancels out.
+/// changes alternate, so an even number of them cancels out. A few changes are
+/// matched by a scan (a rename is two); past [`SCANNED`], through an index.
 fn coalesce(first: RouteChange, waiting: &mut tokio::sync::mpsc::UnboundedReceiver<RouteChange>) -> Vec<RouteChange> {
+    const SCANNED: usize = 32;
     let mut net: Vec<(RouteChange, usize)> = Vec::new();
-    let mut index: std::collections::HashMap<Route, usize> = std::collections::HashMap::new();
+    let mut index: Option<std::collections::HashMap<Route, usize>> = None;
     let mut add = |change: RouteChange| {
-        let route = match &change {
-            RouteChange::Join(route) | RouteChange::Leave(route) => route.clone(),
+        let found = match &index {
+            Some(index) => index.get(change.route()).copied(),
+            None => net.iter().position(|(seen, _)| seen.route() == change.route()),
         };
-        match index.get(&route) {
-            Some(&i) => net[i].1 += 1,
+        match found {
+            Some(i) => net[i].1 += 1,
             None => {
-                index.insert(route, net.len());
+                if let Some(index) = &mut index {
+                    index.insert(change.route().clone(), net.len());
+                }
                 net.push((change, 1));
+                if index.is_none() && net.len() > SCANNED {
+                    let mut built = std::collections::HashMap::with_capacity(4 * SCANNED);
+                    built.extend(net.iter().enumerate().map(|(i, (seen, _))| (seen.route().clone(), i)));
+                    index = Some(built);
+                }
             }
         }
     };
@@ -553,5 +563,21 @@ mod tests {
         let first = RouteChange::Join(name("a"));
         // a joined then left, b and c came and went: only d remains.
         assert_eq!(coalesce(first, &mut rx), vec![RouteChange::Join(name("d"))]);
+    }
+
+    #[test]
+    fn many_waiting_route_changes_cancel_out_through_the_index() {
+        let name = |n: usize| Route::DisplayName(format!("n{n}"));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // A rename storm through 80 names, back to the first and on to the last.
+        for n in 1..80 {
+            tx.send(RouteChange::Join(name(n))).unwrap();
+            tx.send(RouteChange::Leave(name(n))).unwrap();
+        }
+        tx.send(RouteChange::Join(name(0))).unwrap();
+        tx.send(RouteChange::Leave(name(0))).unwrap();
+        tx.send(RouteChange::Join(name(80))).unwrap();
+        let first = RouteChange::Leave(name(0));
+        assert_eq!(coalesce(first, &mut rx), vec![RouteChange::Leave(name(0)), RouteChange::Join(name(80))]);
     }
 }

@@ -74,6 +74,14 @@ pub enum RouteChange {
     Leave(Route),
 }
 
+impl RouteChange {
+    pub fn route(&self) -> &Route {
+        match self {
+            RouteChange::Join(route) | RouteChange::Leave(route) => route,
+        }
+    }
+}
+
 /// The route changes in the order they happen, for the one task that announces them.
 pub type RouteChanges = mpsc::UnboundedReceiver<RouteChange>;
 

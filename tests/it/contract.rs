@@ -139,6 +139,23 @@ async fn token_cache(s: &(impl TokenCache + Sessions)) {
     let other = Token::generate().hash();
     s.set_display_name(&other, "Kept", 60).await.unwrap();
     assert_eq!(s.lookup(&other).await.unwrap(), CacheLookup::Miss { display_name: Some("Kept".into()) });
+
+    // Values are binary-safe (a name that looks like protocol, one larger than any
+    // socket read), and many calls in flight at once each get their own answer (Redis
+    // pipelines them on one connection).
+    for name in ["a\r\n$3\r\nb\r\n*2\r\n", &"x".repeat(200_000)] {
+        s.set_display_name(&other, name, 60).await.unwrap();
+        assert_eq!(s.lookup(&other).await.unwrap(), CacheLookup::Miss { display_name: Some(name.into()) });
+    }
+    let many: Vec<_> = (0..300).map(|i| (Token::generate().hash(), format!("p{i}"))).collect();
+    futures_util::future::join_all(many.iter().map(|(token, name)| s.set_display_name(token, name, 60)))
+        .await
+        .into_iter()
+        .for_each(|set| set.unwrap());
+    let found = futures_util::future::join_all(many.iter().map(|(token, _)| s.lookup(token))).await;
+    for ((_, name), found) in many.iter().zip(found) {
+        assert_eq!(found.unwrap(), CacheLookup::Miss { display_name: Some(name.as_str().into()) });
+    }
 }
 
 // Directory -------------------------------------------------------------------------

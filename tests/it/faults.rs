@@ -221,6 +221,44 @@ async fn redis_outage_leaves_each_node_working_alone_and_the_cluster_heals_witho
     }
 }
 
+/// A Redis that accepts connections and reads commands but never answers (a stalled
+/// server, a half-open connection).
+async fn silent_redis() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A cache read that gets no answer is given up after its timeout (500 ms), and the
+/// token is checked in PostgreSQL: a stalled Redis slows `token_auth`, never strands it.
+#[tokio::test]
+async fn a_redis_that_stops_answering_slows_token_auth_but_never_strands_it() {
+    let cluster = Cluster::new().await;
+    let jane = unique_name("jane");
+    let token = cluster.node().await.client().await.signed_up(&jane).await;
+    let silent = format!("redis://127.0.0.1:{}/0", silent_redis().await);
+    let node = cluster.node_with(&[("REDIS_URL", &silent)]).await;
+    for _ in 0..3 {
+        let mut client = node.client().await;
+        let started = Instant::now();
+        assert_eq!(client.token_auth(&token).await, auth_success(&jane, &token));
+        assert!(started.elapsed() < Duration::from_secs(10), "token_auth took {:?}", started.elapsed());
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // PostgreSQL down
 // ---------------------------------------------------------------------------------

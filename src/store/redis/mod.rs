@@ -214,16 +214,19 @@ impl RedisStore {
     /// the stack for prefixes up to 20 bytes.
     fn token_keys(&self, token: &TokenHash) -> TokenKeys {
         let tag_len = self.prefix.len() + "{t:}".len() + 64;
-        let mut both = TokenKeyBytes::with_capacity(2 * tag_len + ":tok".len() + ":sess".len());
+        let tok = tag_len + ":tok".len();
+        let mut both = TokenKeyBytes::from_elem(0, tok + tag_len + ":sess".len());
+        let (first, second) = both.split_at_mut(tok);
         let hex = token.hex();
-        for suffix in [&b":tok"[..], b":sess"] {
-            both.extend_from_slice(self.prefix.as_bytes());
-            both.extend_from_slice(b"{t:");
-            both.extend_from_slice(&hex);
-            both.push(b'}');
-            both.extend_from_slice(suffix);
+        for (key, suffix) in [(first, &b":tok"[..]), (second, b":sess")] {
+            let (prefix, rest) = key.split_at_mut(self.prefix.len());
+            prefix.copy_from_slice(self.prefix.as_bytes());
+            rest[..3].copy_from_slice(b"{t:");
+            rest[3..67].copy_from_slice(&hex);
+            rest[67] = b'}';
+            rest[68..].copy_from_slice(suffix);
         }
-        let split = tag_len + ":tok".len();
+        let split = tok;
         TokenKeys { both, split }
     }
 
