@@ -16,7 +16,9 @@
 //! an I/O error and the next call connects anew (`RedisStore::lane_link`).
 //!
 //! Only for one server or a Sentinel master over plain TCP, speaking RESP2; Cluster
-//! and TLS keep the `redis` crate's path for every command.
+//! and TLS keep the `redis` crate's path for every command. The Redis version is
+//! checked on the shared connection (`conn.rs`), which every node opens at start
+//! for its heartbeat.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -37,6 +39,8 @@ use tokio::sync::Notify;
 pub(super) const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
 /// Spare slots kept for reuse; more are made while more commands are in flight.
 const SPARE_SLOTS: usize = 1024;
+/// A spare slot's reply buffer is dropped when a reply made it larger than this.
+const KEPT_REPLY_BYTES: usize = 4096;
 
 /// One connection and its two tasks.
 pub(super) struct Link {
@@ -150,6 +154,10 @@ impl Link {
         {
             let mut state = slot.0.lock().unwrap();
             state.reply.clear();
+            // A spare slot keeps room for a usual reply, not for the largest one seen.
+            if state.reply.capacity() > KEPT_REPLY_BYTES {
+                state.reply = Vec::new();
+            }
             state.done = None;
             state.abandoned = false;
         }

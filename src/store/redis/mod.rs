@@ -2,7 +2,8 @@
 //! chat buckets, the chat bus and the matchmaking queue.
 //!
 //! By concern: `conn` the topology (one server, Sentinel, Cluster), connecting, the
-//! circuit breaker and the version check; `roles` the token cache, sessions,
+//! circuit breaker and the version check; `lane` the fast lane for the commands of
+//! every `token_auth` and `set_username`; `roles` the token cache, sessions,
 //! presence, the directory, limits and chat buckets; `bus` the chat bus; `queue`
 //! matchmaking. Every key's name is made here, below the schema; every Lua script is a
 //! file in `lua/`, and every key a script touches is passed in `KEYS` (checked by
