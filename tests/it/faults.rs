@@ -221,27 +221,6 @@ async fn redis_outage_leaves_each_node_working_alone_and_the_cluster_heals_witho
     }
 }
 
-/// A Redis that accepts connections and reads commands but never answers (a stalled
-/// server, a half-open connection).
-async fn silent_redis() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                use tokio::io::AsyncReadExt;
-                let mut buf = vec![0u8; 4096];
-                while let Ok(n) = socket.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
 /// A cache read that gets no answer is given up after its timeout (500 ms), and the
 /// token is checked in PostgreSQL: a stalled Redis slows `token_auth`, never strands it.
 #[tokio::test]
@@ -249,7 +228,7 @@ async fn a_redis_that_stops_answering_slows_token_auth_but_never_strands_it() {
     let cluster = Cluster::new().await;
     let jane = unique_name("jane");
     let token = cluster.node().await.client().await.signed_up(&jane).await;
-    let silent = format!("redis://127.0.0.1:{}/0", silent_redis().await);
+    let silent = format!("redis://127.0.0.1:{}/0", fake_redis(|_| None).await);
     let node = cluster.node_with(&[("REDIS_URL", &silent)]).await;
     for _ in 0..3 {
         let mut client = node.client().await;
@@ -751,6 +730,20 @@ async fn a_client_that_stops_reading_is_cut_off_while_others_keep_chatting() {
 /// A stand-in Redis that says it is 6.2.14: it answers `INFO` with that version and
 /// every other command with `+OK`. Runs until the test ends.
 async fn old_redis() -> u16 {
+    fake_redis(|command| {
+        Some(if command.to_ascii_uppercase().contains("\r\nINFO\r\n") {
+            let info = "# Server\r\nredis_version:6.2.14\r\n";
+            format!("${}\r\n{info}\r\n", info.len())
+        } else {
+            "+OK\r\n".to_owned()
+        })
+    })
+    .await
+}
+
+/// A fake Redis on a free port: `reply` answers each command it is sent (as RESP
+/// text), or never (`None`: a stalled server, a half-open connection).
+async fn fake_redis(reply: fn(&str) -> Option<String>) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -765,12 +758,7 @@ async fn old_redis() -> u16 {
                     // Pipelined commands: one answer per `*` array header.
                     let text = String::from_utf8_lossy(&buf[..n]).to_string();
                     for command in text.split('*').filter(|c| !c.is_empty()) {
-                        let reply = if command.to_ascii_uppercase().contains("\r\nINFO\r\n") {
-                            let info = "# Server\r\nredis_version:6.2.14\r\n";
-                            format!("${}\r\n{info}\r\n", info.len())
-                        } else {
-                            "+OK\r\n".to_owned()
-                        };
+                        let Some(reply) = reply(command) else { continue };
                         if socket.write_all(reply.as_bytes()).await.is_err() {
                             return;
                         }
