@@ -311,6 +311,8 @@ struct Shared {
     logins: HashMap<(String, String), LoginPair>,
     /// (subject, `n:<network>` or `a:<address>`) → until when it is known to the subject.
     known: HashMap<(String, String), Instant>,
+    /// How many limit entries (`logins`, `known`, `counters`) the last sweep left.
+    limits_swept: usize,
     tickets: HashMap<String, Ticket>,
     seq: u64,
     pending: HashMap<String, Expiring<String>>,
@@ -414,6 +416,30 @@ fn login_pair<'a>(inner: &'a mut Shared, key: &LoginKey, pair: Pair, now: Instan
     entry
 }
 
+/// Counts one more guess in flight on `entry`.
+fn in_flight(entry: &mut LoginPair, now: Instant, policy: &LoginPolicy) {
+    entry.in_flight += 1;
+    entry.since = now;
+    entry.forget = entry.forget.max(now + Duration::from_millis(policy.forget_ms.max(GUESS_IN_FLIGHT_MS)));
+}
+
+/// Fewest limit entries before a sweep is considered.
+const SWEEP_FROM: usize = 2048;
+
+/// Drops expired limit entries (login pairs, known clients, counters) once there are
+/// twice as many as the last sweep left: memory follows the live entries, however
+/// many names and addresses are tried, at an amortized constant cost per call.
+fn sweep_limits(inner: &mut Shared, now: Instant) {
+    let size = |inner: &Shared| inner.logins.len() + inner.known.len() + inner.counters.len();
+    if size(inner) < 2 * inner.limits_swept.max(SWEEP_FROM) {
+        return;
+    }
+    inner.logins.retain(|_, pair| pair.forget > now || pair.in_flight > 0);
+    inner.known.retain(|_, until| *until > now);
+    inner.counters.retain(|_, counter| counter.until > now);
+    inner.limits_swept = size(inner);
+}
+
 /// The counter of the matches `account` started (`Joined::Limited`).
 fn formed_key(account: &str) -> String {
     format!("formed:{account}")
@@ -441,6 +467,16 @@ impl Default for MemoryShared {
 }
 
 impl MemoryShared {
+    /// Counts a guess the shared store admitted on `pair` as in flight here too, so
+    /// that this twin, as a node's fallback (`store::WithLocalFallback`), continues
+    /// from the node's own guesses when the shared store stops answering.
+    pub fn note_admitted(&self, key: &LoginKey, pair: Pair, policy: &LoginPolicy) {
+        let mut inner = self.inner.lock().unwrap();
+        let now = Instant::now();
+        sweep_limits(&mut inner, now);
+        in_flight(login_pair(&mut inner, key, pair, now), now, policy);
+    }
+
     /// Makes every later session write take `delay` (a slow store, for tests).
     pub fn slow_sessions(&self, delay: Duration) {
         *self.session_delay.lock().unwrap() = delay;
@@ -633,6 +669,7 @@ impl Limits for MemoryShared {
     async fn login_admit(&self, key: &LoginKey, policy: &LoginPolicy) -> StoreResult<Admit> {
         let mut inner = self.inner.lock().unwrap();
         let now = Instant::now();
+        sweep_limits(&mut inner, now);
         let known = |inner: &Shared, client: String| {
             inner.known.get(&(key.subject.clone(), client)).is_some_and(|until| *until > now)
         };
@@ -650,15 +687,14 @@ impl Limits for MemoryShared {
         if entry.in_flight > 0 && policy.wait_after(entry.n + entry.in_flight) > 0 {
             return Ok(Admit::Wait);
         }
-        entry.in_flight += 1;
-        entry.since = now;
-        entry.forget = entry.forget.max(now + Duration::from_millis(policy.forget_ms.max(GUESS_IN_FLIGHT_MS)));
+        in_flight(entry, now, policy);
         Ok(Admit::Check(pair))
     }
 
     async fn login_resolved(&self, key: &LoginKey, pair: Pair, how: Resolved, policy: &LoginPolicy) -> StoreResult<()> {
         let mut inner = self.inner.lock().unwrap();
         let now = Instant::now();
+        sweep_limits(&mut inner, now);
         if how == Resolved::Right {
             inner.logins.remove(&pair_key(key, pair));
             let until = now + Duration::from_millis(policy.known_ms);
@@ -691,6 +727,7 @@ impl Limits for MemoryShared {
 
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
         let mut inner = self.inner.lock().unwrap();
+        sweep_limits(&mut inner, Instant::now());
         let entry = inner.counters.entry(key.to_owned()).or_insert_with(|| Expiring::new(0, window_secs));
         if entry.until <= Instant::now() {
             *entry = Expiring::new(0, window_secs);
@@ -975,6 +1012,38 @@ impl MatchQueue for MemoryShared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A guesser trying ever new names (each a new subject) leaves entries that expire;
+    /// they are swept, so the twin's memory follows the live ones (it is every node's
+    /// fallback for the login throttle, counting all along).
+    #[tokio::test]
+    async fn expired_login_entries_are_swept() {
+        let shared = MemoryShared::default();
+        let policy = LoginPolicy {
+            free: 5,
+            base_ms: 1000,
+            max_ms: 1000,
+            forget_ms: 0,
+            per_subject: 100,
+            window_ms: 1,
+            known_ms: 1,
+        };
+        let guess =
+            |i: usize| LoginKey { subject: format!("n{i}"), network: "10.0.0.0/24".into(), address: "10.0.0.1".into() };
+        for i in 0..20_000 {
+            let key = guess(i);
+            let Admit::Check(pair) = shared.login_admit(&key, &policy).await.unwrap() else { panic!() };
+            shared.login_resolved(&key, pair, Resolved::Wrong, &policy).await.unwrap();
+            // As if their waits had passed: each entry is forgotten at once.
+            let mut inner = shared.inner.lock().unwrap();
+            let past = Instant::now() - Duration::from_secs(1);
+            inner.logins.values_mut().for_each(|pair| pair.forget = past);
+            inner.counters.values_mut().for_each(|counter| counter.until = past);
+        }
+        let inner = shared.inner.lock().unwrap();
+        let size = inner.logins.len() + inner.known.len() + inner.counters.len();
+        assert!(size < 2 * 2 * SWEEP_FROM, "{size} entries kept for 20,000 expired guesses");
+    }
 
     /// A node judged dead is reported gone and stops counting, as Redis reports a node
     /// whose heartbeat went stale; beating again brings it back.

@@ -952,7 +952,10 @@ impl Stores {
     }
 }
 
-/// Shared limits, counted in this node's memory while the shared store fails.
+/// Shared limits, counted in this node's memory while the shared store fails. The
+/// node's own guesses and hits are counted locally all along (the shared store's
+/// answers decide), so a fallback continues from them instead of from zero: an
+/// outage gives no guesser a fresh set of free guesses on this node.
 struct WithLocalFallback<S> {
     shared: Arc<S>,
     local: memory::MemoryShared,
@@ -963,25 +966,119 @@ impl<S: Limits> Limits for WithLocalFallback<S> {
     async fn login_admit(&self, key: &LoginKey, policy: &LoginPolicy) -> StoreResult<Admit> {
         match self.shared.login_admit(key, policy).await {
             Err(_) => self.local.login_admit(key, policy).await,
-            ok => ok,
+            Ok(admit) => {
+                if let Admit::Check(pair) = admit {
+                    self.local.note_admitted(key, pair, policy);
+                }
+                Ok(admit)
+            }
         }
     }
 
     async fn login_resolved(&self, key: &LoginKey, pair: Pair, how: Resolved, policy: &LoginPolicy) -> StoreResult<()> {
+        let local = self.local.login_resolved(key, pair, how, policy).await;
         match self.shared.login_resolved(key, pair, how, policy).await {
-            Err(_) => self.local.login_resolved(key, pair, how, policy).await,
+            Err(_) => local,
             ok => ok,
         }
     }
 
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
+        let local = self.local.hit(key, window_secs).await;
         match self.shared.hit(key, window_secs).await {
-            Err(_) => self.local.hit(key, window_secs).await,
+            Err(_) => local,
             ok => ok,
         }
     }
 
     async fn failed_logins(&self, subject: &str) -> StoreResult<u64> {
         self.shared.failed_logins(subject).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A shared store that stops answering on demand.
+    #[derive(Default)]
+    struct Flaky {
+        store: memory::MemoryShared,
+        down: AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> StoreResult<()> {
+            if self.down.load(Ordering::Relaxed) {
+                Err(StoreError::RedisUnreachable)
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Limits for Flaky {
+        async fn login_admit(&self, key: &LoginKey, policy: &LoginPolicy) -> StoreResult<Admit> {
+            self.check()?;
+            self.store.login_admit(key, policy).await
+        }
+
+        async fn login_resolved(
+            &self,
+            key: &LoginKey,
+            pair: Pair,
+            how: Resolved,
+            policy: &LoginPolicy,
+        ) -> StoreResult<()> {
+            self.check()?;
+            self.store.login_resolved(key, pair, how, policy).await
+        }
+
+        async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
+            self.check()?;
+            self.store.hit(key, window_secs).await
+        }
+
+        async fn failed_logins(&self, subject: &str) -> StoreResult<u64> {
+            self.check()?;
+            self.store.failed_logins(subject).await
+        }
+    }
+
+    /// The guesses and hits a node made while the shared store answered still count
+    /// when it stops: an outage hands no guesser a fresh set of free guesses.
+    #[tokio::test]
+    async fn a_fallback_continues_from_the_nodes_own_guesses() {
+        let minute = 60_000;
+        let policy = LoginPolicy {
+            free: 3,
+            base_ms: minute,
+            max_ms: 10 * minute,
+            forget_ms: 10 * minute,
+            per_subject: 100,
+            window_ms: 10 * minute,
+            known_ms: 10 * minute,
+        };
+        let key = LoginKey { subject: "a1".into(), network: "10.0.0.0/24".into(), address: "10.0.0.1".into() };
+        let shared = Arc::new(Flaky::default());
+        let limits = WithLocalFallback { shared: shared.clone(), local: memory::MemoryShared::default() };
+        for _ in 0..3 {
+            let Admit::Check(pair) = limits.login_admit(&key, &policy).await.unwrap() else {
+                panic!("a free guess was not admitted");
+            };
+            limits.login_resolved(&key, pair, Resolved::Wrong, &policy).await.unwrap();
+        }
+        assert_eq!(limits.hit("register:10.0.0.1", 60).await.unwrap(), 1);
+        assert_eq!(limits.login_admit(&key, &policy).await.unwrap(), Admit::Refuse);
+
+        shared.down.store(true, Ordering::Relaxed);
+        assert_eq!(limits.login_admit(&key, &policy).await.unwrap(), Admit::Refuse, "the outage gave fresh guesses");
+        assert_eq!(limits.hit("register:10.0.0.1", 60).await.unwrap(), 2);
+        // Another client still gets its own free guesses.
+        let other = LoginKey { network: "10.9.9.0/24".into(), address: "10.9.9.9".into(), ..key.clone() };
+        assert!(matches!(limits.login_admit(&other, &policy).await.unwrap(), Admit::Check(_)));
     }
 }
