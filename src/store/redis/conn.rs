@@ -230,6 +230,19 @@ impl RedisStore {
         .await
     }
 
+    /// One command whose reply only says it worked: on the fast lane when there is
+    /// one (`check` reads the reply), else on the shared connection.
+    pub(super) async fn command(&self, args: &[&[u8]], check: fn(&[u8]) -> RedisResult<()>) -> StoreResult<()> {
+        if let Some(lane) = &self.lane {
+            return self.run_lane(lane, args, check).await;
+        }
+        let mut cmd = Cmd::new();
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        self.run(|mut c| async move { cmd.query_async(&mut c).await }).await
+    }
+
     /// The fast lane's connection, made when there is none or it broke: to the one
     /// server, or to the master the sentinels name now.
     async fn lane_link(&self, lane: &Lane) -> StoreResult<Arc<Link>> {

@@ -394,6 +394,14 @@ pub(super) fn expect_ok(reply: &[u8]) -> RedisResult<()> {
     }
 }
 
+/// An integer reply (`SADD`, `SREM`), whatever its value.
+pub(super) fn expect_integer(reply: &[u8]) -> RedisResult<()> {
+    match reply {
+        [b':', digits @ .., b'\r', b'\n'] if parse_int(digits).is_ok() => Ok(()),
+        _ => Err(unexpected()),
+    }
+}
+
 /// The `N` bulk strings (each or nil) of an array reply, borrowed from it.
 pub(super) fn bulks<const N: usize>(reply: &[u8]) -> RedisResult<[Option<&str>; N]> {
     let mut out = [None; N];
@@ -454,6 +462,16 @@ mod tests {
         let mut out = Vec::new();
         encode(&mut out, &[b"SETEX", b"k", b"10", b"a b"]);
         assert_eq!(out, b"*4\r\n$5\r\nSETEX\r\n$1\r\nk\r\n$2\r\n10\r\n$3\r\na b\r\n");
+    }
+
+    #[test]
+    fn simple_replies_are_checked() {
+        assert!(expect_ok(b"+OK\r\n").is_ok());
+        assert!(expect_ok(b"+QUEUED\r\n").is_err());
+        assert!(expect_integer(b":0\r\n").is_ok());
+        assert!(expect_integer(b":12\r\n").is_ok());
+        assert!(expect_integer(b":x\r\n").is_err());
+        assert!(expect_integer(b"$-1\r\n").is_err());
     }
 
     #[test]

@@ -131,14 +131,8 @@ impl Sessions for RedisStore {
     async fn set_display_name(&self, token: &TokenHash, name: &str, ttl_secs: u64) -> StoreResult<()> {
         let keys = self.token_keys(token);
         let mut ttl = itoa::Buffer::new();
-        let ttl = ttl.format(ttl_secs.max(1));
-        if let Some(lane) = &self.lane {
-            let setex: [&[u8]; 4] = [b"SETEX", keys.sess(), ttl.as_bytes(), name.as_bytes()];
-            return self.run_lane(lane, &setex, lane::expect_ok).await;
-        }
-        let mut cmd = sized_cmd("SETEX", 3, keys.sess().len() + ttl.len() + name.len());
-        cmd.arg(keys.sess()).arg(ttl).arg(name);
-        self.run(|mut c| async move { cmd.query_async(&mut c).await }).await
+        self.command(&[b"SETEX", keys.sess(), ttl.format(ttl_secs.max(1)).as_bytes(), name.as_bytes()], lane::expect_ok)
+            .await
     }
 }
 
@@ -268,13 +262,11 @@ impl Directory for RedisStore {
     }
 
     async fn join(&self, route: &Route, node_id: &str) -> StoreResult<()> {
-        let (key, node) = (self.route_key(route), node_id.to_owned());
-        self.run(|mut c| async move { c.sadd(key, node).await }).await
+        self.command(&[b"SADD", self.route_key(route).as_bytes(), node_id.as_bytes()], lane::expect_integer).await
     }
 
     async fn leave(&self, route: &Route, node_id: &str) -> StoreResult<()> {
-        let (key, node) = (self.route_key(route), node_id.to_owned());
-        self.run(|mut c| async move { c.srem(key, node).await }).await
+        self.command(&[b"SREM", self.route_key(route).as_bytes(), node_id.as_bytes()], lane::expect_integer).await
     }
 }
 
