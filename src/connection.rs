@@ -131,8 +131,15 @@ struct Socket {
 
 impl Socket {
     async fn write(&mut self, message: Message, inbox: &Inbox) -> Result<(), Ending> {
+        let send = self.ws.send(message);
+        tokio::pin!(send);
+        // Most writes complete at once: they need no timer (arming and dropping one is
+        // a lock of the timer wheel each way, on every chat delivery).
+        if let Some(written) = futures_util::FutureExt::now_or_never(&mut send) {
+            return written.map_err(|_| None);
+        }
         tokio::select! {
-            written = tokio::time::timeout(self.write_limit, self.ws.send(message)) => match written {
+            written = tokio::time::timeout(self.write_limit, send) => match written {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(None),
                 Err(_) => Err(Some(Close::TooSlow)),
@@ -208,6 +215,10 @@ impl Connection {
         let auth_deadline = tokio::time::sleep(auth_timeout);
         tokio::pin!(auth_deadline);
         let mut rate = Bucket::new(config.max_messages_per_sec, config.max_messages_per_sec.saturating_mul(2));
+        // Made once: a fresh one per turn of the loop would join and leave the token's
+        // waiters each time (every chat delivery).
+        let shutting_down = going_away.cancelled();
+        tokio::pin!(shutting_down);
 
         loop {
             let unauthenticated_since = self.session.unauthenticated_since();
@@ -218,7 +229,7 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                _ = going_away.cancelled() => return Err(Some(Close::ShuttingDown)),
+                _ = &mut shutting_down => return Err(Some(Close::ShuttingDown)),
                 frame = self.ws.ws.next() => {
                     last_heard = Instant::now();
                     if !rate.as_mut().is_none_or(Bucket::take) {

@@ -8,9 +8,10 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 
+use futures_util::task::AtomicWaker;
 use hyper_tungstenite::tungstenite::Message;
-use tokio::sync::Notify;
 
 use crate::auth::TokenHash;
 pub use crate::store::Moderated;
@@ -119,11 +120,12 @@ pub struct Inbox {
 struct Shared {
     queue: Mutex<Queue>,
     capacity: usize,
-    /// Wakes the connection task when a message is queued or the queue overflowed. A
-    /// permit waits when the task is not waiting yet, so nothing offered between its
-    /// look at the queue and its wait is missed. Only the connection task waits on
-    /// it, in one place at a time (`recv` or `too_slow`), so one permit is enough.
-    wake: Notify,
+    /// Wakes the connection task when a message is queued or the queue overflowed.
+    /// Only the connection task waits, in one place at a time (`recv` or `too_slow`),
+    /// so one waker is enough; it registers before it looks at the queue, so nothing
+    /// offered in between is missed. (A `Notify` cost ~600 instructions per delivery
+    /// in its waiter list's lock, callgrind.)
+    wake: AtomicWaker,
 }
 
 /// Room a drained queue keeps. A chatting player's messages come one at a time:
@@ -146,7 +148,7 @@ pub fn channel(capacity: usize) -> (Outbox, Inbox) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue { messages: VecDeque::new(), too_slow: false, closed: false }),
         capacity,
-        wake: Notify::new(),
+        wake: AtomicWaker::new(),
     });
     (Outbox { shared: shared.clone() }, Inbox { shared })
 }
@@ -178,7 +180,7 @@ impl Outbox {
             queue.too_slow = true;
         }
         drop(queue);
-        self.shared.wake.notify_one();
+        self.shared.wake.wake();
         queued
     }
 }
@@ -192,13 +194,12 @@ impl Inbox {
     /// (before any message still queued). Cancel-safe: a message leaves the queue
     /// only when it is returned.
     pub async fn recv(&mut self) -> Result<Outgoing, TooSlow> {
-        loop {
-            if let Some(next) = self.take() {
-                return next;
-            }
+        std::future::poll_fn(|cx| {
             // The session keeps a sender for as long as the connection lives.
-            self.shared.wake.notified().await;
-        }
+            self.shared.wake.register(cx.waker());
+            self.take().map_or(Poll::Pending, Poll::Ready)
+        })
+        .await
     }
 
     /// `TooSlow` once (the overflow is reported once, as it is acted on at once),
@@ -217,13 +218,16 @@ impl Inbox {
 
     /// Resolves once a sender found the queue full.
     pub async fn too_slow(&self) {
-        loop {
-            if std::mem::take(&mut self.shared.lock().too_slow) {
-                return;
-            }
+        std::future::poll_fn(|cx| {
             // Woken by every offer: only an overflow ends the wait.
-            self.shared.wake.notified().await;
-        }
+            self.shared.wake.register(cx.waker());
+            if std::mem::take(&mut self.shared.lock().too_slow) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 }
 
