@@ -3,6 +3,7 @@
 #
 #   bash bench/side_by_side.sh idle BIN...   # node RSS per idle authenticated connection
 #   bash bench/side_by_side.sh chat BIN...   # global_chat deliveries/s with 16 KB frames
+#   bash bench/side_by_side.sh token_auth BIN...  # token_auth ops/s and p99 at 64 connections
 #
 # e.g. bash bench/side_by_side.sh idle /work/wt-base/target/release/openchampps target/release/openchampps
 #
@@ -25,11 +26,13 @@
 #   them; reports deliveries/s over DUR after WARMUP, and the node's CPU per
 #   delivery (on 2 cores the load generator, parsing every 16 KB frame it receives,
 #   is the bottleneck: the node's CPU per delivery shows its own cost).
+# - token_auth: AUTH_CONNS connections each sending `token_auth` in a closed loop (as
+#   bench/run.sh's `token_auth` run): ops/s, p99 latency, and the node's CPU per op.
 #
 # The load generator is LG (default: this tree's target/release/openchampps, built
 # if missing), the same for every BIN: only the node differs.
 #
-# Settings (environment): ROUNDS (3), IDLE_CONNS (20000), HOLD (5), CHAT_CONNS (64),
+# Settings (environment): ROUNDS (3), IDLE_CONNS (20000), HOLD (5), CHAT_CONNS (64), AUTH_CONNS (64),
 # CHAT_SENDERS (4), MESSAGE_BYTES (16000), DUR (5), WARMUP (1), PORT (28080),
 # METRICS_PORT (29091), KEEP=1 keeps the work directory (JSON per run, node logs).
 set -euo pipefail
@@ -37,8 +40,9 @@ cd "$(dirname "$0")/.."
 
 MODE=${1:-}
 shift || true
-if [ "$MODE" != idle ] && [ "$MODE" != chat ] || [ $# -eq 0 ]; then
-  echo "usage: bash bench/side_by_side.sh idle|chat BIN..." >&2
+case "$MODE" in idle | chat | token_auth) ;; *) MODE="" ;; esac
+if [ -z "$MODE" ] || [ $# -eq 0 ]; then
+  echo "usage: bash bench/side_by_side.sh idle|chat|token_auth BIN..." >&2
   exit 2
 fi
 BINS=()
@@ -51,6 +55,7 @@ ROUNDS=${ROUNDS:-3}
 IDLE_CONNS=${IDLE_CONNS:-20000}
 HOLD=${HOLD:-5}
 CHAT_CONNS=${CHAT_CONNS:-64}
+AUTH_CONNS=${AUTH_CONNS:-64}
 CHAT_SENDERS=${CHAT_SENDERS:-4}
 MESSAGE_BYTES=${MESSAGE_BYTES:-16000}
 MAX_FRAME=16384
@@ -107,6 +112,13 @@ measure() {
       || { log "load generator failed:"; tail -n 5 "$base.err" >&2; stop_node; return 1; }
     python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["node_memory"]
 print("%.0f %d %d %d %d" % (m["bytes_per_connection"], m["connections"], m["rss_before_kib"], m["rss_after_kib"], json.load(open(sys.argv[1]))["errors_total"]))' "$base.json"
+  elif [ "$MODE" = token_auth ]; then
+    "$LG" bench --url "$URL" --json --accounts "$ACCOUNTS" --account-prefix sbs_ --watch-pid "$NODE_PID" \
+      --mode token_auth -c "$AUTH_CONNS" --warmup "$WARMUP" -d "$DUR" >"$base.json" 2>"$base.err" \
+      || { log "load generator failed:"; tail -n 5 "$base.err" >&2; stop_node; return 1; }
+    python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); node=s["cpu"]["processes"][0]["cores"]
+print("%.0f %.2f %.2f %.2f %d" % (s["ops_per_sec"], s["latency_ms"]["p99"], node,
+  node * 1e6 / max(s["ops_per_sec"], 1), s["errors_total"]))' "$base.json"
   else
     "$LG" bench --url "$URL" --json --accounts "$ACCOUNTS" --account-prefix sbs_ --watch-pid "$NODE_PID" \
       --mode global_chat -c "$CHAT_CONNS" --senders "$CHAT_SENDERS" --message-bytes "$MESSAGE_BYTES" \
@@ -122,6 +134,9 @@ print("%.0f %.0f %.2f %.2f %d" % (s["deliveries_per_sec"], s["ops_per_sec"], nod
 if [ "$MODE" = idle ]; then
   log "idle: up to $IDLE_CONNS connections (fd limit $FD_LIMIT), held ${HOLD}s; $ROUNDS round(s)"
   header="B/conn connections rss_before_KiB rss_after_KiB errors"
+elif [ "$MODE" = token_auth ]; then
+  log "token_auth: $AUTH_CONNS connections, ${WARMUP}s + ${DUR}s; $ROUNDS round(s)"
+  header="ops/s p99_ms node_cores node_us/op errors"
 else
   log "chat: $CHAT_CONNS connections, $CHAT_SENDERS sender(s), ${MESSAGE_BYTES}-byte messages, ${WARMUP}s + ${DUR}s; $ROUNDS round(s)"
   header="deliveries/s messages/s node_cores node_us/delivery errors"

@@ -1,5 +1,6 @@
 //! The fast lane: a plain-TCP Redis connection of the node's own for the commands
-//! every `token_auth` and `set_username` sends (one `MGET`, one `SETEX`).
+//! every `token_auth` and `set_username` sends (one `MGET`, one `SETEX`) and the
+//! directory's joins and leaves (`SADD`, `SREM`).
 //!
 //! The `redis` crate's multiplexed connection pays, per command, a packed copy of
 //! it, a boxed future, a oneshot channel, a message to its driver task and a parse

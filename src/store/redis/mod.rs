@@ -113,8 +113,8 @@ pub struct RedisStore {
     /// One connection every task shares: concurrent commands are pipelined on it,
     /// one round trip each (on Cluster, one per shard). Replaced when it breaks.
     shared: RwLock<Option<Conn>>,
-    /// The connection `token_auth` and `set_username` use (`lane.rs`): one server or a
-    /// Sentinel master over plain TCP; `None` on Cluster and over TLS.
+    /// The connection `token_auth`, `set_username` and the directory use (`lane.rs`):
+    /// one server or a Sentinel master over plain TCP; `None` on Cluster and over TLS.
     lane: Option<Lane>,
     prefix: String,
     cluster: bool,
