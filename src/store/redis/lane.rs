@@ -10,10 +10,10 @@
 //! copied into a reusable slot, and the caller reads the strings it needs out of it:
 //! nothing is allocated once the connection has served its first commands.
 //!
-//! Commands are pipelined in order: a writer task sends what callers queued, a
-//! reader task hands each complete reply to the oldest waiting slot. A caller that
+//! Commands are pipelined in order: the link's one task (`drive`) sends what callers
+//! queued and hands each complete reply to the oldest waiting slot. A caller that
 //! stops waiting (its 500 ms are up, or it was dropped) leaves its slot to be filled
-//! and recycled by the reader. When the connection breaks, every waiting caller gets
+//! and recycled by the task. When the connection breaks, every waiting caller gets
 //! an I/O error and the next call connects anew (`RedisStore::lane_link`).
 //!
 //! Only for one server or a Sentinel master over plain TCP, speaking RESP2; Cluster
@@ -46,13 +46,16 @@ const KEPT_REPLY_BYTES: usize = 4096;
 /// One connection and its two tasks.
 pub(super) struct Link {
     queue: Mutex<Queue>,
-    wake_writer: Notify,
+    /// Wakes the connection's task: commands were queued, or the link closed.
+    wake: Notify,
+    /// Stops the task even in the middle of a write (set with `broken`).
+    closing: Notify,
     broken: AtomicBool,
 }
 
 #[derive(Default)]
 struct Queue {
-    /// Commands written by callers, not yet taken by the writer task.
+    /// Commands queued by callers, not yet written.
     out: Vec<u8>,
     /// Slots waiting for their reply, oldest first (the order the commands were queued).
     waiting: VecDeque<Arc<Slot>>,
@@ -87,10 +90,13 @@ impl Link {
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         stream.set_nodelay(true)?;
         let (reader, writer) = stream.into_split();
-        let link =
-            Arc::new(Link { queue: Mutex::default(), wake_writer: Notify::new(), broken: AtomicBool::new(false) });
-        tokio::spawn(read_loop(link.clone(), reader));
-        tokio::spawn(write_loop(link.clone(), writer));
+        let link = Arc::new(Link {
+            queue: Mutex::default(),
+            wake: Notify::new(),
+            closing: Notify::new(),
+            broken: AtomicBool::new(false),
+        });
+        tokio::spawn(drive(link.clone(), reader, writer));
         if let Some(password) = settings.password() {
             let auth: Vec<&[u8]> = match settings.username() {
                 Some(user) => vec![b"AUTH", user.as_bytes(), password.as_bytes()],
@@ -142,10 +148,10 @@ impl Link {
         encode(&mut queue.out, args);
         queue.waiting.push_back(slot.clone());
         drop(queue);
-        // The writer empties `out` whenever it takes it: a non-empty `out` has been
-        // announced already.
+        // The task empties `out` whenever it takes it: a non-empty `out` has been
+        // announced already. Commands queued meanwhile go out in one write.
         if first {
-            self.wake_writer.notify_one();
+            self.wake.notify_one();
         }
         Ok(slot)
     }
@@ -186,7 +192,7 @@ impl Link {
     }
 
     /// Marks the link broken: every waiting caller gets `kind`, new calls fail at
-    /// once, the writer stops (closing the socket, so the reader stops too).
+    /// once, the task stops and drops the socket.
     pub(super) fn close(&self, kind: io::ErrorKind) {
         let waiting = {
             let mut queue = self.queue.lock().unwrap();
@@ -195,7 +201,8 @@ impl Link {
             std::mem::take(&mut queue.waiting)
         };
         self.broken.store(true, Ordering::Relaxed);
-        self.wake_writer.notify_one();
+        // The task drops the socket (both halves) when it sees this.
+        self.closing.notify_one();
         for slot in waiting {
             let mut state = slot.0.lock().unwrap();
             state.done = Some(Err(kind));
@@ -207,7 +214,7 @@ impl Link {
 }
 
 /// A caller waiting for its slot; dropped before the reply came, it leaves the slot
-/// to the reader.
+/// to the link's task.
 struct Wait {
     slot: Arc<Slot>,
     finished: bool,
@@ -245,36 +252,49 @@ impl Drop for Wait {
     }
 }
 
-async fn write_loop(link: Arc<Link>, mut writer: OwnedWriteHalf) {
-    let mut buf = Vec::new();
-    loop {
+/// The link's one task, as the `redis` crate's driver: writes what callers queued (all
+/// of it in one write) and hands each reply read to the oldest waiting caller. One
+/// task for both directions: a wake-up to read replies also sends what was queued
+/// meanwhile. Ends when the link closes; dropping the socket closes the connection.
+async fn drive(link: Arc<Link>, mut reader: OwnedReadHalf, mut writer: OwnedWriteHalf) {
+    let mut input: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut output = Vec::new();
+    let kind = loop {
         {
             let mut queue = link.queue.lock().unwrap();
             if queue.broken {
                 return;
             }
-            std::mem::swap(&mut queue.out, &mut buf);
+            std::mem::swap(&mut queue.out, &mut output);
         }
-        if buf.is_empty() {
-            link.wake_writer.notified().await;
+        if !output.is_empty() {
+            let written = tokio::select! {
+                written = writer.write_all(&output) => written,
+                _ = link.closing.notified() => return,
+            };
+            if let Err(e) = written {
+                break e.kind();
+            }
+            output.clear();
             continue;
         }
-        if let Err(e) = writer.write_all(&buf).await {
-            link.close(e.kind());
-            return;
+        if input.capacity() - input.len() < 4096 {
+            input.reserve(16 * 1024);
         }
-        buf.clear();
-    }
-}
-
-async fn read_loop(link: Arc<Link>, mut reader: OwnedReadHalf) {
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let kind = loop {
+        tokio::select! {
+            _ = link.wake.notified() => continue,
+            _ = link.closing.notified() => return,
+            read = reader.read_buf(&mut input) => match read {
+                Ok(0) => break io::ErrorKind::UnexpectedEof,
+                Ok(_) => {}
+                Err(e) => break e.kind(),
+            },
+        }
         let mut start = 0;
         loop {
-            match reply_len(&buf[start..]) {
+            match reply_len(&input[start..]) {
                 Ok(Some(len)) => {
-                    if !link.deliver(&buf[start..start + len]) {
+                    if !link.deliver(&input[start..start + len]) {
                         // A reply nobody asked for: the stream cannot be trusted.
                         link.close(io::ErrorKind::InvalidData);
                         return;
@@ -288,18 +308,7 @@ async fn read_loop(link: Arc<Link>, mut reader: OwnedReadHalf) {
                 }
             }
         }
-        buf.drain(..start);
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
-        match reader.read_buf(&mut buf).await {
-            Ok(0) => break io::ErrorKind::UnexpectedEof,
-            Ok(_) => {}
-            Err(e) => break e.kind(),
-        }
-        if link.is_broken() {
-            return;
-        }
+        input.drain(..start);
     };
     link.close(kind);
 }
