@@ -97,16 +97,24 @@ impl Link {
             broken: AtomicBool::new(false),
         });
         tokio::spawn(drive(link.clone(), reader, writer));
-        if let Some(password) = settings.password() {
-            let auth: Vec<&[u8]> = match settings.username() {
-                Some(user) => vec![b"AUTH", user.as_bytes(), password.as_bytes()],
-                None => vec![b"AUTH", password.as_bytes()],
-            };
-            link.call(&auth, expect_ok).await?;
-        }
-        if settings.db() != 0 {
-            let db = settings.db().to_string();
-            link.call(&[b"SELECT", db.as_bytes()], expect_ok).await?;
+        let set_up = async {
+            if let Some(password) = settings.password() {
+                let auth: Vec<&[u8]> = match settings.username() {
+                    Some(user) => vec![b"AUTH", user.as_bytes(), password.as_bytes()],
+                    None => vec![b"AUTH", password.as_bytes()],
+                };
+                link.call(&auth, expect_ok).await?;
+            }
+            if settings.db() != 0 {
+                let db = settings.db().to_string();
+                link.call(&[b"SELECT", db.as_bytes()], expect_ok).await?;
+            }
+            Ok(())
+        };
+        if let Err(e) = set_up.await {
+            // Refused (a wrong password, a database out of range): the task and socket go.
+            link.close(io::ErrorKind::ConnectionAborted);
+            return Err(e);
         }
         Ok(link)
     }
