@@ -727,9 +727,10 @@ impl Limits for MemoryShared {
 
     async fn hit(&self, key: &str, window_secs: u64) -> StoreResult<u64> {
         let mut inner = self.inner.lock().unwrap();
-        sweep_limits(&mut inner, Instant::now());
+        let now = Instant::now();
+        sweep_limits(&mut inner, now);
         let entry = inner.counters.entry(key.to_owned()).or_insert_with(|| Expiring::new(0, window_secs));
-        if entry.until <= Instant::now() {
+        if entry.until <= now {
             *entry = Expiring::new(0, window_secs);
         }
         entry.value += 1;

@@ -37,13 +37,13 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 /// How long a caller waits for its reply (as the `redis` client's response timeout).
-pub(super) const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
+const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
 /// Spare slots kept for reuse; more are made while more commands are in flight.
 const SPARE_SLOTS: usize = 1024;
 /// A spare slot's reply buffer is dropped when a reply made it larger than this.
 const KEPT_REPLY_BYTES: usize = 4096;
 
-/// One connection and its two tasks.
+/// One connection and its task (`drive`).
 pub(super) struct Link {
     queue: Mutex<Queue>,
     /// Wakes the connection's task: commands were queued, or the link closed.
@@ -395,7 +395,7 @@ fn parse_int(digits: &[u8]) -> Result<i64, ()> {
 fn server_error(reply: &[u8]) -> RedisError {
     match redis::parse_redis_value(reply).and_then(|v| v.extract_error()) {
         Err(e) => e,
-        Ok(_) => RedisError::from((redis::ErrorKind::Parse, "unexpected reply")),
+        Ok(_) => unexpected(),
     }
 }
 

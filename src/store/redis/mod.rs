@@ -219,6 +219,8 @@ impl RedisStore {
         let mut both = TokenKeyBytes::from_elem(0, tok + tag_len + ":sess".len());
         let (first, second) = both.split_at_mut(tok);
         let hex = token.hex();
+        // Each key: prefix, `{t:` (3 bytes), 64 hex digits, `}`, suffix. Written at
+        // fixed offsets: a generic copy loop cost ~400 instructions more (callgrind).
         for (key, suffix) in [(first, &b":tok"[..]), (second, b":sess")] {
             let (prefix, rest) = key.split_at_mut(self.prefix.len());
             prefix.copy_from_slice(self.prefix.as_bytes());
@@ -227,8 +229,7 @@ impl RedisStore {
             rest[67] = b'}';
             rest[68..].copy_from_slice(suffix);
         }
-        let split = tok;
-        TokenKeys { both, split }
+        TokenKeys { both, split: tok }
     }
 
     fn presence_keys(&self) -> (String, String, String) {
