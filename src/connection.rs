@@ -4,7 +4,9 @@
 //! waits on a store, so a slow store never makes a reading client look slow. When
 //! it ends, for whatever reason, it ends the session (the one disconnect hook).
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,11 +17,13 @@ use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use hyper_tungstenite::HyperWebsocketStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Span;
 
 use crate::auth::TokenHash;
 use crate::bucket::Bucket;
 use crate::config::Config;
 use crate::error::Error;
+use crate::gate::Gate;
 use crate::handlers;
 use crate::metrics as m;
 use crate::node::Node;
@@ -102,8 +106,16 @@ impl Close {
 /// The span every log line of connection `id` is in, so one player's lines can be
 /// found: the connection's id, this node's, and the account once the connection
 /// authenticates (recorded by `Session::begin`).
-pub fn span(node_id: &str, id: u64) -> tracing::Span {
+pub fn span(node_id: &str, id: u64) -> Span {
     tracing::info_span!("connection", id, node = %node_id, account = tracing::field::Empty)
+}
+
+/// Runs `work` in `span`, entered for each poll (as `tracing::Instrument` does,
+/// without owning the span). Only what may log runs in the connection's span: chat
+/// written from the queue does not, which saves entering and leaving it (~300
+/// instructions) on every delivery.
+async fn in_span<F: Future + Unpin>(span: &Span, mut work: F) -> F::Output {
+    std::future::poll_fn(|cx| span.in_scope(|| Pin::new(&mut work).poll(cx))).await
 }
 
 /// Exports every close reason at 0 from the start.
@@ -127,9 +139,16 @@ pub struct Connection {
 struct Socket {
     ws: HyperWebsocketStream,
     write_limit: Duration,
+    /// Reads wait for the socket to wake the task, not for any wake-up (chat).
+    readable: Gate,
 }
 
 impl Socket {
+    /// The next frame, or `None` once the client is gone.
+    fn next(&mut self) -> impl Future<Output = Option<Result<Message, WsError>>> + '_ {
+        std::future::poll_fn(|cx| self.readable.poll(cx, |cx| self.ws.poll_next_unpin(cx)))
+    }
+
     async fn write(&mut self, message: Message, inbox: &Inbox) -> Result<(), Ending> {
         let send = self.ws.send(message);
         tokio::pin!(send);
@@ -158,7 +177,7 @@ impl Socket {
             return;
         }
         loop {
-            match self.ws.next().await {
+            match self.next().await {
                 Some(Ok(Message::Close(_))) | None => return,
                 Some(Ok(_)) => {}
                 // Frames no longer parse (the rest of one over the limit): skip bytes.
@@ -171,31 +190,33 @@ impl Socket {
 
 impl Connection {
     /// Connection `id`, whose log lines go in `span` ([`span`]).
-    pub fn new(
-        node: Arc<Node>,
-        ws: HyperWebsocketStream,
-        id: u64,
-        client_ip: IpAddr,
-        span: tracing::Span,
-    ) -> Connection {
+    pub fn new(node: Arc<Node>, ws: HyperWebsocketStream, id: u64, client_ip: IpAddr, span: Span) -> Connection {
         let (outbox, inbox) = outbox::channel(node.config.outgoing_queue as usize);
         let session = Session::new(id, client_ip, outbox).in_span(span);
-        let ws = Socket { ws, write_limit: Duration::from_secs(node.config.ping_timeout_secs) };
+        let write_limit = Duration::from_secs(node.config.ping_timeout_secs);
+        let ws = Socket { ws, write_limit, readable: Gate::default() };
         Connection { node, ws, session, inbox }
     }
 
-    /// Serves the connection until it ends; `going_away` closes it with 1001.
+    /// Serves the connection until it ends; `going_away` closes it with 1001. Its
+    /// log lines are in `span` (the one given to [`Connection::new`]).
     ///
     /// Not an `async fn`: one would keep its `self` argument twice in the future, the
     /// argument and the local it is moved to (rust-lang/rust#62958), ~700 bytes more
     /// per connection. The block below uses the captured `self` in place.
     #[allow(clippy::manual_async_fn)] // on purpose: see above
-    pub fn run(mut self, going_away: CancellationToken) -> impl std::future::Future<Output = ()> + Send {
+    pub fn run(
+        mut self,
+        going_away: CancellationToken,
+        span: &Span,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
         async move {
             m::connection_opened();
-            let ending = self.serve(&going_away).await.err().flatten();
-            tracing::debug!(id = self.session.id, reason = ending.map(Close::reason), "connection ended");
-            self.session.disconnect(&self.node);
+            let ending = self.serve(&going_away, span).await.err().flatten();
+            span.in_scope(|| {
+                tracing::debug!(id = self.session.id, reason = ending.map(Close::reason), "connection ended");
+                self.session.disconnect(&self.node);
+            });
             if let Some(close) = ending {
                 m::connection_killed(close.reason());
                 let _ = tokio::time::timeout(CLOSE_GRACE, Box::pin(self.ws.close(close))).await;
@@ -205,7 +226,7 @@ impl Connection {
     }
 
     /// Runs until the connection ends (always `Err`: the ending).
-    async fn serve(&mut self, going_away: &CancellationToken) -> Result<(), Ending> {
+    async fn serve(&mut self, going_away: &CancellationToken, span: &Span) -> Result<(), Ending> {
         let config = &self.node.config;
         let ping_every = Duration::from_secs(config.ping_interval_secs);
         let silence_limit = Duration::from_secs(config.ping_timeout_secs);
@@ -219,6 +240,7 @@ impl Connection {
         // waiters each time (every chat delivery).
         let shutting_down = going_away.cancelled();
         tokio::pin!(shutting_down);
+        let mut shutdown = Gate::default();
 
         loop {
             let unauthenticated_since = self.session.unauthenticated_since();
@@ -229,8 +251,10 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                _ = &mut shutting_down => return Err(Some(Close::ShuttingDown)),
-                frame = self.ws.ws.next() => {
+                _ = std::future::poll_fn(|cx| shutdown.poll(cx, |cx| shutting_down.as_mut().poll(cx))) => {
+                    return Err(Some(Close::ShuttingDown));
+                }
+                frame = self.ws.next() => {
                     last_heard = Instant::now();
                     if !rate.as_mut().is_none_or(Bucket::take) {
                         return Err(Some(Close::TooManyMessages));
@@ -238,7 +262,9 @@ impl Connection {
                     match frame {
                         // Boxed: the handlers' futures are large, and held only while
                         // a message is handled, not by every idle connection's task.
-                        Some(Ok(Message::Text(text))) => Box::pin(self.handle(text.as_str(), going_away)).await?,
+                        Some(Ok(Message::Text(text))) => {
+                            in_span(span, Box::pin(self.handle(text.as_str(), going_away))).await?
+                        }
                         Some(Ok(Message::Binary(_))) => return Err(Some(Close::Binary)),
                         Some(Ok(_)) => {} // ping, pong, close: tungstenite answers those itself
                         Some(Err(WsError::Capacity(_))) => return Err(Some(Close::FrameTooLarge)),
@@ -249,7 +275,7 @@ impl Connection {
                     // Chat, most of what is queued, is written in place; the rest
                     // (resume streams, revocations, operators' actions) is boxed.
                     Outgoing::Frame(message) => self.ws.write(message, &self.inbox).await?,
-                    outgoing => Box::pin(self.apply(outgoing)).await?,
+                    outgoing => in_span(span, Box::pin(self.apply(outgoing))).await?,
                 },
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= silence_limit {
@@ -374,7 +400,7 @@ mod tests {
     use super::*;
 
     /// The size of the future `f` returns, without calling it.
-    fn future_size<A, B, F: std::future::Future>(_: impl FnOnce(A, B) -> F) -> usize {
+    fn future_size<A, B, C, F: std::future::Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
@@ -383,11 +409,8 @@ mod tests {
     /// task is smaller than one handling alone.
     #[test]
     fn an_idle_connection_future_is_small() {
-        fn future_size3<A, B, C, F: std::future::Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
-            std::mem::size_of::<F>()
-        }
         let run = future_size(Connection::run);
-        let handle = future_size3(Connection::handle);
+        let handle = future_size(Connection::handle);
         let (connection, serve) = (std::mem::size_of::<Connection>(), future_size(Connection::serve));
         eprintln!("futures: Connection::run {run} bytes (Connection {connection}, serve {serve}), handle {handle}");
         assert!(run < handle, "Connection::run's future ({run} bytes) holds a handler's ({handle} bytes)");

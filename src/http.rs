@@ -17,7 +17,6 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::accounts::create_account;
 use crate::config::{ClientIpHeader, Config, TrustedProxies};
@@ -180,7 +179,6 @@ fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Re
     let going_away = public.going_away.clone();
     // Every line the connection logs, the handshake's included, is in its span.
     let span = connection::span(&node.node_id, id);
-    let session_span = span.clone();
     // Laid out so that this future, held by every connection for its lifetime, keeps
     // nothing twice (issue #20): the handshake's result is moved out of a statement
     // (a `match` around `run` would keep it, ~330 bytes, until the connection ends),
@@ -189,14 +187,14 @@ fn upgrade(public: &Public, peer: SocketAddr, req: &mut Request<Incoming>) -> Re
     let connection = async move {
         let ws = match websocket.await {
             Ok(ws) => ws,
-            Err(e) => return tracing::debug!(error = %e, "WebSocket handshake failed"),
+            Err(e) => return tracing::debug!(parent: &span, error = %e, "WebSocket handshake failed"),
         };
-        Connection::new(node, ws, id, client_ip, session_span).run(going_away).await;
+        Connection::new(node, ws, id, client_ip, span.clone()).run(going_away, &span).await;
         drop((permit, slot));
     };
     // Boxed: spawning moves a future three times on its way into the task; a box is
     // one pointer to move (callgrind: ~2k instructions of copying per connection).
-    tokio::spawn(Box::pin(connection).instrument(span));
+    tokio::spawn(Box::pin(connection));
     response
 }
 

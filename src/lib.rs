@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod gate;
 pub mod handlers;
 pub mod http;
 pub mod last_used;
