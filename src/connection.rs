@@ -205,11 +205,7 @@ impl Connection {
     /// argument and the local it is moved to (rust-lang/rust#62958), ~700 bytes more
     /// per connection. The block below uses the captured `self` in place.
     #[allow(clippy::manual_async_fn)] // on purpose: see above
-    pub fn run(
-        mut self,
-        going_away: CancellationToken,
-        span: &Span,
-    ) -> impl std::future::Future<Output = ()> + Send + '_ {
+    pub fn run(mut self, going_away: CancellationToken, span: &Span) -> impl Future<Output = ()> + Send + '_ {
         async move {
             m::connection_opened();
             let ending = self.serve(&going_away, span).await.err().flatten();
