@@ -1011,7 +1011,10 @@ async fn what_resume_costs_redis() {
     // Round trips: the token (MGET), the route (SADD), where the streams end (two
     // XREVRANGE at once), the queue ticket (a script), the replay (two XRANGE at once).
     assert_eq!(calls.get("xrevrange").copied(), Some(2), "{calls:?}");
-    assert!(total(&calls) <= 16, "a fixed handful (script internals included): {calls:?}");
+    // 14 when nothing else runs; the node's once-a-second housekeeping (the heartbeat's
+    // script, the match queue's scan: 5 more in one CI run) lands in the window when a
+    // loaded machine makes the resume slow. Per frame would be hundreds.
+    assert!(total(&calls) <= 24, "a fixed handful (script internals included): {calls:?}");
 
     // Memory: a personal stream at its cap (500 private messages of 40 characters),
     // and the global stream per entry.
