@@ -38,7 +38,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     // One worker, no queue: the figure is one verify, the pool's hand-offs (the
     // address's line and the worker's turn) included.
-    let pool = HashPool::new(params.clone(), 1, 1, 1, 1);
+    let pool = HashPool::new(params.clone(), 1, 1, 1, 1, 0);
     let client = std::net::IpAddr::from([192, 0, 2, 1]);
     let place = || async { pool.admit(&pool.line_up(client).await).expect("an idle pool is never busy") };
     let stored = rt.block_on(async { pool.hash(place().await, PASSWORD.into()).await });

@@ -349,6 +349,10 @@ pub struct Config {
     /// Hashes running at once; 0 means one per core.
     #[arg(long, env = "HASH_WORKERS", default_value_t = 0, global = true)]
     pub hash_workers: usize,
+    /// The hash threads' nice value (Linux): 0 runs them at the node's own priority,
+    /// 19 lowest.
+    #[arg(long, env = "HASH_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19), global = true)]
+    pub hash_nice: i32,
     /// Logins allowed to wait for a hash worker before `Server busy`.
     #[arg(long, env = "HASH_QUEUE", default_value_t = 64, global = true)]
     pub hash_queue: usize,

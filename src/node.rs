@@ -43,7 +43,8 @@ impl Node {
         let Settings { config, argon2, allocator } = settings;
         let (per_address, per_network) =
             (config.hash_places_per_address as usize, config.hash_places_per_network as usize);
-        let hasher = HashPool::new(argon2, config.hash_workers, config.hash_queue, per_address, per_network);
+        let hasher =
+            HashPool::new(argon2, config.hash_workers, config.hash_queue, per_address, per_network, config.hash_nice);
         let logins = LoginThrottle::new(stores.limits.clone(), &config);
         let (registry, route_changes) = Registry::new();
         let registry = Arc::new(registry);

@@ -90,7 +90,7 @@ impl Admin {
     pub fn new(settings: &Settings, stores: &Stores, node_id: String) -> Admin {
         let config = settings.config.clone();
         // Operator logins are few: two hashes at once, a short queue.
-        let hasher = HashPool::new(settings.argon2.clone(), 2, 16, 2, 8);
+        let hasher = HashPool::new(settings.argon2.clone(), 2, 16, 2, 8, config.hash_nice);
         Admin {
             moderation: Moderation::new(stores.clone(), node_id, &config),
             operators: stores.operators.clone(),

@@ -1,7 +1,10 @@
 //! Argon2id hashing on a bounded pool. A hash costs tens of milliseconds of CPU and
-//! ~19 MiB, so at most `workers` run at once (on tokio's blocking threads, never on
+//! ~19 MiB, so at most `workers` run at once (on threads of the pool's own, never on
 //! the async workers) and at most `queue` more wait; past that callers get `Busy`
-//! at once instead of piling up memory and latency.
+//! at once instead of piling up memory and latency. The pool's threads run at a
+//! lower CPU priority (`HASH_NICE`): under a login flood the hashes take the cores
+//! the rest of the node leaves, and a `token_auth` or a chat message does not wait
+//! for the kernel to take a core back from a hash.
 //!
 //! The pool is shared fairly between clients ([`fair`](super::fair)): a login first
 //! lines up behind its own address's logins in progress, then its network's
@@ -13,6 +16,7 @@
 //! argon2id (`needs_rehash`).
 
 use std::net::IpAddr;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -59,6 +63,7 @@ pub struct HashPool {
     addresses: Arc<Lines>,
     networks: Arc<Lines>,
     workers: Arc<Workers>,
+    threads: Threads,
 }
 
 struct Inner {
@@ -74,8 +79,16 @@ struct Inner {
 
 impl HashPool {
     /// `per_address`, `per_network`: logins one client address, and one network
-    /// (`address::network_key`), may have in progress at once.
-    pub fn new(params: Params, workers: usize, queue: usize, per_address: usize, per_network: usize) -> HashPool {
+    /// (`address::network_key`), may have in progress at once; `nice`: the hash
+    /// threads' nice value (0 to 19; Linux only, elsewhere ignored).
+    pub fn new(
+        params: Params,
+        workers: usize,
+        queue: usize,
+        per_address: usize,
+        per_network: usize,
+        nice: i32,
+    ) -> HashPool {
         let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let dummy_hash = argon2
@@ -89,6 +102,7 @@ impl HashPool {
             addresses: Lines::new(per_address),
             networks: Lines::new(per_network),
             workers: Workers::new(workers),
+            threads: Threads::start(workers, nice),
         }
     }
 
@@ -139,16 +153,66 @@ impl HashPool {
         let inner = self.inner.clone();
         // The worker and the place go with the hash: a caller that stops waiting
         // does not free them while the hash still runs.
-        tokio::task::spawn_blocking(move || {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.threads.run(Box::new(move || {
             let _held = (place, worker);
             let start = Instant::now();
             let result = work(&inner);
             m::hash_duration(start.elapsed());
-            result
-        })
-        .await
-        .expect("hashing does not panic")
+            let _ = done.send(result);
+        }));
+        result.await.expect("hashing does not panic")
     }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The pool's threads, one per worker (`Workers` lets no more hashes run at once
+/// than there are threads, so a job never waits here). They end with the pool.
+struct Threads {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Threads {
+    fn start(count: usize, nice: i32) -> Threads {
+        let (jobs, queued) = mpsc::channel::<Job>();
+        let queued = Arc::new(Mutex::new(queued));
+        for i in 0..count {
+            let queued = queued.clone();
+            std::thread::Builder::new()
+                .name(format!("hash-{i}"))
+                .spawn(move || {
+                    lower_priority(nice);
+                    loop {
+                        let job = queued.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(job) = job else { return };
+                        // A panicking hash fails its caller (its result is never sent),
+                        // not the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })
+                .expect("spawning a hash thread");
+        }
+        Threads { jobs }
+    }
+
+    fn run(&self, job: Job) {
+        // The threads end only when `jobs` is dropped, with the pool.
+        let _ = self.jobs.send(job);
+    }
+}
+
+/// Sets the calling thread's nice value (on Linux, nice is per thread).
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice != 0 {
+        // SAFETY: setpriority has no memory effects; `0` is the calling thread.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+            tracing::warn!(nice, error = %std::io::Error::last_os_error(), "cannot lower the hash threads' priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// Whether `hash` is a bcrypt hash of a variant the Go server's library made or
@@ -245,7 +309,7 @@ mod tests {
     use super::*;
 
     fn pool(workers: usize, queue: usize) -> HashPool {
-        HashPool::new(Params::new(1024, 1, 1, None).unwrap(), workers, queue, 2, 8)
+        HashPool::new(Params::new(1024, 1, 1, None).unwrap(), workers, queue, 2, 8, 0)
     }
 
     impl HashPool {
@@ -253,6 +317,38 @@ mod tests {
         async fn place(&self) -> Admission {
             self.admit(&self.line_up(IpAddr::from([192, 0, 2, 1])).await).unwrap()
         }
+    }
+
+    /// Under a login flood the hashes take what the rest of the node leaves: they run
+    /// on threads of their own at the configured nice value, and the node's other
+    /// threads keep theirs.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashes_run_at_a_lower_priority_on_threads_of_their_own() {
+        let nice_here = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let before = nice_here();
+        let pool = HashPool::new(Params::new(1024, 1, 1, None).unwrap(), 2, 1, 2, 8, 7);
+        let (nice, name) = pool
+            .run(pool.place().await, move |_| (nice_here(), std::thread::current().name().map(str::to_owned)))
+            .await;
+        assert_eq!(nice, before.max(7), "the hash thread's nice value");
+        assert!(name.is_some_and(|n| n.starts_with("hash-")), "ran on a hash thread");
+        assert_eq!(nice_here(), before, "the caller's thread keeps its priority");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_hash_fails_its_caller_not_the_pool() {
+        let pool = Arc::new(pool(1, 1));
+        let panicking = pool.clone();
+        let failed = tokio::spawn(async move {
+            let place = panicking.place().await;
+            let _: () = panicking.run(place, |_| panic!("a hash that panics")).await;
+        })
+        .await;
+        assert!(failed.is_err(), "the caller sees the failure");
+        // The pool's one thread and one worker are still there.
+        let phc = pool.hash(pool.place().await, "secret1".into()).await;
+        assert!(phc.starts_with("$argon2id$"));
     }
 
     #[tokio::test]
@@ -270,7 +366,7 @@ mod tests {
     async fn flags_hashes_made_with_other_parameters() {
         let old_pool = pool(1, 1);
         let old = old_pool.hash(old_pool.place().await, "secret1".into()).await;
-        let new = HashPool::new(Params::new(2048, 1, 1, None).unwrap(), 1, 1, 2, 8);
+        let new = HashPool::new(Params::new(2048, 1, 1, None).unwrap(), 1, 1, 2, 8, 0);
         let v = new.verify(new.place().await, "secret1".into(), Some(old)).await;
         assert_eq!(v, Verified { ok: true, needs_rehash: true });
     }
@@ -327,7 +423,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refuses_beyond_the_queue() {
-        let pool = Arc::new(HashPool::new(Params::new(19456, 2, 1, None).unwrap(), 1, 1, 1, 1));
+        let pool = Arc::new(HashPool::new(Params::new(19456, 2, 1, None).unwrap(), 1, 1, 1, 1, 0));
         let tasks: Vec<_> = (0..8u8)
             .map(|i| {
                 let pool = pool.clone();
