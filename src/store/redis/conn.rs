@@ -236,7 +236,8 @@ impl RedisStore {
         if let Some(lane) = &self.lane {
             return self.run_lane(lane, args, check).await;
         }
-        let mut cmd = Cmd::new();
+        // Presized, as `sized_cmd` does for the typed commands.
+        let mut cmd = Cmd::with_capacity(args.len(), args.iter().map(|arg| arg.len()).sum());
         for arg in args {
             cmd.arg(*arg);
         }

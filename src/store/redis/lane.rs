@@ -262,9 +262,9 @@ impl Drop for Wait {
 
 /// The link's one task, as the `redis` crate's driver: writes what callers queued (all
 /// of it in one write, after the tasks ready meanwhile have had their turn) and hands
-/// each reply read to the oldest waiting caller. One
-/// task for both directions: a wake-up to read replies also sends what was queued
-/// meanwhile. Ends when the link closes; dropping the socket closes the connection.
+/// each reply read to the oldest waiting caller. One task for both directions: a
+/// wake-up to read replies also sends what was queued meanwhile. Ends when the link
+/// closes; dropping the socket closes the connection.
 async fn drive(link: Arc<Link>, mut reader: OwnedReadHalf, mut writer: OwnedWriteHalf) {
     let mut input: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut output = Vec::new();
